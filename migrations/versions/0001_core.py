@@ -1,0 +1,118 @@
+"""Core schema: series, profiles, samples, interned symbols and stacks, function rollups.
+
+Hand-written (duckdb-engine cannot autogenerate). No sequences and no indexes on the fact
+tables: ids are content hashes, so any writer can compute them, and DuckDB cannot alter a
+table that carries an index (see research/dependencies.md).
+
+Revision ID: 0001_core
+Revises:
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0001_core"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+TABLES = {
+    "series": """
+        series_id UBIGINT PRIMARY KEY,
+        tenant VARCHAR NOT NULL,
+        profile_type VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        sample_type VARCHAR NOT NULL,
+        sample_unit VARCHAR NOT NULL,
+        period_type VARCHAR NOT NULL,
+        period_unit VARCHAR NOT NULL,
+        labels MAP(VARCHAR, VARCHAR) NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL
+    """,
+    "profiles": """
+        profile_id UBIGINT NOT NULL,
+        series_id UBIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        group_id UBIGINT NOT NULL,
+        type_index SMALLINT NOT NULL,
+        sample_types VARCHAR[] NOT NULL,
+        sample_units VARCHAR[] NOT NULL,
+        default_sample_type VARCHAR NOT NULL,
+        time_nanos BIGINT NOT NULL,
+        duration_ns BIGINT NOT NULL,
+        period BIGINT NOT NULL,
+        total BIGINT NOT NULL,
+        sample_count BIGINT NOT NULL,
+        drop_frames VARCHAR NOT NULL,
+        keep_frames VARCHAR NOT NULL,
+        comments VARCHAR[] NOT NULL,
+        doc_url VARCHAR NOT NULL,
+        source VARCHAR NOT NULL
+    """,
+    "samples": """
+        series_id UBIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        stack_id UBIGINT NOT NULL,
+        labelset_id UBIGINT NOT NULL,
+        value BIGINT NOT NULL
+    """,
+    "stacks": """
+        stack_id UBIGINT NOT NULL,
+        location_ids UBIGINT[] NOT NULL,
+        function_ids UBIGINT[] NOT NULL
+    """,
+    "locations": """
+        location_id UBIGINT NOT NULL,
+        mapping_id UBIGINT NOT NULL,
+        address UBIGINT NOT NULL,
+        is_folded BOOLEAN NOT NULL,
+        function_ids UBIGINT[] NOT NULL,
+        lines BIGINT[] NOT NULL,
+        columns BIGINT[] NOT NULL
+    """,
+    "functions": """
+        function_id UBIGINT NOT NULL,
+        name VARCHAR NOT NULL,
+        system_name VARCHAR NOT NULL,
+        filename VARCHAR NOT NULL,
+        start_line BIGINT NOT NULL
+    """,
+    "mappings": """
+        mapping_id UBIGINT NOT NULL,
+        memory_start UBIGINT NOT NULL,
+        memory_limit UBIGINT NOT NULL,
+        file_offset UBIGINT NOT NULL,
+        filename VARCHAR NOT NULL,
+        build_id VARCHAR NOT NULL,
+        has_functions BOOLEAN NOT NULL,
+        has_filenames BOOLEAN NOT NULL,
+        has_line_numbers BOOLEAN NOT NULL,
+        has_inline_frames BOOLEAN NOT NULL
+    """,
+    "labelsets": """
+        labelset_id UBIGINT NOT NULL,
+        keys VARCHAR[] NOT NULL,
+        strs VARCHAR[] NOT NULL,
+        nums BIGINT[] NOT NULL,
+        num_units VARCHAR[] NOT NULL
+    """,
+    "function_rollup": """
+        series_id UBIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        function_id UBIGINT NOT NULL,
+        flat BIGINT NOT NULL,
+        cum BIGINT NOT NULL
+    """,
+}
+
+
+def upgrade() -> None:
+    for name, columns in TABLES.items():
+        op.execute(f"CREATE TABLE {name} ({columns})")
+
+
+def downgrade() -> None:
+    for name in reversed(TABLES):
+        op.execute(f"DROP TABLE {name}")

@@ -1,0 +1,1 @@
+"""HTTP interfaces: the REST API, operational endpoints and error mapping."""

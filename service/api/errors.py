@@ -1,0 +1,47 @@
+"""The one place where exceptions become HTTP statuses.
+
+Every answer to bad input is a 4xx with ``{"error": "<what is wrong>"}``; 5xx is reserved for
+the server's own trouble (503 when storage or a time limit stops a request).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service.errors import (
+    IncompatibleProfiles,
+    InvalidRequest,
+    ProfileError,
+    ProfileTooLarge,
+    ProfstoreError,
+    QueryTimeout,
+    StoreError,
+)
+
+__all__ = ["install", "status_of"]
+
+log = logging.getLogger(__name__)
+
+
+def status_of(exc: ProfstoreError) -> int:
+    if isinstance(exc, ProfileTooLarge):
+        return 413
+    if isinstance(exc, ProfileError | InvalidRequest | IncompatibleProfiles):
+        return 400
+    if isinstance(exc, QueryTimeout | StoreError):
+        return 503
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProfstoreError)
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    app.add_exception_handler(ProfstoreError, handle)

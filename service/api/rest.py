@@ -1,0 +1,273 @@
+"""The REST API under ``/api/v1``: ingest, export and the catalogue of what is stored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from service.errors import InvalidRequest, ProfileTooLarge
+from service.pprof.encode import encode
+from service.query.export import export_profile
+from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
+from service.store.ingest import Ingestor
+from service.store.reads import SeriesRow, list_profiles, list_series
+from service.types import TimeRange, parse_time
+
+__all__ = ["router"]
+
+TENANT = "anonymous"  # tenants arrive with access control; until then everything is one tenant
+
+router = APIRouter(prefix="/api/v1")
+
+QueryParam = Annotated[
+    str,
+    Query(
+        description="`<profile type>{<selector>}`: a profile type as Pyroscope names it and a Prometheus-style label "
+        "selector (`=`, `!=`, `=~`, `!~`; regexes fully anchored).",
+        examples=['process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="checkout"}'],
+    ),
+]
+FromParam = Annotated[
+    str | None,
+    Query(
+        alias="from",
+        description="Start: RFC 3339, unix seconds or milliseconds, or `now-1h`. Default: until minus 1 h.",
+        examples=["now-1h"],
+    ),
+]
+UntilParam = Annotated[str | None, Query(description="End, same formats as `from`. Default: now.", examples=["now"])]
+
+
+class IngestResponse(BaseModel):
+    profile_ids: list[str] = Field(description="One id per stored series (one per sample type), as decimal strings.")
+    series: list[str] = Field(description="Profile types written, one series each.")
+    samples: int = Field(description="Sample rows stored (after merging equal stacks and dropping zeros).")
+    ts: int = Field(description="Profile timestamp used, unix nanoseconds.")
+    duplicate: bool = Field(description="True when the same profile was already stored; nothing was written twice.")
+
+
+class ProfileTypeInfo(BaseModel):
+    id: str = Field(examples=["process_cpu:cpu:nanoseconds:cpu:nanoseconds"])
+    name: str
+    sample_type: str
+    sample_unit: str
+    period_type: str
+    period_unit: str
+
+
+class StoredProfile(BaseModel):
+    id: str
+    ts: int = Field(description="unix nanoseconds")
+    profile_type: str
+    labels: dict[str, str]
+    duration_ns: int
+    period: int
+    total: int = Field(description="Sum of this sample type's values")
+    samples: int
+
+
+def _range(request: Request, from_: str | None, until: str | None) -> TimeRange:
+    tr = TimeRange.parse(from_, until)
+    limit = request.app.state.settings.max_range_days
+    if limit is not None and tr.end - tr.start > limit * 86400 * 10**9:
+        raise InvalidRequest(
+            f"time range of {(tr.end - tr.start) / 86400e9:.1f} days exceeds the maximum of {limit:g} days"
+        )
+    return tr
+
+
+def _series(request: Request) -> list[SeriesRow]:
+    with request.app.state.db.read() as cur:
+        return list_series(cur, TENANT)
+
+
+def _known_types(series: list[SeriesRow]) -> str:
+    known = sorted({str(s.profile_type) for s in series})
+    return ", ".join(known) if known else "none stored yet"
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProfileTooLarge(f"request body of {declared} bytes", limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProfileTooLarge("request body", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/ingest",
+    response_model=IngestResponse,
+    summary="Store one pprof profile",
+    description="The body is a pprof profile, gzipped or raw protobuf. It is stored as one series per sample type. "
+    "Sending the same bytes for the same labels and time again stores nothing new.",
+    responses={400: {"description": "Not a valid pprof profile or bad parameters"}, 413: {"description": "Too large"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def ingest(
+    request: Request,
+    labels: Annotated[
+        str,
+        Query(
+            description="Series labels as a selector of `=` matchers.",
+            examples=['{service_name="checkout",env="prod"}'],
+        ),
+    ] = "{}",
+    name: Annotated[
+        str | None,
+        Query(
+            description="Profile name (process_cpu, memory, goroutine, mutex, block, …); "
+            "inferred from the sample types when absent.",
+            examples=["process_cpu"],
+        ),
+    ] = None,
+    ts: Annotated[str | None, Query(description="Profile time; default: the profile's time_nanos, else now.")] = None,
+) -> IngestResponse:
+    settings = request.app.state.settings
+    series_labels = parse_labels(labels)
+    when = parse_time(ts, "ts") if ts else None
+    data = await _body(request, settings.max_compressed_bytes)
+    ingestor: Ingestor = request.app.state.ingestor
+    res = await run_in_threadpool(ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=TENANT)
+    return IngestResponse(
+        profile_ids=[str(i) for i in res.profile_ids],
+        series=res.series,
+        samples=res.samples,
+        ts=res.ts,
+        duplicate=res.duplicate,
+    )
+
+
+@router.get(
+    "/export",
+    summary="Merged pprof of all matching profiles",
+    description="A gzipped pprof (`go tool pprof` reads it) of every stored profile matching `query` in the range, "
+    "merged as `go tool pprof -proto` merges. All sample types stored together come back; the default sample "
+    "type is the queried one.",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        400: {"description": "Unknown profile type, malformed selector or reversed range"},
+    },
+)
+def export(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> Response:
+    q = parse_query(query)
+    tr = _range(request, from_, until)
+    with request.app.state.db.read() as cur:
+        series = list_series(cur, TENANT)
+        if not any(s.profile_type == q.profile_type for s in series):
+            raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {_known_types(series)}')
+        profile = export_profile(cur, q, series, tr)
+    return Response(
+        encode(profile),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{q.profile_type.name}.pb.gz"'},
+    )
+
+
+@router.get("/profile-types", response_model=list[ProfileTypeInfo], summary="Profile types stored")
+def profile_types(request: Request) -> list[ProfileTypeInfo]:
+    seen = {s.profile_type for s in _series(request)}
+    return [
+        ProfileTypeInfo(
+            id=str(pt),
+            name=pt.name,
+            sample_type=pt.sample_type,
+            sample_unit=pt.sample_unit,
+            period_type=pt.period_type,
+            period_unit=pt.period_unit,
+        )
+        for pt in sorted(seen, key=str)
+    ]
+
+
+def _filter(series: list[SeriesRow], selector: str | None, from_: str | None, until: str | None) -> list[SeriesRow]:
+    """Series matching an optional selector that were seen in the range (all time when no range is given)."""
+    tr = TimeRange.parse(from_, until) if from_ or until else TimeRange(0, 2**63 - 1)
+    matchers: tuple[Matcher, ...] = ()
+    ptype = None
+    if selector:
+        if selector.lstrip().startswith("{"):
+            matchers = parse_selector(selector)
+        else:
+            q = parse_query(selector)
+            matchers, ptype = q.matchers, q.profile_type
+    return [
+        s
+        for s in series
+        if (ptype is None or s.profile_type == ptype)
+        and all(m.matches(s.labels) for m in matchers)
+        and s.last_seen >= tr.start
+        and s.first_seen <= tr.end
+    ]
+
+
+SelectorParam = Annotated[
+    str | None,
+    Query(
+        description="Optional `{selector}` or `<profile type>{selector}` restricting the series considered.",
+        examples=['{service_name="checkout"}'],
+    ),
+]
+
+
+@router.get("/labels", response_model=list[str], summary="Label names of stored series")
+def labels(
+    request: Request, query: SelectorParam = None, from_: FromParam = None, until: UntilParam = None
+) -> list[str]:
+    return sorted({k for s in _filter(_series(request), query, from_, until) for k in s.labels})
+
+
+@router.get("/labels/{name}/values", response_model=list[str], summary="Values of one label")
+def label_values(
+    request: Request,
+    name: Annotated[str, Path(description="Label name", examples=["service_name"])],
+    query: SelectorParam = None,
+    from_: FromParam = None,
+    until: UntilParam = None,
+) -> list[str]:
+    return sorted({s.labels[name] for s in _filter(_series(request), query, from_, until) if name in s.labels})
+
+
+@router.get("/profiles", response_model=list[StoredProfile], summary="Individual stored profiles")
+def profiles(
+    request: Request,
+    query: QueryParam,
+    from_: FromParam = None,
+    until: UntilParam = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> list[StoredProfile]:
+    q = parse_query(query)
+    tr = _range(request, from_, until)
+    with request.app.state.db.read() as cur:
+        series = {
+            s.series_id: s for s in list_series(cur, TENANT) if s.profile_type == q.profile_type and q.matches(s.labels)
+        }
+        rows: list[Any] = list_profiles(cur, list(series), tr, limit) if series else []
+    return [
+        StoredProfile(
+            id=str(r[0]),
+            ts=r[2],
+            profile_type=str(series[r[1]].profile_type),
+            labels=series[r[1]].labels,
+            duration_ns=r[3],
+            period=r[4],
+            total=r[5],
+            samples=r[6],
+        )
+        for r in rows
+    ]

@@ -1,0 +1,147 @@
+"""``profstore``: serve, migrate, ingest, export, openapi."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from service.errors import ProfstoreError
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:4040"
+
+
+def _settings(args: argparse.Namespace):
+    from service.config import load_settings
+
+    return load_settings(
+        getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), listen=getattr(args, "listen", None)
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(args)
+    # One worker only: a DuckDB file admits a single process.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_level="info")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.store import migrate
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.data_dir / "profstore.duckdb")
+    print(f"migrated {settings.data_dir / 'profstore.duckdb'} to head")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from service.app import create_app
+
+    sys.stdout.write(yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    failed = 0
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        for f in args.files:
+            params = {"labels": args.labels}
+            if args.name:
+                params["name"] = args.name
+            r = client.post("/api/v1/ingest", params=params, content=Path(f).read_bytes())
+            if r.status_code == 200:
+                body = r.json()
+                print(
+                    f"{f}: {body['samples']} samples in {', '.join(body['series'])}"
+                    + (" (already stored)" if body["duplicate"] else "")
+                )
+            else:
+                failed += 1
+                print(f"{f}: {r.status_code} {_error(r)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    params = {"query": args.query, "from": args.from_, "until": args.until}
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        r = client.get("/api/v1/export", params={k: v for k, v in params.items() if v})
+    if r.status_code != 200:
+        print(f"export failed: {r.status_code} {_error(r)}", file=sys.stderr)
+        return 1
+    Path(args.output).write_bytes(r.content)
+    print(f"wrote {len(r.content)} bytes to {args.output}")
+    return 0
+
+
+def _error(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("error", r.text))
+    except (json.JSONDecodeError, AttributeError):
+        return r.text[:300]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="profstore", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def storage_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", type=Path, help="YAML settings file")
+        sp.add_argument("--data-dir", type=Path, help="directory of the DuckDB file (default ./data)")
+
+    s = sub.add_parser("serve", help="run the HTTP server (applies migrations first)")
+    storage_flags(s)
+    s.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4040)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("migrate", help="apply database migrations")
+    storage_flags(s)
+    s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("openapi", help="print the OpenAPI document (YAML)")
+    s.set_defaults(func=cmd_openapi)
+
+    s = sub.add_parser("ingest", help="send pprof files to a running server")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--labels", default="{}", help='series labels, e.g. {service_name="checkout"}')
+    s.add_argument("--name", help="profile name (inferred when absent)")
+    s.add_argument("--url", default=DEFAULT_URL)
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("export", help="fetch a merged pprof from a running server")
+    s.add_argument("--query", required=True, help="<profile type>{<selector>}")
+    s.add_argument("--from", dest="from_", help="start (RFC 3339, unix s/ms, now-1h)")
+    s.add_argument("--until", help="end (default now)")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--url", default=DEFAULT_URL)
+    s.add_argument("--timeout", type=float, default=300.0)
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ProfstoreError as exc:
+        print(f"profstore: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reads: selectors, series matching, merges and the answers built from them."""

@@ -1,0 +1,1 @@
+"""DuckDB storage: schema, normalization, the single writer and the reads the query layer uses."""

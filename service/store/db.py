@@ -1,0 +1,71 @@
+"""The database object: one DuckDB connection per process, one writer thread, cursors for reads.
+
+A DuckDB file admits one process, so collector, writer and API share this object. Reads take
+their own cursor (``read()``), which never blocks ingestion, and run under a time limit:
+a watchdog calls ``interrupt()`` on the cursor and the read raises ``QueryTimeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from service.errors import QueryTimeout, StoreError
+from service.store import migrate
+from service.store.writer import Writer
+
+__all__ = ["Database"]
+
+DB_FILE = "profstore.duckdb"
+
+
+class Database:
+    def __init__(self, data_dir: Path, *, read_timeout_s: float = 30.0, max_batch: int = 256) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        migrate.upgrade(self.path)
+        try:
+            self._con = duckdb.connect(
+                str(self.path),
+                config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"},
+            )
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        self.read_timeout_s = read_timeout_s
+        self.writer = Writer(self._con.cursor(), max_batch=max_batch)
+
+    @contextlib.contextmanager
+    def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for one request; interrupted (→ ``QueryTimeout``) when it runs too long."""
+        cur = self._con.cursor()
+        limit = self.read_timeout_s if timeout_s is None else timeout_s
+        fired = threading.Event()
+
+        def stop() -> None:
+            fired.set()
+            cur.interrupt()
+
+        timer = threading.Timer(limit, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield cur
+        except duckdb.Error as exc:
+            if fired.is_set():
+                raise QueryTimeout(
+                    f"query ran longer than {limit:g} s and was stopped; narrow the time range or selector"
+                ) from exc
+            raise StoreError(f"read failed: {exc}") from exc
+        finally:
+            timer.cancel()
+            cur.close()
+
+    def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(duckdb.Error):
+            self._con.execute("CHECKPOINT")
+        self._con.close()

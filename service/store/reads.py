@@ -1,0 +1,117 @@
+"""The reads the query layer needs, as SQL over the schema; every user value is a bound parameter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.types import ProfileType, TimeRange
+
+__all__ = ["ExportRows", "SeriesRow", "export_rows", "list_profiles", "list_series"]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    series_id: int
+    profile_type: ProfileType
+    labels: dict[str, str]
+    first_seen: int
+    last_seen: int
+
+
+def list_series(
+    cur: duckdb.DuckDBPyConnection, tenant: str, profile_type: ProfileType | None = None
+) -> list[SeriesRow]:
+    sql = "SELECT series_id, profile_type, labels, first_seen, last_seen FROM series WHERE tenant = $tenant"
+    params: dict[str, object] = {"tenant": tenant}
+    if profile_type is not None:
+        sql += " AND profile_type = $pt"
+        params["pt"] = str(profile_type)
+    rows = cur.execute(sql + " ORDER BY profile_type, series_id", params).fetchall()
+    return [SeriesRow(int(r[0]), ProfileType.parse(r[1]), dict(r[2]), r[3], r[4]) for r in rows]
+
+
+def list_profiles(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, limit: int) -> list[tuple]:
+    return cur.execute(
+        "SELECT profile_id, series_id, ts, duration_ns, period, total, sample_count, source FROM profiles "
+        "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end ORDER BY ts, series_id LIMIT $limit",
+        {"ids": series_ids, "start": tr.start, "end": tr.end, "limit": limit},
+    ).fetchall()
+
+
+@dataclass(slots=True)
+class ExportRows:
+    """Everything needed to rebuild one merged pprof, as Arrow tables keyed by content hash."""
+
+    headers: pa.Table  # one row per selected source profile (group)
+    samples: pa.Table  # stack_id, labelset_id, sample_type, value
+    stacks: pa.Table
+    locations: pa.Table
+    functions: pa.Table
+    mappings: pa.Table
+    labelsets: pa.Table
+
+
+def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange) -> ExportRows:
+    """Select the profiles of ``series_ids`` in ``tr`` and every sample type stored with them.
+
+    A pprof with several sample types was stored as one series per type sharing a ``group_id``;
+    the sibling series are pulled back in so a heap export has its four types again.
+    """
+    params = {"ids": series_ids, "start": tr.start, "end": tr.end}
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _groups AS "
+        "SELECT p.series_id, p.ts, p.group_id, p.sample_types[p.type_index + 1] || chr(31) || p.sample_units[p.type_index + 1] AS sample_type "
+        "FROM profiles p WHERE p.group_id IN ("
+        "  SELECT group_id FROM profiles WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end)",
+        params,
+    )
+    headers = cur.execute(
+        "SELECT group_id, any_value(sample_types) AS sample_types, any_value(sample_units) AS sample_units, any_value(default_sample_type) AS default_sample_type, "
+        "any_value(time_nanos) AS time_nanos, any_value(duration_ns) AS duration_ns, any_value(period) AS period, "
+        "any_value(comments) AS comments, any_value(doc_url) AS doc_url, any_value(drop_frames) AS drop_frames, "
+        "any_value(keep_frames) AS keep_frames, min(ts) AS ts FROM profiles "
+        "WHERE group_id IN (SELECT group_id FROM _groups) GROUP BY group_id ORDER BY ts, group_id"
+    ).to_arrow_table()
+    samples = cur.execute(
+        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value)::BIGINT AS value FROM samples s "
+        "JOIN (SELECT DISTINCT series_id, ts, sample_type FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
+        "GROUP BY ALL"
+    ).to_arrow_table()
+
+    def ids(name: str, values: pa.Array) -> None:
+        cur.register(name, pa.table({"id": pa.array(np.unique(values.to_numpy(zero_copy_only=False)), pa.uint64())}))
+
+    ids("_sel_stacks", samples["stack_id"].combine_chunks())
+    stacks = cur.execute(
+        "SELECT stack_id, location_ids FROM stacks WHERE stack_id IN (SELECT id FROM _sel_stacks) "
+        "QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
+    ).to_arrow_table()
+    ids("_sel_locs", pc.list_flatten(stacks["location_ids"]).combine_chunks())
+    locations = cur.execute(
+        "SELECT * FROM locations WHERE location_id IN (SELECT id FROM _sel_locs) "
+        "QUALIFY row_number() OVER (PARTITION BY location_id) = 1"
+    ).to_arrow_table()
+    ids("_sel_funcs", pc.list_flatten(locations["function_ids"]).combine_chunks())
+    functions = cur.execute(
+        "SELECT * FROM functions WHERE function_id IN (SELECT id FROM _sel_funcs) "
+        "QUALIFY row_number() OVER (PARTITION BY function_id) = 1"
+    ).to_arrow_table()
+    ids("_sel_maps", locations["mapping_id"].combine_chunks())
+    mappings = cur.execute(
+        "SELECT * FROM mappings WHERE mapping_id IN (SELECT id FROM _sel_maps) "
+        "QUALIFY row_number() OVER (PARTITION BY mapping_id) = 1"
+    ).to_arrow_table()
+    ids("_sel_ls", samples["labelset_id"].combine_chunks())
+    labelsets = cur.execute(
+        "SELECT * FROM labelsets WHERE labelset_id IN (SELECT id FROM _sel_ls) "
+        "QUALIFY row_number() OVER (PARTITION BY labelset_id) = 1"
+    ).to_arrow_table()
+    for name in ("_sel_stacks", "_sel_locs", "_sel_funcs", "_sel_maps", "_sel_ls"):
+        cur.unregister(name)
+    cur.execute("DROP TABLE IF EXISTS _groups")
+    return ExportRows(headers, samples, stacks, locations, functions, mappings, labelsets)

@@ -1,0 +1,3 @@
+module profstore/gotarget
+
+go 1.19
