@@ -9,6 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from service.errors import InvalidRequest
 
@@ -70,15 +71,10 @@ def parse_time(text: str, what: str, now: int | None = None) -> int:
             return now
         return now - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
     if re.fullmatch(r"-?\d+(\.\d+)?", t):
-        v = float(t)
+        v = Decimal(t)
         digits = len(t.split(".")[0].lstrip("-"))
-        if digits <= 11:
-            return int(v * 10**9)
-        if digits <= 14:
-            return int(v * 10**6)
-        if digits <= 17:
-            return int(v * 10**3)
-        return int(t.split(".")[0])
+        scale = 10**9 if digits <= 11 else 10**6 if digits <= 14 else 10**3 if digits <= 17 else 1
+        return int(v * scale)
     try:
         dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

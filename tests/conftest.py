@@ -1,0 +1,133 @@
+"""Shared fixtures: the real corpus, real DuckDB files, a real ASGI app and a real server process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    path: Path
+    producer: str
+    sample_types: str
+    accepted: bool
+    verdict: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def corpus_files() -> list[CorpusFile]:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [
+        CorpusFile(CORPUS / r["file"], r["producer"], r["sample_types"], r["go_tool_pprof"] == "ok", r["go_tool_pprof"])
+        for r in rows
+    ]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not (CORPUS / "MANIFEST.tsv").exists():
+        pytest.skip(
+            f"the shared pprof corpus is absent ({CORPUS}); it lives next to the repository in ../shared/corpus"
+        )
+    return CORPUS
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    """The real app on a fresh DuckDB file, driven in-process."""
+    app = create_app(
+        Settings(data_dir=tmp_path / "data", max_compressed_bytes=8 << 20, max_uncompressed_bytes=64 << 20)
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``profstore serve`` as a child process on loopback."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    def start(self) -> Server:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"profstore serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"profstore serve did not become healthy: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("serve") / "data").start()
+    yield srv
+    srv.stop()

@@ -1,0 +1,92 @@
+"""Normalization against hand-computed truth: flat/cum per function, merging, zero dropping, ids."""
+
+from __future__ import annotations
+
+from service.pprof import profile_pb2 as pb
+from service.pprof.decode import parse
+from service.store.normalize import normalize
+
+
+def recursive_profile() -> pb.Profile:
+    """Stacks (leaf first), one value type:
+
+    a) leaf → rec → rec → main   = 10   (rec appears twice: cum once)
+    b) leaf → rec → main         = 5    (same stack as c, labels differ)
+    c) leaf → rec → main         = 7    (label k=v)
+    d) leaf → rec → main         = 3    (label k=v again: merges with c)
+    e) <inl> main                = 4    (one location with two lines: inl inlined into main)
+    f) rec → main                = 0    (zero: dropped)
+    """
+    strings = ["", "cpu", "nanoseconds", "main", "rec", "leaf", "inl", "k", "v"]
+    p = pb.Profile(string_table=[s.encode() for s in strings])
+    p.sample_type.add(type=1, unit=2)
+    for fid, name in ((1, 3), (2, 4), (3, 5), (4, 6)):
+        p.function.add(id=fid, name=name)
+    p.location.add(id=1, address=0x10).line.add(function_id=1, line=1)  # main
+    p.location.add(id=2, address=0x20).line.add(function_id=2, line=2)  # rec
+    p.location.add(id=3, address=0x30).line.add(function_id=3, line=3)  # leaf
+    inl = p.location.add(id=4, address=0x40)
+    inl.line.add(function_id=4, line=4)
+    inl.line.add(function_id=1, line=9)
+    p.sample.add(location_id=[3, 2, 2, 1], value=[10])
+    p.sample.add(location_id=[3, 2, 1], value=[5])
+    p.sample.add(location_id=[3, 2, 1], value=[7]).label.add(key=7, str=8)
+    p.sample.add(location_id=[3, 2, 1], value=[3]).label.add(key=7, str=8)
+    p.sample.add(location_id=[4], value=[4])
+    p.sample.add(location_id=[2, 1], value=[0])
+    return p
+
+
+def test_rollup_flat_and_cum_by_hand() -> None:
+    n = normalize(
+        parse(recursive_profile().SerializeToString()),
+        tenant="t",
+        labels={"service_name": "x"},
+        name="process_cpu",
+        ts=1,
+        content_hash=1,
+        source="test",
+    )
+    names = dict(zip(n.functions["function_id"].to_pylist(), n.functions["name"].to_pylist(), strict=True))
+    r = n.function_rollup
+    got = {
+        names[f]: (fl, cu)
+        for f, fl, cu in zip(r["function_id"].to_pylist(), r["flat"].to_pylist(), r["cum"].to_pylist(), strict=True)
+    }
+    assert got == {
+        "leaf": (25, 25),
+        "rec": (0, 25),  # 10 + 5 + 10, the recursive stack counted once
+        "main": (0, 29),  # every non-zero stack, inlined frame included
+        "inl": (4, 4),  # innermost line of the leaf location gets the flat value
+    }
+    # Samples: a, b, c+d merged, e; f dropped.
+    assert sorted(n.samples["value"].to_pylist()) == [4, 5, 10, 10]
+    assert n.stacks.num_rows == 3  # a, b/c/d, e
+    assert n.labelsets.num_rows == 1
+    assert n.profiles["total"].to_pylist() == [29]
+    assert n.series["profile_type"].to_pylist() == ["process_cpu:cpu:nanoseconds::"]
+
+
+def test_ids_are_content_hashes() -> None:
+    """The same content gives the same ids, whatever the profile-local ids were."""
+    a = recursive_profile()
+    b = recursive_profile()
+    for loc in b.location:
+        loc.id += 100
+    for s in b.sample:
+        s.location_id[:] = [i + 100 for i in s.location_id]
+    na = normalize(parse(a.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
+    nb = normalize(parse(b.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=2, source="t")
+    assert sorted(na.stacks["stack_id"].to_pylist()) == sorted(nb.stacks["stack_id"].to_pylist())
+    assert sorted(na.locations["location_id"].to_pylist()) == sorted(nb.locations["location_id"].to_pylist())
+    assert na.series["series_id"].to_pylist() == nb.series["series_id"].to_pylist()
+    assert na.group_id != nb.group_id  # different bytes: a different profile
+
+
+def test_stack_order_matters() -> None:
+    p = recursive_profile()
+    q = recursive_profile()
+    q.sample[1].location_id[:] = [1, 2, 3]  # reversed b
+    na = normalize(parse(p.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
+    nq = normalize(parse(q.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
+    assert set(na.stacks["stack_id"].to_pylist()) != set(nq.stacks["stack_id"].to_pylist())
