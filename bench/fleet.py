@@ -1,0 +1,82 @@
+"""A synthetic fleet built from real corpus profiles.
+
+Real Go profiles (CPU, heap, goroutine) are the bases; each base gets variants whose sample
+values are redrawn around the original (so content differs as it does between scrapes), and
+every stored profile gets its own ``time_nanos``, appended as a protobuf field to variant bytes
+that carry none (pprof refuses a time set twice), so no profile is re-encoded.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.pprof.decode import decode
+from service.pprof.encode import to_message
+
+BASES = [
+    ("go119__cpu_10s.pb.gz", "process_cpu"),
+    ("go119__cpu_before_regression_5s.pb.gz", "process_cpu"),
+    ("go119__cpu_after_regression_5s.pb.gz", "process_cpu"),
+    ("series/cpu_00.pb.gz", "process_cpu"),
+    ("series/cpu_03.pb.gz", "process_cpu"),
+    ("go119__heap.pb.gz", "memory"),
+    ("go119__goroutine.pb.gz", "goroutine"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProfile:
+    target: int
+    scrape: int
+    name: str
+    ts_ns: int
+    data: bytes  # gzipped pprof
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    v &= (1 << 64) - 1
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tuple[str, list[bytes]]]:
+    out = []
+    for fname, name in BASES:
+        base = decode((corpus / fname).read_bytes())
+        base.time_nanos = 0  # absent on the wire, so the one appended per profile is the only one
+        raws = []
+        for _ in range(per_base):
+            v = base.samples.values
+            scale = rng.gamma(4.0, 0.25, size=(v.shape[0], 1))
+            keep = rng.random(v.shape[0]) < 0.9
+            base.samples.values = np.where(keep[:, None], np.maximum(np.rint(v * scale), 0), 0).astype(np.int64)
+            raws.append(to_message(base).SerializeToString())
+            base.samples.values = v
+        out.append((name, raws))
+    return out
+
+
+def build(corpus: Path, targets: int, scrapes: int, per_base: int = 8, seed: int = 1) -> list[FleetProfile]:
+    """``targets`` × ``scrapes`` profiles, 15 s apart, each target cycling through the bases."""
+    rng = np.random.default_rng(seed)
+    variants = _variants(corpus, per_base, rng)
+    t0 = 1_780_000_000 * 10**9
+    fleet = []
+    for t in range(targets):
+        name, raws = variants[t % len(variants)]
+        for s in range(scrapes):
+            ts = t0 + s * 15 * 10**9 + t * 10**6
+            raw = raws[int(rng.integers(len(raws)))] + b"\x48" + _varint(ts)  # field 9 (time_nanos), varint
+            fleet.append(FleetProfile(t, s, name, ts, gzip.compress(raw, compresslevel=6, mtime=0)))
+    return fleet
