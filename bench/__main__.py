@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=100)
     ap.add_argument("--scrapes", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=8, help="concurrent ingest clients (the writer batches them)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="profstore-bench-"))
     out: list[str] = []
@@ -89,7 +89,11 @@ def main() -> None:
         f_floor, f_samples = floor(blobs)
         db = Database(work / "fleet")
         f_ing = ingest(
-            db, [(p.data, {"service_name": f"svc-{p.target % 10}", "instance": f"host-{p.target}:6060"}, p.name) for p in fleet],
+            db,
+            [
+                (p.data, {"service_name": f"svc-{p.target % 10}", "instance": f"host-{p.target}:6060"}, p.name)
+                for p in fleet
+            ],
             args.threads,
         )
         db.close()
@@ -102,7 +106,9 @@ def main() -> None:
         # 3. Export: 1,000 CPU profiles (10 targets × 100 scrapes of one service) vs go tool pprof -proto.
         merge_targets = [p for p in fleet if p.name == "process_cpu" and p.target % 7 == 0 and p.target < 70][:1000]
         ids = sorted({p.target for p in merge_targets})
-        q = parse_query('process_cpu:cpu:nanoseconds:cpu:nanoseconds{instance=~"' + "|".join(f"host-{i}:6060" for i in ids) + '"}')
+        q = parse_query(
+            'process_cpu:cpu:nanoseconds:cpu:nanoseconds{instance=~"' + "|".join(f"host-{i}:6060" for i in ids) + '"}'
+        )
         t = time.perf_counter()
         with db.read(timeout_s=600) as cur:
             prof = export_profile(cur, q, list_series(cur, ""), TimeRange(0, 2**62))
@@ -124,8 +130,10 @@ def main() -> None:
             go_s = time.perf_counter() - t
 
         cpu = platform.processor() or platform.machine()
-        out.append(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
-                   f"fleet generated in {gen:.1f} s")
+        out.append(
+            f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+            f"fleet generated in {gen:.1f} s"
+        )
         out.append("")
         out.append(row(["what", "profiles", "samples", "ours", "reference (same run)", "ratio"]))
         out.append(row(["---"] * 6))
@@ -133,23 +141,42 @@ def main() -> None:
             ("ingest, corpus", len(corpus), c_samples, c_floor, c_ing),
             ("ingest, fleet", len(fleet), f_samples, f_floor, f_ing),
         ):
-            out.append(row([
-                label, f"{n:,}", f"{s:,}",
-                f"{n / ing_s:,.0f} profiles/s, {s / ing_s:,.0f} samples/s",
-                f"parse floor {n / floor_s:,.0f} profiles/s, {s / floor_s:,.0f} samples/s",
-                f"{floor_s / ing_s:.1%} of floor",
-            ]))
-        out.append(row([
-            "storage, fleet", f"{len(fleet):,}", f"{rows:,} rows",
-            f"{db_bytes / 1e6:,.1f} MB on disk, {db_bytes / f_samples:.2f} B per pprof sample",
-            f"{raw_bytes / 1e6:,.1f} MB of .pb.gz, {raw_bytes / f_samples:.2f} B per sample",
-            f"{db_bytes / raw_bytes:.2f}x raw",
-        ]))
-        out.append(row([
-            "export, 1,000-profile merge", f"{len(merge_targets):,}", f"{len(prof.samples):,} merged",
-            f"{ours:.2f} s ({len(ours_bytes) / 1e3:,.0f} kB)", f"go tool pprof -proto {go_s:.2f} s",
-            f"{go_s / ours:.1f}x faster" if go else "go not installed",
-        ]))
+            out.append(
+                row(
+                    [
+                        label,
+                        f"{n:,}",
+                        f"{s:,}",
+                        f"{n / ing_s:,.0f} profiles/s, {s / ing_s:,.0f} samples/s",
+                        f"parse floor {n / floor_s:,.0f} profiles/s, {s / floor_s:,.0f} samples/s",
+                        f"{floor_s / ing_s:.1%} of floor",
+                    ]
+                )
+            )
+        out.append(
+            row(
+                [
+                    "storage, fleet",
+                    f"{len(fleet):,}",
+                    f"{rows:,} rows",
+                    f"{db_bytes / 1e6:,.1f} MB on disk, {db_bytes / f_samples:.2f} B per pprof sample",
+                    f"{raw_bytes / 1e6:,.1f} MB of .pb.gz, {raw_bytes / f_samples:.2f} B per sample",
+                    f"{db_bytes / raw_bytes:.2f}x raw",
+                ]
+            )
+        )
+        out.append(
+            row(
+                [
+                    "export, 1,000-profile merge",
+                    f"{len(merge_targets):,}",
+                    f"{len(prof.samples):,} merged",
+                    f"{ours:.2f} s ({len(ours_bytes) / 1e3:,.0f} kB)",
+                    f"go tool pprof -proto {go_s:.2f} s",
+                    f"{go_s / ours:.1f}x faster" if go else "go not installed",
+                ]
+            )
+        )
         print("\n".join(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,12 @@ Hand-written (duckdb-engine cannot autogenerate). No sequences and no indexes on
 tables: ids are content hashes, so any writer can compute them, and DuckDB cannot alter a
 table that carries an index (see research/dependencies.md).
 
+Ids that repeat in the fact tables (stack, label set, function) are 8-byte BLOBs rather than
+UBIGINT: DuckDB dictionary-compresses BLOB columns but stores random 64-bit integers
+uncompressed, which made the stack id the largest part of every sample row. Values are
+stored divided by ``scale`` (the gcd of that profile's values of that type — the sampling
+period for CPU nanoseconds), so they bit-pack into a few bits; readers use ``value * scale``.
+
 Revision ID: 0001_core
 Revises:
 """
@@ -54,26 +60,27 @@ TABLES = {
     "samples": """
         series_id UBIGINT NOT NULL,
         ts BIGINT NOT NULL,
-        stack_id UBIGINT NOT NULL,
-        labelset_id UBIGINT NOT NULL,
-        value BIGINT NOT NULL
+        stack_id BLOB NOT NULL,
+        labelset_id BLOB NOT NULL,
+        value BIGINT NOT NULL,
+        scale BIGINT NOT NULL
     """,
     "stacks": """
-        stack_id UBIGINT NOT NULL,
+        stack_id BLOB NOT NULL,
         location_ids UBIGINT[] NOT NULL,
-        function_ids UBIGINT[] NOT NULL
+        function_ids BLOB[] NOT NULL
     """,
     "locations": """
         location_id UBIGINT NOT NULL,
         mapping_id UBIGINT NOT NULL,
         address UBIGINT NOT NULL,
         is_folded BOOLEAN NOT NULL,
-        function_ids UBIGINT[] NOT NULL,
+        function_ids BLOB[] NOT NULL,
         lines BIGINT[] NOT NULL,
         columns BIGINT[] NOT NULL
     """,
     "functions": """
-        function_id UBIGINT NOT NULL,
+        function_id BLOB NOT NULL,
         name VARCHAR NOT NULL,
         system_name VARCHAR NOT NULL,
         filename VARCHAR NOT NULL,
@@ -92,7 +99,7 @@ TABLES = {
         has_inline_frames BOOLEAN NOT NULL
     """,
     "labelsets": """
-        labelset_id UBIGINT NOT NULL,
+        labelset_id BLOB NOT NULL,
         keys VARCHAR[] NOT NULL,
         strs VARCHAR[] NOT NULL,
         nums BIGINT[] NOT NULL,
@@ -101,9 +108,10 @@ TABLES = {
     "function_rollup": """
         series_id UBIGINT NOT NULL,
         ts BIGINT NOT NULL,
-        function_id UBIGINT NOT NULL,
+        function_id BLOB NOT NULL,
         flat BIGINT NOT NULL,
-        cum BIGINT NOT NULL
+        cum BIGINT NOT NULL,
+        scale BIGINT NOT NULL
     """,
 }
 

@@ -1,38 +1,39 @@
-"""Bytes → resolved :class:`~service.pprof.model.Profile`.
+"""Bytes → resolved, validated :class:`~service.pprof.model.Profile`.
 
 Three stages, each with its own error prefix as pprof words them: gunzip
 ("decompressing profile: …"), protobuf parse ("parsing profile: …") and resolution plus
-validation ("malformed profile: …"). Compression is sniffed from the gzip magic, never
-from a file name: several real profiles named ``.pb.gz`` are raw protobuf.
+validation ("malformed profile: …"). Compression is sniffed from the gzip magic, never from a
+file name: several real profiles named ``.pb.gz`` are raw protobuf.
+
+upb parses the envelope; the repeated all-varint messages (samples, locations, functions,
+mappings) are decoded column-wise by :mod:`service.pprof.wire`. When their encoding is
+unusual, upb decodes them too (the slow, exact path), which also words real corruption.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
+import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileTooLarge
+from service.hashing import mix, set_hashes
 from service.pprof import profile_pb2 as pb
-from service.pprof.model import (
-    Function,
-    Label,
-    LabelSet,
-    Line,
-    Location,
-    Mapping,
-    Profile,
-    Samples,
-    ValueType,
-)
+from service.pprof import wire
+from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
 from service.pprof.validate import check_valid
 
 __all__ = ["DecodeLimits", "decode", "decompress", "is_gzip", "parse"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+_CHUNK = 8 << 20  # bytes of messages decoded per numpy pass: bounds temporary memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,9 @@ def is_gzip(data: bytes) -> bool:
     return data[:2] == GZIP_MAGIC
 
 
-def decompress(data: bytes, limits: DecodeLimits = DecodeLimits()) -> bytes:
+def decompress(data: bytes, limits: DecodeLimits | None = None) -> bytes:
     """Gunzip ``data`` (all members, as Go's gzip reader does) without ever holding more than the cap."""
+    limits = limits or DecodeLimits()
     if len(data) > limits.max_compressed_bytes:
         raise ProfileTooLarge(f"compressed size {len(data)}", limits.max_compressed_bytes)
     if not is_gzip(data):
@@ -70,11 +72,11 @@ def decompress(data: bytes, limits: DecodeLimits = DecodeLimits()) -> bytes:
         room -= len(chunk)
         rest = inflater.unused_data
         if rest and not is_gzip(rest):
-            break  # trailing garbage after the last member: Go's reader stops here too
+            break  # trailing bytes after the last member: Go's reader stops here too
     return b"".join(out)
 
 
-def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Profile:
+def decode(data: bytes, limits: DecodeLimits | None = None) -> Profile:
     """Decode gzipped or raw pprof protobuf bytes into a validated, resolved profile."""
     if not data:
         raise ParseError("empty input file")
@@ -85,20 +87,21 @@ def parse(raw: bytes) -> Profile:
     """Parse uncompressed protobuf bytes into a validated, resolved profile."""
     if not raw:
         raise ParseError("empty input file")
-    profile = _resolve(_parse(raw))
-    check_valid(profile)
-    return profile
-
-
-def _parse(raw: bytes) -> pb.Profile:
-    msg = pb.Profile()
+    view = pb.ProfileView()
     try:
-        msg.ParseFromString(raw)
+        view.ParseFromString(raw)
     except DecodeError as exc:
         raise ParseError(f"unrecognized profile format: {_guess(raw)} ({exc})") from exc
-    if not msg.string_table and not msg.sample_type and not msg.sample:
+    if not view.string_table and not view.sample_type and not view.sample:
         raise ParseError(f"unrecognized profile format: {_guess(raw)}")
-    return msg
+    strings = _strings(list(view.string_table))
+    try:
+        cols = _fast(view, len(view.sample_type))
+    except wire.Unsupported:
+        cols = _slow(raw, len(view.sample_type))
+    profile = _assemble(view, strings, cols)
+    check_valid(profile)
+    return profile
 
 
 def _guess(raw: bytes) -> str:
@@ -114,137 +117,277 @@ def _guess(raw: bytes) -> str:
     return "not a pprof protobuf"
 
 
-class _Strings:
-    """Checked string-table lookups: an index out of range names the field that held it."""
-
-    __slots__ = ("table",)
-
-    def __init__(self, raw: list[bytes]) -> None:
-        if not raw:
-            raise MalformedProfile("string_table is empty; string_table[0] must be ''")
-        if raw[0] != b"":
-            raise MalformedProfile("string_table[0] must be ''")
-        self.table = [b.decode("utf-8", "replace") for b in raw]
-
-    def __call__(self, index: int, where: str) -> str:
-        if 0 <= index < len(self.table):
-            return self.table[index]
-        raise MalformedProfile(
-            f"string index {index} out of range (string_table has {len(self.table)} entries) in {where}"
-        )
+def _strings(raw: list[bytes]) -> list[str]:
+    if not raw:
+        raise MalformedProfile("string_table is empty; string_table[0] must be ''")
+    if raw[0] != b"":
+        raise MalformedProfile("string_table[0] must be ''")
+    try:
+        return b"\x00".join(raw).decode("utf-8").split("\x00") if not any(b"\x00" in s for s in raw) else _each(raw)
+    except UnicodeDecodeError:
+        return _each(raw)
 
 
-def _resolve(msg: pb.Profile) -> Profile:
-    s = _Strings(list(msg.string_table))
-    sample_types = tuple(
-        ValueType(s(v.type, "sample_type.type"), s(v.unit, "sample_type.unit")) for v in msg.sample_type
-    )
-    mappings = tuple(
-        Mapping(
-            id=m.id,
-            start=m.memory_start,
-            limit=m.memory_limit,
-            offset=m.file_offset,
-            filename=s(m.filename, f"mapping {m.id} filename"),
-            build_id=s(m.build_id, f"mapping {m.id} build_id"),
-            has_functions=m.has_functions,
-            has_filenames=m.has_filenames,
-            has_line_numbers=m.has_line_numbers,
-            has_inline_frames=m.has_inline_frames,
-        )
-        for m in msg.mapping
-    )
-    functions = tuple(
-        Function(
-            id=f.id,
-            name=s(f.name, f"function {f.id} name"),
-            system_name=s(f.system_name, f"function {f.id} system_name"),
-            filename=s(f.filename, f"function {f.id} filename"),
-            start_line=f.start_line,
-        )
-        for f in msg.function
-    )
-    locations = tuple(
-        Location(
-            id=loc.id,
-            mapping_id=loc.mapping_id,
-            address=loc.address,
-            lines=tuple(Line(ln.function_id, ln.line, ln.column) for ln in loc.line),
-            is_folded=loc.is_folded,
-        )
-        for loc in msg.location
-    )
-    period_type = None
-    if msg.HasField("period_type"):
-        period_type = ValueType(
-            s(msg.period_type.type, "period_type.type"), s(msg.period_type.unit, "period_type.unit")
-        )
-    return Profile(
-        sample_types=sample_types,
-        samples=_samples(msg, len(sample_types), s),
-        mappings=mappings,
-        locations=locations,
-        functions=functions,
-        drop_frames=s(msg.drop_frames, "drop_frames"),
-        keep_frames=s(msg.keep_frames, "keep_frames"),
-        time_nanos=msg.time_nanos,
-        duration_nanos=msg.duration_nanos,
-        period_type=period_type,
-        period=msg.period,
-        comments=tuple(s(c, "comment") for c in msg.comment),
-        default_sample_type=s(msg.default_sample_type, "default_sample_type"),
-        doc_url=s(msg.doc_url, "doc_url"),
+def _each(raw: list[bytes]) -> list[str]:
+    # Invalid UTF-8 (seen in real profiles) becomes U+FFFD, as go tool pprof prints it.
+    return [s.decode("utf-8", "replace") for s in raw]
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Everything numeric of a profile, before string checks and label resolution."""
+
+    offsets: I64
+    location_ids: U64
+    values: I64
+    value_counts: I64
+    label_owner: I64  # sample index of each label
+    label_key: I64
+    label_str: I64
+    label_num: I64
+    label_unit: I64
+    mappings: Mappings
+    functions: Functions
+    locations: Locations
+
+
+def _chunks(blobs: list[bytes]) -> list[list[bytes]]:
+    out: list[list[bytes]] = []
+    size = 0
+    for b in blobs:
+        if not out or size + len(b) > _CHUNK:
+            out.append([])
+            size = 0
+        out[-1].append(b)
+        size += len(b)
+    return out or [[]]
+
+
+def _i(values: U64) -> I64:
+    return values.view(np.int64)
+
+
+def _fast(view: pb.ProfileView, num_types: int) -> _Columns:
+    offsets_parts, locs, vals, counts = [np.zeros(1, np.int64)], [], [], []
+    lab: list[list[npt.NDArray[np.int64]]] = [[], [], [], [], []]
+    base = 0
+    for chunk in _chunks(list(view.sample)):
+        f = wire.scan(chunk)
+        loc_ids, loc_off = f.repeated(1)
+        values, val_off = f.repeated(2)
+        offsets_parts.append(loc_off[1:] + (offsets_parts[-1][-1] if offsets_parts else 0))
+        locs.append(loc_ids)
+        vals.append(_i(values))
+        counts.append(np.diff(val_off))
+        labels, owner = f.sub(3)
+        lab[0].append(owner + base)
+        for i, number in enumerate((1, 2, 3, 4), start=1):
+            lab[i].append(_i(labels.scalar(number)))
+        base += f.count
+    offsets = np.concatenate(offsets_parts)
+    return _Columns(
+        offsets,
+        np.concatenate(locs).astype(np.uint64),
+        np.concatenate(vals),
+        np.concatenate(counts),
+        *(np.concatenate(x) for x in lab),
+        mappings=_fast_mappings(list(view.mapping)),
+        functions=_fast_functions(list(view.function)),
+        locations=_fast_locations(list(view.location)),
     )
 
 
-def _samples(msg: pb.Profile, num_types: int, s: _Strings) -> Samples:
-    """Pull the sample columns out of upb with as few Python-level steps per sample as possible.
+def _fast_mappings(blobs: list[bytes]) -> Mappings:
+    f = wire.scan(blobs)
+    return Mappings(
+        f.scalar(1),
+        f.scalar(2),
+        f.scalar(3),
+        f.scalar(4),
+        _i(f.scalar(5)),
+        _i(f.scalar(6)),
+        np.stack([f.scalar(n) != 0 for n in (7, 8, 9, 10)], axis=1).reshape(-1, 4),
+    )
 
-    Touching repeated fields from Python is the cost that dominates decoding (see
-    research/dependencies.md §3), so each column is gathered with one comprehension and
-    flattened by ``np.fromiter`` over ``chain``; labels are resolved once per distinct set.
-    """
-    msgs = msg.sample
-    n = len(msgs)
-    if n == 0:
-        return Samples.empty(num_types)
-    if num_types == 0:
-        raise MalformedProfile("missing sample type information")
-    locs = [m.location_id for m in msgs]
-    depth = np.fromiter(map(len, locs), np.int64, count=n)
+
+def _fast_functions(blobs: list[bytes]) -> Functions:
+    f = wire.scan(blobs)
+    return Functions(f.scalar(1), _i(f.scalar(2)), _i(f.scalar(3)), _i(f.scalar(4)), _i(f.scalar(5)))
+
+
+def _fast_locations(blobs: list[bytes]) -> Locations:
+    f = wire.scan(blobs)
+    lines, owner = f.sub(4)
+    per = np.bincount(owner, minlength=f.count).astype(np.int64)
+    offsets = np.zeros(f.count + 1, np.int64)
+    np.cumsum(per, out=offsets[1:])
+    return Locations(
+        f.scalar(1),
+        f.scalar(2),
+        f.scalar(3),
+        f.scalar(5) != 0,
+        offsets,
+        lines.scalar(1),
+        _i(lines.scalar(2)),
+        _i(lines.scalar(3)),
+    )
+
+
+def _slow(raw: bytes, num_types: int) -> _Columns:
+    """The same columns through upb objects: exact for any valid encoding, ~1 µs per sample."""
+    msg = pb.Profile()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ParseError(f"unrecognized profile format: not a pprof protobuf ({exc})") from exc
+    samples = msg.sample
+    n = len(samples)
+    loc_lists = [s.location_id for s in samples]
+    depth = np.fromiter(map(len, loc_lists), np.int64, count=n)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(depth, out=offsets[1:])
-    location_ids = np.fromiter(chain.from_iterable(locs), np.uint64, count=int(offsets[-1]))
-    vals = [m.value for m in msgs]
-    counts = np.fromiter(map(len, vals), np.int64, count=n)
-    bad = np.flatnonzero(counts != num_types)
+    val_lists = [s.value for s in samples]
+    counts = np.fromiter(map(len, val_lists), np.int64, count=n)
+    labels = [(i, lb) for i, s in enumerate(samples) for lb in s.label]
+
+    def col(get: Callable[[pb.Label], int]) -> I64:
+        return np.fromiter((get(lb) for _, lb in labels), np.int64, count=len(labels))
+
+    loc_msgs = msg.location
+    line_counts = np.fromiter((len(loc.line) for loc in loc_msgs), np.int64, count=len(loc_msgs))
+    line_off = np.zeros(len(loc_msgs) + 1, np.int64)
+    np.cumsum(line_counts, out=line_off[1:])
+    lines = [ln for loc in loc_msgs for ln in loc.line]
+    ms, fs = msg.mapping, msg.function
+    return _Columns(
+        offsets,
+        np.fromiter(chain.from_iterable(loc_lists), np.uint64, count=int(offsets[-1])),
+        np.fromiter(chain.from_iterable(val_lists), np.int64, count=int(counts.sum())),
+        counts,
+        np.fromiter((i for i, _ in labels), np.int64, count=len(labels)),
+        col(lambda lb: lb.key),
+        col(lambda lb: lb.str),
+        col(lambda lb: lb.num),
+        col(lambda lb: lb.num_unit),
+        mappings=Mappings(
+            np.array([m.id for m in ms], np.uint64),
+            np.array([m.memory_start for m in ms], np.uint64),
+            np.array([m.memory_limit for m in ms], np.uint64),
+            np.array([m.file_offset for m in ms], np.uint64),
+            np.array([m.filename for m in ms], np.int64),
+            np.array([m.build_id for m in ms], np.int64),
+            np.array(
+                [[m.has_functions, m.has_filenames, m.has_line_numbers, m.has_inline_frames] for m in ms], bool
+            ).reshape(-1, 4),
+        ),
+        functions=Functions(
+            np.array([f.id for f in fs], np.uint64),
+            np.array([f.name for f in fs], np.int64),
+            np.array([f.system_name for f in fs], np.int64),
+            np.array([f.filename for f in fs], np.int64),
+            np.array([f.start_line for f in fs], np.int64),
+        ),
+        locations=Locations(
+            np.array([loc.id for loc in loc_msgs], np.uint64),
+            np.array([loc.mapping_id for loc in loc_msgs], np.uint64),
+            np.array([loc.address for loc in loc_msgs], np.uint64),
+            np.array([loc.is_folded for loc in loc_msgs], bool),
+            line_off,
+            np.array([ln.function_id for ln in lines], np.uint64),
+            np.array([ln.line for ln in lines], np.int64),
+            np.array([ln.column for ln in lines], np.int64),
+        ),
+    )
+
+
+def _check_codes(codes: I64, n: int, where: str, ids: U64 | None = None) -> None:
+    bad = np.flatnonzero((codes < 0) | (codes >= n))
     if bad.size:
-        raise MalformedProfile(f"mismatch: sample has {counts[bad[0]]} values vs. {num_types} types")
-    values = np.fromiter(chain.from_iterable(vals), np.int64, count=n * num_types).reshape(n, num_types)
-    labelset_index = np.zeros(n, np.int32)
-    labelsets: list[LabelSet] = [()]
-    labels = [m.label for m in msgs]
-    with_labels = np.flatnonzero(np.fromiter(map(len, labels), np.int64, count=n))
-    if with_labels.size:
-        seen: dict[tuple[tuple[int, int, int, int], ...], int] = {}
-        for i in with_labels.tolist():
-            raw = tuple((lb.key, lb.str, lb.num, lb.num_unit) for lb in labels[i])
-            idx = seen.get(raw)
-            if idx is None:
-                idx = seen[raw] = len(labelsets)
-                labelsets.append(_labelset(raw, s))
-            labelset_index[i] = idx
-    return Samples(offsets, location_ids, values, labelset_index, labelsets)
+        i = int(bad[0])
+        entity = f"{where.split()[0]} {int(ids[i])} {where.split()[1]}" if ids is not None else where
+        raise MalformedProfile(f"string index {int(codes[i])} out of range (string_table has {n} entries) in {entity}")
 
 
-def _labelset(raw: tuple[tuple[int, int, int, int], ...], s: _Strings) -> LabelSet:
-    """Resolve and sort one label set; sorted so equal sets are equal tuples, as pprof's merge keys them."""
-    out = []
-    for key, str_i, num, unit_i in raw:
-        k = s(key, "label key")
-        if str_i:
-            out.append(Label(k, str=s(str_i, f"label {k!r} value")))
-        else:
-            out.append(Label(k, num=num, num_unit=s(unit_i, f"label {k!r} unit")))
-    out.sort(key=lambda lb: (lb.key, lb.str, lb.num, lb.num_unit))
-    return tuple(out)
+def _assemble(view: pb.ProfileView, strings: list[str], c: _Columns) -> Profile:
+    n_str = len(strings)
+
+    def s(code: int, where: str) -> str:
+        _check_codes(np.array([code], np.int64), n_str, where)
+        return strings[code]
+
+    m, f = c.mappings, c.functions
+    for codes, where, ids in (
+        (m.filename, "mapping filename", m.id),
+        (m.build_id, "mapping build_id", m.id),
+        (f.name, "function name", f.id),
+        (f.system_name, "function system_name", f.id),
+        (f.filename, "function filename", f.id),
+        (c.label_key, "label key", None),
+        (c.label_unit, "label num_unit", None),
+    ):
+        _check_codes(codes, n_str, where, ids)
+    n_types = len(view.sample_type)
+    n = c.offsets.size - 1
+    if n and n_types == 0:
+        raise MalformedProfile("missing sample type information")
+    bad = np.flatnonzero(c.value_counts != n_types)
+    if bad.size:
+        raise MalformedProfile(f"mismatch: sample has {int(c.value_counts[bad[0]])} values vs. {n_types} types")
+    sample_types = tuple(
+        ValueType(s(v.type, "sample_type.type"), s(v.unit, "sample_type.unit")) for v in view.sample_type
+    )
+    labelset_index, labelsets = _labelsets(c, n, strings)
+    return Profile(
+        sample_types=sample_types,
+        samples=Samples(c.offsets, c.location_ids, c.values.reshape(n, n_types), labelset_index, labelsets),
+        strings=strings,
+        mappings=m,
+        locations=c.locations,
+        functions=f,
+        drop_frames=s(view.drop_frames, "drop_frames"),
+        keep_frames=s(view.keep_frames, "keep_frames"),
+        time_nanos=view.time_nanos,
+        duration_nanos=view.duration_nanos,
+        period_type=ValueType(
+            s(view.period_type.type, "period_type.type"), s(view.period_type.unit, "period_type.unit")
+        )
+        if view.HasField("period_type")
+        else None,
+        period=view.period,
+        comments=tuple(s(x, "comment") for x in view.comment),
+        default_sample_type=s(view.default_sample_type, "default_sample_type"),
+        doc_url=s(view.doc_url, "doc_url"),
+    )
+
+
+def _labelsets(c: _Columns, n: int, strings: list[str]) -> tuple[npt.NDArray[np.int32], list[LabelSet]]:
+    """One label set per distinct set of labels (sets: order and repetition of labels do not matter)."""
+    index = np.zeros(n, np.int32)
+    if c.label_owner.size == 0:
+        return index, [()]
+    str_code = np.where(c.label_str != 0, c.label_str, 0)
+    _check_codes(str_code, len(strings), "label str")
+    per_label = mix(c.label_key, str_code, c.label_num, c.label_unit)
+    per_sample = set_hashes(per_label, c.label_owner, n)
+    uniq, first, inverse = np.unique(per_sample, return_index=True, return_inverse=True)
+    order = np.argsort(c.label_owner, kind="stable")
+    owners = c.label_owner[order]
+    starts = np.searchsorted(owners, first)
+    ends = np.searchsorted(owners, first, side="right")
+    labelsets: list[LabelSet] = []
+    for h, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        if h == 0:
+            labelsets.append(())
+            continue
+        rows = order[a:b]
+        labels = (
+            Label(strings[c.label_key[r]], str=strings[c.label_str[r]])
+            if c.label_str[r]
+            else Label(strings[c.label_key[r]], num=int(c.label_num[r]), num_unit=strings[c.label_unit[r]])
+            for r in rows.tolist()
+        )
+        labelsets.append(tuple(sorted(labels, key=lambda lb: (lb.key, lb.str, lb.num, lb.num_unit))))
+    # labelsets[0] must be the empty set.
+    if labelsets and labelsets[0] == ():
+        return inverse.astype(np.int32).reshape(-1), labelsets
+    return (inverse.astype(np.int32).reshape(-1) + 1), [(), *labelsets]

@@ -11,12 +11,12 @@ samples dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from service.errors import IncompatibleProfiles
-from service.pprof.model import Function, LabelSet, Location, Mapping, Profile, Samples, ValueType
+from service.pprof.model import Function, LabelSet, Line, Location, Mapping, Profile, Samples
 
 __all__ = ["Header", "combine_headers", "merge"]
 
@@ -76,7 +76,11 @@ def _check_compatible(a: Profile, b: Profile) -> None:
 
 
 def merge(profiles: Sequence[Profile]) -> Profile:
-    """Merge ``profiles`` into one new profile with ids renumbered 1..n."""
+    """Merge ``profiles`` into one new profile with ids renumbered 1..n.
+
+    This is the reference implementation of the rules, over entities; storage merges the same
+    way in DuckDB, where content-hash ids make equal entities equal rows.
+    """
     if not profiles:
         raise IncompatibleProfiles("no profiles to merge")
     for p in profiles[1:]:
@@ -84,56 +88,42 @@ def merge(profiles: Sequence[Profile]) -> Profile:
     mappings: dict[tuple[object, ...], Mapping] = {}
     functions: dict[tuple[object, ...], Function] = {}
     locations: dict[tuple[object, ...], Location] = {}
-    labelsets: dict[LabelSet, int] = {(): 0}
-    sample_sums: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
+    sums: dict[tuple[tuple[int, ...], LabelSet], np.ndarray] = {}
     for p in profiles:
         mid: dict[int, int] = {0: 0}
-        for m in p.mappings:
-            key = (m.limit - m.start + 4095) // 4096, m.offset, m.build_id or m.filename
-            nm = mappings.setdefault(key, Mapping(len(mappings) + 1, *_mapping_fields(m)))
-            mid[m.id] = nm.id
+        starts: dict[int, int] = {}
+        for m in p.mappings.entities(p.strings):
+            key = ((m.limit - m.start + 4095) // 4096, m.offset, m.build_id or m.filename)
+            new = mappings.setdefault(key, replace(m, id=len(mappings) + 1))
+            mid[m.id], starts[m.id] = new.id, m.start
         fid: dict[int, int] = {}
-        for f in p.functions:
-            key = (f.start_line, f.name, f.system_name, f.filename)
-            nf = functions.setdefault(
-                key, Function(len(functions) + 1, f.name, f.system_name, f.filename, f.start_line)
+        for f in p.functions.entities(p.strings):
+            new_f = functions.setdefault(
+                (f.start_line, f.name, f.system_name, f.filename), replace(f, id=len(functions) + 1)
             )
-            fid[f.id] = nf.id
-        starts = {mm.id: mm.start for mm in p.mappings}
+            fid[f.id] = new_f.id
         lid: dict[int, int] = {}
-        for loc in p.locations:
-            lines = tuple(type(ln)(fid[ln.function_id], ln.line, ln.column) for ln in loc.lines)
+        for loc in p.locations.entities():
+            lines = tuple(Line(fid[ln.function_id], ln.line, ln.column) for ln in loc.lines)
             m = mid.get(loc.mapping_id, 0)
             key = (loc.address - starts.get(loc.mapping_id, 0) if loc.address else 0, m, lines, loc.is_folded)
-            nl = locations.setdefault(key, Location(len(locations) + 1, m, loc.address, lines, loc.is_folded))
-            lid[loc.id] = nl.id
+            new_l = locations.setdefault(key, Location(len(locations) + 1, m, loc.address, lines, loc.is_folded))
+            lid[loc.id] = new_l.id
         s = p.samples
-        ls_map = [labelsets.setdefault(ls, len(labelsets)) for ls in s.labelsets]
-        offs = s.offsets.tolist()
-        locs = s.location_ids.tolist()
-        lsi = s.labelset_index.tolist()
+        offs, ids, lsi = s.offsets.tolist(), s.location_ids.tolist(), s.labelset_index.tolist()
         for i in range(len(s)):
-            k = (tuple(lid[x] for x in locs[offs[i] : offs[i + 1]]), ls_map[lsi[i]])
-            acc = sample_sums.get(k)
-            sample_sums[k] = s.values[i].copy() if acc is None else acc + s.values[i]
-    keys = [k for k, v in sample_sums.items() if v.any()]
+            k = (tuple(lid[x] for x in ids[offs[i] : offs[i + 1]]), s.labelsets[lsi[i]])
+            acc = sums.get(k)
+            sums[k] = s.values[i].copy() if acc is None else acc + s.values[i]
     n_types = len(profiles[0].sample_types)
-    depth = np.fromiter((len(k[0]) for k in keys), np.int64, count=len(keys))
-    offsets = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(depth, out=offsets[1:])
+    rows = [(locs, vals.tolist(), labels) for (locs, labels), vals in sums.items() if vals.any()]
     h = combine_headers([_header(p) for p in profiles])
-    return Profile(
-        sample_types=tuple(ValueType(t.type, t.unit) for t in profiles[0].sample_types),
-        samples=Samples(
-            offsets=offsets,
-            location_ids=np.fromiter((x for k in keys for x in k[0]), np.uint64, count=int(offsets[-1])),
-            values=np.array([sample_sums[k] for k in keys], np.int64).reshape(len(keys), n_types),
-            labelset_index=np.fromiter((k[1] for k in keys), np.int32, count=len(keys)),
-            labelsets=list(labelsets),
-        ),
-        mappings=tuple(mappings.values()),
-        locations=tuple(locations.values()),
-        functions=tuple(functions.values()),
+    return Profile.build(
+        profiles[0].sample_types,
+        Samples.of(rows, n_types),
+        mappings=list(mappings.values()),
+        locations=list(locations.values()),
+        functions=list(functions.values()),
         drop_frames=h.drop_frames,
         keep_frames=h.keep_frames,
         time_nanos=h.time_nanos,
@@ -143,18 +133,4 @@ def merge(profiles: Sequence[Profile]) -> Profile:
         comments=h.comments,
         default_sample_type=h.default_sample_type,
         doc_url=h.doc_url,
-    )
-
-
-def _mapping_fields(m: Mapping) -> tuple[int, int, int, str, str, bool, bool, bool, bool]:
-    return (
-        m.start,
-        m.limit,
-        m.offset,
-        m.filename,
-        m.build_id,
-        m.has_functions,
-        m.has_filenames,
-        m.has_line_numbers,
-        m.has_inline_frames,
     )

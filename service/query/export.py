@@ -10,12 +10,24 @@ pprof's ``CompatibilizeSampleTypes``). The default sample type is the queried on
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from service.pprof.merge import Header, combine_headers
-from service.pprof.model import Function, Label, LabelSet, Line, Location, Mapping, Profile, Samples, ValueType
+from service.pprof.model import (
+    Functions,
+    Label,
+    LabelSet,
+    Locations,
+    Mappings,
+    Profile,
+    Samples,
+    StringTable,
+    ValueType,
+)
+from service.pprof.wire import expand
 from service.query.selector import Query
+from service.store.ids import ids_of_blobs
 from service.store.reads import ExportRows, SeriesRow, export_rows
 from service.types import TimeRange
 
@@ -45,9 +57,28 @@ def _empty(q: Query) -> Profile:
     )
 
 
-def _index(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Position of each of ``keys`` in the sorted unique array ``ids``."""
-    return np.searchsorted(ids, keys)
+def _flat(lists: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
+    """Offsets and flattened values of a list column."""
+    arr = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    if len(arr) == 0:
+        return np.zeros(1, np.int64), pa.array([], arr.type.value_type)
+    return arr.offsets.to_numpy().astype(np.int64) - int(arr.offsets[0].as_py()), arr.flatten()
+
+
+def _renumber(hashes: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """Sorted hashes and, for each input row, its 1-based id in that order (deterministic exports)."""
+    order = np.argsort(hashes, kind="stable")
+    ids = np.empty(hashes.size, np.int64)
+    ids[order] = np.arange(1, hashes.size + 1)
+    return hashes[order], ids
+
+
+def _find(sorted_hashes: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """1-based position of each key in ``sorted_hashes``; 0 where absent."""
+    if sorted_hashes.size == 0:
+        return np.zeros(keys.size, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_hashes, keys), sorted_hashes.size - 1)
+    return np.where(sorted_hashes[pos] == keys, pos + 1, 0).astype(np.int64)
 
 
 def build_profile(rows: ExportRows, q: Query) -> Profile:
@@ -61,114 +92,82 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     ]
     common = [t for t in per_group[0] if all(t in g for g in per_group[1:])]
     type_pos = {t: i for i, t in enumerate(common)}
-    sample_types = tuple(ValueType(*t.split(SEP, 1)) for t in common)
 
     # Values: one row per (stack, label set), one column per sample type.
     s = rows.samples
-    st_key = s["sample_type"].to_pylist()
-    col = np.fromiter((type_pos.get(k, -1) for k in st_key), np.int64, count=len(st_key))
+    col = np.fromiter((type_pos.get(k, -1) for k in s["sample_type"].to_pylist()), np.int64, count=s.num_rows)
     keep = col >= 0
-    stack = s["stack_id"].to_numpy()[keep]
-    lset = s["labelset_id"].to_numpy()[keep]
-    val = s["value"].to_numpy()[keep]
-    col = col[keep]
-    pair = np.stack([stack, lset], axis=1)
+    pair = np.stack([ids_of_blobs(s["stack_id"])[keep], ids_of_blobs(s["labelset_id"])[keep]], axis=1)
     upair, inv = np.unique(pair, axis=0, return_inverse=True) if pair.size else (pair, np.zeros(0, np.int64))
     values = np.zeros((upair.shape[0], len(common)), np.int64)
-    np.add.at(values, (inv.ravel(), col), val)
+    np.add.at(values, (inv.reshape(-1), col[keep]), s["value"].to_numpy()[keep])
     nz = values.any(axis=1)
     upair, values = upair[nz], values[nz]
 
-    # Symbols renumbered 1..n in hash order (stable, so exports are deterministic).
-    loc_t = rows.locations.sort_by("location_id")
-    loc_hash = loc_t["location_id"].to_numpy()
-    fn_t = rows.functions.sort_by("function_id")
-    fn_hash = fn_t["function_id"].to_numpy()
-    map_t = rows.mappings.sort_by("mapping_id")
-    map_hash = map_t["mapping_id"].to_numpy()
-    functions = tuple(
-        Function(i + 1, n, sn, f, sl)
-        for i, (n, sn, f, sl) in enumerate(
-            zip(
-                fn_t["name"].to_pylist(),
-                fn_t["system_name"].to_pylist(),
-                fn_t["filename"].to_pylist(),
-                fn_t["start_line"].to_pylist(),
-                strict=True,
-            )
-        )
+    # Symbols renumbered 1..n in hash order.
+    st = StringTable()
+    fn = rows.functions
+    fn_sorted, fn_ids = _renumber(ids_of_blobs(fn["function_id"]))
+    functions = Functions(
+        fn_ids.astype(np.uint64),
+        *(np.array([st(x) for x in fn[c].to_pylist()], np.int64) for c in ("name", "system_name", "filename")),
+        fn["start_line"].to_numpy().astype(np.int64),
     )
-    mappings = tuple(
-        Mapping(i + 1, *vals)
-        for i, vals in enumerate(
-            zip(
-                *(
-                    map_t[c].to_pylist()
-                    for c in (
-                        "memory_start",
-                        "memory_limit",
-                        "file_offset",
-                        "filename",
-                        "build_id",
-                        "has_functions",
-                        "has_filenames",
-                        "has_line_numbers",
-                        "has_inline_frames",
-                    )
-                ),
-                strict=True,
-            )
-        )
+    mp = rows.mappings
+    map_sorted, map_ids = _renumber(mp["mapping_id"].to_numpy().astype(np.uint64))
+    mappings = Mappings(
+        map_ids.astype(np.uint64),
+        *(mp[c].to_numpy().astype(np.uint64) for c in ("memory_start", "memory_limit", "file_offset")),
+        *(np.array([st(x) for x in mp[c].to_pylist()], np.int64) for c in ("filename", "build_id")),
+        np.stack(
+            [
+                mp[c].to_numpy(zero_copy_only=False).astype(bool)
+                for c in ("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames")
+            ],
+            axis=1,
+        ).reshape(-1, 4),
     )
-    fn_pos = {h: i + 1 for i, h in enumerate(fn_hash.tolist())}
-    loc_map = (_index(map_hash, loc_t["mapping_id"].to_numpy()) + 1).tolist()
-    mapped = loc_t["mapping_id"].to_numpy() != 0
-    locations = tuple(
-        Location(
-            i + 1,
-            loc_map[i] if mapped[i] and map_hash.size else 0,
-            addr,
-            tuple(Line(fn_pos[f], ln, c) for f, ln, c in zip(fs, lns, cs, strict=True)),
-            folded,
-        )
-        for i, (addr, folded, fs, lns, cs) in enumerate(
-            zip(
-                loc_t["address"].to_pylist(),
-                loc_t["is_folded"].to_pylist(),
-                loc_t["function_ids"].to_pylist(),
-                loc_t["lines"].to_pylist(),
-                loc_t["columns"].to_pylist(),
-                strict=True,
-            )
-        )
+    lt = rows.locations
+    loc_sorted, loc_ids = _renumber(lt["location_id"].to_numpy().astype(np.uint64))
+    line_off, line_fns = _flat(lt["function_ids"])
+    _, line_nums = _flat(lt["lines"])
+    _, line_cols = _flat(lt["columns"])
+    locations = Locations(
+        loc_ids.astype(np.uint64),
+        _find(map_sorted, lt["mapping_id"].to_numpy().astype(np.uint64)).astype(np.uint64),
+        lt["address"].to_numpy().astype(np.uint64),
+        lt["is_folded"].to_numpy(zero_copy_only=False).astype(bool),
+        line_off,
+        _find(fn_sorted, ids_of_blobs(line_fns)).astype(np.uint64),
+        line_nums.to_numpy().astype(np.int64),
+        line_cols.to_numpy().astype(np.int64),
     )
 
-    # Stacks → location id lists for each kept sample.
-    st_t = rows.stacks.sort_by("stack_id")
-    st_hash = st_t["stack_id"].to_numpy()
-    lists = st_t["location_ids"].combine_chunks() if st_t.num_rows else pa.array([], pa.list_(pa.uint64()))
-    st_off = lists.offsets.to_numpy().astype(np.int64)
-    st_locs = _index(loc_hash, pc.list_flatten(lists).to_numpy()).astype(np.uint64) + np.uint64(1)
-    which = _index(st_hash, upair[:, 0]) if upair.size else np.zeros(0, np.int64)
+    # Stacks → location ids for each kept sample.
+    stt = rows.stacks
+    st_hash = ids_of_blobs(stt["stack_id"])
+    st_order = np.argsort(st_hash, kind="stable")
+    st_sorted = st_hash[st_order]
+    st_off, st_locs = _flat(stt["location_ids"])
+    st_new = _find(loc_sorted, st_locs.to_numpy().astype(np.uint64)).astype(np.uint64)
+    which = st_order[_find(st_sorted, upair[:, 0]) - 1] if upair.size else np.zeros(0, np.int64)
     depth = st_off[which + 1] - st_off[which]
     offsets = np.zeros(which.size + 1, np.int64)
     np.cumsum(depth, out=offsets[1:])
-    seg = np.repeat(np.arange(which.size), depth)
-    within = np.arange(int(offsets[-1])) - offsets[:-1][seg]
-    location_ids = st_locs[st_off[which][seg] + within] if seg.size else np.zeros(0, np.uint64)
+    location_ids = st_new[expand(st_off[which], depth)]
 
     # Label sets.
-    ls_t = rows.labelsets
-    ls_hash = ls_t["labelset_id"].to_numpy()
-    order = np.argsort(ls_hash)
+    ls = rows.labelsets
+    ls_hash = ids_of_blobs(ls["labelset_id"])
     labelsets: list[LabelSet] = [()]
-    for k, sv, nv, uv in zip(*(ls_t[c].to_pylist() for c in ("keys", "strs", "nums", "num_units")), strict=True):
+    for k, sv, nv, uv in zip(*(ls[c].to_pylist() for c in ("keys", "strs", "nums", "num_units")), strict=True):
         labelsets.append(tuple(Label(a, b, c, d) for a, b, c, d in zip(k, sv, nv, uv, strict=True)))
-    ls_sorted = ls_hash[order]
-    ls_idx = np.zeros(upair.shape[0], np.int32)
-    has = upair[:, 1] != 0 if upair.size else np.zeros(0, bool)
-    if has.any():
-        ls_idx[has] = order[np.searchsorted(ls_sorted, upair[has, 1])] + 1
+    ls_sorted = np.sort(ls_hash)
+    ls_index = np.zeros(upair.shape[0], np.int32)
+    if upair.size and ls_sorted.size:
+        found = _find(ls_sorted, upair[:, 1])
+        order = np.argsort(ls_hash, kind="stable")
+        ls_index = np.where(found > 0, order[np.maximum(found - 1, 0)] + 1, 0).astype(np.int32)
 
     heads = [
         Header(t, d, p, tuple(c), dst, du, df, kf)
@@ -192,8 +191,9 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     hd = combine_headers(heads)
     pt = q.profile_type
     return Profile(
-        sample_types=sample_types,
-        samples=Samples(offsets, location_ids.astype(np.uint64), values, ls_idx, labelsets),
+        sample_types=tuple(ValueType(*t.split(SEP, 1)) for t in common),
+        samples=Samples(offsets, location_ids, values, ls_index, labelsets),
+        strings=st.table,
         mappings=mappings,
         locations=locations,
         functions=functions,

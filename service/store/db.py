@@ -16,6 +16,7 @@ import duckdb
 
 from service.errors import QueryTimeout, StoreError
 from service.store import migrate
+from service.store.ids import KnownIds
 from service.store.writer import Writer
 
 __all__ = ["Database"]
@@ -36,7 +37,8 @@ class Database:
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self.read_timeout_s = read_timeout_s
-        self.writer = Writer(self._con.cursor(), max_batch=max_batch)
+        self.known = KnownIds()
+        self.writer = Writer(self._con.cursor(), self.known, max_batch=max_batch)
 
     @contextlib.contextmanager
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:

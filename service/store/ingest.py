@@ -55,6 +55,7 @@ class Ingestor:
             ts=when,
             content_hash=xxhash.xxh3_64_intdigest(raw),
             source=source,
+            known=self.db.known,
         )
         result = self.db.writer.submit(norm).result()
         return IngestResult(

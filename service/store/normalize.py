@@ -4,9 +4,11 @@ One pprof becomes one series per sample type (a heap profile: four), all sharing
 ``group_id`` so export can reassemble them. Functions, locations, mappings, stacks and label
 sets are interned by content hash; samples with equal stack and labels are summed and zero
 values dropped; ``function_rollup`` (flat and cum per function) is computed here, at ingest,
-so "top functions over a week" never has to read a stack.
+so "top functions over a week" never has to read a stack. Values are stored divided by their
+per-profile, per-type gcd (``scale``) so they bit-pack small.
 
-Everything per sample is numpy; Python loops run once per location, function or label set.
+Everything is column-wise numpy; Python loops run once per distinct label set only. Symbols
+and stacks that the writer has already committed (``KnownIds``) are not emitted again.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from service.errors import InvalidRequest
+from service.hashing import hash_fields, hash_strings, mix, segment_hashes
 from service.pprof.model import LabelSet, Profile
-from service.store.hashing import combine, hash_fields, stack_hashes
+from service.pprof.wire import expand
+from service.store.ids import KnownIds, blob_ids
 from service.types import ProfileType
 
 __all__ = ["Normalized", "infer_name", "normalize", "profile_types_of", "series_id_of"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+_KIND = {"mapping": 1, "function": 2, "location": 3, "line": 4}
 
 
 @dataclass(slots=True)
@@ -44,6 +49,7 @@ class Normalized:
     labelsets: pa.Table
     samples: pa.Table
     function_rollup: pa.Table
+    new_ids: dict[str, U64]  # what the writer may remember as stored once this commits
 
     @property
     def sample_rows(self) -> int:
@@ -87,6 +93,16 @@ def series_id_of(tenant: str, profile_type: ProfileType, labels: MappingT[str, s
     return hash_fields(tenant, profile_type, *(f"{k}={v}" for k, v in sorted(labels.items())))
 
 
+def _lookup(keys: U64, ids: U64, values: U64) -> U64:
+    """``values[ids == key]`` for each key; 0 where the id is unknown."""
+    if ids.size == 0:
+        return np.zeros(keys.size, np.uint64)
+    order = np.argsort(ids)
+    pos = np.minimum(np.searchsorted(ids, keys, sorter=order), ids.size - 1)
+    hit = ids[order[pos]] == keys
+    return np.where(hit, values[order[pos]], np.uint64(0))
+
+
 def _group_sum(keys: U64, values: I64) -> tuple[U64, I64, I64]:
     """Sum rows of ``values`` with equal key; returns unique keys, sums and one source row per key."""
     order = np.argsort(keys, kind="stable")
@@ -94,22 +110,23 @@ def _group_sum(keys: U64, values: I64) -> tuple[U64, I64, I64]:
     if k.size == 0:
         return k, values[:0], order
     starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-    sums = np.add.reduceat(values[order], starts, axis=0)
-    return k[starts], sums, order[starts]
+    return k[starts], np.add.reduceat(values[order], starts, axis=0), order[starts]
 
 
-def _expand(starts: I64, counts: I64) -> I64:
-    """Concatenate ``range(starts[i], starts[i] + counts[i])`` for all i, without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    seg = np.repeat(np.arange(counts.size), counts)
-    first = np.cumsum(counts) - counts
-    return np.asarray(starts[seg] + (np.arange(total) - first[seg]), np.int64)
+def _lists(offsets: I64, values: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def _list_array(offsets: I64, values: npt.NDArray[np.generic], typ: pa.DataType) -> pa.ListArray:
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=typ))
+def _offsets(counts: I64) -> I64:
+    out = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _scale(values: I64) -> I64:
+    """Per column, the gcd of the values (1 for an all-zero column): the unit they are multiples of."""
+    g = np.gcd.reduce(np.abs(values), axis=0) if values.size else np.zeros(values.shape[1], np.int64)
+    return np.where(g > 0, g, 1).astype(np.int64)
 
 
 def normalize(
@@ -121,6 +138,7 @@ def normalize(
     ts: int,
     content_hash: int,
     source: str,
+    known: KnownIds | None = None,
 ) -> Normalized:
     name = name or infer_name(p)
     ptypes = profile_types_of(p, name)
@@ -131,129 +149,157 @@ def normalize(
     group_id = hash_fields("group", tenant, name, *(f"{k}={v}" for k, v in label_items), ts, content_hash)
     series_ids = [series_id_of(tenant, pt, labels) for pt in ptypes]
     profile_ids = [hash_fields(group_id, i) for i in range(n_types)]
+    known = known or KnownIds(limit=0)
 
-    # Symbols, hashed once each.
-    map_hash = {
-        m.id: hash_fields(
-            "m",
-            m.start,
-            m.limit,
-            m.offset,
-            m.filename,
-            m.build_id,
-            m.has_functions,
-            m.has_filenames,
-            m.has_line_numbers,
-            m.has_inline_frames,
-        )
-        for m in p.mappings
-    }
-    fn_hash = {f.id: hash_fields("f", f.name, f.system_name, f.filename, f.start_line) for f in p.functions}
-    locs = p.locations
-    loc_ids = np.fromiter((loc.id for loc in locs), np.uint64, count=len(locs))
-    loc_hash = np.fromiter(
-        (
-            hash_fields(
-                "l",
-                map_hash.get(loc.mapping_id, 0),
-                loc.address,
-                loc.is_folded,
-                *(f"{fn_hash[ln.function_id]}:{ln.line}:{ln.column}" for ln in loc.lines),
-            )
-            for loc in locs
-        ),
-        np.uint64,
-        count=len(locs),
-    )
-    loc_nfn = np.fromiter((len(loc.lines) for loc in locs), np.int64, count=len(locs))
-    loc_fn_off = np.cumsum(loc_nfn) - loc_nfn
-    loc_fns = np.fromiter(
-        (fn_hash[ln.function_id] for loc in locs for ln in loc.lines), np.uint64, count=int(loc_nfn.sum())
+    # Symbol ids: strings hashed once, entities combined column-wise.
+    sh = hash_strings(p.strings)
+    m, f, loc = p.mappings, p.functions, p.locations
+    flags = (m.flags.astype(np.uint64) * np.array([1, 2, 4, 8], np.uint64)).sum(axis=1).astype(np.uint64)
+    map_h = mix(np.full(len(m), _KIND["mapping"]), m.start, m.limit, m.offset, sh[m.filename], sh[m.build_id], flags)
+    fn_h = mix(np.full(len(f), _KIND["function"]), sh[f.name], sh[f.system_name], sh[f.filename], f.start_line)
+    line_fn = _lookup(loc.line_function_id, f.id, fn_h)
+    line_h = mix(np.full(line_fn.size, _KIND["line"]), line_fn, loc.line_line, loc.line_column)
+    loc_map = _lookup(loc.mapping_id, m.id, map_h)
+    loc_h = mix(
+        np.full(len(loc), _KIND["location"]),
+        loc_map,
+        loc.address,
+        loc.is_folded,
+        segment_hashes(line_h, loc.line_offsets),
     )
 
-    # Samples: local location index per element, then stack and label-set ids per sample.
+    # Samples: stack and label-set id per sample; equal ones summed, all-zero ones dropped.
     s = p.samples
-    sorter = np.argsort(loc_ids)
-    elem = (
-        sorter[np.searchsorted(loc_ids, s.location_ids, sorter=sorter)]
-        if s.location_ids.size
-        else np.zeros(0, np.int64)
-    )
-    stack = stack_hashes(loc_hash[elem], s.offsets)
+    elem = _lookup(s.location_ids, loc.id, np.arange(len(loc), dtype=np.uint64)).astype(np.int64)
+    stack = segment_hashes(loc_h[elem], s.offsets)
     ls_hash = np.fromiter((_labelset_hash(ls) for ls in s.labelsets), np.uint64, count=len(s.labelsets))
     sample_ls = ls_hash[s.labelset_index]
-    keys, values, rep = _group_sum(combine(stack, sample_ls), s.values)
+    _, values, rep = _group_sum(mix(stack, sample_ls), s.values)
     keep = np.any(values != 0, axis=1)
-    keys, values, rep = keys[keep], values[keep], rep[keep]
-    u_stack, u_ls = stack[rep], sample_ls[rep]
-    depth = s.depths()[rep]
-    u_off = np.zeros(rep.size + 1, np.int64)
-    np.cumsum(depth, out=u_off[1:])
-    u_elem = elem[_expand(s.offsets[rep], depth)]  # location index per frame of each kept sample
+    values, rep = values[keep], rep[keep]
+    u_stack, u_ls, depth = stack[rep], sample_ls[rep], s.depths()[rep]
+    u_off = _offsets(depth)
+    u_elem = elem[expand(s.offsets[rep], depth)]  # location index per frame of each kept sample
 
-    # Frames → functions (inlined frames expanded, innermost first).
-    nfn = loc_nfn[u_elem]
-    fn_flat = loc_fns[_expand(loc_fn_off[u_elem], nfn)]
-    nfn_prefix = np.zeros(nfn.size + 1, np.int64)
-    np.cumsum(nfn, out=nfn_prefix[1:])
+    # Frames → functions (inlined lines expanded, innermost first).
+    nfn = np.diff(loc.line_offsets)[u_elem]
+    fn_flat = line_fn[expand(loc.line_offsets[u_elem], nfn)]
+    nfn_prefix = _offsets(nfn)
     per_sample_nfn = nfn_prefix[u_off[1:]] - nfn_prefix[u_off[:-1]]
-    fn_off = np.zeros(rep.size + 1, np.int64)
-    np.cumsum(per_sample_nfn, out=fn_off[1:])
+    fn_off = _offsets(per_sample_nfn)
 
-    # Stacks: one row per distinct stack.
+    scale = _scale(values)
+    scaled = values // scale
+    fids, flat, cum = _rollup(values, fn_flat, fn_off, nfn, u_off, depth)
+
+    new_ids: dict[str, U64] = {}
+
+    def fresh(kind: str, ids: U64) -> npt.NDArray[np.bool_]:
+        uniq, first = np.unique(ids, return_index=True)
+        sel = np.zeros(ids.size, bool)
+        sel[first[known.unknown(kind, uniq)]] = True
+        new_ids[kind] = ids[sel]
+        return sel
+
     st_keys, _, st_rep = _group_sum(u_stack, np.zeros((u_stack.size, 0), np.int64))
-    st_loc_off = np.zeros(st_rep.size + 1, np.int64)
-    np.cumsum(depth[st_rep], out=st_loc_off[1:])
-    st_fn_off = np.zeros(st_rep.size + 1, np.int64)
-    np.cumsum(per_sample_nfn[st_rep], out=st_fn_off[1:])
+    st_new = fresh("stack", st_keys)
+    st_rep = st_rep[st_new]
     stacks = pa.table(
         {
-            "stack_id": pa.array(st_keys, pa.uint64()),
-            "location_ids": _list_array(
-                st_loc_off, loc_hash[u_elem[_expand(u_off[st_rep], depth[st_rep])]], pa.uint64()
+            "stack_id": blob_ids(st_keys[st_new]),
+            "location_ids": _lists(
+                _offsets(depth[st_rep]), pa.array(loc_h[u_elem[expand(u_off[st_rep], depth[st_rep])]])
             ),
-            "function_ids": _list_array(
-                st_fn_off, fn_flat[_expand(fn_off[st_rep], per_sample_nfn[st_rep])], pa.uint64()
+            "function_ids": _lists(
+                _offsets(per_sample_nfn[st_rep]), blob_ids(fn_flat[expand(fn_off[st_rep], per_sample_nfn[st_rep])])
             ),
         }
     )
+    loc_new = fresh("location", loc_h)
+    nl = np.diff(loc.line_offsets)[loc_new]
+    line_sel = expand(loc.line_offsets[:-1][loc_new], nl)
+    locations = pa.table(
+        {
+            "location_id": pa.array(loc_h[loc_new]),
+            "mapping_id": pa.array(loc_map[loc_new]),
+            "address": pa.array(loc.address[loc_new]),
+            "is_folded": pa.array(loc.is_folded[loc_new]),
+            "function_ids": _lists(_offsets(nl), blob_ids(line_fn[line_sel])),
+            "lines": _lists(_offsets(nl), pa.array(loc.line_line[line_sel])),
+            "columns": _lists(_offsets(nl), pa.array(loc.line_column[line_sel])),
+        }
+    )
+    fn_new = fresh("function", fn_h)
+    strings = np.array(p.strings, dtype=object)
+    functions = pa.table(
+        {
+            "function_id": blob_ids(fn_h[fn_new]),
+            "name": pa.array(strings[f.name[fn_new]], pa.string()),
+            "system_name": pa.array(strings[f.system_name[fn_new]], pa.string()),
+            "filename": pa.array(strings[f.filename[fn_new]], pa.string()),
+            "start_line": pa.array(f.start_line[fn_new]),
+        }
+    )
+    map_new = fresh("mapping", map_h)
+    mappings = pa.table(
+        {
+            "mapping_id": pa.array(map_h[map_new]),
+            "memory_start": pa.array(m.start[map_new]),
+            "memory_limit": pa.array(m.limit[map_new]),
+            "file_offset": pa.array(m.offset[map_new]),
+            "filename": pa.array(strings[m.filename[map_new]], pa.string()),
+            "build_id": pa.array(strings[m.build_id[map_new]], pa.string()),
+            **{
+                k: pa.array(m.flags[map_new, i])
+                for i, k in enumerate(("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames"))
+            },
+        }
+    )
+    used_ls = [i for i in np.unique(s.labelset_index[rep]).tolist() if i != 0]
+    ls_ids = ls_hash[used_ls] if used_ls else np.zeros(0, np.uint64)
+    ls_new = fresh("labelset", ls_ids)
+    new_sets = [s.labelsets[i] for i, new in zip(used_ls, ls_new, strict=True) if new]
+    labelsets = pa.table(
+        {
+            "labelset_id": blob_ids(ls_ids[ls_new]),
+            "keys": pa.array([[lb.key for lb in ls] for ls in new_sets], pa.list_(pa.string())),
+            "strs": pa.array([[lb.str for lb in ls] for ls in new_sets], pa.list_(pa.string())),
+            "nums": pa.array([[lb.num for lb in ls] for ls in new_sets], pa.list_(pa.int64())),
+            "num_units": pa.array([[lb.num_unit for lb in ls] for ls in new_sets], pa.list_(pa.string())),
+        }
+    )
 
-    # function_rollup: flat = the leaf location's innermost function; cum = once per stack.
-    rollup = _rollup(values, fn_flat, fn_off, nfn, u_off, depth)
-
-    n = keys.size
-    samples = []
-    rollups = []
+    samples, rollups = [], []
     for t in range(n_types):
-        nz = values[:, t] != 0
+        nz = np.flatnonzero(values[:, t])
         samples.append(
             pa.table(
                 {
-                    "series_id": pa.array(np.full(int(nz.sum()), series_ids[t], np.uint64)),
-                    "ts": pa.array(np.full(int(nz.sum()), ts, np.int64)),
-                    "stack_id": pa.array(u_stack[nz]),
-                    "labelset_id": pa.array(u_ls[nz]),
-                    "value": pa.array(values[nz, t]),
+                    "series_id": pa.array(np.full(nz.size, series_ids[t], np.uint64)),
+                    "ts": pa.array(np.full(nz.size, ts, np.int64)),
+                    "stack_id": blob_ids(u_stack[nz]),
+                    "labelset_id": blob_ids(u_ls[nz]),
+                    "value": pa.array(scaled[nz, t]),
+                    "scale": pa.array(np.full(nz.size, scale[t], np.int64)),
                 }
             )
         )
-        fids, flat, cum = rollup
-        rnz = (flat[:, t] != 0) | (cum[:, t] != 0)
+        rnz = np.flatnonzero((flat[:, t] != 0) | (cum[:, t] != 0))
         rollups.append(
             pa.table(
                 {
-                    "series_id": pa.array(np.full(int(rnz.sum()), series_ids[t], np.uint64)),
-                    "ts": pa.array(np.full(int(rnz.sum()), ts, np.int64)),
-                    "function_id": pa.array(fids[rnz]),
-                    "flat": pa.array(flat[rnz, t]),
-                    "cum": pa.array(cum[rnz, t]),
+                    "series_id": pa.array(np.full(rnz.size, series_ids[t], np.uint64)),
+                    "ts": pa.array(np.full(rnz.size, ts, np.int64)),
+                    "function_id": blob_ids(fids[rnz]),
+                    "flat": pa.array(flat[rnz, t] // scale[t]),
+                    "cum": pa.array(cum[rnz, t] // scale[t]),
+                    "scale": pa.array(np.full(rnz.size, scale[t], np.int64)),
                 }
             )
         )
-    totals = values.sum(axis=0) if n else np.zeros(n_types, np.int64)
-
-    used_ls = sorted({int(i) for i in np.unique(s.labelset_index[rep])} - {0})
-    used_maps = {loc.mapping_id for loc in locs if loc.mapping_id in map_hash}
+    totals = values.sum(axis=0) if values.size else np.zeros(n_types, np.int64)
+    types = [st.type for st in p.sample_types]
+    units = [st.unit for st in p.sample_types]
     return Normalized(
         group_id=group_id,
         profile_ids=profile_ids,
@@ -279,82 +325,30 @@ def normalize(
                 "ts": pa.array([ts] * n_types, pa.int64()),
                 "group_id": pa.array([group_id] * n_types, pa.uint64()),
                 "type_index": pa.array(range(n_types), pa.int16()),
-                "sample_types": [[st.type for st in p.sample_types]] * n_types,
-                "sample_units": [[st.unit for st in p.sample_types]] * n_types,
+                "sample_types": [types] * n_types,
+                "sample_units": [units] * n_types,
                 "default_sample_type": [p.default_sample_type] * n_types,
                 "time_nanos": pa.array([p.time_nanos] * n_types, pa.int64()),
                 "duration_ns": pa.array([p.duration_nanos] * n_types, pa.int64()),
                 "period": pa.array([p.period] * n_types, pa.int64()),
                 "total": pa.array(totals.tolist(), pa.int64()),
-                "sample_count": pa.array([n] * n_types, pa.int64()),
+                "sample_count": pa.array([int(keep.sum())] * n_types, pa.int64()),
                 "drop_frames": [p.drop_frames] * n_types,
                 "keep_frames": [p.keep_frames] * n_types,
-                "comments": [list(p.comments)] * n_types,
+                "comments": pa.array([list(p.comments)] * n_types, pa.list_(pa.string())),
                 "doc_url": [p.doc_url] * n_types,
                 "source": [source] * n_types,
             }
         ),
-        mappings=pa.table(
-            {
-                "mapping_id": pa.array([map_hash[m.id] for m in p.mappings if m.id in used_maps], pa.uint64()),
-                "memory_start": pa.array([m.start for m in p.mappings if m.id in used_maps], pa.uint64()),
-                "memory_limit": pa.array([m.limit for m in p.mappings if m.id in used_maps], pa.uint64()),
-                "file_offset": pa.array([m.offset for m in p.mappings if m.id in used_maps], pa.uint64()),
-                "filename": [m.filename for m in p.mappings if m.id in used_maps],
-                "build_id": [m.build_id for m in p.mappings if m.id in used_maps],
-                "has_functions": [m.has_functions for m in p.mappings if m.id in used_maps],
-                "has_filenames": [m.has_filenames for m in p.mappings if m.id in used_maps],
-                "has_line_numbers": [m.has_line_numbers for m in p.mappings if m.id in used_maps],
-                "has_inline_frames": [m.has_inline_frames for m in p.mappings if m.id in used_maps],
-            }
-        ),
-        functions=pa.table(
-            {
-                "function_id": pa.array([fn_hash[f.id] for f in p.functions], pa.uint64()),
-                "name": [f.name for f in p.functions],
-                "system_name": [f.system_name for f in p.functions],
-                "filename": [f.filename for f in p.functions],
-                "start_line": pa.array([f.start_line for f in p.functions], pa.int64()),
-            }
-        ),
-        locations=pa.table(
-            {
-                "location_id": pa.array(loc_hash, pa.uint64()),
-                "mapping_id": pa.array([map_hash.get(loc.mapping_id, 0) for loc in locs], pa.uint64()),
-                "address": pa.array([loc.address for loc in locs], pa.uint64()),
-                "is_folded": [loc.is_folded for loc in locs],
-                "function_ids": pa.array(
-                    [[fn_hash[ln.function_id] for ln in loc.lines] for loc in locs], pa.list_(pa.uint64())
-                ),
-                "lines": pa.array([[ln.line for ln in loc.lines] for loc in locs], pa.list_(pa.int64())),
-                "columns": pa.array([[ln.column for ln in loc.lines] for loc in locs], pa.list_(pa.int64())),
-            }
-        ),
-        labelsets=pa.table(
-            {
-                "labelset_id": pa.array([int(ls_hash[i]) for i in used_ls], pa.uint64()),
-                "keys": [[lb.key for lb in s.labelsets[i]] for i in used_ls],
-                "strs": [[lb.str for lb in s.labelsets[i]] for i in used_ls],
-                "nums": pa.array([[lb.num for lb in s.labelsets[i]] for i in used_ls], pa.list_(pa.int64())),
-                "num_units": [[lb.num_unit for lb in s.labelsets[i]] for i in used_ls],
-            },
-            schema=_LABELSETS,
-        ),
+        mappings=mappings,
+        functions=functions,
+        locations=locations,
         stacks=stacks,
+        labelsets=labelsets,
         samples=pa.concat_tables(samples),
         function_rollup=pa.concat_tables(rollups),
+        new_ids=new_ids,
     )
-
-
-_LABELSETS = pa.schema(
-    [
-        ("labelset_id", pa.uint64()),
-        ("keys", pa.list_(pa.string())),
-        ("strs", pa.list_(pa.string())),
-        ("nums", pa.list_(pa.int64())),
-        ("num_units", pa.list_(pa.string())),
-    ]
-)
 
 
 def _labelset_hash(ls: LabelSet) -> int:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from service.types import ProfileType, TimeRange
 
@@ -71,47 +69,42 @@ def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeR
         params,
     )
     headers = cur.execute(
-        "SELECT group_id, any_value(sample_types) AS sample_types, any_value(sample_units) AS sample_units, any_value(default_sample_type) AS default_sample_type, "
-        "any_value(time_nanos) AS time_nanos, any_value(duration_ns) AS duration_ns, any_value(period) AS period, "
-        "any_value(comments) AS comments, any_value(doc_url) AS doc_url, any_value(drop_frames) AS drop_frames, "
-        "any_value(keep_frames) AS keep_frames, min(ts) AS ts FROM profiles "
-        "WHERE group_id IN (SELECT group_id FROM _groups) GROUP BY group_id ORDER BY ts, group_id"
+        "SELECT group_id, any_value(sample_types) AS sample_types, any_value(sample_units) AS sample_units, "
+        "any_value(default_sample_type) AS default_sample_type, any_value(time_nanos) AS time_nanos, "
+        "any_value(duration_ns) AS duration_ns, any_value(period) AS period, any_value(comments) AS comments, "
+        "any_value(doc_url) AS doc_url, any_value(drop_frames) AS drop_frames, any_value(keep_frames) AS keep_frames, "
+        "min(ts) AS ts FROM profiles WHERE group_id IN (SELECT group_id FROM _groups) GROUP BY group_id ORDER BY ts, group_id"
     ).to_arrow_table()
-    samples = cur.execute(
-        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value)::BIGINT AS value FROM samples s "
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _x_samples AS "
+        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value * s.scale)::BIGINT AS value FROM samples s "
         "JOIN (SELECT DISTINCT series_id, ts, sample_type FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
         "GROUP BY ALL"
-    ).to_arrow_table()
-
-    def ids(name: str, values: pa.Array) -> None:
-        cur.register(name, pa.table({"id": pa.array(np.unique(values.to_numpy(zero_copy_only=False)), pa.uint64())}))
-
-    ids("_sel_stacks", samples["stack_id"].combine_chunks())
-    stacks = cur.execute(
-        "SELECT stack_id, location_ids FROM stacks WHERE stack_id IN (SELECT id FROM _sel_stacks) "
-        "QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
-    ).to_arrow_table()
-    ids("_sel_locs", pc.list_flatten(stacks["location_ids"]).combine_chunks())
-    locations = cur.execute(
-        "SELECT * FROM locations WHERE location_id IN (SELECT id FROM _sel_locs) "
+    )
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _x_stacks AS SELECT stack_id, location_ids FROM stacks "
+        "WHERE stack_id IN (SELECT stack_id FROM _x_samples) QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
+    )
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _x_locations AS SELECT * FROM locations "
+        "WHERE location_id IN (SELECT DISTINCT unnest(location_ids) FROM _x_stacks) "
         "QUALIFY row_number() OVER (PARTITION BY location_id) = 1"
-    ).to_arrow_table()
-    ids("_sel_funcs", pc.list_flatten(locations["function_ids"]).combine_chunks())
+    )
+    samples = cur.execute("SELECT * FROM _x_samples").to_arrow_table()
+    stacks = cur.execute("SELECT * FROM _x_stacks").to_arrow_table()
+    locations = cur.execute("SELECT * FROM _x_locations").to_arrow_table()
     functions = cur.execute(
-        "SELECT * FROM functions WHERE function_id IN (SELECT id FROM _sel_funcs) "
+        "SELECT * FROM functions WHERE function_id IN (SELECT DISTINCT unnest(function_ids) FROM _x_locations) "
         "QUALIFY row_number() OVER (PARTITION BY function_id) = 1"
     ).to_arrow_table()
-    ids("_sel_maps", locations["mapping_id"].combine_chunks())
     mappings = cur.execute(
-        "SELECT * FROM mappings WHERE mapping_id IN (SELECT id FROM _sel_maps) "
+        "SELECT * FROM mappings WHERE mapping_id IN (SELECT DISTINCT mapping_id FROM _x_locations) "
         "QUALIFY row_number() OVER (PARTITION BY mapping_id) = 1"
     ).to_arrow_table()
-    ids("_sel_ls", samples["labelset_id"].combine_chunks())
     labelsets = cur.execute(
-        "SELECT * FROM labelsets WHERE labelset_id IN (SELECT id FROM _sel_ls) "
+        "SELECT * FROM labelsets WHERE labelset_id IN (SELECT DISTINCT labelset_id FROM _x_samples) "
         "QUALIFY row_number() OVER (PARTITION BY labelset_id) = 1"
     ).to_arrow_table()
-    for name in ("_sel_stacks", "_sel_locs", "_sel_funcs", "_sel_maps", "_sel_ls"):
-        cur.unregister(name)
-    cur.execute("DROP TABLE IF EXISTS _groups")
+    for name in ("_groups", "_x_samples", "_x_stacks", "_x_locations"):
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
     return ExportRows(headers, samples, stacks, locations, functions, mappings, labelsets)

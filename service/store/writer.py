@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.errors import StoreError
+from service.store.ids import KnownIds
 from service.store.normalize import Normalized
 
 __all__ = ["WriteResult", "Writer"]
@@ -44,8 +46,11 @@ class WriteResult:
 
 
 class Writer:
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, max_batch: int = 256, max_wait_s: float = 0.02) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, known: KnownIds, *, max_batch: int = 256, max_wait_s: float = 0.02
+    ) -> None:
         self._con = con
+        self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[tuple[Normalized, Future[WriteResult]] | None] = queue.Queue()
@@ -95,6 +100,8 @@ class Writer:
                 fut.set_exception(err)
             return
         for item, fut in batch:
+            for kind, ids in item.new_ids.items():
+                self._known.add(kind, ids)
             fut.set_result(WriteResult(duplicate=item.group_id in dup))
 
     def _commit(self, items: list[Normalized]) -> set[int]:
@@ -144,13 +151,33 @@ class Writer:
         )
         con.unregister("_b")
         for name, key in _INTERNED:
-            con.register("_b", table(name))
-            con.execute(
-                f"INSERT INTO {name} SELECT * FROM _b WHERE {key} NOT IN (SELECT {key} FROM {name}) "
-                f"QUALIFY row_number() OVER (PARTITION BY {key}) = 1"
-            )
+            batch = table(name)
+            if batch.num_rows == 0:
+                continue
+            # Which of the batch's ids are stored already: a semi-join whose hash table is the
+            # (small) batch, probed by one scan of the id column — not a hash table of the whole table.
+            con.register("_b", batch.select([key]))
+            stored = con.execute(f"SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b)").to_arrow_table()
             con.unregister("_b")
+            keep = pc.invert(pc.is_in(batch[key], value_set=stored[key].combine_chunks()))
+            batch = _first_per_key(batch.filter(keep), key)
+            if batch.num_rows:
+                con.register("_b", batch)
+                con.execute(f"INSERT INTO {name} SELECT * FROM _b")
+                con.unregister("_b")
         for name in _FACTS:
             con.register("_b", table(name))
             con.execute(f"INSERT INTO {name} SELECT * FROM _b")
             con.unregister("_b")
+
+
+def _first_per_key(t: pa.Table, key: str) -> pa.Table:
+    """One row per key (several profiles of a batch may bring the same new symbol)."""
+    if t.num_rows < 2:
+        return t
+    idx = (
+        pa.table({"k": t[key], "i": pa.array(range(t.num_rows))})
+        .group_by("k", use_threads=False)
+        .aggregate([("i", "min")])
+    )
+    return t.take(idx["i_min"])

@@ -50,7 +50,7 @@ def test_gzipped_and_raw_decode_to_the_same_profile() -> None:
     assert [str(t) for t in a.sample_types] == ["samples/count", "cpu/nanoseconds"]
     assert a.samples.location_ids.tolist() == [3, 2, 1, 2, 1]
     assert a.samples.labelsets[a.samples.labelset_index[1]][0].str == "/api"
-    assert {f.name for f in a.functions} == {"main.main", "main.work", "main.leaf"}
+    assert {f.name for f in a.functions.entities(a.strings)} == {"main.main", "main.work", "main.leaf"}
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_truncated_gzip() -> None:
 def test_corrupt_gzip() -> None:
     data = bytearray(gzip.compress(minimal().SerializeToString()))
     data[12:20] = b"\xff" * 8
-    with pytest.raises(DecompressError, match="^decompressing profile: "):
+    with pytest.raises(DecompressError, match=r"^decompressing profile: "):
         decode(bytes(data))
 
 

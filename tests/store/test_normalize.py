@@ -60,7 +60,14 @@ def test_rollup_flat_and_cum_by_hand() -> None:
         "inl": (4, 4),  # innermost line of the leaf location gets the flat value
     }
     # Samples: a, b, c+d merged, e; f dropped.
-    assert sorted(n.samples["value"].to_pylist()) == [4, 5, 10, 10]
+    assert sorted(
+        v * sc for v, sc in zip(n.samples["value"].to_pylist(), n.samples["scale"].to_pylist(), strict=True)
+    ) == [
+        4,
+        5,
+        10,
+        10,
+    ]
     assert n.stacks.num_rows == 3  # a, b/c/d, e
     assert n.labelsets.num_rows == 1
     assert n.profiles["total"].to_pylist() == [29]
