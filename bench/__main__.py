@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=100)
     ap.add_argument("--scrapes", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=8, help="concurrent ingest clients (the writer batches them)")
+    ap.add_argument("--threads", type=int, default=64, help="concurrent ingest clients (the writer batches them)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="profstore-bench-"))
     out: list[str] = []
@@ -103,7 +103,7 @@ def main() -> None:
         with db.read() as cur:
             rows = cur.execute("SELECT count(*) FROM samples").fetchone()[0]
 
-        # 3. Export: 1,000 CPU profiles (10 targets × 100 scrapes of one service) vs go tool pprof -proto.
+        # 3. Export: 1,000 CPU profiles (10 targets x 100 scrapes of one service) vs go tool pprof -proto.
         merge_targets = [p for p in fleet if p.name == "process_cpu" and p.target % 7 == 0 and p.target < 70][:1000]
         ids = sorted({p.target for p in merge_targets})
         q = parse_query(

@@ -68,7 +68,7 @@ def _variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tup
 
 
 def build(corpus: Path, targets: int, scrapes: int, per_base: int = 8, seed: int = 1) -> list[FleetProfile]:
-    """``targets`` × ``scrapes`` profiles, 15 s apart, each target cycling through the bases."""
+    """``targets`` x ``scrapes`` profiles, 15 s apart, each target cycling through the bases."""
     rng = np.random.default_rng(seed)
     variants = _variants(corpus, per_base, rng)
     t0 = 1_780_000_000 * 10**9

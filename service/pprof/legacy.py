@@ -12,6 +12,7 @@ uncompressed bytes (gunzip first, as pprof does).
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections import Counter
@@ -136,6 +137,7 @@ def _pow2(e: int) -> float:
 _EXP_POLY = (1.9841269841269841270e-4, 1.3888888888888888889e-3, 8.3333333333333333333e-3, 4.1666666666666666667e-2, 1.6666666666666666667e-1, 0.5, 1.0)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1 << 16)  # heap blocks repeat a few size classes; each call costs ~25 µs
 def _go_exp(x: float) -> float:
     """Go's math.Exp on amd64 with FMA (math/exp_amd64.s). It differs from libm's exp in the last
     bit for ~7% of inputs, which now and then moves pprof's truncated heap values by one."""
@@ -436,22 +438,20 @@ def _build(raw: _Raw, cpu: bool) -> Profile:
         labelset_index=np.array([sets[b] for b in raw.blocksizes] or np.zeros(len(raw.stacks)), np.int32),
         labelsets=[(), *((Label("bytes", num=b),) for b in sets)],
     )
-    mappings = [Mapping(i + 1, m.start, m.limit, m.offset, m.file, m.build_id, False, False, False, False) for i, m in enumerate(maps)]  # fmt: skip
+    mappings = [Mapping(i + 1, m.start, m.limit, m.offset, m.file, m.build_id) for i, m in enumerate(maps)]
     locations = [Location(i, mid, a, ()) for (a, i), mid in zip(ids.items(), owner, strict=True)]
     names = tuple(t.type for t in raw.sample_types)  # addLegacyFrameInfo
     drop, keep = (_ALLOC_DROP, _ALLOC_KEEP) if names in _HEAPZ_TYPES else (_CPU_DROP, "")
-    header: dict[str, object] = {
-        "drop_frames": _LOCK_DROP if names == ("contentions", "delay") else drop,
-        "keep_frames": keep,
-        "duration_nanos": raw.duration_nanos,
-        "period_type": raw.period_type,
-        "period": raw.period,
-    }
-    build = getattr(Profile, "build", None)  # the columnar model builds from entities; the older one holds them
-    profile: Profile = (
-        build(raw.sample_types, samples, mappings=mappings, locations=locations, **header)
-        if build is not None
-        else Profile(raw.sample_types, samples, mappings=tuple(mappings), locations=tuple(locations), **header)  # type: ignore[arg-type]
+    profile = Profile.build(
+        raw.sample_types,
+        samples,
+        mappings=mappings,
+        locations=locations,
+        drop_frames=_LOCK_DROP if names == ("contentions", "delay") else drop,
+        keep_frames=keep,
+        duration_nanos=raw.duration_nanos,
+        period_type=raw.period_type,
+        period=raw.period,
     )
     check_valid(profile)
     return profile

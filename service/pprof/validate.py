@@ -12,9 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import MalformedProfile
+from service.hashing import mix
+from service.pprof.batch import ProfileBatch, Resolved
 from service.pprof.model import Profile
 
-__all__ = ["check_valid"]
+__all__ = ["check_valid", "invalid_profiles"]
 
 
 def _ids(kind: str, ids: npt.NDArray[np.uint64], zero_word: str) -> npt.NDArray[np.uint64]:
@@ -49,3 +51,57 @@ def check_valid(p: Profile) -> None:
     missing = used[~np.isin(used, locations)]
     if missing.size:
         raise MalformedProfile(f"sample has nil location (location id {int(missing[0])} not found)")
+
+
+def invalid_profiles(b: ProfileBatch, r: Resolved) -> list[int]:
+    """Which profiles of a decoded batch break a rule, found column-wise for the whole batch.
+
+    Only *which*: the exact message comes from decoding that one profile alone, so the rules'
+    wording lives in one place (the exact decoder and :func:`check_valid`).
+    """
+    n = len(b)
+    bad = np.zeros(n, bool)
+    if n == 0:
+        return []
+
+    def owners(base: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return np.repeat(np.arange(n), np.diff(base))
+
+    s_owner, m_owner, f_owner, l_owner = (
+        owners(x) for x in (b.sample_base, b.mapping_base, b.function_base, b.location_base)
+    )
+    bad[s_owner[b.value_counts != b.num_types()[s_owner]]] = True
+
+    def codes(c: npt.NDArray[np.int64], owner: npt.NDArray[np.int64]) -> None:
+        bad[owner[(c < b.string_base[owner]) | (c >= b.string_base[owner + 1])]] = True
+
+    for col in (b.mappings.filename, b.mappings.build_id):
+        codes(col, m_owner)
+    for col in (b.functions.name, b.functions.system_name, b.functions.filename):
+        codes(col, f_owner)
+    label_owner = s_owner[b.label_owner]
+    codes(b.label_key, label_owner)
+    codes(b.label_unit, label_owner)
+    has_str = b.label_str != 0
+    codes(b.label_str[has_str], label_owner[has_str])
+
+    def unique_nonzero(owner: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64], base: npt.NDArray[np.int64]) -> None:
+        local = (np.arange(ids.size) - base[owner] + 1).astype(np.uint64)
+        irregular = np.unique(owner[ids != local])  # profiles not numbered 1..n: check them the long way
+        if irregular.size == 0:
+            return
+        sel = np.isin(owner, irregular)
+        o, i = owner[sel], ids[sel]
+        bad[o[i == 0]] = True
+        k = mix(o, i)
+        order = np.argsort(k)
+        bad[o[order[np.flatnonzero(k[order][1:] == k[order][:-1])]]] = True
+
+    unique_nonzero(m_owner, b.mappings.id, b.mapping_base)
+    unique_nonzero(f_owner, b.functions.id, b.function_base)
+    unique_nonzero(l_owner, b.locations.id, b.location_base)
+    line_owner = np.repeat(l_owner, np.diff(b.locations.line_offsets))
+    bad[line_owner[r.line_function < 0]] = True
+    elem_owner = np.repeat(s_owner, np.diff(b.offsets))
+    bad[elem_owner[r.sample_location < 0]] = True
+    return np.flatnonzero(bad).tolist()

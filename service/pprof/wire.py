@@ -48,10 +48,17 @@ class _Varints:
     values: U64  # decoded value of each varint
     start: I64  # first byte of each varint
     end: I64  # one past its last byte
-    at_byte: I64  # varint index starting at each byte (len = nbytes + 1), -1 inside a varint
+
+    def at(self, byte: I64) -> I64:
+        """Index of the varint starting at each byte offset; -1 where none starts there."""
+        i = np.searchsorted(self.start, byte)
+        ok = i < self.start.size
+        ok[ok] = self.start[i[ok]] == byte[ok]
+        return np.where(ok, i, -1)
 
 
 def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
+    """Split ``buf`` into varints and decode them, one pass per byte position (at most 10)."""
     n = buf.size
     last = np.flatnonzero(buf < 0x80)
     if n and (last.size == 0 or last[-1] != n - 1):
@@ -63,14 +70,14 @@ def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
     length = last - start + 1
     if length.size and int(length.max()) > 10:
         raise Unsupported("varint longer than 10 bytes")
-    vid = np.repeat(np.arange(last.size), length)
-    shift = ((np.arange(n) - start[vid]) * 7).astype(np.uint64)
-    parts = (buf & 0x7F).astype(np.uint64) << shift
-    values = np.add.reduceat(parts, start) if n else np.zeros(0, np.uint64)
-    at_byte = np.full(n + 1, -1, np.int64)
-    at_byte[start] = np.arange(last.size)
-    at_byte[n] = last.size
-    return _Varints(values.astype(np.uint64), start, last + 1, at_byte)
+    values = (buf[start] & 0x7F).astype(np.uint64)
+    longer = np.flatnonzero(length > 1)
+    k = 1
+    while longer.size:
+        values[longer] |= (buf[start[longer] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+        k += 1
+        longer = longer[length[longer] > k]
+    return _Varints(values, start, last + 1)
 
 
 @dataclass(slots=True)
@@ -124,28 +131,34 @@ def scan(blobs: list[bytes]) -> Fields:
     return _walk(buf, _varints(buf), starts, ends)
 
 
+def _at_or_end(vs: _Varints, byte: I64) -> I64:
+    """Varint index at a byte offset that may also be the end of the buffer."""
+    idx = vs.at(byte)
+    return np.where(byte == (vs.end[-1] if vs.end.size else 0), vs.start.size, idx)
+
+
 def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> Fields:
     count = starts.size
-    cur = starts.copy()
+    nv = vs.values.size
+    cur = starts.copy()  # byte offset of each message's next field
+    cur_v = vs.at(starts)  # and the index of the varint there
     active = np.flatnonzero(cur < ends)
     parts: list[tuple[I64, ...]] = []
     steps = 0
-    nv = vs.values.size
     while active.size:
         steps += 1
         if steps > MAX_FIELDS:
             raise Unsupported(f"more than {MAX_FIELDS} fields in one message")
-        c = cur[active]
         end = ends[active]
-        tag_v = vs.at_byte[c]
+        tag_v = cur_v[active]
         if (tag_v < 0).any():
             raise Unsupported("field does not start on a varint")
-        tag = vs.values[tag_v]
-        wire = (tag & np.uint64(7)).astype(np.int64)
-        field = (tag >> np.uint64(3)).astype(np.int64)
         pay_v = tag_v + 1
         if (pay_v >= nv).any() or (vs.start[np.minimum(pay_v, nv - 1)] >= end).any():
             raise Unsupported("field without a value")
+        tag = vs.values[tag_v]
+        wire = (tag & np.uint64(7)).astype(np.int64)
+        field = (tag >> np.uint64(3)).astype(np.int64)
         is2 = wire == 2
         if not np.all(is2 | (wire == 0)) or (field == 0).any():
             raise Unsupported("wire type other than varint or length-delimited")
@@ -153,22 +166,29 @@ def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> F
         length = np.where(is2, vs.values[pay_v], np.uint64(0))
         if (length > np.uint64(1 << 40)).any():
             raise Unsupported("implausible length")
-        length = length.astype(np.int64)
-        b1 = np.where(is2, pay_end + length, pay_end)
+        b1 = np.where(is2, pay_end + length.astype(np.int64), pay_end)
         if (b1 > end).any():
             raise Unsupported("length beyond the message")
         b0 = np.where(is2, pay_end, vs.start[pay_v])
-        v0 = np.where(is2, vs.at_byte[b0], pay_v)
-        v1 = np.where(is2, vs.at_byte[b1], pay_v + 1)
-        if (v0 < 0).any() or (v1 < 0).any():
+        v1 = pay_v + 1
+        sel = np.flatnonzero(is2)
+        if sel.size:
+            v1[sel] = _at_or_end(vs, b1[sel])
+        if (v1 < 0).any():
             raise Unsupported("length cuts a varint")
-        parts.append((active, field, wire, v0, v1, b0, b1))
+        v0 = np.where(is2, pay_v + 1, pay_v)
+        parts.append((active, field, wire, v0, v1, b0, b1, np.full(active.size, steps - 1)))
         cur[active] = b1
+        cur_v[active] = v1
         active = active[b1 < end]
-    if parts:
-        cols = [np.concatenate([p[i] for p in parts]) for i in range(7)]
-        order = np.argsort(cols[0], kind="stable")
-        cols = [c[order] for c in cols]
-    else:
-        cols = [np.zeros(0, np.int64)] * 7
-    return Fields(buf, vs, *cols, count=count)
+    if not parts:
+        return Fields(buf, vs, *([np.zeros(0, np.int64)] * 7), count=count)
+    cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
+    # Order by message, then field position: the k-th field of message m goes to first[m] + k.
+    first = np.zeros(count + 1, np.int64)
+    np.cumsum(np.bincount(cols[0], minlength=count), out=first[1:])
+    pos = first[cols[0]] + cols[7]
+    out = [np.empty_like(c) for c in cols[:7]]
+    for o, c in zip(out, cols[:7], strict=True):
+        o[pos] = c
+    return Fields(buf, vs, *out, count=count)

@@ -1,8 +1,10 @@
 """The one ingest entry point: bytes in, a durable profile out.
 
 Pushes (REST, and later Pyroscope protocols) and the collector all call :meth:`Ingestor.ingest`.
-Decoding and normalization run in the caller's thread (they are CPU work that needs no lock);
-only the append goes through the writer, and the call returns after the commit.
+The caller's thread does what can fail fast and needs no lock — gunzip with size caps, the
+protobuf envelope, the name and time — so a bad request is answered at once; decoding,
+normalization and the append happen in the writer, batched with other profiles, and the call
+returns after the commit.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 
 import xxhash
 
-from service.pprof.decode import DecodeLimits, decompress, parse
+from service.errors import InvalidRequest
+from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.store.db import Database
-from service.store.normalize import normalize
+from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
+from service.store.writer import Pending
 from service.types import now_ns
 
 __all__ = ["IngestResult", "Ingestor"]
@@ -45,23 +49,20 @@ class Ingestor:
         source: str = "push",
     ) -> IngestResult:
         raw = decompress(data, self.limits)
-        profile = parse(raw)
-        when = ts if ts is not None else (profile.time_nanos or now_ns())
-        norm = normalize(
-            profile,
-            tenant=tenant,
-            labels=labels,
-            name=name,
-            ts=when,
-            content_hash=xxhash.xxh3_64_intdigest(raw),
-            source=source,
-            known=self.db.known,
-        )
-        result = self.db.writer.submit(norm).result()
+        env = envelope(raw)
+        h = env.header
+        if not h.sample_types:
+            raise InvalidRequest("profile has no sample types; nothing to store")
+        name = name or infer_name(h.sample_types, h.period_type)
+        types = [str(pt) for pt in profile_types_of(h, name)]
+        when = ts if ts is not None else (h.time_nanos or now_ns())
+        meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(raw), source)
+        result = self.db.writer.submit(Pending(env, meta)).result()
+        item = result.item
         return IngestResult(
-            profile_ids=norm.profile_ids,
-            series=norm.series.column("profile_type").to_pylist(),
-            samples=norm.sample_rows,
+            profile_ids=item.profile_ids if item else profile_ids_of(meta.group_id, len(types)),
+            series=types,
+            samples=item.sample_rows if item else 0,
             ts=when,
             duplicate=result.duplicate,
         )

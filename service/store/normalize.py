@@ -1,19 +1,22 @@
-"""A decoded profile → rows for every table, keyed by content hash.
+"""Decoded profiles → rows for every table, keyed by content hash, a whole batch at a time.
 
 One pprof becomes one series per sample type (a heap profile: four), all sharing one
 ``group_id`` so export can reassemble them. Functions, locations, mappings, stacks and label
 sets are interned by content hash; samples with equal stack and labels are summed and zero
-values dropped; ``function_rollup`` (flat and cum per function) is computed here, at ingest,
-so "top functions over a week" never has to read a stack. Values are stored divided by their
+values dropped; ``function_rollup`` (flat and cum per function) is computed here, at ingest, so
+"top functions over a week" never has to read a stack. Values are stored divided by their
 per-profile, per-type gcd (``scale``) so they bit-pack small.
 
-Everything is column-wise numpy; Python loops run once per distinct label set only. Symbols
-and stacks that the writer has already committed (``KnownIds``) are not emitted again.
+Everything is column-wise numpy over the whole writer batch (profiles told apart by an owner
+column), so numpy's per-call cost is paid once per batch. Python loops run once per profile
+and once per new label set. Symbols and stacks the writer has already committed
+(``KnownIds``) are not emitted again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping as MappingT
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,49 +24,92 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from service.errors import InvalidRequest
-from service.hashing import hash_fields, hash_strings, mix, segment_hashes
-from service.pprof.model import LabelSet, Profile
+from service.hashing import hash_fields, hash_strings, mix, segment_hashes, set_hashes
+from service.pprof.batch import Header, ProfileBatch
+from service.pprof.model import Profile
 from service.pprof.wire import expand
 from service.store.ids import KnownIds, blob_ids
 from service.types import ProfileType
 
-__all__ = ["Normalized", "infer_name", "normalize", "profile_types_of", "series_id_of"]
+__all__ = [
+    "Meta",
+    "Normalized",
+    "Rows",
+    "infer_name",
+    "normalize",
+    "normalize_batch",
+    "profile_ids_of",
+    "profile_types_of",
+    "series_id_of",
+]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-_KIND = {"mapping": 1, "function": 2, "location": 3, "line": 4}
+_KIND = {"mapping": 1, "function": 2, "location": 3, "line": 4, "label": 5}
+TABLES = (
+    "series",
+    "profiles",
+    "mappings",
+    "functions",
+    "locations",
+    "stacks",
+    "labelsets",
+    "samples",
+    "function_rollup",
+)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What the caller says about one profile: where it belongs and when."""
+
+    tenant: str
+    labels: MappingT[str, str]
+    name: str
+    ts: int
+    content_hash: int
+    source: str
+
+    @property
+    def group_id(self) -> int:
+        """The idempotency key: the same bytes for the same series labels and time are one profile."""
+        return hash_fields(
+            "group",
+            self.tenant,
+            self.name,
+            *(f"{k}={v}" for k, v in sorted(self.labels.items())),
+            self.ts,
+            self.content_hash,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Normalized:
-    """The rows one ingested profile adds; ``group_id`` doubles as its idempotency key."""
+    """What one profile became: its idempotency key, ids and series."""
 
     group_id: int
     profile_ids: list[int]
-    series: pa.Table
-    profiles: pa.Table
-    mappings: pa.Table
-    functions: pa.Table
-    locations: pa.Table
-    stacks: pa.Table
-    labelsets: pa.Table
-    samples: pa.Table
-    function_rollup: pa.Table
-    new_ids: dict[str, U64]  # what the writer may remember as stored once this commits
-
-    @property
-    def sample_rows(self) -> int:
-        return self.samples.num_rows
+    series: list[str]
+    sample_rows: int
 
 
-def infer_name(p: Profile) -> str:
+@dataclass(slots=True)
+class Rows:
+    """The rows a batch adds, one Arrow table per table, and the ids the writer may remember once committed."""
+
+    tables: dict[str, pa.Table]
+    items: list[Normalized]
+    new_ids: dict[str, U64]
+
+
+def infer_name(sample_types: Sequence[object], period_type: object | None) -> str:
     """The Pyroscope profile name for a profile, from its sample and period types.
 
     contentions+delay is both Go's mutex and block profile; nothing in the bytes tells them
     apart, so the caller must say which.
     """
-    types = {st.type for st in p.sample_types}
-    period = p.period_type.type if p.period_type else ""
+    types = {getattr(st, "type", "") for st in sample_types}
+    period = getattr(period_type, "type", "") if period_type else ""
     if "cpu" in types and period in ("cpu", ""):
         return "process_cpu"
     if period == "wall" or "wall" in types:
@@ -80,53 +126,41 @@ def infer_name(p: Profile) -> str:
         )
     if period == "cpu":
         return "process_cpu"
-    guess = period or (p.sample_types[p.default_type_index()].type if p.sample_types else "")
+    guess = period or (getattr(sample_types[-1], "type", "") if sample_types else "")
     return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in guess) or "unknown"
 
 
-def profile_types_of(p: Profile, name: str) -> list[ProfileType]:
-    pt = p.period_type
-    return [ProfileType(name, st.type, st.unit, pt.type if pt else "", pt.unit if pt else "") for st in p.sample_types]
+def profile_types_of(h: Header, name: str) -> list[ProfileType]:
+    pt = h.period_type
+    return [ProfileType(name, st.type, st.unit, pt.type if pt else "", pt.unit if pt else "") for st in h.sample_types]
+
+
+def profile_ids_of(group_id: int, num_types: int) -> list[int]:
+    """One profile id per sample type of an ingested pprof."""
+    return [hash_fields(group_id, t) for t in range(num_types)]
 
 
 def series_id_of(tenant: str, profile_type: ProfileType, labels: MappingT[str, str]) -> int:
     return hash_fields(tenant, profile_type, *(f"{k}={v}" for k, v in sorted(labels.items())))
 
 
-def _lookup(keys: U64, ids: U64, values: U64) -> U64:
-    """``values[ids == key]`` for each key; 0 where the id is unknown."""
-    if ids.size == 0:
-        return np.zeros(keys.size, np.uint64)
-    order = np.argsort(ids)
-    pos = np.minimum(np.searchsorted(ids, keys, sorter=order), ids.size - 1)
-    hit = ids[order[pos]] == keys
-    return np.where(hit, values[order[pos]], np.uint64(0))
-
-
-def _group_sum(keys: U64, values: I64) -> tuple[U64, I64, I64]:
-    """Sum rows of ``values`` with equal key; returns unique keys, sums and one source row per key."""
+def _group(keys: U64) -> tuple[I64, I64]:
+    """Sort order and the start of each run of equal keys in it."""
     order = np.argsort(keys, kind="stable")
     k = keys[order]
     if k.size == 0:
-        return k, values[:0], order
-    starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-    return k[starts], np.add.reduceat(values[order], starts, axis=0), order[starts]
+        return order, np.zeros(0, np.int64)
+    return order, np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
 
 
-def _lists(offsets: I64, values: pa.Array) -> pa.ListArray:
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+def _lists(counts: I64, values: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(_offsets(counts), pa.int32()), values)
 
 
 def _offsets(counts: I64) -> I64:
     out = np.zeros(counts.size + 1, np.int64)
     np.cumsum(counts, out=out[1:])
     return out
-
-
-def _scale(values: I64) -> I64:
-    """Per column, the gcd of the values (1 for an all-zero column): the unit they are multiples of."""
-    g = np.gcd.reduce(np.abs(values), axis=0) if values.size else np.zeros(values.shape[1], np.int64)
-    return np.where(g > 0, g, 1).astype(np.int64)
 
 
 def normalize(
@@ -139,27 +173,44 @@ def normalize(
     content_hash: int,
     source: str,
     known: KnownIds | None = None,
-) -> Normalized:
-    name = name or infer_name(p)
-    ptypes = profile_types_of(p, name)
-    if not ptypes:
-        raise InvalidRequest("profile has no sample types; nothing to store")
-    n_types = len(ptypes)
-    label_items = sorted(labels.items())
-    group_id = hash_fields("group", tenant, name, *(f"{k}={v}" for k, v in label_items), ts, content_hash)
-    series_ids = [series_id_of(tenant, pt, labels) for pt in ptypes]
-    profile_ids = [hash_fields(group_id, i) for i in range(n_types)]
+) -> Rows:
+    """One resolved profile (hand-built, converted, or decoded alone)."""
+    name = name or infer_name(p.sample_types, p.period_type)
+    return normalize_batch(ProfileBatch.of([p]), [Meta(tenant, labels, name, ts, content_hash, source)], known)
+
+
+def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | None = None) -> Rows:
+    n = len(b)
     known = known or KnownIds(limit=0)
+    ntypes = b.num_types()
+    width = b.values.shape[1]
+    ptypes = [profile_types_of(h, m.name) for h, m in zip(b.headers, metas, strict=True)]
+    series_ids = np.zeros((n, max(width, 1)), np.uint64)
+    groups: list[int] = []
+    for i, (m, pts) in enumerate(zip(metas, ptypes, strict=True)):
+        if not pts:
+            raise InvalidRequest("profile has no sample types; nothing to store")
+        series_ids[i, : len(pts)] = [series_id_of(m.tenant, pt, m.labels) for pt in pts]
+        groups.append(m.group_id)
+    ts = np.array([m.ts for m in metas], np.int64)
 
     # Symbol ids: strings hashed once, entities combined column-wise.
-    sh = hash_strings(p.strings)
-    m, f, loc = p.mappings, p.functions, p.locations
-    flags = (m.flags.astype(np.uint64) * np.array([1, 2, 4, 8], np.uint64)).sum(axis=1).astype(np.uint64)
-    map_h = mix(np.full(len(m), _KIND["mapping"]), m.start, m.limit, m.offset, sh[m.filename], sh[m.build_id], flags)
-    fn_h = mix(np.full(len(f), _KIND["function"]), sh[f.name], sh[f.system_name], sh[f.filename], f.start_line)
-    line_fn = _lookup(loc.line_function_id, f.id, fn_h)
+    sh = hash_strings(b.strings)
+    mp, fn, loc = b.mappings, b.functions, b.locations
+    s_owner = b.sample_owner
+    flags = (mp.flags.astype(np.uint64) * np.array([1, 2, 4, 8], np.uint64)).sum(axis=1).astype(np.uint64)
+    map_h = mix(
+        np.full(len(mp), _KIND["mapping"]), mp.start, mp.limit, mp.offset, sh[mp.filename], sh[mp.build_id], flags
+    )
+    fn_h = mix(np.full(len(fn), _KIND["function"]), sh[fn.name], sh[fn.system_name], sh[fn.filename], fn.start_line)
+    r = b.resolve()
+    line_fn = fn_h[r.line_function]
     line_h = mix(np.full(line_fn.size, _KIND["line"]), line_fn, loc.line_line, loc.line_column)
-    loc_map = _lookup(loc.mapping_id, m.id, map_h)
+    loc_map = (
+        np.where(r.location_mapping >= 0, map_h[np.maximum(r.location_mapping, 0)], 0).astype(np.uint64)
+        if map_h.size
+        else np.zeros(len(loc), np.uint64)
+    )
     loc_h = mix(
         np.full(len(loc), _KIND["location"]),
         loc_map,
@@ -168,29 +219,40 @@ def normalize(
         segment_hashes(line_h, loc.line_offsets),
     )
 
-    # Samples: stack and label-set id per sample; equal ones summed, all-zero ones dropped.
-    s = p.samples
-    elem = _lookup(s.location_ids, loc.id, np.arange(len(loc), dtype=np.uint64)).astype(np.int64)
-    stack = segment_hashes(loc_h[elem], s.offsets)
-    ls_hash = np.fromiter((_labelset_hash(ls) for ls in s.labelsets), np.uint64, count=len(s.labelsets))
-    sample_ls = ls_hash[s.labelset_index]
-    _, values, rep = _group_sum(mix(stack, sample_ls), s.values)
-    keep = np.any(values != 0, axis=1)
+    # Samples: stack and label-set id per sample; equal ones (within a profile) summed.
+    elem = r.sample_location
+    stack = segment_hashes(loc_h[elem], b.offsets)
+    label_h = mix(
+        np.full(b.label_key.size, _KIND["label"]),
+        sh[b.label_key],
+        np.where(b.label_str != 0, sh[b.label_str], 0),
+        b.label_num,
+        sh[b.label_unit],
+    )
+    sample_ls = set_hashes(label_h, b.label_owner, s_owner.size)
+    order, starts = _group(mix(s_owner, stack, sample_ls))
+    values = np.add.reduceat(b.values[order], starts, axis=0) if starts.size else b.values[:0]
+    rep = order[starts]
+    keep = np.flatnonzero(np.any(values != 0, axis=1))
+    keep = keep[np.argsort(s_owner[rep[keep]], kind="stable")]  # rows grouped by profile, for per-profile gcds
     values, rep = values[keep], rep[keep]
-    u_stack, u_ls, depth = stack[rep], sample_ls[rep], s.depths()[rep]
+    owner = s_owner[rep]
+    u_stack, u_ls, depth = stack[rep], sample_ls[rep], np.diff(b.offsets)[rep]
     u_off = _offsets(depth)
-    u_elem = elem[expand(s.offsets[rep], depth)]  # location index per frame of each kept sample
+    u_elem = elem[expand(b.offsets[rep], depth)]  # location row of each frame of each kept sample
 
     # Frames → functions (inlined lines expanded, innermost first).
     nfn = np.diff(loc.line_offsets)[u_elem]
     fn_flat = line_fn[expand(loc.line_offsets[u_elem], nfn)]
-    nfn_prefix = _offsets(nfn)
-    per_sample_nfn = nfn_prefix[u_off[1:]] - nfn_prefix[u_off[:-1]]
+    per_sample_nfn = np.diff(_offsets(nfn)[u_off])
     fn_off = _offsets(per_sample_nfn)
 
-    scale = _scale(values)
-    scaled = values // scale
-    fids, flat, cum = _rollup(values, fn_flat, fn_off, nfn, u_off, depth)
+    # Scale: per profile and type, the gcd of its values.
+    scale = np.ones((n, max(width, 1)), np.int64)
+    if values.size:
+        first = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
+        g = np.gcd.reduceat(np.abs(values), first, axis=0)
+        scale[owner[first], :width] = np.where(g > 0, g, 1)
 
     new_ids: dict[str, U64] = {}
 
@@ -201,182 +263,309 @@ def normalize(
         new_ids[kind] = ids[sel]
         return sel
 
-    st_keys, _, st_rep = _group_sum(u_stack, np.zeros((u_stack.size, 0), np.int64))
-    st_new = fresh("stack", st_keys)
-    st_rep = st_rep[st_new]
-    stacks = pa.table(
+    tables: dict[str, pa.Table] = {}
+    st_new = fresh("stack", u_stack)
+    sr = np.flatnonzero(st_new)
+    tables["stacks"] = pa.table(
         {
-            "stack_id": blob_ids(st_keys[st_new]),
-            "location_ids": _lists(
-                _offsets(depth[st_rep]), pa.array(loc_h[u_elem[expand(u_off[st_rep], depth[st_rep])]])
-            ),
-            "function_ids": _lists(
-                _offsets(per_sample_nfn[st_rep]), blob_ids(fn_flat[expand(fn_off[st_rep], per_sample_nfn[st_rep])])
-            ),
+            "stack_id": blob_ids(u_stack[sr]),
+            "location_ids": _lists(depth[sr], pa.array(loc_h[u_elem[expand(u_off[sr], depth[sr])]])),
+            "function_ids": _lists(per_sample_nfn[sr], blob_ids(fn_flat[expand(fn_off[sr], per_sample_nfn[sr])])),
         }
     )
-    loc_new = fresh("location", loc_h)
-    nl = np.diff(loc.line_offsets)[loc_new]
-    line_sel = expand(loc.line_offsets[:-1][loc_new], nl)
-    locations = pa.table(
+    ln = fresh("location", loc_h)
+    nl = np.diff(loc.line_offsets)[ln]
+    line_sel = expand(loc.line_offsets[:-1][ln], nl)
+    tables["locations"] = pa.table(
         {
-            "location_id": pa.array(loc_h[loc_new]),
-            "mapping_id": pa.array(loc_map[loc_new]),
-            "address": pa.array(loc.address[loc_new]),
-            "is_folded": pa.array(loc.is_folded[loc_new]),
-            "function_ids": _lists(_offsets(nl), blob_ids(line_fn[line_sel])),
-            "lines": _lists(_offsets(nl), pa.array(loc.line_line[line_sel])),
-            "columns": _lists(_offsets(nl), pa.array(loc.line_column[line_sel])),
+            "location_id": pa.array(loc_h[ln]),
+            "mapping_id": pa.array(loc_map[ln]),
+            "address": pa.array(loc.address[ln]),
+            "is_folded": pa.array(loc.is_folded[ln]),
+            "function_ids": _lists(nl, blob_ids(line_fn[line_sel])),
+            "lines": _lists(nl, pa.array(loc.line_line[line_sel])),
+            "columns": _lists(nl, pa.array(loc.line_column[line_sel])),
         }
     )
-    fn_new = fresh("function", fn_h)
-    strings = np.array(p.strings, dtype=object)
-    functions = pa.table(
+    strings = np.array(b.strings, dtype=object)
+    fnew = fresh("function", fn_h)
+    tables["functions"] = pa.table(
         {
-            "function_id": blob_ids(fn_h[fn_new]),
-            "name": pa.array(strings[f.name[fn_new]], pa.string()),
-            "system_name": pa.array(strings[f.system_name[fn_new]], pa.string()),
-            "filename": pa.array(strings[f.filename[fn_new]], pa.string()),
-            "start_line": pa.array(f.start_line[fn_new]),
+            "function_id": blob_ids(fn_h[fnew]),
+            "name": pa.array(strings[fn.name[fnew]], pa.string()),
+            "system_name": pa.array(strings[fn.system_name[fnew]], pa.string()),
+            "filename": pa.array(strings[fn.filename[fnew]], pa.string()),
+            "start_line": pa.array(fn.start_line[fnew]),
         }
     )
-    map_new = fresh("mapping", map_h)
-    mappings = pa.table(
+    mnew = fresh("mapping", map_h)
+    tables["mappings"] = pa.table(
         {
-            "mapping_id": pa.array(map_h[map_new]),
-            "memory_start": pa.array(m.start[map_new]),
-            "memory_limit": pa.array(m.limit[map_new]),
-            "file_offset": pa.array(m.offset[map_new]),
-            "filename": pa.array(strings[m.filename[map_new]], pa.string()),
-            "build_id": pa.array(strings[m.build_id[map_new]], pa.string()),
+            "mapping_id": pa.array(map_h[mnew]),
+            "memory_start": pa.array(mp.start[mnew]),
+            "memory_limit": pa.array(mp.limit[mnew]),
+            "file_offset": pa.array(mp.offset[mnew]),
+            "filename": pa.array(strings[mp.filename[mnew]], pa.string()),
+            "build_id": pa.array(strings[mp.build_id[mnew]], pa.string()),
             **{
-                k: pa.array(m.flags[map_new, i])
+                k: pa.array(mp.flags[mnew, i])
                 for i, k in enumerate(("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames"))
             },
         }
     )
-    used_ls = [i for i in np.unique(s.labelset_index[rep]).tolist() if i != 0]
-    ls_ids = ls_hash[used_ls] if used_ls else np.zeros(0, np.uint64)
-    ls_new = fresh("labelset", ls_ids)
-    new_sets = [s.labelsets[i] for i, new in zip(used_ls, ls_new, strict=True) if new]
-    labelsets = pa.table(
-        {
-            "labelset_id": blob_ids(ls_ids[ls_new]),
-            "keys": pa.array([[lb.key for lb in ls] for ls in new_sets], pa.list_(pa.string())),
-            "strs": pa.array([[lb.str for lb in ls] for ls in new_sets], pa.list_(pa.string())),
-            "nums": pa.array([[lb.num for lb in ls] for ls in new_sets], pa.list_(pa.int64())),
-            "num_units": pa.array([[lb.num_unit for lb in ls] for ls in new_sets], pa.list_(pa.string())),
-        }
-    )
+    tables["labelsets"] = _labelsets(b, u_ls, rep, fresh, strings)
 
+    # Facts, one row per (sample, type) with a non-zero value.
+    fids, flat, cum, r_owner = _rollup(values, owner, fn_flat, fn_off, nfn, u_off, depth)
     samples, rollups = [], []
-    for t in range(n_types):
-        nz = np.flatnonzero(values[:, t])
+    for t in range(width):
+        nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t))
+        o = owner[nz]
         samples.append(
             pa.table(
                 {
-                    "series_id": pa.array(np.full(nz.size, series_ids[t], np.uint64)),
-                    "ts": pa.array(np.full(nz.size, ts, np.int64)),
+                    "series_id": pa.array(series_ids[o, t]),
+                    "ts": pa.array(ts[o]),
                     "stack_id": blob_ids(u_stack[nz]),
                     "labelset_id": blob_ids(u_ls[nz]),
-                    "value": pa.array(scaled[nz, t]),
-                    "scale": pa.array(np.full(nz.size, scale[t], np.int64)),
+                    "value": pa.array(values[nz, t] // scale[o, t]),
+                    "scale": pa.array(scale[o, t]),
                 }
             )
         )
-        rnz = np.flatnonzero((flat[:, t] != 0) | (cum[:, t] != 0))
+        rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t))
+        ro = r_owner[rnz]
         rollups.append(
             pa.table(
                 {
-                    "series_id": pa.array(np.full(rnz.size, series_ids[t], np.uint64)),
-                    "ts": pa.array(np.full(rnz.size, ts, np.int64)),
+                    "series_id": pa.array(series_ids[ro, t]),
+                    "ts": pa.array(ts[ro]),
                     "function_id": blob_ids(fids[rnz]),
-                    "flat": pa.array(flat[rnz, t] // scale[t]),
-                    "cum": pa.array(cum[rnz, t] // scale[t]),
-                    "scale": pa.array(np.full(rnz.size, scale[t], np.int64)),
+                    "flat": pa.array(flat[rnz, t] // scale[ro, t]),
+                    "cum": pa.array(cum[rnz, t] // scale[ro, t]),
+                    "scale": pa.array(scale[ro, t]),
                 }
             )
         )
-    totals = values.sum(axis=0) if values.size else np.zeros(n_types, np.int64)
-    types = [st.type for st in p.sample_types]
-    units = [st.unit for st in p.sample_types]
-    return Normalized(
-        group_id=group_id,
-        profile_ids=profile_ids,
-        series=pa.table(
-            {
-                "series_id": pa.array(series_ids, pa.uint64()),
-                "tenant": [tenant] * n_types,
-                "profile_type": [str(pt) for pt in ptypes],
-                "name": [name] * n_types,
-                "sample_type": [pt.sample_type for pt in ptypes],
-                "sample_unit": [pt.sample_unit for pt in ptypes],
-                "period_type": [pt.period_type for pt in ptypes],
-                "period_unit": [pt.period_unit for pt in ptypes],
-                "labels": pa.array([label_items] * n_types, pa.map_(pa.string(), pa.string())),
-                "first_seen": pa.array([ts] * n_types, pa.int64()),
-                "last_seen": pa.array([ts] * n_types, pa.int64()),
-            }
-        ),
-        profiles=pa.table(
-            {
-                "profile_id": pa.array(profile_ids, pa.uint64()),
-                "series_id": pa.array(series_ids, pa.uint64()),
-                "ts": pa.array([ts] * n_types, pa.int64()),
-                "group_id": pa.array([group_id] * n_types, pa.uint64()),
-                "type_index": pa.array(range(n_types), pa.int16()),
-                "sample_types": [types] * n_types,
-                "sample_units": [units] * n_types,
-                "default_sample_type": [p.default_sample_type] * n_types,
-                "time_nanos": pa.array([p.time_nanos] * n_types, pa.int64()),
-                "duration_ns": pa.array([p.duration_nanos] * n_types, pa.int64()),
-                "period": pa.array([p.period] * n_types, pa.int64()),
-                "total": pa.array(totals.tolist(), pa.int64()),
-                "sample_count": pa.array([int(keep.sum())] * n_types, pa.int64()),
-                "drop_frames": [p.drop_frames] * n_types,
-                "keep_frames": [p.keep_frames] * n_types,
-                "comments": pa.array([list(p.comments)] * n_types, pa.list_(pa.string())),
-                "doc_url": [p.doc_url] * n_types,
-                "source": [source] * n_types,
-            }
-        ),
-        mappings=mappings,
-        functions=functions,
-        locations=locations,
-        stacks=stacks,
-        labelsets=labelsets,
-        samples=pa.concat_tables(samples),
-        function_rollup=pa.concat_tables(rollups),
-        new_ids=new_ids,
+    tables["samples"] = pa.concat_tables(samples) if samples else _EMPTY_SAMPLES
+    tables["function_rollup"] = pa.concat_tables(rollups) if rollups else _EMPTY_ROLLUP
+
+    # Per-profile rows: series and profiles.
+    totals = np.zeros((n, max(width, 1)), np.int64)
+    np.add.at(totals[:, :width], owner, values)
+    kept = np.bincount(owner, minlength=n)
+    rows_per = np.bincount(owner, weights=(values != 0).sum(axis=1), minlength=n).astype(np.int64)
+    ser: dict[str, list[object]] = {
+        k: []
+        for k in (
+            "series_id",
+            "tenant",
+            "profile_type",
+            "name",
+            "sample_type",
+            "sample_unit",
+            "period_type",
+            "period_unit",
+            "labels",
+            "first_seen",
+            "last_seen",
+        )
+    }
+    prof: dict[str, list[object]] = {k: [] for k in _PROFILE_COLUMNS}
+    items = []
+    for i, (h, m, pts) in enumerate(zip(b.headers, metas, ptypes, strict=True)):
+        pids = profile_ids_of(groups[i], len(pts))
+        label_items = sorted(m.labels.items())
+        for t, pt in enumerate(pts):
+            for k, v in (
+                ("series_id", int(series_ids[i, t])),
+                ("tenant", m.tenant),
+                ("profile_type", str(pt)),
+                ("name", m.name),
+                ("sample_type", pt.sample_type),
+                ("sample_unit", pt.sample_unit),
+                ("period_type", pt.period_type),
+                ("period_unit", pt.period_unit),
+                ("labels", label_items),
+                ("first_seen", m.ts),
+                ("last_seen", m.ts),
+            ):
+                ser[k].append(v)
+            for k, v in zip(
+                _PROFILE_COLUMNS,
+                (
+                    pids[t],
+                    int(series_ids[i, t]),
+                    m.ts,
+                    groups[i],
+                    t,
+                    [st.type for st in h.sample_types],
+                    [st.unit for st in h.sample_types],
+                    h.default_sample_type,
+                    h.time_nanos,
+                    h.duration_nanos,
+                    h.period,
+                    int(totals[i, t]),
+                    int(kept[i]),
+                    h.drop_frames,
+                    h.keep_frames,
+                    list(h.comments),
+                    h.doc_url,
+                    m.source,
+                ),
+                strict=True,
+            ):
+                prof[k].append(v)
+        items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))
+    tables["series"] = pa.table(ser, schema=_SERIES)
+    tables["profiles"] = pa.table(prof, schema=_PROFILES)
+    return Rows(tables, items, new_ids)
+
+
+def _labelsets(b: ProfileBatch, u_ls: U64, rep: I64, fresh: object, strings: npt.NDArray[np.object_]) -> pa.Table:
+    """Rows for label sets not stored yet; resolved from one sample that carries each."""
+    ids, first = np.unique(u_ls, return_index=True)
+    nonempty = ids != 0
+    ids, first = ids[nonempty], first[nonempty]
+    new = fresh("labelset", ids)  # type: ignore[operator]
+    samples = rep[first[new]]
+    lo = np.searchsorted(b.label_owner, samples)
+    hi = np.searchsorted(b.label_owner, samples, side="right")
+    keys, strs, nums, units = [], [], [], []
+    for a, z in zip(lo.tolist(), hi.tolist(), strict=True):
+        rows = sorted(
+            range(a, z),
+            key=lambda r: (
+                strings[b.label_key[r]],
+                strings[b.label_str[r]] if b.label_str[r] else "",
+                int(b.label_num[r]),
+                strings[b.label_unit[r]],
+            ),
+        )
+        keys.append([strings[b.label_key[r]] for r in rows])
+        strs.append([strings[b.label_str[r]] if b.label_str[r] else "" for r in rows])
+        nums.append([int(b.label_num[r]) for r in rows])
+        units.append([strings[b.label_unit[r]] for r in rows])
+    return pa.table(
+        {"labelset_id": blob_ids(ids[new]), "keys": keys, "strs": strs, "nums": nums, "num_units": units},
+        schema=_LABELSETS,
     )
 
 
-def _labelset_hash(ls: LabelSet) -> int:
-    if not ls:
-        return 0
-    return hash_fields("ls", *(f"{lb.key}\x00{lb.str}\x00{lb.num}\x00{lb.num_unit}" for lb in ls))
-
-
-def _rollup(values: I64, fn_flat: U64, fn_off: I64, nfn: I64, loc_off: I64, depth: I64) -> tuple[U64, I64, I64]:
-    """Flat and cum per function over the (already merged) samples of one profile.
+def _rollup(
+    values: I64, owner: I64, fn_flat: U64, fn_off: I64, nfn: I64, loc_off: I64, depth: I64
+) -> tuple[U64, I64, I64, I64]:
+    """Flat and cum per (profile, function) over the merged samples.
 
     Flat goes to the innermost function of the leaf location (pprof's rule); a leaf without
     symbols attributes flat to no function. Cum counts a function once per sample even when
     recursion puts it in the stack many times.
     """
-    n_types = values.shape[1]
-    n = values.shape[0]
+    width = values.shape[1]
     if fn_flat.size == 0:
-        return np.zeros(0, np.uint64), np.zeros((0, n_types), np.int64), np.zeros((0, n_types), np.int64)
-    fns, fn_local = np.unique(fn_flat, return_inverse=True)
-    sample_of = np.repeat(np.arange(n), np.diff(fn_off))
-    pair = np.unique(sample_of.astype(np.uint64) * np.uint64(fns.size) + fn_local.astype(np.uint64))
-    ps = (pair // np.uint64(fns.size)).astype(np.int64)
-    pf = (pair % np.uint64(fns.size)).astype(np.int64)
-    cum = np.zeros((fns.size, n_types), np.int64)
-    np.add.at(cum, pf, values[ps])
-    flat = np.zeros((fns.size, n_types), np.int64)
-    leaf_nfn = np.where(depth > 0, nfn[np.minimum(loc_off[:-1], max(nfn.size - 1, 0))], 0)
-    has_leaf = leaf_nfn > 0
-    np.add.at(flat, fn_local[fn_off[:-1][has_leaf]], values[has_leaf])
-    return fns, flat, cum
+        z = np.zeros((0, width), np.int64)
+        return np.zeros(0, np.uint64), z, z, np.zeros(0, np.int64)
+    sample_of = np.repeat(np.arange(values.shape[0]), np.diff(fn_off))
+    key = mix(owner[sample_of], fn_flat)  # (profile, function)
+    # Distinct (sample, function) pairs, so recursion counts once.
+    pair_order, pair_starts = _group(mix(sample_of, key))
+    ps = sample_of[pair_order[pair_starts]]
+    pk = key[pair_order[pair_starts]]
+    order, starts = _group(pk)
+    cum = np.add.reduceat(values[ps[order]], starts, axis=0)
+    gk = pk[order[starts]]
+    r_owner = owner[ps[order[starts]]]
+    fns = fn_flat[pair_order[pair_starts]][order[starts]]
+    flat = np.zeros_like(cum)
+    leaf = np.flatnonzero((depth > 0) & (nfn[np.minimum(loc_off[:-1], max(nfn.size - 1, 0))] > 0))
+    leaf_key = key[fn_off[:-1][leaf]]
+    np.add.at(flat, np.searchsorted(gk, leaf_key), values[leaf])  # gk is sorted; every leaf key is in it
+    return fns, flat, cum, r_owner
+
+
+_LABELSETS = pa.schema(
+    [
+        ("labelset_id", pa.binary(8)),
+        ("keys", pa.list_(pa.string())),
+        ("strs", pa.list_(pa.string())),
+        ("nums", pa.list_(pa.int64())),
+        ("num_units", pa.list_(pa.string())),
+    ]
+)
+_SERIES = pa.schema(
+    [
+        ("series_id", pa.uint64()),
+        ("tenant", pa.string()),
+        ("profile_type", pa.string()),
+        ("name", pa.string()),
+        ("sample_type", pa.string()),
+        ("sample_unit", pa.string()),
+        ("period_type", pa.string()),
+        ("period_unit", pa.string()),
+        ("labels", pa.map_(pa.string(), pa.string())),
+        ("first_seen", pa.int64()),
+        ("last_seen", pa.int64()),
+    ]
+)
+_PROFILE_COLUMNS = (
+    "profile_id",
+    "series_id",
+    "ts",
+    "group_id",
+    "type_index",
+    "sample_types",
+    "sample_units",
+    "default_sample_type",
+    "time_nanos",
+    "duration_ns",
+    "period",
+    "total",
+    "sample_count",
+    "drop_frames",
+    "keep_frames",
+    "comments",
+    "doc_url",
+    "source",
+)
+_PROFILES = pa.schema(
+    [
+        ("profile_id", pa.uint64()),
+        ("series_id", pa.uint64()),
+        ("ts", pa.int64()),
+        ("group_id", pa.uint64()),
+        ("type_index", pa.int16()),
+        ("sample_types", pa.list_(pa.string())),
+        ("sample_units", pa.list_(pa.string())),
+        ("default_sample_type", pa.string()),
+        ("time_nanos", pa.int64()),
+        ("duration_ns", pa.int64()),
+        ("period", pa.int64()),
+        ("total", pa.int64()),
+        ("sample_count", pa.int64()),
+        ("drop_frames", pa.string()),
+        ("keep_frames", pa.string()),
+        ("comments", pa.list_(pa.string())),
+        ("doc_url", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+_EMPTY_SAMPLES = pa.table(
+    {
+        "series_id": pa.array([], pa.uint64()),
+        "ts": pa.array([], pa.int64()),
+        "stack_id": pa.array([], pa.binary(8)),
+        "labelset_id": pa.array([], pa.binary(8)),
+        "value": pa.array([], pa.int64()),
+        "scale": pa.array([], pa.int64()),
+    }
+)
+_EMPTY_ROLLUP = pa.table(
+    {
+        "series_id": pa.array([], pa.uint64()),
+        "ts": pa.array([], pa.int64()),
+        "function_id": pa.array([], pa.binary(8)),
+        "flat": pa.array([], pa.int64()),
+        "cum": pa.array([], pa.int64()),
+        "scale": pa.array([], pa.int64()),
+    }
+)

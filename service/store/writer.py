@@ -1,11 +1,12 @@
-"""The one thread that writes.
+"""The one thread that writes — and, to do it in bulk, decodes and normalizes.
 
 DuckDB allows one writer per file, and a profile must become visible all at once (samples,
 stacks, symbols, rollups) or not at all, also when the process is killed mid-batch. So every
-write goes through this thread: it drains the queue into a batch, appends each table as one
-Arrow relation inside a single transaction, commits, and only then acknowledges the callers.
-Interned tables are appended with an anti-join on their content-hash id, so re-sent symbols and
-re-sent profiles (same ``group_id``) cost nothing and are stored once.
+write goes through this thread: it drains the queue into a batch, drops profiles already stored
+(same ``group_id``), decodes and normalizes the rest together (numpy's cost per call is paid
+once per batch), appends each table as one Arrow relation inside a single transaction, commits,
+and only then acknowledges the callers. A profile that fails validation is answered with its
+own error; the others of its batch are stored.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.errors import StoreError
+from service.errors import ProfstoreError, StoreError
+from service.pprof.decode import Envelope, decode_batch
 from service.store.ids import KnownIds
-from service.store.normalize import Normalized
+from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 
-__all__ = ["WriteResult", "Writer"]
+__all__ = ["Pending", "WriteResult", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,14 @@ _FACTS = ("profiles", "samples", "function_rollup")
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    envelope: Envelope
+    meta: Meta
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
+    item: Normalized | None  # None when the profile was stored before
     duplicate: bool
 
 
@@ -53,11 +62,11 @@ class Writer:
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[tuple[Normalized, Future[WriteResult]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, item: Normalized) -> Future[WriteResult]:
+    def submit(self, item: Pending) -> Future[WriteResult]:
         fut: Future[WriteResult] = Future()
         if not self._thread.is_alive():
             fut.set_exception(StoreError("the writer is stopped"))
@@ -86,60 +95,68 @@ class Writer:
                     stop = True
                     break
                 batch.append(nxt)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
+                log.exception("write of a batch of %d profiles failed", len(batch))
+                err = exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[Normalized, Future[WriteResult]]]) -> None:
-        try:
-            dup = self._commit([item for item, _ in batch])
-        except Exception as exc:
-            log.exception("write of a batch of %d profiles failed", len(batch))
-            err = exc if isinstance(exc, StoreError) else StoreError(f"write failed: {exc}")
-            for _, fut in batch:
-                fut.set_exception(err)
-            return
-        for item, fut in batch:
-            for kind, ids in item.new_ids.items():
-                self._known.add(kind, ids)
-            fut.set_result(WriteResult(duplicate=item.group_id in dup))
-
-    def _commit(self, items: list[Normalized]) -> set[int]:
+    def _write(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> None:
         con = self._con
+        stored = self._stored_groups([p.meta.group_id for p, _ in batch])
+        todo: list[tuple[Pending, Future[WriteResult]]] = []
+        seen: set[int] = set()
+        for p, fut in batch:
+            g = p.meta.group_id
+            if g in stored or g in seen:
+                fut.set_result(WriteResult(None, duplicate=True))
+            else:
+                seen.add(g)
+                todo.append((p, fut))
+        if not todo:
+            return
+        decoded, errors = decode_batch([p.envelope for p, _ in todo])
+        ok = []
+        for (p, fut), err in zip(todo, errors, strict=True):
+            if err is None:
+                ok.append((p, fut))
+            else:
+                fut.set_exception(err)
+        if not ok:
+            return
+        rows = normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
         con.execute("BEGIN TRANSACTION")
         try:
-            ids = pa.table({"group_id": pa.array([i.group_id for i in items], pa.uint64())})
-            con.register("_batch_groups", ids)
-            existing = {
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT group_id FROM profiles WHERE group_id IN (SELECT group_id FROM _batch_groups)"
-                ).fetchall()
-            }
-            con.unregister("_batch_groups")
-            fresh: list[Normalized] = []
-            seen: set[int] = set()
-            for it in items:
-                if it.group_id in existing or it.group_id in seen:
-                    existing.add(it.group_id)
-                    continue
-                seen.add(it.group_id)
-                fresh.append(it)
-            if fresh:
-                self._append(con, fresh)
+            self._append(con, rows)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return existing
+        for kind, ids in rows.new_ids.items():
+            self._known.add(kind, ids)
+        for (_, fut), item in zip(ok, rows.items, strict=True):
+            fut.set_result(WriteResult(item, duplicate=False))
+
+    def _stored_groups(self, groups: list[int]) -> set[int]:
+        con = self._con
+        con.register("_batch_groups", pa.table({"group_id": pa.array(groups, pa.uint64())}))
+        try:
+            rows = con.execute(
+                "SELECT DISTINCT group_id FROM profiles WHERE group_id IN (SELECT group_id FROM _batch_groups)"
+            ).fetchall()
+        finally:
+            con.unregister("_batch_groups")
+        return {r[0] for r in rows}
 
     @staticmethod
-    def _append(con: duckdb.DuckDBPyConnection, items: list[Normalized]) -> None:
-        def table(name: str) -> pa.Table:
-            return pa.concat_tables([getattr(i, name) for i in items]).combine_chunks()
-
-        series = table("series")
-        con.register("_b", series)
+    def _append(con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
+        t = rows.tables
+        con.register("_b", t["series"])
         con.execute(
             "INSERT INTO series SELECT * FROM _b WHERE series_id NOT IN (SELECT series_id FROM series) "
             "QUALIFY row_number() OVER (PARTITION BY series_id) = 1"
@@ -151,33 +168,22 @@ class Writer:
         )
         con.unregister("_b")
         for name, key in _INTERNED:
-            batch = table(name)
+            batch = t[name]
             if batch.num_rows == 0:
                 continue
             # Which of the batch's ids are stored already: a semi-join whose hash table is the
-            # (small) batch, probed by one scan of the id column — not a hash table of the whole table.
+            # (small) batch, probed by one scan of the id column, not a hash table of the whole table.
             con.register("_b", batch.select([key]))
             stored = con.execute(f"SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b)").to_arrow_table()
             con.unregister("_b")
-            keep = pc.invert(pc.is_in(batch[key], value_set=stored[key].combine_chunks()))
-            batch = _first_per_key(batch.filter(keep), key)
+            if stored.num_rows:
+                batch = batch.filter(pc.invert(pc.is_in(batch[key], value_set=stored[key].combine_chunks())))
             if batch.num_rows:
                 con.register("_b", batch)
                 con.execute(f"INSERT INTO {name} SELECT * FROM _b")
                 con.unregister("_b")
         for name in _FACTS:
-            con.register("_b", table(name))
-            con.execute(f"INSERT INTO {name} SELECT * FROM _b")
-            con.unregister("_b")
-
-
-def _first_per_key(t: pa.Table, key: str) -> pa.Table:
-    """One row per key (several profiles of a batch may bring the same new symbol)."""
-    if t.num_rows < 2:
-        return t
-    idx = (
-        pa.table({"k": t[key], "i": pa.array(range(t.num_rows))})
-        .group_by("k", use_threads=False)
-        .aggregate([("i", "min")])
-    )
-    return t.take(idx["i_min"])
+            if t[name].num_rows:
+                con.register("_b", t[name])
+                con.execute(f"INSERT INTO {name} SELECT * FROM _b")
+                con.unregister("_b")

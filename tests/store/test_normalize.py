@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from service.pprof import profile_pb2 as pb
+from service.pprof.batch import ProfileBatch
 from service.pprof.decode import parse
-from service.store.normalize import normalize
+from service.store.normalize import Meta, Rows, normalize, normalize_batch
 
 
 def recursive_profile() -> pb.Profile:
@@ -47,8 +48,10 @@ def test_rollup_flat_and_cum_by_hand() -> None:
         content_hash=1,
         source="test",
     )
-    names = dict(zip(n.functions["function_id"].to_pylist(), n.functions["name"].to_pylist(), strict=True))
-    r = n.function_rollup
+    names = dict(
+        zip(n.tables["functions"]["function_id"].to_pylist(), n.tables["functions"]["name"].to_pylist(), strict=True)
+    )
+    r = n.tables["function_rollup"]
     got = {
         names[f]: (fl, cu)
         for f, fl, cu in zip(r["function_id"].to_pylist(), r["flat"].to_pylist(), r["cum"].to_pylist(), strict=True)
@@ -61,17 +64,20 @@ def test_rollup_flat_and_cum_by_hand() -> None:
     }
     # Samples: a, b, c+d merged, e; f dropped.
     assert sorted(
-        v * sc for v, sc in zip(n.samples["value"].to_pylist(), n.samples["scale"].to_pylist(), strict=True)
+        v * sc
+        for v, sc in zip(
+            n.tables["samples"]["value"].to_pylist(), n.tables["samples"]["scale"].to_pylist(), strict=True
+        )
     ) == [
         4,
         5,
         10,
         10,
     ]
-    assert n.stacks.num_rows == 3  # a, b/c/d, e
-    assert n.labelsets.num_rows == 1
-    assert n.profiles["total"].to_pylist() == [29]
-    assert n.series["profile_type"].to_pylist() == ["process_cpu:cpu:nanoseconds::"]
+    assert n.tables["stacks"].num_rows == 3  # a, b/c/d, e
+    assert n.tables["labelsets"].num_rows == 1
+    assert n.tables["profiles"]["total"].to_pylist() == [29]
+    assert n.tables["series"]["profile_type"].to_pylist() == ["process_cpu:cpu:nanoseconds::"]
 
 
 def test_ids_are_content_hashes() -> None:
@@ -84,10 +90,12 @@ def test_ids_are_content_hashes() -> None:
         s.location_id[:] = [i + 100 for i in s.location_id]
     na = normalize(parse(a.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
     nb = normalize(parse(b.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=2, source="t")
-    assert sorted(na.stacks["stack_id"].to_pylist()) == sorted(nb.stacks["stack_id"].to_pylist())
-    assert sorted(na.locations["location_id"].to_pylist()) == sorted(nb.locations["location_id"].to_pylist())
-    assert na.series["series_id"].to_pylist() == nb.series["series_id"].to_pylist()
-    assert na.group_id != nb.group_id  # different bytes: a different profile
+    assert sorted(na.tables["stacks"]["stack_id"].to_pylist()) == sorted(nb.tables["stacks"]["stack_id"].to_pylist())
+    assert sorted(na.tables["locations"]["location_id"].to_pylist()) == sorted(
+        nb.tables["locations"]["location_id"].to_pylist()
+    )
+    assert na.tables["series"]["series_id"].to_pylist() == nb.tables["series"]["series_id"].to_pylist()
+    assert na.items[0].group_id != nb.items[0].group_id  # different bytes: a different profile
 
 
 def test_stack_order_matters() -> None:
@@ -96,4 +104,22 @@ def test_stack_order_matters() -> None:
     q.sample[1].location_id[:] = [1, 2, 3]  # reversed b
     na = normalize(parse(p.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
     nq = normalize(parse(q.SerializeToString()), tenant="t", labels={}, name="x", ts=1, content_hash=1, source="t")
-    assert set(na.stacks["stack_id"].to_pylist()) != set(nq.stacks["stack_id"].to_pylist())
+    assert set(na.tables["stacks"]["stack_id"].to_pylist()) != set(nq.tables["stacks"]["stack_id"].to_pylist())
+
+
+def test_a_batch_normalizes_like_its_profiles_one_by_one() -> None:
+    """Profiles told apart by owner: no merging across them, same rows as alone."""
+    a = parse(recursive_profile().SerializeToString())
+    other = recursive_profile()
+    other.sample[0].value[:] = [30]
+    b = parse(other.SerializeToString())
+    metas = [Meta("t", {"i": "1"}, "x", 1, 1, "t"), Meta("t", {"i": "2"}, "x", 2, 2, "t")]
+    both = normalize_batch(ProfileBatch.of([a, b]), metas)
+    alone = [normalize_batch(ProfileBatch.of([p]), [m]) for p, m in zip((a, b), metas, strict=True)]
+
+    def facts(rows: Rows, table: str) -> list[tuple[object, ...]]:
+        return sorted(zip(*(rows.tables[table][c].to_pylist() for c in rows.tables[table].column_names), strict=True))
+
+    for table in ("samples", "function_rollup", "profiles"):
+        assert facts(both, table) == sorted(facts(alone[0], table) + facts(alone[1], table))
+    assert both.items == [alone[0].items[0], alone[1].items[0]]
