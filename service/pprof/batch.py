@@ -17,28 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.hashing import mix
-from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
+from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples
 
 __all__ = ["Header", "ProfileBatch", "Resolved", "bases", "rows_of"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """Per-profile fields that are not columns."""
-
-    sample_types: tuple[ValueType, ...]
-    period_type: ValueType | None
-    period: int
-    time_nanos: int
-    duration_nanos: int
-    drop_frames: str
-    keep_frames: str
-    comments: tuple[str, ...]
-    default_sample_type: str
-    doc_url: str
 
 
 def bases(counts: Sequence[int]) -> I64:
@@ -147,7 +131,7 @@ class ProfileBatch:
         sb = string_base
         label_base = [sb[int(np.searchsorted(sample_base, o, side="right")) - 1] for o in owners]
         return cls(
-            headers=[_header(p) for p in profiles],
+            headers=[p.header() for p in profiles],
             value_counts=np.repeat(
                 np.array([len(p.sample_types) for p in profiles], np.int64), [len(p.samples) for p in profiles]
             ),
@@ -302,21 +286,6 @@ class ProfileBatch:
             default_sample_type=h.default_sample_type,
             doc_url=h.doc_url,
         )
-
-
-def _header(p: Profile) -> Header:
-    return Header(
-        p.sample_types,
-        p.period_type,
-        p.period,
-        p.time_nanos,
-        p.duration_nanos,
-        p.drop_frames,
-        p.keep_frames,
-        p.comments,
-        p.default_sample_type,
-        p.doc_url,
-    )
 
 
 def rows_of(ref_owner: I64, ref_ids: U64, def_ids: U64, def_base: I64) -> I64:

@@ -25,10 +25,10 @@ from service.errors import DecompressError, MalformedProfile, ParseError, Profil
 from service.hashing import mix, set_hashes
 from service.pprof import profile_pb2 as pb
 from service.pprof import wire
-from service.pprof.batch import Header, ProfileBatch, bases
+from service.pprof.batch import ProfileBatch, bases
 from service.pprof.encode import to_message
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
+from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
 from service.pprof.validate import check_valid, invalid_profiles
 
 __all__ = ["DecodeLimits", "Envelope", "decode", "decode_batch", "decompress", "envelope", "is_gzip", "parse"]

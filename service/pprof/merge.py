@@ -11,26 +11,14 @@ samples dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from service.errors import IncompatibleProfiles
-from service.pprof.model import Function, LabelSet, Line, Location, Mapping, Profile, Samples
+from service.pprof.model import Function, Header, LabelSet, Line, Location, Mapping, Profile, Samples
 
 __all__ = ["Header", "combine_headers", "merge"]
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    time_nanos: int
-    duration_nanos: int
-    period: int
-    comments: tuple[str, ...]
-    default_sample_type: str
-    doc_url: str
-    drop_frames: str
-    keep_frames: str
 
 
 def combine_headers(headers: Sequence[Header]) -> Header:
@@ -43,6 +31,8 @@ def combine_headers(headers: Sequence[Header]) -> Header:
         return next((getattr(h, attr) for h in headers if getattr(h, attr)), "")
 
     return Header(
+        sample_types=headers[0].sample_types if headers else (),
+        period_type=headers[0].period_type if headers else None,
         time_nanos=min(times) if times else 0,
         duration_nanos=sum(h.duration_nanos for h in headers),
         period=max((h.period for h in headers), default=0),
@@ -51,19 +41,6 @@ def combine_headers(headers: Sequence[Header]) -> Header:
         doc_url=first("doc_url"),
         drop_frames=headers[0].drop_frames if headers else "",
         keep_frames=headers[0].keep_frames if headers else "",
-    )
-
-
-def _header(p: Profile) -> Header:
-    return Header(
-        p.time_nanos,
-        p.duration_nanos,
-        p.period,
-        p.comments,
-        p.default_sample_type,
-        p.doc_url,
-        p.drop_frames,
-        p.keep_frames,
     )
 
 
@@ -117,7 +94,7 @@ def merge(profiles: Sequence[Profile]) -> Profile:
             sums[k] = s.values[i].copy() if acc is None else acc + s.values[i]
     n_types = len(profiles[0].sample_types)
     rows = [(locs, vals.tolist(), labels) for (locs, labels), vals in sums.items() if vals.any()]
-    h = combine_headers([_header(p) for p in profiles])
+    h = combine_headers([p.header() for p in profiles])
     return Profile.build(
         profiles[0].sample_types,
         Samples.of(rows, n_types),

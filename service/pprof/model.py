@@ -22,6 +22,7 @@ import numpy.typing as npt
 __all__ = [
     "Function",
     "Functions",
+    "Header",
     "Label",
     "LabelSet",
     "Line",
@@ -99,6 +100,22 @@ class Label:
 
 
 LabelSet = tuple[Label, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The fields of a profile that are not columns."""
+
+    sample_types: tuple[ValueType, ...] = ()
+    period_type: ValueType | None = None
+    period: int = 0
+    time_nanos: int = 0
+    duration_nanos: int = 0
+    drop_frames: str = ""
+    keep_frames: str = ""
+    comments: tuple[str, ...] = ()
+    default_sample_type: str = ""
+    doc_url: str = ""
 
 
 class StringTable:
@@ -321,6 +338,20 @@ class Profile:
         st = StringTable()
         m, f = Mappings.of(mappings, st), Functions.of(functions, st)
         return cls(tuple(sample_types), samples, st.table, m, Locations.of(locations), f, **header)  # type: ignore[arg-type]
+
+    def header(self) -> Header:
+        return Header(
+            self.sample_types,
+            self.period_type,
+            self.period,
+            self.time_nanos,
+            self.duration_nanos,
+            self.drop_frames,
+            self.keep_frames,
+            self.comments,
+            self.default_sample_type,
+            self.doc_url,
+        )
 
     def totals(self) -> I64:
         """Sum of each sample type over all samples (what ``go tool pprof -raw`` adds up)."""

@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from service.pprof.merge import Header, combine_headers
+from service.pprof.merge import combine_headers
 from service.pprof.model import (
     Functions,
+    Header,
     Label,
     LabelSet,
     Locations,
@@ -170,7 +171,16 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
         ls_index = np.where(found > 0, order[np.maximum(found - 1, 0)] + 1, 0).astype(np.int32)
 
     heads = [
-        Header(t, d, p, tuple(c), dst, du, df, kf)
+        Header(
+            time_nanos=t,
+            duration_nanos=d,
+            period=p,
+            comments=tuple(c),
+            default_sample_type=dst,
+            doc_url=du,
+            drop_frames=df,
+            keep_frames=kf,
+        )
         for t, d, p, c, dst, du, df, kf in zip(
             *(
                 h[c].to_pylist()
