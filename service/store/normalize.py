@@ -480,7 +480,9 @@ def _rollup(
     leaf = np.flatnonzero((depth > 0) & (nfn[np.minimum(loc_off[:-1], max(nfn.size - 1, 0))] > 0))
     leaf_key = key[fn_off[:-1][leaf]]
     np.add.at(flat, np.searchsorted(gk, leaf_key), values[leaf])  # gk is sorted; every leaf key is in it
-    return fns, flat, cum, r_owner
+    # Rows of one profile together: its series and time then compress to runs.
+    by_profile = np.lexsort((fns, r_owner))
+    return fns[by_profile], flat[by_profile], cum[by_profile], r_owner[by_profile]
 
 
 _LABELSETS = pa.schema(
