@@ -48,13 +48,12 @@ class _Varints:
     values: U64  # decoded value of each varint
     start: I64  # first byte of each varint
     end: I64  # one past its last byte
+    before: npt.NDArray[np.int32]  # per byte offset (and the end): how many varints end before it
+    terminal: npt.NDArray[np.bool_]  # per byte offset (and the end): a varint starts here (or it is the end)
 
     def at(self, byte: I64) -> I64:
-        """Index of the varint starting at each byte offset; -1 where none starts there."""
-        i = np.searchsorted(self.start, byte)
-        ok = i < self.start.size
-        ok[ok] = self.start[i[ok]] == byte[ok]
-        return np.where(ok, i, -1)
+        """Index of the varint starting at each byte offset (the count at the end); -1 inside a varint."""
+        return np.where(self.terminal[byte], self.before[byte].astype(np.int64), -1)
 
 
 def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
@@ -77,7 +76,13 @@ def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
         values[longer] |= (buf[start[longer] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
         k += 1
         longer = longer[length[longer] > k]
-    return _Varints(values, start, last + 1)
+    is_last = np.zeros(n + 1, bool)
+    is_last[last] = True
+    before = np.zeros(n + 1, np.int32)
+    np.cumsum(is_last[:-1], out=before[1:])
+    terminal = np.ones(n + 1, bool)
+    terminal[1:] = is_last[:-1]
+    return _Varints(values, start, last + 1, before, terminal)
 
 
 @dataclass(slots=True)
@@ -131,12 +136,6 @@ def scan(blobs: list[bytes]) -> Fields:
     return _walk(buf, _varints(buf), starts, ends)
 
 
-def _at_or_end(vs: _Varints, byte: I64) -> I64:
-    """Varint index at a byte offset that may also be the end of the buffer."""
-    idx = vs.at(byte)
-    return np.where(byte == (vs.end[-1] if vs.end.size else 0), vs.start.size, idx)
-
-
 def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> Fields:
     count = starts.size
     nv = vs.values.size
@@ -173,7 +172,7 @@ def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> F
         v1 = pay_v + 1
         sel = np.flatnonzero(is2)
         if sel.size:
-            v1[sel] = _at_or_end(vs, b1[sel])
+            v1[sel] = vs.at(b1[sel])
         if (v1 < 0).any():
             raise Unsupported("length cuts a varint")
         v0 = np.where(is2, pay_v + 1, pay_v)

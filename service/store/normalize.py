@@ -237,15 +237,19 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     keep = keep[np.argsort(s_owner[rep[keep]], kind="stable")]  # rows grouped by profile, for per-profile gcds
     values, rep = values[keep], rep[keep]
     owner = s_owner[rep]
-    u_stack, u_ls, depth = stack[rep], sample_ls[rep], np.diff(b.offsets)[rep]
-    u_off = _offsets(depth)
-    u_elem = elem[expand(b.offsets[rep], depth)]  # location row of each frame of each kept sample
+    u_stack, u_ls = stack[rep], sample_ls[rep]
 
-    # Frames → functions (inlined lines expanded, innermost first).
-    nfn = np.diff(loc.line_offsets)[u_elem]
-    fn_flat = line_fn[expand(loc.line_offsets[u_elem], nfn)]
-    per_sample_nfn = np.diff(_offsets(nfn)[u_off])
-    fn_off = _offsets(per_sample_nfn)
+    # Distinct stacks of the batch: frames and functions are worked out once per stack.
+    st_ids, st_first, st_of = np.unique(u_stack, return_index=True, return_inverse=True)
+    st_of = st_of.reshape(-1)
+    st_rep = rep[st_first]
+    st_depth = np.diff(b.offsets)[st_rep]
+    st_elem = elem[expand(b.offsets[st_rep], st_depth)]  # location row of each frame
+    frame_nfn = np.diff(loc.line_offsets)[st_elem]
+    st_fn = line_fn[expand(loc.line_offsets[st_elem], frame_nfn)]  # inlined lines expanded, innermost first
+    st_nfn = np.diff(_offsets(frame_nfn)[_offsets(st_depth)])
+    # The leaf location's innermost function takes the flat value; an unsymbolized leaf gives it to none.
+    leaf_has_fn = (st_depth > 0) & (frame_nfn[np.minimum(_offsets(st_depth)[:-1], max(frame_nfn.size - 1, 0))] > 0)
 
     # Scale: per profile and type, the gcd of its values.
     scale = np.ones((n, max(width, 1)), np.int64)
@@ -253,6 +257,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
         first = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
         g = np.gcd.reduceat(np.abs(values), first, axis=0)
         scale[owner[first], :width] = np.where(g > 0, g, 1)
+    scaled = values // scale[owner, :width] if values.size else values
 
     new_ids: dict[str, U64] = {}
 
@@ -264,13 +269,14 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
         return sel
 
     tables: dict[str, pa.Table] = {}
-    st_new = fresh("stack", u_stack)
-    sr = np.flatnonzero(st_new)
+    sr = np.flatnonzero(fresh("stack", st_ids))
     tables["stacks"] = pa.table(
         {
-            "stack_id": blob_ids(u_stack[sr]),
-            "location_ids": _lists(depth[sr], pa.array(loc_h[u_elem[expand(u_off[sr], depth[sr])]])),
-            "function_ids": _lists(per_sample_nfn[sr], blob_ids(fn_flat[expand(fn_off[sr], per_sample_nfn[sr])])),
+            "stack_id": blob_ids(st_ids[sr]),
+            "location_ids": _lists(
+                st_depth[sr], pa.array(loc_h[st_elem[expand(_offsets(st_depth)[sr], st_depth[sr])]])
+            ),
+            "function_ids": _lists(st_nfn[sr], blob_ids(st_fn[expand(_offsets(st_nfn)[sr], st_nfn[sr])])),
         }
     )
     ln = fresh("location", loc_h)
@@ -316,7 +322,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     tables["labelsets"] = _labelsets(b, u_ls, rep, fresh, strings)
 
     # Facts, one row per (sample, type) with a non-zero value.
-    fids, flat, cum, r_owner = _rollup(values, owner, fn_flat, fn_off, nfn, u_off, depth)
+    fids, flat, cum, r_owner = _rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
     samples, rollups = [], []
     for t in range(width):
         nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t))
@@ -328,7 +334,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
                     "ts": pa.array(ts[o]),
                     "stack_id": blob_ids(u_stack[nz]),
                     "labelset_id": blob_ids(u_ls[nz]),
-                    "value": pa.array(values[nz, t] // scale[o, t]),
+                    "value": pa.array(scaled[nz, t]),
                     "scale": pa.array(scale[o, t]),
                 }
             )
@@ -453,36 +459,61 @@ def _labelsets(b: ProfileBatch, u_ls: U64, rep: I64, fresh: object, strings: npt
 
 
 def _rollup(
-    values: I64, owner: I64, fn_flat: U64, fn_off: I64, nfn: I64, loc_off: I64, depth: I64
+    n: int, scaled: I64, owner: I64, st_of: I64, st_fn: U64, st_nfn: I64, leaf_has_fn: npt.NDArray[np.bool_]
 ) -> tuple[U64, I64, I64, I64]:
-    """Flat and cum per (profile, function) over the merged samples.
+    """Flat and cum per (profile, function), in scaled units, ordered by profile.
 
-    Flat goes to the innermost function of the leaf location (pprof's rule); a leaf without
-    symbols attributes flat to no function. Cum counts a function once per sample even when
-    recursion puts it in the stack many times.
+    Works on distinct stacks: each stack's distinct functions (recursion counts once, pprof's
+    cum rule) are found once, then every sample adds its values to its stack's functions through
+    ``bincount`` over dense (profile, function) slots — no sort over samples x depth.
     """
-    width = values.shape[1]
-    if fn_flat.size == 0:
+    width = scaled.shape[1]
+    fns, fd = np.unique(st_fn, return_inverse=True)
+    fd = fd.reshape(-1)
+    nf = max(fns.size, 1)
+    stack_of = np.repeat(np.arange(st_nfn.size), st_nfn)
+    pairs = np.unique(stack_of * nf + fd)  # distinct (stack, function), by stack
+    dn = np.bincount(pairs // nf, minlength=st_nfn.size)
+    do = _offsets(dn)
+    pf = pairs % nf
+    leaf = (
+        np.where(leaf_has_fn, fd[np.minimum(_offsets(st_nfn)[:-1], fd.size - 1)], -1)
+        if fd.size
+        else np.full(st_nfn.size, -1)
+    )
+    rows_dn = dn[st_of]
+    # Exact in float64 while every sum stays below 2**53; scaled values keep them small.
+    exact = not scaled.size or float(np.abs(scaled).sum(axis=0).max()) < 2.0**52
+    out_f, out_flat, out_cum, out_owner = [], [], [], []
+    step = max(1, (1 << 22) // nf)  # profiles per pass: bounds the dense slot arrays to ~4M
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        rs = np.flatnonzero((owner >= lo) & (owner < hi))
+        if rs.size == 0:
+            continue
+        er = expand(do[st_of[rs]], rows_dn[rs])
+        slot = np.repeat(owner[rs] - lo, rows_dn[rs]) * nf + pf[er]
+        leaf_rs = rs[leaf[st_of[rs]] >= 0]
+        leaf_slot = (owner[leaf_rs] - lo) * nf + leaf[st_of[leaf_rs]]
+        size = (hi - lo) * nf
+        cum = np.zeros((size, width), np.int64)
+        flat = np.zeros((size, width), np.int64)
+        for t in range(width):
+            if exact:
+                cum[:, t] = np.rint(np.bincount(slot, np.repeat(scaled[rs, t], rows_dn[rs]), minlength=size))
+                flat[:, t] = np.rint(np.bincount(leaf_slot, scaled[leaf_rs, t], minlength=size))
+            else:
+                np.add.at(cum[:, t], slot, np.repeat(scaled[rs, t], rows_dn[rs]))
+                np.add.at(flat[:, t], leaf_slot, scaled[leaf_rs, t])
+        used = np.flatnonzero((cum != 0).any(axis=1) | (flat != 0).any(axis=1))
+        out_f.append(fns[used % nf])
+        out_owner.append(used // nf + lo)
+        out_cum.append(cum[used])
+        out_flat.append(flat[used])
+    if not out_f:
         z = np.zeros((0, width), np.int64)
         return np.zeros(0, np.uint64), z, z, np.zeros(0, np.int64)
-    sample_of = np.repeat(np.arange(values.shape[0]), np.diff(fn_off))
-    key = mix(owner[sample_of], fn_flat)  # (profile, function)
-    # Distinct (sample, function) pairs, so recursion counts once.
-    pair_order, pair_starts = _group(mix(sample_of, key))
-    ps = sample_of[pair_order[pair_starts]]
-    pk = key[pair_order[pair_starts]]
-    order, starts = _group(pk)
-    cum = np.add.reduceat(values[ps[order]], starts, axis=0)
-    gk = pk[order[starts]]
-    r_owner = owner[ps[order[starts]]]
-    fns = fn_flat[pair_order[pair_starts]][order[starts]]
-    flat = np.zeros_like(cum)
-    leaf = np.flatnonzero((depth > 0) & (nfn[np.minimum(loc_off[:-1], max(nfn.size - 1, 0))] > 0))
-    leaf_key = key[fn_off[:-1][leaf]]
-    np.add.at(flat, np.searchsorted(gk, leaf_key), values[leaf])  # gk is sorted; every leaf key is in it
-    # Rows of one profile together: its series and time then compress to runs.
-    by_profile = np.lexsort((fns, r_owner))
-    return fns[by_profile], flat[by_profile], cum[by_profile], r_owner[by_profile]
+    return np.concatenate(out_f), np.concatenate(out_flat), np.concatenate(out_cum), np.concatenate(out_owner)
 
 
 _LABELSETS = pa.schema(
