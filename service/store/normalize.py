@@ -347,8 +347,8 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
                     "series_id": pa.array(series_ids[ro, t]),
                     "ts": pa.array(ts[ro]),
                     "function_id": blob_ids(fids[rnz]),
-                    "flat": pa.array(flat[rnz, t] // scale[ro, t]),
-                    "cum": pa.array(cum[rnz, t] // scale[ro, t]),
+                    "flat": pa.array(flat[rnz, t]),
+                    "cum": pa.array(cum[rnz, t]),
                     "scale": pa.array(scale[ro, t]),
                 }
             )

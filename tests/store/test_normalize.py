@@ -123,3 +123,22 @@ def test_a_batch_normalizes_like_its_profiles_one_by_one() -> None:
     for table in ("samples", "function_rollup", "profiles"):
         assert facts(both, table) == sorted(facts(alone[0], table) + facts(alone[1], table))
     assert both.items == [alone[0].items[0], alone[1].items[0]]
+
+
+def test_stored_values_times_scale_add_up_to_each_total(corpus) -> None:  # type: ignore[no-untyped-def]
+    """CPU nanoseconds are stored divided by the period; value * scale must give them back exactly."""
+    from service.pprof.decode import decode
+
+    p = decode((corpus / "go119__cpu_10s.pb.gz").read_bytes())
+    rows = normalize(p, tenant="t", labels={}, name=None, ts=1, content_hash=1, source="t")
+    totals = dict(
+        zip(rows.tables["profiles"]["series_id"].to_pylist(), rows.tables["profiles"]["total"].to_pylist(), strict=True)
+    )
+    assert sorted(totals.values()) == [1407, 14_070_000_000]
+    for table, col in (("samples", "value"), ("function_rollup", "flat")):
+        t = rows.tables[table]
+        sums: dict[int, int] = {}
+        for sid, v, sc in zip(t["series_id"].to_pylist(), t[col].to_pylist(), t["scale"].to_pylist(), strict=True):
+            sums[sid] = sums.get(sid, 0) + v * sc
+        assert sums == totals, table
+    assert set(rows.tables["samples"]["scale"].to_pylist()) == {1, 10_000_000}
