@@ -31,6 +31,7 @@ bench: $(VENV)/.test
 lint: $(VENV)/.test
 	$(BIN)/ruff check service tests bench migrations
 	$(BIN)/ruff format --check service tests bench migrations
+	$(BIN)/mypy service
 
 openapi: $(VENV)/.run
 	$(BIN)/profstore openapi > openapi.yaml

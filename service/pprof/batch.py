@@ -11,7 +11,8 @@ is compared through string hashes).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,7 @@ from service.pprof.model import Functions, Header, Label, LabelSet, Locations, M
 
 __all__ = ["Header", "ProfileBatch", "Resolved", "bases", "rows_of"]
 
+T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
@@ -155,32 +157,13 @@ class ProfileBatch:
             label_num=np.array(nums, np.int64),
             label_unit=np.array(units, np.int64) + np.array(label_base, np.int64),
             mapping_base=bases([len(p.mappings) for p in profiles]),
-            mappings=Mappings(
-                *(
-                    np.concatenate([getattr(p.mappings, c) for p in profiles])
-                    for c in ("id", "start", "limit", "offset")
-                ),
-                g([p.mappings.filename for p in profiles], sb),
-                g([p.mappings.build_id for p in profiles], sb),
-                np.concatenate([p.mappings.flags for p in profiles]).reshape(-1, 4),
-            ),
+            mappings=_concat(Mappings, [p.mappings for p in profiles], ("filename", "build_id"), sb),
             function_base=bases([len(p.functions) for p in profiles]),
-            functions=Functions(
-                np.concatenate([p.functions.id for p in profiles]),
-                *(g([getattr(p.functions, c) for p in profiles], sb) for c in ("name", "system_name", "filename")),
-                np.concatenate([p.functions.start_line for p in profiles]),
-            ),
+            functions=_concat(Functions, [p.functions for p in profiles], ("name", "system_name", "filename"), sb),
             location_base=loc_base,
-            locations=Locations(
-                *(
-                    np.concatenate([getattr(p.locations, c) for p in profiles])
-                    for c in ("id", "mapping_id", "address", "is_folded")
-                ),
-                bases(np.concatenate([np.diff(p.locations.line_offsets) for p in profiles]).tolist()),
-                *(
-                    np.concatenate([getattr(p.locations, c) for p in profiles])
-                    for c in ("line_function_id", "line_line", "line_column")
-                ),
+            locations=replace(
+                _concat(Locations, [p.locations for p in profiles], (), sb, skip=("line_offsets",)),
+                line_offsets=bases(np.concatenate([np.diff(p.locations.line_offsets) for p in profiles]).tolist()),
             ),
         )
 
@@ -286,6 +269,20 @@ class ProfileBatch:
             default_sample_type=h.default_sample_type,
             doc_url=h.doc_url,
         )
+
+
+def _concat(
+    cls: type[T], parts: Sequence[T], shifted: tuple[str, ...], string_base: I64, skip: tuple[str, ...] = ()
+) -> T:
+    """Concatenate column dataclasses; string-code columns move to the batch's string numbering."""
+    cols: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in skip:
+            cols[f.name] = None
+            continue
+        arrs = [getattr(p, f.name) + (string_base[i] if f.name in shifted else 0) for i, p in enumerate(parts)]
+        cols[f.name] = np.concatenate(arrs)
+    return cls(**cols)
 
 
 def rows_of(ref_owner: I64, ref_ids: U64, def_ids: U64, def_base: I64) -> I64:

@@ -82,9 +82,9 @@ def merge(profiles: Sequence[Profile]) -> Profile:
         lid: dict[int, int] = {}
         for loc in p.locations.entities():
             lines = tuple(Line(fid[ln.function_id], ln.line, ln.column) for ln in loc.lines)
-            m = mid.get(loc.mapping_id, 0)
-            key = (loc.address - starts.get(loc.mapping_id, 0) if loc.address else 0, m, lines, loc.is_folded)
-            new_l = locations.setdefault(key, Location(len(locations) + 1, m, loc.address, lines, loc.is_folded))
+            mapping = mid.get(loc.mapping_id, 0)
+            lkey = (loc.address - starts.get(loc.mapping_id, 0) if loc.address else 0, mapping, lines, loc.is_folded)
+            new_l = locations.setdefault(lkey, Location(len(locations) + 1, mapping, loc.address, lines, loc.is_folded))
             lid[loc.id] = new_l.id
         s = p.samples
         offs, ids, lsi = s.offsets.tolist(), s.location_ids.tolist(), s.labelset_index.tolist()

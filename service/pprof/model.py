@@ -13,6 +13,7 @@ and to iterate over one comfortably; they are not how profiles are held.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -93,10 +94,10 @@ class Location:
 class Label:
     """A pprof sample label: a string value, or a number with an optional unit."""
 
-    key: str
-    str: str = ""
+    key: builtins.str
+    str: builtins.str = ""  # named as in profile.proto
     num: int = 0
-    num_unit: str = ""
+    num_unit: builtins.str = ""
 
 
 LabelSet = tuple[Label, ...]

@@ -181,7 +181,8 @@ def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> F
         cur_v[active] = v1
         active = active[b1 < end]
     if not parts:
-        return Fields(buf, vs, *([np.zeros(0, np.int64)] * 7), count=count)
+        z = np.zeros(0, np.int64)
+        return Fields(buf, vs, z, z, z, z, z, z, z, count)
     cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
     # Order by message, then field position: the k-th field of message m goes to first[m] + k.
     first = np.zeros(count + 1, np.int64)
@@ -190,4 +191,4 @@ def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> F
     out = [np.empty_like(c) for c in cols[:7]]
     for o, c in zip(out, cols[:7], strict=True):
         o[pos] = c
-    return Fields(buf, vs, *out, count=count)
+    return Fields(buf, vs, out[0], out[1], out[2], out[3], out[4], out[5], out[6], count)

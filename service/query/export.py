@@ -109,18 +109,27 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     st = StringTable()
     fn = rows.functions
     fn_sorted, fn_ids = _renumber(ids_of_blobs(fn["function_id"]))
+
+    def codes(table: pa.Table, column: str) -> npt.NDArray[np.int64]:
+        return np.array([st(x) for x in table[column].to_pylist()], np.int64)
+
     functions = Functions(
-        fn_ids.astype(np.uint64),
-        *(np.array([st(x) for x in fn[c].to_pylist()], np.int64) for c in ("name", "system_name", "filename")),
-        fn["start_line"].to_numpy().astype(np.int64),
+        id=fn_ids.astype(np.uint64),
+        name=codes(fn, "name"),
+        system_name=codes(fn, "system_name"),
+        filename=codes(fn, "filename"),
+        start_line=fn["start_line"].to_numpy().astype(np.int64),
     )
     mp = rows.mappings
     map_sorted, map_ids = _renumber(mp["mapping_id"].to_numpy().astype(np.uint64))
     mappings = Mappings(
-        map_ids.astype(np.uint64),
-        *(mp[c].to_numpy().astype(np.uint64) for c in ("memory_start", "memory_limit", "file_offset")),
-        *(np.array([st(x) for x in mp[c].to_pylist()], np.int64) for c in ("filename", "build_id")),
-        np.stack(
+        id=map_ids.astype(np.uint64),
+        start=mp["memory_start"].to_numpy().astype(np.uint64),
+        limit=mp["memory_limit"].to_numpy().astype(np.uint64),
+        offset=mp["file_offset"].to_numpy().astype(np.uint64),
+        filename=codes(mp, "filename"),
+        build_id=codes(mp, "build_id"),
+        flags=np.stack(
             [
                 mp[c].to_numpy(zero_copy_only=False).astype(bool)
                 for c in ("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames")

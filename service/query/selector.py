@@ -96,7 +96,7 @@ class _Scanner:
         if q not in ('"', "'", "`"):
             raise self.fail("a quoted label value")
         self.pos += 1
-        out = []
+        out: list[str] = []
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             if ch == q:

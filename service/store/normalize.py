@@ -29,6 +29,8 @@ from service.pprof.batch import ProfileBatch
 from service.pprof.model import Header, Profile
 from service.pprof.wire import expand
 from service.store.ids import KnownIds, blob_ids
+from service.store.rollup import rollup
+from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES
 from service.types import ProfileType
 
 __all__ = [
@@ -322,7 +324,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     tables["labelsets"] = _labelsets(b, u_ls, rep, fresh, strings)
 
     # Facts, one row per (sample, type) with a non-zero value.
-    fids, flat, cum, r_owner = _rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
+    fids, flat, cum, r_owner = rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
     samples, rollups = [], []
     for t in range(width):
         nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t))
@@ -353,78 +355,38 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
                 }
             )
         )
-    tables["samples"] = pa.concat_tables(samples) if samples else _EMPTY_SAMPLES
-    tables["function_rollup"] = pa.concat_tables(rollups) if rollups else _EMPTY_ROLLUP
+    tables["samples"] = pa.concat_tables(samples) if samples else EMPTY_SAMPLES
+    tables["function_rollup"] = pa.concat_tables(rollups) if rollups else EMPTY_ROLLUP
 
     # Per-profile rows: series and profiles.
     totals = np.zeros((n, max(width, 1)), np.int64)
     np.add.at(totals[:, :width], owner, values)
     kept = np.bincount(owner, minlength=n)
     rows_per = np.bincount(owner, weights=(values != 0).sum(axis=1), minlength=n).astype(np.int64)
-    ser: dict[str, list[object]] = {
-        k: []
-        for k in (
-            "series_id",
-            "tenant",
-            "profile_type",
-            "name",
-            "sample_type",
-            "sample_unit",
-            "period_type",
-            "period_unit",
-            "labels",
-            "first_seen",
-            "last_seen",
-        )
-    }
-    prof: dict[str, list[object]] = {k: [] for k in _PROFILE_COLUMNS}
     items = []
+    series_rows: list[dict[str, object]] = []
+    profile_rows: list[dict[str, object]] = []
     for i, (h, m, pts) in enumerate(zip(b.headers, metas, ptypes, strict=True)):
         pids = profile_ids_of(groups[i], len(pts))
-        label_items = sorted(m.labels.items())
+        labels = sorted(m.labels.items())
+        types, units = [st.type for st in h.sample_types], [st.unit for st in h.sample_types]
         for t, pt in enumerate(pts):
-            for k, v in (
-                ("series_id", int(series_ids[i, t])),
-                ("tenant", m.tenant),
-                ("profile_type", str(pt)),
-                ("name", m.name),
-                ("sample_type", pt.sample_type),
-                ("sample_unit", pt.sample_unit),
-                ("period_type", pt.period_type),
-                ("period_unit", pt.period_unit),
-                ("labels", label_items),
-                ("first_seen", m.ts),
-                ("last_seen", m.ts),
-            ):
-                ser[k].append(v)
-            for k, v in zip(
-                _PROFILE_COLUMNS,
-                (
-                    pids[t],
-                    int(series_ids[i, t]),
-                    m.ts,
-                    groups[i],
-                    t,
-                    [st.type for st in h.sample_types],
-                    [st.unit for st in h.sample_types],
-                    h.default_sample_type,
-                    h.time_nanos,
-                    h.duration_nanos,
-                    h.period,
-                    int(totals[i, t]),
-                    int(kept[i]),
-                    h.drop_frames,
-                    h.keep_frames,
-                    list(h.comments),
-                    h.doc_url,
-                    m.source,
-                ),
-                strict=True,
-            ):
-                prof[k].append(v)
+            sid = int(series_ids[i, t])
+            series_rows.append({
+                "series_id": sid, "tenant": m.tenant, "profile_type": str(pt), "name": m.name,
+                "sample_type": pt.sample_type, "sample_unit": pt.sample_unit, "period_type": pt.period_type,
+                "period_unit": pt.period_unit, "labels": labels, "first_seen": m.ts, "last_seen": m.ts,
+            })  # fmt: skip
+            profile_rows.append({
+                "profile_id": pids[t], "series_id": sid, "ts": m.ts, "group_id": groups[i], "type_index": t,
+                "sample_types": types, "sample_units": units, "default_sample_type": h.default_sample_type,
+                "time_nanos": h.time_nanos, "duration_ns": h.duration_nanos, "period": h.period,
+                "total": int(totals[i, t]), "sample_count": int(kept[i]), "drop_frames": h.drop_frames,
+                "keep_frames": h.keep_frames, "comments": list(h.comments), "doc_url": h.doc_url, "source": m.source,
+            })  # fmt: skip
         items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))
-    tables["series"] = pa.table(ser, schema=_SERIES)
-    tables["profiles"] = pa.table(prof, schema=_PROFILES)
+    tables["series"] = pa.Table.from_pylist(series_rows, schema=SERIES)
+    tables["profiles"] = pa.Table.from_pylist(profile_rows, schema=PROFILES)
     return Rows(tables, items, new_ids)
 
 
@@ -454,151 +416,5 @@ def _labelsets(b: ProfileBatch, u_ls: U64, rep: I64, fresh: object, strings: npt
         units.append([strings[b.label_unit[r]] for r in rows])
     return pa.table(
         {"labelset_id": blob_ids(ids[new]), "keys": keys, "strs": strs, "nums": nums, "num_units": units},
-        schema=_LABELSETS,
+        schema=LABELSETS,
     )
-
-
-def _rollup(
-    n: int, scaled: I64, owner: I64, st_of: I64, st_fn: U64, st_nfn: I64, leaf_has_fn: npt.NDArray[np.bool_]
-) -> tuple[U64, I64, I64, I64]:
-    """Flat and cum per (profile, function), in scaled units, ordered by profile.
-
-    Works on distinct stacks: each stack's distinct functions (recursion counts once, pprof's
-    cum rule) are found once, then every sample adds its values to its stack's functions through
-    ``bincount`` over dense (profile, function) slots — no sort over samples x depth.
-    """
-    width = scaled.shape[1]
-    fns, fd = np.unique(st_fn, return_inverse=True)
-    fd = fd.reshape(-1)
-    nf = max(fns.size, 1)
-    stack_of = np.repeat(np.arange(st_nfn.size), st_nfn)
-    pairs = np.unique(stack_of * nf + fd)  # distinct (stack, function), by stack
-    dn = np.bincount(pairs // nf, minlength=st_nfn.size)
-    do = _offsets(dn)
-    pf = pairs % nf
-    leaf = (
-        np.where(leaf_has_fn, fd[np.minimum(_offsets(st_nfn)[:-1], fd.size - 1)], -1)
-        if fd.size
-        else np.full(st_nfn.size, -1)
-    )
-    rows_dn = dn[st_of]
-    # Exact in float64 while every sum stays below 2**53; scaled values keep them small.
-    exact = not scaled.size or float(np.abs(scaled).sum(axis=0).max()) < 2.0**52
-    out_f, out_flat, out_cum, out_owner = [], [], [], []
-    step = max(1, (1 << 22) // nf)  # profiles per pass: bounds the dense slot arrays to ~4M
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        rs = np.flatnonzero((owner >= lo) & (owner < hi))
-        if rs.size == 0:
-            continue
-        er = expand(do[st_of[rs]], rows_dn[rs])
-        slot = np.repeat(owner[rs] - lo, rows_dn[rs]) * nf + pf[er]
-        leaf_rs = rs[leaf[st_of[rs]] >= 0]
-        leaf_slot = (owner[leaf_rs] - lo) * nf + leaf[st_of[leaf_rs]]
-        size = (hi - lo) * nf
-        cum = np.zeros((size, width), np.int64)
-        flat = np.zeros((size, width), np.int64)
-        for t in range(width):
-            if exact:
-                cum[:, t] = np.rint(np.bincount(slot, np.repeat(scaled[rs, t], rows_dn[rs]), minlength=size))
-                flat[:, t] = np.rint(np.bincount(leaf_slot, scaled[leaf_rs, t], minlength=size))
-            else:
-                np.add.at(cum[:, t], slot, np.repeat(scaled[rs, t], rows_dn[rs]))
-                np.add.at(flat[:, t], leaf_slot, scaled[leaf_rs, t])
-        used = np.flatnonzero((cum != 0).any(axis=1) | (flat != 0).any(axis=1))
-        out_f.append(fns[used % nf])
-        out_owner.append(used // nf + lo)
-        out_cum.append(cum[used])
-        out_flat.append(flat[used])
-    if not out_f:
-        z = np.zeros((0, width), np.int64)
-        return np.zeros(0, np.uint64), z, z, np.zeros(0, np.int64)
-    return np.concatenate(out_f), np.concatenate(out_flat), np.concatenate(out_cum), np.concatenate(out_owner)
-
-
-_LABELSETS = pa.schema(
-    [
-        ("labelset_id", pa.binary(8)),
-        ("keys", pa.list_(pa.string())),
-        ("strs", pa.list_(pa.string())),
-        ("nums", pa.list_(pa.int64())),
-        ("num_units", pa.list_(pa.string())),
-    ]
-)
-_SERIES = pa.schema(
-    [
-        ("series_id", pa.uint64()),
-        ("tenant", pa.string()),
-        ("profile_type", pa.string()),
-        ("name", pa.string()),
-        ("sample_type", pa.string()),
-        ("sample_unit", pa.string()),
-        ("period_type", pa.string()),
-        ("period_unit", pa.string()),
-        ("labels", pa.map_(pa.string(), pa.string())),
-        ("first_seen", pa.int64()),
-        ("last_seen", pa.int64()),
-    ]
-)
-_PROFILE_COLUMNS = (
-    "profile_id",
-    "series_id",
-    "ts",
-    "group_id",
-    "type_index",
-    "sample_types",
-    "sample_units",
-    "default_sample_type",
-    "time_nanos",
-    "duration_ns",
-    "period",
-    "total",
-    "sample_count",
-    "drop_frames",
-    "keep_frames",
-    "comments",
-    "doc_url",
-    "source",
-)
-_PROFILES = pa.schema(
-    [
-        ("profile_id", pa.uint64()),
-        ("series_id", pa.uint64()),
-        ("ts", pa.int64()),
-        ("group_id", pa.uint64()),
-        ("type_index", pa.int16()),
-        ("sample_types", pa.list_(pa.string())),
-        ("sample_units", pa.list_(pa.string())),
-        ("default_sample_type", pa.string()),
-        ("time_nanos", pa.int64()),
-        ("duration_ns", pa.int64()),
-        ("period", pa.int64()),
-        ("total", pa.int64()),
-        ("sample_count", pa.int64()),
-        ("drop_frames", pa.string()),
-        ("keep_frames", pa.string()),
-        ("comments", pa.list_(pa.string())),
-        ("doc_url", pa.string()),
-        ("source", pa.string()),
-    ]
-)
-_EMPTY_SAMPLES = pa.table(
-    {
-        "series_id": pa.array([], pa.uint64()),
-        "ts": pa.array([], pa.int64()),
-        "stack_id": pa.array([], pa.binary(8)),
-        "labelset_id": pa.array([], pa.binary(8)),
-        "value": pa.array([], pa.int64()),
-        "scale": pa.array([], pa.int64()),
-    }
-)
-_EMPTY_ROLLUP = pa.table(
-    {
-        "series_id": pa.array([], pa.uint64()),
-        "ts": pa.array([], pa.int64()),
-        "function_id": pa.array([], pa.binary(8)),
-        "flat": pa.array([], pa.int64()),
-        "cum": pa.array([], pa.int64()),
-        "scale": pa.array([], pa.int64()),
-    }
-)
