@@ -48,12 +48,14 @@ class _Varints:
     values: U64  # decoded value of each varint
     start: I64  # first byte of each varint
     end: I64  # one past its last byte
-    before: npt.NDArray[np.int32]  # per byte offset (and the end): how many varints end before it
-    terminal: npt.NDArray[np.bool_]  # per byte offset (and the end): a varint starts here (or it is the end)
+    nbytes: int
 
     def at(self, byte: I64) -> I64:
         """Index of the varint starting at each byte offset (the count at the end); -1 inside a varint."""
-        return np.where(self.terminal[byte], self.before[byte].astype(np.int64), -1)
+        n = self.start.size
+        i = np.searchsorted(self.start, byte)
+        hit = self.start[np.minimum(i, max(n - 1, 0))] == byte if n else np.zeros(byte.size, bool)
+        return np.where(byte == self.nbytes, n, np.where(hit & (i < n), i, -1))
 
 
 def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
@@ -69,20 +71,15 @@ def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
     length = last - start + 1
     if length.size and int(length.max()) > 10:
         raise Unsupported("varint longer than 10 bytes")
-    values = (buf[start] & 0x7F).astype(np.uint64)
+    values = buf[start].astype(np.uint64)
+    values &= np.uint64(0x7F)
     longer = np.flatnonzero(length > 1)
     k = 1
     while longer.size:
         values[longer] |= (buf[start[longer] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
         k += 1
         longer = longer[length[longer] > k]
-    is_last = np.zeros(n + 1, bool)
-    is_last[last] = True
-    before = np.zeros(n + 1, np.int32)
-    np.cumsum(is_last[:-1], out=before[1:])
-    terminal = np.ones(n + 1, bool)
-    terminal[1:] = is_last[:-1]
-    return _Varints(values, start, last + 1, before, terminal)
+    return _Varints(values, start, last + 1, n)
 
 
 @dataclass(slots=True)

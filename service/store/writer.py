@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
+from service.pprof.batch import ProfileBatch
 from service.pprof.decode import Envelope, decode_batch
 from service.store.ids import KnownIds
 from service.store.normalize import Meta, Normalized, Rows, normalize_batch
@@ -107,7 +108,6 @@ class Writer:
                 return
 
     def _write(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> None:
-        con = self._con
         stored = self._stored_groups([p.meta.group_id for p, _ in batch])
         todo: list[tuple[Pending, Future[WriteResult]]] = []
         seen: set[int] = set()
@@ -129,6 +129,25 @@ class Writer:
                 fut.set_exception(err)
         if not ok:
             return
+        try:
+            self._commit(decoded, ok)
+        except Exception:
+            if len(ok) == 1:
+                raise
+            # One profile must not take its batch down with it: store each alone, so only the
+            # one that fails gets the error.
+            log.exception("batch of %d profiles failed; storing them one by one", len(ok))
+            for p, fut in ok:
+                try:
+                    one, errs = decode_batch([p.envelope])
+                    if errs[0] is not None:
+                        raise errs[0]
+                    self._commit(one, [(p, fut)])
+                except Exception as exc:
+                    fut.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
+
+    def _commit(self, decoded: ProfileBatch, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
+        con = self._con
         rows = normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
         con.execute("BEGIN TRANSACTION")
         try:
