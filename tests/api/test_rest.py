@@ -139,3 +139,37 @@ def test_empty_export_is_a_valid_profile(client: TestClient, tmp_path: Path) -> 
     out = tmp_path / "empty.pb.gz"
     out.write_bytes(r.content)
     assert totals(out) == {"cpu/nanoseconds": 0}
+
+
+def test_concurrent_ingests_each_get_their_own_answer(server) -> None:  # type: ignore[no-untyped-def]
+    """Good and bad profiles arriving together share writer batches; each gets its own verdict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    bad = minimal()
+    bad.sample[0].value.append(1)
+    bodies = []
+    for i in range(24):
+        p = minimal()
+        p.time_nanos = 1_700_000_000_000_000_000 + i
+        bodies.append((i, bad.SerializeToString() if i % 3 == 0 else p.SerializeToString()))
+
+    def send(item: tuple[int, bytes]) -> tuple[int, httpx.Response]:
+        i, body = item
+        return i, httpx.post(
+            f"{server.url}/api/v1/ingest", params={"labels": '{service_name="concurrent"}'}, content=body, timeout=30
+        )
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, bodies))
+    for i, r in answers:
+        if i % 3 == 0:
+            assert r.status_code == 400
+            assert r.json()["error"] == "malformed profile: mismatch: sample has 3 values vs. 2 types"
+        else:
+            assert r.status_code == 200, r.text
+    listed = httpx.get(
+        f"{server.url}/api/v1/profiles", params={"query": CPU + '{service_name="concurrent"}', "from": "0"}
+    ).json()
+    assert len(listed) == 16
