@@ -39,7 +39,7 @@ class KnownIds:
     past ``limit`` ids per kind the memory is dropped and rebuilt from new traffic.
     """
 
-    def __init__(self, limit: int = 2_000_000) -> None:
+    def __init__(self, limit: int = 500_000) -> None:
         self._sets: dict[str, set[int]] = {}
         self._limit = limit
         self._lock = threading.Lock()
