@@ -60,8 +60,8 @@ def _check(db_file: Path, acked: list[tuple[str, int]]) -> None:
         # Every profile's samples and rollups are there and add up to its total.
         bad = con.execute(
             "SELECT p.profile_id, p.total, s.v, r.flat FROM profiles p "
-            "LEFT JOIN (SELECT series_id, ts, sum(value * scale) v FROM samples GROUP BY ALL) s USING (series_id, ts) "
-            "LEFT JOIN (SELECT series_id, ts, sum(flat * scale) flat FROM function_rollup GROUP BY ALL) r USING (series_id, ts) "
+            "LEFT JOIN (SELECT series_id, ts, sum(value) v FROM sample_values GROUP BY ALL) s USING (series_id, ts) "
+            "LEFT JOIN (SELECT series_id, ts, sum(flat) flat FROM rollup_values GROUP BY ALL) r USING (series_id, ts) "
             "WHERE p.total <> coalesce(s.v, 0) OR p.total <> coalesce(r.flat, 0)"
         ).fetchall()
         assert not bad, bad[:5]

@@ -8,7 +8,10 @@ Ids that repeat in the fact tables (stack, label set, function) are 8-byte BLOBs
 UBIGINT: DuckDB dictionary-compresses BLOB columns but stores random 64-bit integers
 uncompressed, which made the stack id the largest part of every sample row. Values are
 stored divided by ``scale`` (the gcd of that profile's values of that type — the sampling
-period for CPU nanoseconds), so they bit-pack into a few bits; readers use ``value * scale``.
+period for CPU nanoseconds), so they bit-pack into a few bits. A sample type whose scaled values
+equal an earlier type's in the same profile (Go CPU: samples/count and cpu/nanoseconds) has no
+rows of its own: its ``profiles`` row names the type it aliases and its scale. Readers use the
+views ``sample_values`` and ``rollup_values``, which apply scales and expand aliases.
 
 Revision ID: 0001_core
 Revises:
@@ -51,6 +54,8 @@ TABLES = {
         period BIGINT NOT NULL,
         total BIGINT NOT NULL,
         sample_count BIGINT NOT NULL,
+        scale BIGINT NOT NULL,
+        alias_of SMALLINT NOT NULL,
         drop_frames VARCHAR NOT NULL,
         keep_frames VARCHAR NOT NULL,
         comments VARCHAR[] NOT NULL,
@@ -116,11 +121,38 @@ TABLES = {
 }
 
 
+# Rows of an aliased type are its source type's rows of the same profile, at its own scale.
+_ALIASED = """
+    FROM profiles p
+    JOIN profiles src ON src.group_id = p.group_id AND src.type_index = p.alias_of
+    JOIN {table} x ON x.series_id = src.series_id AND x.ts = src.ts
+    WHERE p.alias_of >= 0
+"""
+
+VIEWS = {
+    "sample_values": f"""
+        SELECT series_id, ts, stack_id, labelset_id, value * scale AS value FROM samples
+        UNION ALL
+        SELECT p.series_id, p.ts, x.stack_id, x.labelset_id, x.value * p.scale AS value {_ALIASED.format(table="samples")}
+    """,
+    "rollup_values": f"""
+        SELECT series_id, ts, function_id, flat * scale AS flat, cum * scale AS cum FROM function_rollup
+        UNION ALL
+        SELECT p.series_id, p.ts, x.function_id, x.flat * p.scale AS flat, x.cum * p.scale AS cum
+        {_ALIASED.format(table="function_rollup")}
+    """,
+}
+
+
 def upgrade() -> None:
     for name, columns in TABLES.items():
         op.execute(f"CREATE TABLE {name} ({columns})")
+    for name, query in VIEWS.items():
+        op.execute(f"CREATE VIEW {name} AS {query}")
 
 
 def downgrade() -> None:
+    for name in VIEWS:
+        op.execute(f"DROP VIEW {name}")
     for name in reversed(TABLES):
         op.execute(f"DROP TABLE {name}")

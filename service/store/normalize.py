@@ -5,7 +5,8 @@ One pprof becomes one series per sample type (a heap profile: four), all sharing
 sets are interned by content hash; samples with equal stack and labels are summed and zero
 values dropped; ``function_rollup`` (flat and cum per function) is computed here, at ingest, so
 "top functions over a week" never has to read a stack. Values are stored divided by their
-per-profile, per-type gcd (``scale``) so they bit-pack small.
+per-profile, per-type gcd (``scale``) so they bit-pack small, and a type proportional to an
+earlier one of the same profile is stored as an alias of it.
 
 Everything is column-wise numpy over the whole writer batch (profiles told apart by an owner
 column), so numpy's per-call cost is paid once per batch. Python loops run once per profile
@@ -260,6 +261,16 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
         g = np.gcd.reduceat(np.abs(values), first, axis=0)
         scale[owner[first], :width] = np.where(g > 0, g, 1)
     scaled = values // scale[owner, :width] if values.size else values
+    # A type whose scaled values equal an earlier type's in every sample of its profile (Go CPU:
+    # samples/count and cpu/nanoseconds) is stored once: the later type aliases the earlier one
+    # and keeps only its own scale (readers go through the sample_values/rollup_values views).
+    alias = np.full((n, max(width, 1)), -1, np.int64)
+    for t in range(1, width):
+        for u in range(t):
+            differ = (
+                np.bincount(owner, weights=scaled[:, t] != scaled[:, u], minlength=n) if values.size else np.zeros(n)
+            )
+            alias[(differ == 0) & (alias[:, t] < 0) & (alias[:, u] < 0) & (ntypes > t), t] = u
 
     new_ids: dict[str, U64] = {}
 
@@ -327,7 +338,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     fids, flat, cum, r_owner = rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
     samples, rollups = [], []
     for t in range(width):
-        nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t))
+        nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t) & (alias[owner, t] < 0))
         o = owner[nz]
         samples.append(
             pa.table(
@@ -341,7 +352,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
                 }
             )
         )
-        rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t))
+        rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t) & (alias[r_owner, t] < 0))
         ro = r_owner[rnz]
         rollups.append(
             pa.table(
@@ -362,7 +373,8 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     totals = np.zeros((n, max(width, 1)), np.int64)
     np.add.at(totals[:, :width], owner, values)
     kept = np.bincount(owner, minlength=n)
-    rows_per = np.bincount(owner, weights=(values != 0).sum(axis=1), minlength=n).astype(np.int64)
+    stored = (values != 0) & (alias[owner, :width] < 0)
+    rows_per = np.bincount(owner, weights=stored.sum(axis=1), minlength=n).astype(np.int64)
     items = []
     series_rows: list[dict[str, object]] = []
     profile_rows: list[dict[str, object]] = []
@@ -381,7 +393,8 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
                 "profile_id": pids[t], "series_id": sid, "ts": m.ts, "group_id": groups[i], "type_index": t,
                 "sample_types": types, "sample_units": units, "default_sample_type": h.default_sample_type,
                 "time_nanos": h.time_nanos, "duration_ns": h.duration_nanos, "period": h.period,
-                "total": int(totals[i, t]), "sample_count": int(kept[i]), "drop_frames": h.drop_frames,
+                "total": int(totals[i, t]), "sample_count": int(kept[i]), "scale": int(scale[i, t]),
+                "alias_of": int(alias[i, t]), "drop_frames": h.drop_frames,
                 "keep_frames": h.keep_frames, "comments": list(h.comments), "doc_url": h.doc_url, "source": m.source,
             })  # fmt: skip
         items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))

@@ -77,7 +77,7 @@ def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeR
     ).to_arrow_table()
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _x_samples AS "
-        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value * s.scale)::BIGINT AS value FROM samples s "
+        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value)::BIGINT AS value FROM sample_values s "
         "JOIN (SELECT DISTINCT series_id, ts, sample_type FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
         "GROUP BY ALL"
     )

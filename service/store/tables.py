@@ -45,6 +45,8 @@ PROFILES = pa.schema(
         ("period", pa.int64()),
         ("total", pa.int64()),
         ("sample_count", pa.int64()),
+        ("scale", pa.int64()),
+        ("alias_of", pa.int16()),
         ("drop_frames", pa.string()),
         ("keep_frames", pa.string()),
         ("comments", pa.list_(pa.string())),

@@ -126,19 +126,26 @@ def test_a_batch_normalizes_like_its_profiles_one_by_one() -> None:
 
 
 def test_stored_values_times_scale_add_up_to_each_total(corpus) -> None:  # type: ignore[no-untyped-def]
-    """CPU nanoseconds are stored divided by the period; value * scale must give them back exactly."""
+    """CPU nanoseconds are samples x period: stored once, as an alias of the counts with its own scale."""
     from service.pprof.decode import decode
 
     p = decode((corpus / "go119__cpu_10s.pb.gz").read_bytes())
     rows = normalize(p, tenant="t", labels={}, name=None, ts=1, content_hash=1, source="t")
-    totals = dict(
-        zip(rows.tables["profiles"]["series_id"].to_pylist(), rows.tables["profiles"]["total"].to_pylist(), strict=True)
-    )
-    assert sorted(totals.values()) == [1407, 14_070_000_000]
+    prof = rows.tables["profiles"].to_pylist()
+    assert [(r["total"], r["scale"], r["alias_of"]) for r in prof] == [(1407, 1, -1), (14_070_000_000, 10_000_000, 0)]
+    counts_series = prof[0]["series_id"]
     for table, col in (("samples", "value"), ("function_rollup", "flat")):
         t = rows.tables[table]
-        sums: dict[int, int] = {}
-        for sid, v, sc in zip(t["series_id"].to_pylist(), t[col].to_pylist(), t["scale"].to_pylist(), strict=True):
-            sums[sid] = sums.get(sid, 0) + v * sc
-        assert sums == totals, table
-    assert set(rows.tables["samples"]["scale"].to_pylist()) == {1, 10_000_000}
+        assert set(t["series_id"].to_pylist()) == {counts_series}, table  # no rows of the alias
+        stored = sum(v * sc for v, sc in zip(t[col].to_pylist(), t["scale"].to_pylist(), strict=True))
+        assert stored == 1407
+        assert stored * prof[1]["scale"] == prof[1]["total"]
+
+
+def test_types_that_are_not_proportional_keep_their_rows(corpus) -> None:  # type: ignore[no-untyped-def]
+    from service.pprof.decode import decode
+
+    p = decode((corpus / "go119__heap.pb.gz").read_bytes())
+    rows = normalize(p, tenant="t", labels={}, name=None, ts=1, content_hash=1, source="t")
+    assert [r["alias_of"] for r in rows.tables["profiles"].to_pylist()] == [-1, -1, -1, -1]
+    assert len(set(rows.tables["samples"]["series_id"].to_pylist())) == 4
