@@ -1,7 +1,7 @@
 """A synthetic fleet built from real corpus profiles.
 
-Real Go profiles (CPU, heap, goroutine) are the bases; each base gets variants whose sample
-values are redrawn around the original (so content differs as it does between scrapes), and
+Real Go profiles (CPU, heap, goroutine) are the bases; each base gets variants whose samples
+are dropped or multiplied by a small integer (so content differs as it does between scrapes), and
 every stored profile gets its own ``time_nanos``, appended as a protobuf field to variant bytes
 that carry none (pprof refuses a time set twice), so no profile is re-encoded.
 """
@@ -58,9 +58,10 @@ def _variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tup
         raws = []
         for _ in range(per_base):
             v = base.samples.values
-            scale = rng.gamma(4.0, 0.25, size=(v.shape[0], 1))
-            keep = rng.random(v.shape[0]) < 0.9
-            base.samples.values = np.where(keep[:, None], np.maximum(np.rint(v * scale), 0), 0).astype(np.int64)
+            # An integer factor per sample keeps what real profiles keep between their types
+            # (cpu = samples x period, alloc_space = alloc_objects x size) while the content varies.
+            factor = rng.choice(4, size=(v.shape[0], 1), p=[0.1, 0.5, 0.3, 0.1])
+            base.samples.values = (v * factor).astype(np.int64)
             raws.append(to_message(base).SerializeToString())
             base.samples.values = v
         out.append((name, raws))

@@ -45,7 +45,9 @@ UntilParam = Annotated[str | None, Query(description="End, same formats as `from
 class IngestResponse(BaseModel):
     profile_ids: list[str] = Field(description="One id per stored series (one per sample type), as decimal strings.")
     series: list[str] = Field(description="Profile types written, one series each.")
-    samples: int = Field(description="Sample rows stored (after merging equal stacks and dropping zeros).")
+    samples: int = Field(
+        description="Sample rows stored: equal stacks merged, zeros dropped, a type proportional to another stored once."
+    )
     ts: int = Field(description="Profile timestamp used, unix nanoseconds.")
     duplicate: bool = Field(description="True when the same profile was already stored; nothing was written twice.")
 
