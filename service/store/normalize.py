@@ -339,6 +339,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
     samples, rollups = [], []
     for t in range(width):
         nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t) & (alias[owner, t] < 0))
+        nz = nz[np.lexsort((scaled[nz, t], owner[nz]))]  # by value within a profile: narrower bit-packing
         o = owner[nz]
         samples.append(
             pa.table(
@@ -353,6 +354,7 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
             )
         )
         rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t) & (alias[r_owner, t] < 0))
+        rnz = rnz[np.lexsort((cum[rnz, t], flat[rnz, t], r_owner[rnz]))]
         ro = r_owner[rnz]
         rollups.append(
             pa.table(
