@@ -110,14 +110,27 @@ class Writer:
     def _write(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> None:
         stored = self._stored_groups([p.meta.group_id for p, _ in batch])
         todo: list[tuple[Pending, Future[WriteResult]]] = []
-        seen: set[int] = set()
+        leaders: dict[int, Future[WriteResult]] = {}
+        followers: list[tuple[Future[WriteResult], Future[WriteResult]]] = []
         for p, fut in batch:
             g = p.meta.group_id
-            if g in stored or g in seen:
+            if g in stored:
                 fut.set_result(WriteResult(None, duplicate=True))
+            elif g in leaders:  # the same profile twice in one batch: it shares the first one's fate
+                followers.append((leaders[g], fut))
             else:
-                seen.add(g)
+                leaders[g] = fut
                 todo.append((p, fut))
+        try:
+            self._store(todo)
+        finally:
+            for leader, fut in followers:
+                if leader.done() and leader.exception() is None:
+                    fut.set_result(WriteResult(None, duplicate=True))
+                elif leader.done():
+                    fut.set_exception(leader.exception())  # type: ignore[arg-type]
+
+    def _store(self, todo: list[tuple[Pending, Future[WriteResult]]]) -> None:
         if not todo:
             return
         decoded, errors = decode_batch([p.envelope for p, _ in todo])

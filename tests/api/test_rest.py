@@ -173,3 +173,29 @@ def test_concurrent_ingests_each_get_their_own_answer(server) -> None:  # type: 
         f"{server.url}/api/v1/profiles", params={"query": CPU + '{service_name="concurrent"}', "from": "0"}
     ).json()
     assert len(listed) == 16
+
+
+def test_the_same_profile_sent_many_times_at_once(server) -> None:  # type: ignore[no-untyped-def]
+    """Copies in one writer batch share the first one's fate: stored once, or refused alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    good = minimal()
+    good.time_nanos = 1_650_000_000_000_000_000
+    bad = minimal()
+    bad.sample[1].value.append(9)
+
+    def send(body: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/api/v1/ingest", params={"labels": '{service_name="copies"}'}, content=body, timeout=30
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        goods = list(pool.map(send, [good.SerializeToString()] * 8))
+        bads = list(pool.map(send, [bad.SerializeToString()] * 8))
+    assert [r.status_code for r in goods] == [200] * 8
+    assert sorted(r.json()["duplicate"] for r in goods) == [False] + [True] * 7
+    assert len({tuple(r.json()["profile_ids"]) for r in goods}) == 1
+    assert [r.status_code for r in bads] == [400] * 8
+    assert {r.json()["error"] for r in bads} == {"malformed profile: mismatch: sample has 3 values vs. 2 types"}
