@@ -357,10 +357,3 @@ class Profile:
     def totals(self) -> I64:
         """Sum of each sample type over all samples (what ``go tool pprof -raw`` adds up)."""
         return self.samples.values.sum(axis=0, dtype=np.int64)
-
-    def default_type_index(self) -> int:
-        """Index of the default sample type: the named one, else the last (pprof's rule)."""
-        for i, st in enumerate(self.sample_types):
-            if st.type == self.default_sample_type:
-                return i
-        return len(self.sample_types) - 1
