@@ -5,16 +5,17 @@ Three stages, each with its own error prefix as pprof words them: gunzip
 validation ("malformed profile: …"). Compression is sniffed from the gzip magic, never from a
 file name: several real profiles named ``.pb.gz`` are raw protobuf.
 
-upb parses the envelope; the repeated all-varint messages (samples, locations, functions,
-mappings) are decoded column-wise by :mod:`service.pprof.wire`. When their encoding is
-unusual, upb decodes them too (the slow, exact path), which also words real corruption.
+upb parses the envelope (header, string table); the repeated messages (samples, locations,
+functions, mappings) are decoded into columns by :mod:`service.pprof.wire`, compiled code that
+runs in the caller's thread without the GIL. When their encoding is unusual, upb decodes them
+too (the slow, exact path), which also words real corruption.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,6 @@ __all__ = ["DecodeLimits", "Envelope", "decode", "decode_batch", "decompress", "
 GZIP_MAGIC = b"\x1f\x8b"
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-_CHUNK = 8 << 20  # bytes of messages decoded per numpy pass: bounds temporary memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,7 @@ class Envelope:
     view: pb.ProfileView
     header: Header
     strings: list[str]
+    columns: wire.Columns | None  # None: unusual encoding, decoded by upb
 
 
 def envelope(raw: bytes) -> Envelope:
@@ -134,7 +135,11 @@ def envelope(raw: bytes) -> Envelope:
         default_sample_type=s(view.default_sample_type, "default_sample_type"),
         doc_url=s(view.doc_url, "doc_url"),
     )
-    return Envelope(raw, view, header, strings)
+    try:
+        cols: wire.Columns | None = wire.columns(raw)
+    except wire.Unsupported:
+        cols = None
+    return Envelope(raw, view, header, strings, cols)
 
 
 def decode(data: bytes, limits: DecodeLimits | None = None) -> Profile:
@@ -212,8 +217,11 @@ def _strings(raw: list[bytes]) -> list[str]:
         raise MalformedProfile("string_table is empty; string_table[0] must be ''")
     if raw[0] != b"":
         raise MalformedProfile("string_table[0] must be ''")
+    joined = b"\x00".join(raw)
+    if joined.count(b"\x00") != len(raw) - 1:  # some string holds a NUL itself: split would cut it
+        return _each(raw)
     try:
-        return b"\x00".join(raw).decode("utf-8").split("\x00") if not any(b"\x00" in s for s in raw) else _each(raw)
+        return joined.decode("utf-8").split("\x00")
     except UnicodeDecodeError:
         return _each(raw)
 
@@ -223,122 +231,95 @@ def _each(raw: list[bytes]) -> list[str]:
     return [s.decode("utf-8", "replace") for s in raw]
 
 
-def _chunks(blobs: list[bytes]) -> list[list[bytes]]:
-    """Consecutive runs of ``blobs`` of about ``_CHUNK`` bytes each."""
-    if not blobs:
-        return [[]]
-    ends = np.cumsum(np.fromiter(map(len, blobs), np.int64, count=len(blobs)))
-    cuts = np.searchsorted(ends, np.arange(_CHUNK, int(ends[-1]), _CHUNK), side="right")
-    bounds = [0, *np.unique(cuts[(cuts > 0) & (cuts < len(blobs))]).tolist(), len(blobs)]
-    return [blobs[a:b] for a, b in pairwise(bounds)]
+def _i(column: I64) -> I64:
+    return np.ascontiguousarray(column)
 
 
-def _i(values: U64) -> I64:
-    return values.view(np.int64)
+def _u(column: I64) -> U64:
+    return np.ascontiguousarray(column).view(np.uint64)
 
 
 def _fast(envs: list[Envelope]) -> ProfileBatch:
-    """Scan the repeated messages of all envelopes together, chunk by chunk."""
+    """Concatenate the envelopes' columns into one batch, with string codes in batch numbering."""
+    cols: list[wire.Columns] = []
+    for e in envs:
+        if e.columns is None:
+            raise wire.Unsupported("decoded by upb")
+        cols.append(e.columns)
     string_base = bases([len(e.strings) for e in envs])
-    views = [e.view for e in envs]
-    sample_counts = [len(v.sample) for v in views]
+    sb = string_base[:-1]
+    sample_counts = [c.sample_locations.size for c in cols]
     sample_base = bases(sample_counts)
     width = max((len(e.header.sample_types) for e in envs), default=0)
     types = np.repeat(np.array([len(e.header.sample_types) for e in envs], np.int64), sample_counts)
-    sb_per_sample = np.repeat(string_base[:-1], sample_counts)
-
-    offsets, locs, vals, counts = [np.zeros(1, np.int64)], [], [], []
-    lab: list[list[I64]] = [[], [], [], [], []]
-    done = 0
-    for chunk in _chunks([b for v in views for b in v.sample]):
-        f = wire.scan(chunk)
-        loc_ids, loc_off = f.repeated(1)
-        raw_values, val_off = f.repeated(2)
-        offsets.append(loc_off[1:] + offsets[-1][-1])
-        locs.append(loc_ids)
-        vals.append(_i(raw_values))
-        counts.append(np.diff(val_off))
-        labels, owner = f.sub(3)
-        owner = owner + done
-        lab[0].append(owner)
-        base = sb_per_sample[owner]
-        key, strc, num, unit = (_i(labels.scalar(k)) for k in (1, 2, 3, 4))
-        lab[1].append(key + base)
-        lab[2].append(np.where(strc != 0, strc + base, 0))
-        lab[3].append(num)
-        lab[4].append(unit + base)
-        done += f.count
-    value_counts = np.concatenate(counts)
-    flat_values = np.concatenate(vals)
+    value_counts = _cat([c.sample_values for c in cols], np.int64)
+    flat_values = _cat([c.values for c in cols], np.int64)
+    done = int(sample_base[-1])
     values = np.zeros((done, width), np.int64)
     if (value_counts == types).all():
-        cols = np.arange(flat_values.size) - np.repeat(np.cumsum(value_counts) - value_counts, value_counts)
-        values[np.repeat(np.arange(done), value_counts), cols] = flat_values
-    mappings = _fast_mappings([b for v in views for b in v.mapping])
-    functions = _fast_functions([b for v in views for b in v.function])
-    mapping_base = bases([len(v.mapping) for v in views])
-    function_base = bases([len(v.function) for v in views])
-    m_sb = np.repeat(string_base[:-1], np.diff(mapping_base))
-    f_sb = np.repeat(string_base[:-1], np.diff(function_base))
-    mappings.filename += m_sb
-    mappings.build_id += m_sb
-    functions.name += f_sb
-    functions.system_name += f_sb
-    functions.filename += f_sb
+        col = np.arange(flat_values.size) - np.repeat(np.cumsum(value_counts) - value_counts, value_counts)
+        values[np.repeat(np.arange(done), value_counts), col] = flat_values
+    offsets = bases(_cat([c.sample_locations for c in cols], np.int64))
+
+    def rows(name: str, width: int) -> tuple[I64, I64, I64]:
+        """All profiles' rows of one packed output, the base per profile, and each row's string base."""
+        parts = [getattr(c, name) for c in cols]
+        base = bases([p.shape[0] for p in parts])
+        table = np.concatenate(parts) if parts else np.zeros((0, width), np.int64)
+        return table, base, np.repeat(sb, np.diff(base))
+
+    lab, label_base, lab_sb = rows("labels", wire.LABEL_W)
+    owner = _i(lab[:, 0]) + np.repeat(sample_base[:-1], np.diff(label_base))
+    strc = _i(lab[:, 2])
+    m, mapping_base, m_sb = rows("mappings", wire.MAPPING_W)
+    f, function_base, f_sb = rows("functions", wire.FUNCTION_W)
+    loc, location_base, _ = rows("locations", wire.LOCATION_W)
+    lines = _cat([c.lines for c in cols], np.int64).reshape(-1, wire.LINE_W)
     return ProfileBatch(
         headers=[e.header for e in envs],
         value_counts=value_counts,
         strings=[x for e in envs for x in e.strings],
         string_base=string_base,
         sample_base=sample_base,
-        offsets=np.concatenate(offsets),
-        location_ids=np.concatenate(locs).astype(np.uint64) if locs else np.zeros(0, np.uint64),
+        offsets=offsets,
+        location_ids=_cat([c.location_ids for c in cols], np.uint64),
         values=values,
-        label_owner=np.concatenate(lab[0]) if lab[0] else np.zeros(0, np.int64),
-        label_key=np.concatenate(lab[1]) if lab[1] else np.zeros(0, np.int64),
-        label_str=np.concatenate(lab[2]) if lab[2] else np.zeros(0, np.int64),
-        label_num=np.concatenate(lab[3]) if lab[3] else np.zeros(0, np.int64),
-        label_unit=np.concatenate(lab[4]) if lab[4] else np.zeros(0, np.int64),
+        label_owner=owner,
+        label_key=_i(lab[:, 1]) + lab_sb,
+        label_str=np.where(strc != 0, strc + lab_sb, 0),
+        label_num=_i(lab[:, 3]),
+        label_unit=_i(lab[:, 4]) + lab_sb,
         mapping_base=mapping_base,
-        mappings=mappings,
+        mappings=Mappings(
+            _u(m[:, 0]),
+            _u(m[:, 1]),
+            _u(m[:, 2]),
+            _u(m[:, 3]),
+            _i(m[:, 4]) + m_sb,
+            _i(m[:, 5]) + m_sb,
+            m[:, 6:10] != 0,
+        ),
         function_base=function_base,
-        functions=functions,
-        location_base=bases([len(v.location) for v in views]),
-        locations=_fast_locations([b for v in views for b in v.location]),
+        functions=Functions(
+            _u(f[:, 0]),
+            _i(f[:, 1]) + f_sb,
+            _i(f[:, 2]) + f_sb,
+            _i(f[:, 3]) + f_sb,
+            _i(f[:, 4]),
+        ),
+        location_base=location_base,
+        locations=Locations(
+            _u(loc[:, 0]),
+            _u(loc[:, 1]),
+            _u(loc[:, 2]),
+            loc[:, 3] != 0,
+            bases(loc[:, 4]),
+            _u(lines[:, 0]),
+            _i(lines[:, 1]),
+            _i(lines[:, 2]),
+        ),
     )
 
 
-def _fast_mappings(blobs: list[bytes]) -> Mappings:
-    f = wire.scan(blobs)
-    return Mappings(
-        f.scalar(1),
-        f.scalar(2),
-        f.scalar(3),
-        f.scalar(4),
-        _i(f.scalar(5)),
-        _i(f.scalar(6)),
-        np.stack([f.scalar(n) != 0 for n in (7, 8, 9, 10)], axis=1).reshape(-1, 4),
-    )
-
-
-def _fast_functions(blobs: list[bytes]) -> Functions:
-    f = wire.scan(blobs)
-    return Functions(f.scalar(1), _i(f.scalar(2)), _i(f.scalar(3)), _i(f.scalar(4)), _i(f.scalar(5)))
-
-
-def _fast_locations(blobs: list[bytes]) -> Locations:
-    f = wire.scan(blobs)
-    lines, owner = f.sub(4)
-    per = np.bincount(owner, minlength=f.count).astype(np.int64)
-    offsets = np.zeros(f.count + 1, np.int64)
-    np.cumsum(per, out=offsets[1:])
-    return Locations(
-        f.scalar(1),
-        f.scalar(2),
-        f.scalar(3),
-        f.scalar(5) != 0,
-        offsets,
-        lines.scalar(1),
-        _i(lines.scalar(2)),
-        _i(lines.scalar(3)),
-    )
+def _cat(parts: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)

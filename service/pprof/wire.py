@@ -1,191 +1,317 @@
-"""Column-wise protobuf decoding of pprof's all-varint messages, in numpy.
+"""Column-wise decoding of a pprof message's repeated fields, compiled with numba.
 
-Samples, locations, functions and mappings (and the labels and lines nested in them) contain
-only varints: field tags, lengths, packed varints and sub-messages of varints. So a run of such
-messages, concatenated, is one long sequence of varints, which numpy can split and decode at
-once. What stays sequential — which varint is a tag, which a length — is walked in lock-step:
-every message advances one field per step, so the Python loop runs once per field position
-(a handful), never once per message. This is what lets ingest run near the speed of upb's
-own parse instead of paying ~1 µs per sample to touch upb objects from Python
-(research/dependencies.md §3).
+upb parses a profile in C, but reading its samples, locations, functions and mappings back
+from Python costs about 1 µs per element (research/dependencies.md §3), several times the
+parse itself. So upb handles the envelope (header and string table) and this module walks the
+same bytes once more in machine code, writing every repeated message straight into columns:
+one pass counts (reading tags and lengths, not values), one pass fills. It runs without the GIL, so callers decode in parallel
+threads while the writer thread commits.
 
-Anything unexpected (another wire type, a length that cuts a varint, a field repeated past
-``MAX_FIELDS``) raises :class:`Unsupported`; the caller then decodes with upb, which is exact
-and produces pprof's error for real corruption.
+Only plain encodings are read here: varint and length-delimited fields, repeated scalars packed
+or not, last occurrence of a singular field wins, unknown fields skipped. Anything else
+(groups, a singular field with the wrong wire type, a length past its message, a varint longer
+than ten bytes) sets a non-zero status; the caller then decodes with upb, which is exact and
+words real corruption as pprof does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
-__all__ = ["Fields", "Unsupported", "expand", "scan"]
+__all__ = ["Columns", "Unsupported", "columns"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+F = TypeVar("F", bound=Callable[..., Any])
 
-MAX_FIELDS = 512  # field occurrences per message handled in lock-step; more goes to upb
+# Row widths of the packed outputs.
+LABEL_W = 5  # sample index, key, str, num, num_unit
+MAPPING_W = 10  # id, memory_start, memory_limit, file_offset, filename, build_id, has_* x4
+FUNCTION_W = 5  # id, name, system_name, filename, start_line
+LOCATION_W = 5  # id, mapping_id, address, is_folded, number of lines
+LINE_W = 3  # function_id, line, column
 
 
 class Unsupported(Exception):
-    """The bytes are not plain varint messages; decode them another way."""
+    """The bytes are not in the plain encoding this module reads; decode them another way."""
 
 
-def expand(starts: I64, counts: I64) -> I64:
-    """Concatenate ``range(starts[i], starts[i] + counts[i])``, without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    seg = np.repeat(np.arange(counts.size), counts)
-    first = np.cumsum(counts) - counts
-    return np.asarray(starts[seg] + (np.arange(total) - first[seg]), np.int64)
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The repeated messages of one profile, as columns (row order = wire order)."""
+
+    sample_locations: I64  # per sample: how many location ids
+    sample_values: I64  # per sample: how many values
+    location_ids: U64
+    values: I64
+    # Packed rows of raw varints as int64 (unsigned fields: view as uint64).
+    labels: I64  # (n, LABEL_W)
+    mappings: I64  # (n, MAPPING_W)
+    functions: I64  # (n, FUNCTION_W)
+    locations: I64  # (n, LOCATION_W)
+    lines: I64  # (n, LINE_W)
 
 
-@dataclass(slots=True)
-class _Varints:
-    values: U64  # decoded value of each varint
-    start: I64  # first byte of each varint
-    end: I64  # one past its last byte
-    nbytes: int
+def columns(raw: bytes) -> Columns:
+    """Decode the samples, mappings, locations and functions of serialized ``Profile`` bytes."""
+    buf = np.frombuffer(raw, np.uint8)
+    counts = np.zeros(8, np.int64)
+    status = _walk(buf, counts, *_outputs(np.zeros(8, np.int64)), False)
+    if status:
+        raise Unsupported(_REASONS.get(status, "unreadable field"))
+    out = _outputs(counts)
+    status = _walk(buf, np.zeros(8, np.int64), *out, True)
+    if status:  # what counting does not read: the fields inside labels, lines, mappings, functions
+        raise Unsupported(_REASONS.get(status, "unreadable field"))
+    meta, loc_ids, values, labels, mappings, functions, locations, lines = out
+    return Columns(
+        meta[:, 0], meta[:, 1], loc_ids.view(np.uint64), values, labels, mappings, functions, locations, lines
+    )
 
-    def at(self, byte: I64) -> I64:
-        """Index of the varint starting at each byte offset (the count at the end); -1 inside a varint."""
-        n = self.start.size
-        i = np.searchsorted(self.start, byte)
-        hit = self.start[np.minimum(i, max(n - 1, 0))] == byte if n else np.zeros(byte.size, bool)
-        return np.where(byte == self.nbytes, n, np.where(hit & (i < n), i, -1))
+
+_REASONS = {
+    1: "truncated or overlong varint",
+    2: "length beyond the enclosing message",
+    3: "unsupported wire type (group or reserved)",
+    4: "field number 0",
+    5: "singular field with an unexpected wire type",
+}
 
 
-def _varints(buf: npt.NDArray[np.uint8]) -> _Varints:
-    """Split ``buf`` into varints and decode them, one pass per byte position (at most 10)."""
-    n = buf.size
-    last = np.flatnonzero(buf < 0x80)
-    if n and (last.size == 0 or last[-1] != n - 1):
-        raise Unsupported("bytes end inside a varint")
-    start = np.empty(last.size, np.int64)
-    if last.size:
-        start[0] = 0
-        start[1:] = last[:-1] + 1
-    length = last - start + 1
-    if length.size and int(length.max()) > 10:
-        raise Unsupported("varint longer than 10 bytes")
-    values = buf[start].astype(np.uint64)
-    values &= np.uint64(0x7F)
-    longer = np.flatnonzero(length > 1)
-    k = 1
-    while longer.size:
-        values[longer] |= (buf[start[longer] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+def _outputs(c: I64) -> tuple[I64, I64, I64, I64, I64, I64, I64, I64]:
+    return (
+        np.zeros((c[0], 2), np.int64),
+        np.zeros(c[1], np.int64),
+        np.zeros(c[2], np.int64),
+        np.zeros((c[3], LABEL_W), np.int64),
+        np.zeros((c[4], MAPPING_W), np.int64),
+        np.zeros((c[5], FUNCTION_W), np.int64),
+        np.zeros((c[6], LOCATION_W), np.int64),
+        np.zeros((c[7], LINE_W), np.int64),
+    )
+
+
+def _jit(f: F) -> F:
+    """Compile ``f`` to machine code (cached on disk next to this module), releasing the GIL."""
+    return cast(F, njit(cache=True, nogil=True)(f))
+
+
+# Each helper returns the new position, or a negative status. Positions are int64 throughout.
+
+
+@_jit
+def _varint(buf, pos, end):  # type: ignore[no-untyped-def]
+    # int64 arithmetic only: numba turns mixed uint64/int64 expressions into float64. The bits
+    # are the same; callers reinterpret as uint64 where the field is unsigned. The length check
+    # sits after the loop: a bound inside it stops LLVM from optimizing the loop (3x slower).
+    result = np.int64(0)
+    shift = np.int64(0)
+    start = pos
+    while pos < end:
+        b = np.int64(buf[pos])
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            if pos - start > 10:
+                break
+            return result, pos
+        shift += 7
+    return np.int64(0), np.int64(-1)
+
+
+@_jit
+def _length(buf, pos, end):  # type: ignore[no-untyped-def]
+    """The end of a length-delimited payload starting at ``pos`` (its length varint), and its start."""
+    n, pos = _varint(buf, pos, end)
+    if pos < 0:
+        return np.int64(-1), pos
+    if n < 0 or n > end - pos:
+        return np.int64(-2), pos
+    return pos + np.int64(n), pos
+
+
+@_jit
+def _skip(buf, pos, end, wt):  # type: ignore[no-untyped-def]
+    if wt == 0:
+        _, pos = _varint(buf, pos, end)
+        return pos
+    if wt == 2:
+        stop, _ = _length(buf, pos, end)
+        return stop
+    if wt == 1 or wt == 5:
+        pos += 8 if wt == 1 else 4
+        return pos if pos <= end else np.int64(-2)
+    return np.int64(-3)
+
+
+@_jit
+def _scalar(buf, pos, end, wt):  # type: ignore[no-untyped-def]
+    """A singular varint field's value; wire type must be 0."""
+    if wt != 0:
+        return np.int64(0), np.int64(-5)
+    return _varint(buf, pos, end)
+
+
+@_jit
+def _repeated(buf, pos, end, wt, out, at, fill):  # type: ignore[no-untyped-def]
+    """A repeated varint field, packed (wt 2) or not (wt 0): appends at ``out[at:]``; returns (pos, count)."""
+    if wt == 0:
+        v, pos = _varint(buf, pos, end)
+        if pos >= 0 and fill:
+            out[at] = v
+        return pos, np.int64(1)
+    if wt != 2:
+        return np.int64(-5), np.int64(0)
+    stop, pos = _length(buf, pos, end)
+    if stop < 0:
+        return stop, np.int64(0)
+    k = np.int64(0)
+    if not fill:  # counting: one varint ends at each byte below 0x80, and the last byte must end one
+        if stop > pos and buf[stop - 1] >= 0x80:
+            return np.int64(-1), np.int64(0)
+        for i in range(pos, stop):
+            k += buf[i] < 0x80
+        return stop, k
+    while pos < stop:
+        v, pos = _varint(buf, pos, stop)
+        if pos < 0:
+            return pos, np.int64(0)
+        out[at + k] = v
         k += 1
-        longer = longer[length[longer] > k]
-    return _Varints(values, start, last + 1, n)
+    return stop, k
 
 
-@dataclass(slots=True)
-class Fields:
-    """Every field occurrence of every message, ordered by message then position.
-
-    For a varint field ``[v0, v1)`` is the one varint; for a length-delimited field it is the
-    varints inside it (packed values, or a sub-message's tokens) and ``[b0, b1)`` its bytes.
-    """
-
-    buf: npt.NDArray[np.uint8]
-    varints: _Varints
-    msg: I64
-    field: I64
-    wire: I64
-    v0: I64
-    v1: I64
-    b0: I64
-    b1: I64
-    count: int  # number of messages
-
-    def repeated(self, number: int) -> tuple[U64, I64]:
-        """Values of a repeated scalar field (packed or not) and per-message offsets."""
-        sel = self.field == number
-        n = self.v1[sel] - self.v0[sel]
-        values = self.varints.values[expand(self.v0[sel], n)]
-        per_msg = np.bincount(self.msg[sel], weights=n, minlength=self.count).astype(np.int64)
-        offsets = np.zeros(self.count + 1, np.int64)
-        np.cumsum(per_msg, out=offsets[1:])
-        return values, offsets
-
-    def scalar(self, number: int, default: int = 0) -> U64:
-        """A singular scalar field per message; the last occurrence wins, as protobuf says."""
-        out = np.full(self.count, default, np.uint64)
-        sel = np.flatnonzero((self.field == number) & (self.wire == 0))
-        out[self.msg[sel]] = self.varints.values[self.v0[sel]]  # later occurrences overwrite earlier ones
-        return out
-
-    def sub(self, number: int) -> tuple[Fields, I64]:
-        """The sub-messages in field ``number`` (scanned) and the parent message of each."""
-        sel = np.flatnonzero((self.field == number) & (self.wire == 2))
-        return _walk(self.buf, self.varints, self.b0[sel], self.b1[sel]), self.msg[sel]
+@_jit
+def _fields(buf, pos, end, out, row, nfields, fill):  # type: ignore[no-untyped-def]
+    """A message of singular varint fields 1..nfields into ``out[row]``; other fields skipped."""
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        if pos < 0:
+            return pos
+        f = tag >> 3
+        wt = tag & 7
+        if f == 0:
+            return np.int64(-4)
+        if f >= 1 and f <= nfields:
+            v, pos = _scalar(buf, pos, end, wt)
+            if pos >= 0 and fill:
+                out[row, f - 1] = v
+        else:
+            pos = _skip(buf, pos, end, wt)
+        if pos < 0:
+            return pos
+    return pos
 
 
-def scan(blobs: list[bytes]) -> Fields:
-    """Decode the field structure of ``blobs``, each one serialized all-varint message."""
-    lengths = np.fromiter(map(len, blobs), np.int64, count=len(blobs))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    buf = np.frombuffer(b"".join(blobs), np.uint8)
-    return _walk(buf, _varints(buf), starts, ends)
-
-
-def _walk(buf: npt.NDArray[np.uint8], vs: _Varints, starts: I64, ends: I64) -> Fields:
-    count = starts.size
-    nv = vs.values.size
-    cur = starts.copy()  # byte offset of each message's next field
-    cur_v = vs.at(starts)  # and the index of the varint there
-    active = np.flatnonzero(cur < ends)
-    parts: list[tuple[I64, ...]] = []
-    steps = 0
-    while active.size:
-        steps += 1
-        if steps > MAX_FIELDS:
-            raise Unsupported(f"more than {MAX_FIELDS} fields in one message")
-        end = ends[active]
-        tag_v = cur_v[active]
-        if (tag_v < 0).any():
-            raise Unsupported("field does not start on a varint")
-        pay_v = tag_v + 1
-        if (pay_v >= nv).any() or (vs.start[np.minimum(pay_v, nv - 1)] >= end).any():
-            raise Unsupported("field without a value")
-        tag = vs.values[tag_v]
-        wire = (tag & np.uint64(7)).astype(np.int64)
-        field = (tag >> np.uint64(3)).astype(np.int64)
-        is2 = wire == 2
-        if not np.all(is2 | (wire == 0)) or (field == 0).any():
-            raise Unsupported("wire type other than varint or length-delimited")
-        pay_end = vs.end[pay_v]
-        length = np.where(is2, vs.values[pay_v], np.uint64(0))
-        if (length > np.uint64(1 << 40)).any():
-            raise Unsupported("implausible length")
-        b1 = np.where(is2, pay_end + length.astype(np.int64), pay_end)
-        if (b1 > end).any():
-            raise Unsupported("length beyond the message")
-        b0 = np.where(is2, pay_end, vs.start[pay_v])
-        v1 = pay_v + 1
-        sel = np.flatnonzero(is2)
-        if sel.size:
-            v1[sel] = vs.at(b1[sel])
-        if (v1 < 0).any():
-            raise Unsupported("length cuts a varint")
-        v0 = np.where(is2, pay_v + 1, pay_v)
-        parts.append((active, field, wire, v0, v1, b0, b1, np.full(active.size, steps - 1)))
-        cur[active] = b1
-        cur_v[active] = v1
-        active = active[b1 < end]
-    if not parts:
-        z = np.zeros(0, np.int64)
-        return Fields(buf, vs, z, z, z, z, z, z, z, count)
-    cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
-    # Order by message, then field position: the k-th field of message m goes to first[m] + k.
-    first = np.zeros(count + 1, np.int64)
-    np.cumsum(np.bincount(cols[0], minlength=count), out=first[1:])
-    pos = first[cols[0]] + cols[7]
-    out = [np.empty_like(c) for c in cols[:7]]
-    for o, c in zip(out, cols[:7], strict=True):
-        o[pos] = c
-    return Fields(buf, vs, out[0], out[1], out[2], out[3], out[4], out[5], out[6], count)
+@_jit
+def _walk(buf, c, meta, loc_ids, values, labels, mappings, functions, locations, lines, fill):  # type: ignore[no-untyped-def]
+    """Walk a Profile; ``c`` counts rows per output. Without ``fill`` it only counts."""
+    end = np.int64(buf.size)
+    pos = np.int64(0)
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        if pos < 0:
+            return -pos
+        f = tag >> 3
+        wt = tag & 7
+        if f == 0:
+            return 4
+        if f < 2 or f > 5:
+            pos = _skip(buf, pos, end, wt)
+            if pos < 0:
+                return -pos
+            continue
+        if wt != 2:
+            return 5
+        stop, pos = _length(buf, pos, end)
+        if stop < 0:
+            return -stop
+        if f == 2:  # Sample: 1 location_id, 2 value, 3 label
+            s = c[0]
+            nl = np.int64(0)
+            nv = np.int64(0)
+            while pos < stop:
+                tag, pos = _varint(buf, pos, stop)
+                if pos < 0:
+                    return -pos
+                sf = tag >> 3
+                swt = tag & 7
+                if sf == 1:
+                    pos, k = _repeated(buf, pos, stop, swt, loc_ids, c[1] + nl, fill)
+                    nl += k
+                elif sf == 2:
+                    pos, k = _repeated(buf, pos, stop, swt, values, c[2] + nv, fill)
+                    nv += k
+                elif sf == 3:
+                    if swt != 2:
+                        return 5
+                    lstop, pos = _length(buf, pos, stop)
+                    if lstop < 0:
+                        return -lstop
+                    if fill:
+                        labels[c[3], 0] = s
+                        pos = _fields(buf, pos, lstop, labels[:, 1:], c[3], 4, fill)
+                    else:
+                        pos = lstop
+                    c[3] += 1
+                elif sf == 0:
+                    return 4
+                else:
+                    pos = _skip(buf, pos, stop, swt)
+                if pos < 0:
+                    return -pos
+            if fill:
+                meta[s, 0] = nl
+                meta[s, 1] = nv
+            c[0] += 1
+            c[1] += nl
+            c[2] += nv
+        elif f == 3:  # Mapping
+            if fill:
+                pos = _fields(buf, pos, stop, mappings, c[4], MAPPING_W, fill)
+            c[4] += 1
+        elif f == 5:  # Function
+            if fill:
+                pos = _fields(buf, pos, stop, functions, c[5], FUNCTION_W, fill)
+            c[5] += 1
+        else:  # Location: 1 id, 2 mapping_id, 3 address, 4 line, 5 is_folded
+            row = c[6]
+            n_lines = np.int64(0)
+            while pos < stop:
+                tag, pos = _varint(buf, pos, stop)
+                if pos < 0:
+                    return -pos
+                lf = tag >> 3
+                lwt = tag & 7
+                if lf == 4:
+                    if lwt != 2:
+                        return 5
+                    lstop, pos = _length(buf, pos, stop)
+                    if lstop < 0:
+                        return -lstop
+                    pos = _fields(buf, pos, lstop, lines, c[7], LINE_W, fill) if fill else lstop
+                    c[7] += 1
+                    n_lines += 1
+                elif lf == 1 or lf == 2 or lf == 3 or lf == 5:
+                    v, pos = _scalar(buf, pos, stop, lwt)
+                    if pos >= 0 and fill:
+                        locations[row, 3 if lf == 5 else lf - 1] = v
+                elif lf == 0:
+                    return 4
+                else:
+                    pos = _skip(buf, pos, stop, lwt)
+                if pos < 0:
+                    return -pos
+            if fill:
+                locations[row, 4] = n_lines
+            c[6] += 1
+        if pos < 0:
+            return -pos
+        pos = stop
+    return 0

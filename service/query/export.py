@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from service.pprof.batch import expand
 from service.pprof.merge import combine_headers
 from service.pprof.model import (
     Functions,
@@ -26,7 +27,6 @@ from service.pprof.model import (
     StringTable,
     ValueType,
 )
-from service.pprof.wire import expand
 from service.query.selector import Query
 from service.store.ids import ids_of_blobs
 from service.store.reads import ExportRows, SeriesRow, export_rows

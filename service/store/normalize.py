@@ -26,9 +26,8 @@ import pyarrow as pa
 
 from service.errors import InvalidRequest
 from service.hashing import hash_fields, hash_strings, mix, segment_hashes, set_hashes
-from service.pprof.batch import ProfileBatch
+from service.pprof.batch import ProfileBatch, expand
 from service.pprof.model import Header, Profile
-from service.pprof.wire import expand
 from service.store.ids import KnownIds, blob_ids
 from service.store.rollup import rollup
 from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES

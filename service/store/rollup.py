@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from service.pprof.wire import expand
+from service.pprof.batch import expand
 
 __all__ = ["rollup"]
 
