@@ -140,5 +140,5 @@ def test_unusual_encodings_go_to_upb(sample: bytes, reason: str) -> None:
     else:  # upb reads it (a group is skipped, for instance): the exact path decodes it
         assert len(parsed.sample) == 3
         assert envelope(raw).columns is None
-        with pytest.raises(ProfileError, match="sample has 0 values vs. 2 types"):
+        with pytest.raises(ProfileError, match=r"sample has 0 values vs\. 2 types"):
             parse(raw)  # the third sample has no values: pprof refuses it, and so do we
