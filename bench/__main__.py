@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=100)
     ap.add_argument("--scrapes", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=64, help="concurrent ingest clients (the writer batches them)")
+    ap.add_argument("--threads", type=int, default=256, help="concurrent ingest clients (the writer batches them)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="profstore-bench-"))
     out: list[str] = []

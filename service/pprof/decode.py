@@ -24,11 +24,11 @@ from google.protobuf.message import DecodeError
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileError, ProfileTooLarge
 from service.pprof import profile_pb2 as pb
 from service.pprof import wire
-from service.pprof.batch import ProfileBatch, bases
+from service.pprof.batch import ProfileBatch, Resolved, bases
 from service.pprof.encode import to_message
 from service.pprof.exact import decode_exact
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType
+from service.pprof.model import Header, Profile, ValueType
 from service.pprof.validate import invalid_profiles
 
 __all__ = ["DecodeLimits", "Envelope", "decode", "decode_batch", "decompress", "envelope", "is_gzip", "parse"]
@@ -235,10 +235,6 @@ def _i(column: I64) -> I64:
     return np.ascontiguousarray(column)
 
 
-def _u(column: I64) -> U64:
-    return np.ascontiguousarray(column).view(np.uint64)
-
-
 def _fast(envs: list[Envelope]) -> ProfileBatch:
     """Concatenate the envelopes' columns into one batch, with string codes in batch numbering."""
     cols: list[wire.Columns] = []
@@ -275,6 +271,20 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
     f, function_base, f_sb = rows("functions", wire.FUNCTION_W)
     loc, location_base, _ = rows("locations", wire.LOCATION_W)
     lines = _cat([c.lines for c in cols], np.int64).reshape(-1, wire.LINE_W)
+    mappings, functions, locations = wire.parts(m, f, loc, lines)
+    mappings.filename += m_sb
+    mappings.build_id += m_sb
+    functions.name += f_sb
+    functions.system_name += f_sb
+    functions.filename += f_sb
+
+    def refs(name: str, target_base: I64) -> I64:
+        """Per-profile row references moved to batch rows (-1 stays -1)."""
+        parts = [getattr(c, name) for c in cols]
+        rows = _cat(parts, np.int64)
+        base = np.repeat(target_base[:-1], [p.size for p in parts])
+        return np.where(rows >= 0, rows + base, -1)
+
     return ProfileBatch(
         headers=[e.header for e in envs],
         value_counts=value_counts,
@@ -290,33 +300,15 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
         label_num=_i(lab[:, 3]),
         label_unit=_i(lab[:, 4]) + lab_sb,
         mapping_base=mapping_base,
-        mappings=Mappings(
-            _u(m[:, 0]),
-            _u(m[:, 1]),
-            _u(m[:, 2]),
-            _u(m[:, 3]),
-            _i(m[:, 4]) + m_sb,
-            _i(m[:, 5]) + m_sb,
-            m[:, 6:10] != 0,
-        ),
+        mappings=mappings,
         function_base=function_base,
-        functions=Functions(
-            _u(f[:, 0]),
-            _i(f[:, 1]) + f_sb,
-            _i(f[:, 2]) + f_sb,
-            _i(f[:, 3]) + f_sb,
-            _i(f[:, 4]),
-        ),
+        functions=functions,
         location_base=location_base,
-        locations=Locations(
-            _u(loc[:, 0]),
-            _u(loc[:, 1]),
-            _u(loc[:, 2]),
-            loc[:, 3] != 0,
-            bases(loc[:, 4]),
-            _u(lines[:, 0]),
-            _i(lines[:, 1]),
-            _i(lines[:, 2]),
+        locations=locations,
+        resolved=Resolved(
+            refs("sample_location", location_base),
+            refs("line_function", function_base),
+            refs("location_mapping", mapping_base),
         ),
     )
 

@@ -16,19 +16,18 @@ words real corruption as pprof does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
-__all__ = ["Columns", "Unsupported", "columns"]
+from service.jit import jit
+from service.pprof.model import Functions, Locations, Mappings
+
+__all__ = ["Columns", "Unsupported", "columns", "parts", "rows_of"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Row widths of the packed outputs.
 LABEL_W = 5  # sample index, key, str, num, num_unit
@@ -56,6 +55,42 @@ class Columns:
     functions: I64  # (n, FUNCTION_W)
     locations: I64  # (n, LOCATION_W)
     lines: I64  # (n, LINE_W)
+    # References resolved to row indexes within the profile (-1: no such id).
+    sample_location: I64  # per location id of the samples
+    line_function: I64  # per line
+    location_mapping: I64  # per location (-1 also for mapping_id 0: unmapped)
+
+    def parts(self) -> tuple[Mappings, Functions, Locations]:
+        """The entity columns as the model's types (views, string codes of this profile)."""
+        return parts(self.mappings, self.functions, self.locations, self.lines)
+
+
+def parts(mappings: I64, functions: I64, locations: I64, lines: I64) -> tuple[Mappings, Functions, Locations]:
+    """Packed rows (one profile's or a batch's) as the model's column types."""
+    m, f, loc = mappings, functions, locations
+
+    def u(column: I64) -> U64:
+        return np.ascontiguousarray(column).view(np.uint64)
+
+    def i(column: I64) -> I64:
+        return np.ascontiguousarray(column)
+
+    line_offsets = np.zeros(loc.shape[0] + 1, np.int64)
+    np.cumsum(loc[:, 4], out=line_offsets[1:])
+    return (
+        Mappings(u(m[:, 0]), u(m[:, 1]), u(m[:, 2]), u(m[:, 3]), i(m[:, 4]), i(m[:, 5]), m[:, 6:10] != 0),
+        Functions(u(f[:, 0]), i(f[:, 1]), i(f[:, 2]), i(f[:, 3]), i(f[:, 4])),
+        Locations(
+            u(loc[:, 0]),
+            u(loc[:, 1]),
+            u(loc[:, 2]),
+            loc[:, 3] != 0,
+            line_offsets,
+            u(lines[:, 0]),
+            i(lines[:, 1]),
+            i(lines[:, 2]),
+        ),
+    )
 
 
 def columns(raw: bytes) -> Columns:
@@ -71,7 +106,18 @@ def columns(raw: bytes) -> Columns:
         raise Unsupported(_REASONS.get(status, "unreadable field"))
     meta, loc_ids, values, labels, mappings, functions, locations, lines = out
     return Columns(
-        meta[:, 0], meta[:, 1], loc_ids.view(np.uint64), values, labels, mappings, functions, locations, lines
+        meta[:, 0],
+        meta[:, 1],
+        loc_ids.view(np.uint64),
+        values,
+        labels,
+        mappings,
+        functions,
+        locations,
+        lines,
+        rows_of(locations[:, 0], loc_ids),
+        rows_of(functions[:, 0], lines[:, 0]),
+        rows_of(mappings[:, 0], locations[:, 1]),
     )
 
 
@@ -97,15 +143,10 @@ def _outputs(c: I64) -> tuple[I64, I64, I64, I64, I64, I64, I64, I64]:
     )
 
 
-def _jit(f: F) -> F:
-    """Compile ``f`` to machine code (cached on disk next to this module), releasing the GIL."""
-    return cast(F, njit(cache=True, nogil=True)(f))
-
-
 # Each helper returns the new position, or a negative status. Positions are int64 throughout.
 
 
-@_jit
+@jit
 def _varint(buf, pos, end):  # type: ignore[no-untyped-def]
     # int64 arithmetic only: numba turns mixed uint64/int64 expressions into float64. The bits
     # are the same; callers reinterpret as uint64 where the field is unsigned. The length check
@@ -125,7 +166,7 @@ def _varint(buf, pos, end):  # type: ignore[no-untyped-def]
     return np.int64(0), np.int64(-1)
 
 
-@_jit
+@jit
 def _length(buf, pos, end):  # type: ignore[no-untyped-def]
     """The end of a length-delimited payload starting at ``pos`` (its length varint), and its start."""
     n, pos = _varint(buf, pos, end)
@@ -136,7 +177,7 @@ def _length(buf, pos, end):  # type: ignore[no-untyped-def]
     return pos + np.int64(n), pos
 
 
-@_jit
+@jit
 def _skip(buf, pos, end, wt):  # type: ignore[no-untyped-def]
     if wt == 0:
         _, pos = _varint(buf, pos, end)
@@ -150,7 +191,7 @@ def _skip(buf, pos, end, wt):  # type: ignore[no-untyped-def]
     return np.int64(-3)
 
 
-@_jit
+@jit
 def _scalar(buf, pos, end, wt):  # type: ignore[no-untyped-def]
     """A singular varint field's value; wire type must be 0."""
     if wt != 0:
@@ -158,7 +199,7 @@ def _scalar(buf, pos, end, wt):  # type: ignore[no-untyped-def]
     return _varint(buf, pos, end)
 
 
-@_jit
+@jit
 def _repeated(buf, pos, end, wt, out, at, fill):  # type: ignore[no-untyped-def]
     """A repeated varint field, packed (wt 2) or not (wt 0): appends at ``out[at:]``; returns (pos, count)."""
     if wt == 0:
@@ -187,7 +228,7 @@ def _repeated(buf, pos, end, wt, out, at, fill):  # type: ignore[no-untyped-def]
     return stop, k
 
 
-@_jit
+@jit
 def _fields(buf, pos, end, out, row, nfields, fill):  # type: ignore[no-untyped-def]
     """A message of singular varint fields 1..nfields into ``out[row]``; other fields skipped."""
     while pos < end:
@@ -209,7 +250,7 @@ def _fields(buf, pos, end, out, row, nfields, fill):  # type: ignore[no-untyped-
     return pos
 
 
-@_jit
+@jit
 def _walk(buf, c, meta, loc_ids, values, labels, mappings, functions, locations, lines, fill):  # type: ignore[no-untyped-def]
     """Walk a Profile; ``c`` counts rows per output. Without ``fill`` it only counts."""
     end = np.int64(buf.size)
@@ -315,3 +356,31 @@ def _walk(buf, c, meta, loc_ids, values, labels, mappings, functions, locations,
             return -pos
         pos = stop
     return 0
+
+
+@jit
+def rows_of(def_ids, ref_ids):  # type: ignore[no-untyped-def]
+    """Row of each referenced id among ``def_ids`` (one profile's), -1 when absent.
+
+    Go numbers ids 1..n in order, so the row is arithmetic; other producers get a sorted lookup.
+    """
+    n = def_ids.size
+    out = np.full(ref_ids.size, -1, np.int64)
+    dense = True
+    for i in range(n):
+        if def_ids[i] != i + 1:
+            dense = False
+            break
+    if dense:
+        for j in range(ref_ids.size):
+            v = ref_ids[j]
+            if v >= 1 and v <= n:
+                out[j] = v - 1
+        return out
+    order = np.argsort(def_ids)
+    ids = def_ids[order]
+    for j in range(ref_ids.size):
+        k = np.searchsorted(ids, ref_ids[j])
+        if k < n and ids[k] == ref_ids[j]:
+            out[j] = order[k]
+    return out

@@ -1,14 +1,17 @@
 """The one ingest entry point: bytes in, a durable profile out.
 
 Pushes (REST, and later Pyroscope protocols) and the collector all call :meth:`Ingestor.ingest`.
-The caller's thread does what can fail fast and needs no lock — gunzip with size caps, the
-protobuf envelope, the name and time — so a bad request is answered at once; decoding,
-normalization and the append happen in the writer, batched with other profiles, and the call
-returns after the commit.
+The caller's thread does what can fail fast or runs without the GIL — gunzip with size caps,
+the protobuf envelope, the name and time, the compiled decoding of the columns and their
+content ids — so a bad request is answered at once and many requests decode in parallel;
+validation, normalization and the append happen in the writer, batched with other profiles,
+and the call returns after the commit.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,7 +20,7 @@ import xxhash
 from service.errors import InvalidRequest
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.store.db import Database
-from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
+from service.store.normalize import Meta, envelope_ids, infer_name, profile_ids_of, profile_types_of
 from service.store.writer import Pending
 from service.types import now_ns
 
@@ -37,6 +40,9 @@ class Ingestor:
     def __init__(self, db: Database, limits: DecodeLimits | None = None) -> None:
         self.db = db
         self.limits = limits or DecodeLimits()
+        # At most one decoding thread per core: more would only queue for the GIL in front of
+        # the writer thread, which is the one that must not wait.
+        self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
 
     def ingest(
         self,
@@ -48,16 +54,18 @@ class Ingestor:
         tenant: str = "",
         source: str = "push",
     ) -> IngestResult:
-        raw = decompress(data, self.limits)
-        env = envelope(raw)
-        h = env.header
-        if not h.sample_types:
-            raise InvalidRequest("profile has no sample types; nothing to store")
-        name = name or infer_name(h.sample_types, h.period_type)
-        types = [str(pt) for pt in profile_types_of(h, name)]
-        when = ts if ts is not None else (h.time_nanos or now_ns())
-        meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(raw), source)
-        result = self.db.writer.submit(Pending(env, meta)).result()
+        with self._decoding:
+            raw = decompress(data, self.limits)
+            env = envelope(raw)
+            h = env.header
+            if not h.sample_types:
+                raise InvalidRequest("profile has no sample types; nothing to store")
+            name = name or infer_name(h.sample_types, h.period_type)
+            types = [str(pt) for pt in profile_types_of(h, name)]
+            when = ts if ts is not None else (h.time_nanos or now_ns())
+            meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(raw), source)
+            pending = Pending(env, meta, envelope_ids(env))
+        result = self.db.writer.submit(pending).result()
         item = result.item
         return IngestResult(
             profile_ids=item.profile_ids if item else profile_ids_of(meta.group_id, len(types)),

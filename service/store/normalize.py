@@ -25,8 +25,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from service.errors import InvalidRequest
-from service.hashing import hash_fields, hash_strings, mix, segment_hashes, set_hashes
+from service.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
 from service.pprof.batch import ProfileBatch, expand
+from service.pprof.decode import Envelope
 from service.pprof.model import Header, Profile
 from service.store.ids import KnownIds, blob_ids
 from service.store.rollup import rollup
@@ -37,6 +38,8 @@ __all__ = [
     "Meta",
     "Normalized",
     "Rows",
+    "batch_ids",
+    "envelope_ids",
     "infer_name",
     "normalize",
     "normalize_batch",
@@ -47,7 +50,6 @@ __all__ = [
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-_KIND = {"mapping": 1, "function": 2, "location": 3, "line": 4, "label": 5}
 TABLES = (
     "series",
     "profiles",
@@ -181,7 +183,47 @@ def normalize(
     return normalize_batch(ProfileBatch.of([p]), [Meta(tenant, labels, name, ts, content_hash, source)], known)
 
 
-def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | None = None) -> Rows:
+def batch_ids(b: ProfileBatch) -> ContentIds:
+    """Content ids of a whole batch (when they were not computed per profile at ingest)."""
+    r = b.resolve()
+    return content_ids(
+        hash_strings(b.strings),
+        b.mappings,
+        b.functions,
+        b.locations,
+        location_mapping=r.location_mapping,
+        line_function=r.line_function,
+        offsets=b.offsets,
+        sample_location=r.sample_location,
+        labels=(b.label_owner, b.label_key, b.label_str, b.label_num, b.label_unit),
+    )
+
+
+def envelope_ids(env: Envelope) -> ContentIds | None:
+    """Content ids of one profile from its decoded columns; ``None`` when upb decodes it."""
+    c = env.columns
+    if c is None:
+        return None
+    mappings, functions, locations = c.parts()
+    offsets = np.zeros(c.sample_locations.size + 1, np.int64)
+    np.cumsum(c.sample_locations, out=offsets[1:])
+    lab = c.labels
+    return content_ids(
+        hash_strings(env.strings),
+        mappings,
+        functions,
+        locations,
+        location_mapping=c.location_mapping,
+        line_function=c.line_function,
+        offsets=offsets,
+        sample_location=c.sample_location,
+        labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
+    )
+
+
+def normalize_batch(
+    b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | None = None, ids: ContentIds | None = None
+) -> Rows:
     n = len(b)
     known = known or KnownIds(limit=0)
     ntypes = b.num_types()
@@ -196,42 +238,20 @@ def normalize_batch(b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | No
         groups.append(m.group_id)
     ts = np.array([m.ts for m in metas], np.int64)
 
-    # Symbol ids: strings hashed once, entities combined column-wise.
-    sh = hash_strings(b.strings)
+    # Content ids: computed per profile in the ingest threads, or here for the whole batch.
+    ids = ids or batch_ids(b)
     mp, fn, loc = b.mappings, b.functions, b.locations
     s_owner = b.sample_owner
-    flags = (mp.flags.astype(np.uint64) * np.array([1, 2, 4, 8], np.uint64)).sum(axis=1).astype(np.uint64)
-    map_h = mix(
-        np.full(len(mp), _KIND["mapping"]), mp.start, mp.limit, mp.offset, sh[mp.filename], sh[mp.build_id], flags
+    map_h, fn_h, line_fn, loc_map, loc_h = (
+        ids.mapping,
+        ids.function,
+        ids.line_function,
+        ids.location_mapping,
+        ids.location,
     )
-    fn_h = mix(np.full(len(fn), _KIND["function"]), sh[fn.name], sh[fn.system_name], sh[fn.filename], fn.start_line)
+    stack, sample_ls = ids.stack, ids.labelset
     r = b.resolve()
-    line_fn = fn_h[r.line_function]
-    line_h = mix(np.full(line_fn.size, _KIND["line"]), line_fn, loc.line_line, loc.line_column)
-    loc_map = (
-        np.where(r.location_mapping >= 0, map_h[np.maximum(r.location_mapping, 0)], 0).astype(np.uint64)
-        if map_h.size
-        else np.zeros(len(loc), np.uint64)
-    )
-    loc_h = mix(
-        np.full(len(loc), _KIND["location"]),
-        loc_map,
-        loc.address,
-        loc.is_folded,
-        segment_hashes(line_h, loc.line_offsets),
-    )
-
-    # Samples: stack and label-set id per sample; equal ones (within a profile) summed.
     elem = r.sample_location
-    stack = segment_hashes(loc_h[elem], b.offsets)
-    label_h = mix(
-        np.full(b.label_key.size, _KIND["label"]),
-        sh[b.label_key],
-        np.where(b.label_str != 0, sh[b.label_str], 0),
-        b.label_num,
-        sh[b.label_unit],
-    )
-    sample_ls = set_hashes(label_h, b.label_owner, s_owner.size)
     order, starts = _group(mix(s_owner, stack, sample_ls))
     values = np.add.reduceat(b.values[order], starts, axis=0) if starts.size else b.values[:0]
     rep = order[starts]

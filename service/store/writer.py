@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
+from service.hashing import ContentIds
 from service.pprof.batch import ProfileBatch
 from service.pprof.decode import Envelope, decode_batch
 from service.store.ids import KnownIds
@@ -47,6 +48,7 @@ _FACTS = ("profiles", "samples", "function_rollup")
 class Pending:
     envelope: Envelope
     meta: Meta
+    ids: ContentIds | None = None  # computed in the caller's thread when its columns were decoded there
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ class Writer:
         if not ok:
             return
         try:
-            self._commit(decoded, ok)
+            self._commit(decoded, ok, _ids([p for p, _ in todo], [p for p, _ in ok]))
         except Exception:
             if len(ok) == 1:
                 raise
@@ -155,13 +157,15 @@ class Writer:
                     one, errs = decode_batch([p.envelope])
                     if errs[0] is not None:
                         raise errs[0]
-                    self._commit(one, [(p, fut)])
+                    self._commit(one, [(p, fut)], p.ids)
                 except Exception as exc:
                     fut.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
 
-    def _commit(self, decoded: ProfileBatch, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
+    def _commit(
+        self, decoded: ProfileBatch, ok: list[tuple[Pending, Future[WriteResult]]], ids: ContentIds | None
+    ) -> None:
         con = self._con
-        rows = normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
+        rows = normalize_batch(decoded, [p.meta for p, _ in ok], self._known, ids)
         con.execute("BEGIN TRANSACTION")
         try:
             self._append(con, rows)
@@ -169,8 +173,8 @@ class Writer:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        for kind, ids in rows.new_ids.items():
-            self._known.add(kind, ids)
+        for kind, new in rows.new_ids.items():
+            self._known.add(kind, new)
         for (_, fut), item in zip(ok, rows.items, strict=True):
             fut.set_result(WriteResult(item, duplicate=False))
 
@@ -219,3 +223,14 @@ class Writer:
                 con.register("_b", t[name])
                 con.execute(f"INSERT INTO {name} SELECT * FROM _b")
                 con.unregister("_b")
+
+
+def _ids(todo: list[Pending], ok: list[Pending]) -> ContentIds | None:
+    """The stored profiles' per-profile content ids, if the batch's rows are theirs in order.
+
+    That holds when every profile of the batch was decoded from its columns (the compiled
+    path); a batch that fell back to upb is laid out by the exact decoder and hashed whole.
+    """
+    if any(p.ids is None for p in todo):
+        return None
+    return ContentIds.concat([p.ids for p in ok if p.ids is not None])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from service.hashing import ContentIds
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch
-from service.pprof.decode import parse
-from service.store.normalize import Meta, Rows, normalize, normalize_batch
+from service.pprof.decode import decode_batch, decompress, envelope, parse
+from service.pprof.exact import decode_exact
+from service.store.normalize import Meta, Rows, batch_ids, envelope_ids, normalize, normalize_batch
 
 
 def recursive_profile() -> pb.Profile:
@@ -149,3 +153,25 @@ def test_types_that_are_not_proportional_keep_their_rows(corpus) -> None:  # typ
     rows = normalize(p, tenant="t", labels={}, name=None, ts=1, content_hash=1, source="t")
     assert [r["alias_of"] for r in rows.tables["profiles"].to_pylist()] == [-1, -1, -1, -1]
     assert len(set(rows.tables["samples"]["series_id"].to_pylist())) == 4
+
+
+def test_ids_computed_per_profile_at_ingest_equal_the_batchs(corpus) -> None:  # type: ignore[no-untyped-def]
+    """Ingest threads hash each profile's columns; the writer hashes a batch that fell back to upb.
+
+    Both must give every entity the same id, or one profile would be stored twice over.
+    """
+    files = [
+        "go119__cpu_10s.pb.gz",
+        "go119__heap.pb.gz",
+        "pyro__go.cpu.labels.pb.gz",
+        "parca__profile-with-labels.pb.gz",
+    ]
+    envs = [envelope(decompress((corpus / f).read_bytes())) for f in files]
+    per_profile = ContentIds.concat([envelope_ids(e) for e in envs])  # type: ignore[misc]
+    fast, errors = decode_batch(envs)
+    assert errors == [None] * len(files)
+    exact = ProfileBatch.of([decode_exact(e.view, e.strings, e.raw) for e in envs])
+    for batch in (fast, exact):
+        ids = batch_ids(batch)
+        for field in ContentIds.__slots__:
+            assert np.array_equal(getattr(ids, field), getattr(per_profile, field)), field
