@@ -19,8 +19,7 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.run
 
 run: $(VENV)/.run
-	$(BIN)/profstore migrate --data-dir ./data
-	$(BIN)/profstore serve --data-dir ./data --listen 127.0.0.1:4040
+	sh deploy/run-local.sh $(BIN)
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q

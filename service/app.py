@@ -1,34 +1,96 @@
-"""The composition root: the one place that wires settings, storage, ingest and the HTTP API."""
+"""The composition root: the one place that wires settings, storage, ingest, the collector and the HTTP API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, ops, rest
-from service.config import Settings
+from service.api import errors, ops, rest, targets
+from service.collector.jobs import Collector
+from service.config import Settings, load_settings
+from service.errors import InvalidRequest
+from service.metrics import Metrics
 from service.store.db import Database
 from service.store.ingest import Ingestor
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; storage opens in the lifespan, so building it (e.g. for ``openapi``) touches no file."""
+
+def create_app(
+    settings: Settings | None = None, *, config_path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> FastAPI:
+    """Build the app; storage and the collector start in the lifespan, so building it touches no file.
+
+    ``config_path`` and ``overrides`` (the command-line flags) are what a reload reads again.
+    """
     settings = settings or Settings()
+    metrics = Metrics()
+
+    def observe_batch(seconds: float, profiles: int) -> None:
+        metrics.batch_seconds.observe(seconds)
+        metrics.batch_profiles.observe(profiles)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.data_dir, read_timeout_s=settings.query_timeout_s, max_batch=settings.write_batch_max)
+        db = Database(
+            settings.data_dir,
+            read_timeout_s=settings.query_timeout_s,
+            max_batch=settings.write_batch_max,
+            observe_batch=observe_batch,
+        )
+        metrics.watch(db.writer.depth, db.size_bytes)
+        ingestor = Ingestor(db, settings.decode_limits, metrics)
         app.state.db = db
-        app.state.ingestor = Ingestor(db, settings.decode_limits)
+        app.state.ingestor = ingestor
+
+        def sink(data: bytes, labels: Mapping[str, str], name: str) -> int:
+            return ingestor.ingest(data, labels=labels, name=name, source="scrape").samples
+
+        collector = Collector(sink, limits=settings.decode_limits, metrics=metrics)
+        app.state.collector = collector
+        base_dir = config_path.parent if config_path else Path(".")
+
+        async def reload() -> int:
+            if config_path is None:
+                raise InvalidRequest("profstore was started without --config; there is no file to reload")
+            new = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: load_settings(config_path, **dict(overrides or {}))
+            )
+            collector.configure(new.scrape_configs, base_dir)
+            log.info("configuration reloaded from %s", config_path)
+            return len(collector.health.snapshot())
+
+        async def on_sighup() -> None:
+            try:
+                await reload()
+            except InvalidRequest as exc:
+                log.error("reload refused, the running configuration stays: %s", exc)
+
+        app.state.reload = reload
+        await collector.start(settings.scrape_configs, base_dir)
+        loop = asyncio.get_running_loop()
+        hup = False
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(on_sighup()))
+            hup = True
         try:
             yield
         finally:
-            db.close()
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await collector.stop()
+            db.close()  # the writer drains its queue and commits before the file closes
 
     app = FastAPI(
         title="profstore",
@@ -37,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     errors.install(app)
     app.include_router(rest.router)
+    app.include_router(targets.router)
     app.include_router(ops.router)
     return app

@@ -1,4 +1,4 @@
-"""``profstore``: serve, migrate, ingest, export, openapi."""
+"""``profstore``: serve, migrate, ingest, export, targets, openapi."""
 
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     settings = _settings(args)
+    flags = {"data_dir": args.data_dir, "listen": args.listen}
+    app = create_app(settings, config_path=args.config, overrides={k: v for k, v in flags.items() if v is not None})
     # One worker only: a DuckDB file admits a single process.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, workers=1, log_level="info")
     return 0
 
 
@@ -86,6 +88,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_targets(args: argparse.Namespace) -> int:
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        r = client.get("/api/v1/targets")
+    if r.status_code != 200:
+        print(f"targets failed: {r.status_code} {_error(r)}", file=sys.stderr)
+        return 1
+    body = r.json()
+    rows = [("JOB", "INSTANCE", "PROFILE", "HEALTH", "LAST SCRAPE", "DURATION", "FAILS", "LAST ERROR")]
+    for t in body["targets"]:
+        err = f"{t['last_error_kind']}: {t['last_error']}" if t["health"] == "down" else ""
+        rows.append((
+            t["job"], t["instance"], t["profile"], t["health"], (t["last_scrape"] or "-")[:19],
+            f"{t['last_duration_s']:.2f}s" if t["last_duration_s"] is not None else "-",
+            str(t["consecutive_failures"]), err[:100],
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for err in body.get("file_sd_errors", []):
+        print(f"file_sd: {err}", file=sys.stderr)
+    return 0
+
+
 def _error(r: httpx.Response) -> str:
     try:
         return str(r.json().get("error", r.text))
@@ -129,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=DEFAULT_URL)
     s.add_argument("--timeout", type=float, default=300.0)
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("targets", help="show the scrape targets of a running server and their health")
+    s.add_argument("--url", default=DEFAULT_URL)
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.set_defaults(func=cmd_targets)
     return p
 
 

@@ -3,25 +3,46 @@
 Values come from (highest first) command-line flags, ``PROFSTORE_*`` environment variables,
 the YAML file given with ``--config``, and the defaults below. Every field is documented in the
 README's configuration table; a test checks that the table and this class agree.
+
+A bad setting is reported as ``file:line: path: message`` (``/etc/profstore.yaml:7:
+scrape_configs[0].scrape_interval: invalid duration '15x' …``), one line per problem: the YAML is
+composed into a node tree, and each pydantic error's ``loc`` is walked down that tree to the line
+it is about (or the nearest enclosing one). A value that came from a flag or the environment is
+named by the flag or variable instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
+from service.collector.config import ScrapeConfig, config_error
 from service.errors import InvalidRequest
 from service.pprof.decode import DecodeLimits
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "Settings",
+    "error_path",
+    "full_loc",
+    "load_settings",
+    "locate",
+    "located_errors",
+    "parse_yaml",
+    "read_text",
+    "read_yaml",
+]
+
+_ENV_PREFIX = "PROFSTORE_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROFSTORE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
     data_dir: Path = Field(Path("./data"), description="Directory of the DuckDB file (profstore.duckdb).")
     listen: str = Field("127.0.0.1:4040", description="HOST:PORT the HTTP server binds.")
@@ -38,6 +59,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest from..until range a query may ask for; unset = no limit (profiles are kept forever).",
     )
+    scrape_configs: list[ScrapeConfig] = Field(
+        default_factory=list,
+        description="Jobs the collector scrapes: targets (static or file_sd) and their pprof endpoints.",
+    )
+
+    # Set by load_settings: file_sd globs are relative to the config file's directory.
+    _config_dir: Path | None = PrivateAttr(None)
 
     @field_validator("listen")
     @classmethod
@@ -46,6 +74,25 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, got {v!r}")
         return v
+
+    @field_validator("scrape_configs", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @field_validator("scrape_configs")
+    @classmethod
+    def _unique_jobs(cls, configs: list[ScrapeConfig]) -> list[ScrapeConfig]:
+        first: dict[str, int] = {}
+        for i, cfg in enumerate(configs):
+            if cfg.job_name in first:
+                raise config_error(
+                    f"duplicate job_name {cfg.job_name!r}; scrape_configs[{first[cfg.job_name]}] already uses it",
+                    i,
+                    "job_name",
+                )
+            first[cfg.job_name] = i
+        return configs
 
     @property
     def host(self) -> str:
@@ -59,27 +106,175 @@ class Settings(BaseSettings):
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_compressed_bytes, self.max_uncompressed_bytes)
 
+    @property
+    def config_dir(self) -> Path:
+        """The directory relative paths in the config (file_sd globs) start from: the config file's, else the cwd."""
+        return self._config_dir if self._config_dir is not None else Path.cwd()
+
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML file plus explicit overrides (flags)."""
+    """Build settings from an optional YAML file, the environment and explicit overrides (flags)."""
     values: dict[str, Any] = {}
+    root: yaml.Node | None = None
     if config is not None:
-        try:
-            loaded = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidRequest(f"{config}: cannot read config: {exc}") from exc
+        loaded, root = read_yaml(config)
+        if loaded is None:
+            loaded = {}
         if not isinstance(loaded, dict):
-            raise InvalidRequest(f"{config}: the config must be a mapping of settings")
-        unknown = sorted(set(loaded) - set(Settings.model_fields))
+            raise InvalidRequest(f"{config}:{_line(root)}: the config must be a mapping of settings")
+        unknown = [k for k in loaded if k not in Settings.model_fields]
         if unknown:
             raise InvalidRequest(
-                f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(Settings.model_fields)}"
+                f"{config}:{locate(root, (unknown[0],))}: unknown setting(s) {', '.join(map(str, unknown))}; "
+                f"known: {', '.join(Settings.model_fields)}"
             )
         values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    # Settings(**values) would let the file beat the environment; read the environment here to keep it above.
     try:
-        return Settings(**values)
+        env = EnvSettingsSource(Settings)()
+    except SettingsError as exc:
+        raise InvalidRequest(f"invalid environment: {exc}") from None
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    values.update(env)
+    values.update(flags)
+    try:
+        settings = Settings(**values)
     except ValidationError as exc:
-        where = f"{config}: " if config else ""
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
-        raise InvalidRequest(f"{where}invalid settings: {msgs}") from None
+        messages = []
+        for err in exc.errors():
+            loc = full_loc(err)
+            top = loc[0] if loc else None
+            if top in flags:
+                where = f"--{str(top).replace('_', '-')}"
+            elif top in env:
+                where = f"{_ENV_PREFIX}{str(top).upper()}"
+            elif config is not None:
+                where = f"{config}:{locate(root, loc)}"
+            else:
+                where = "settings"
+            messages.append(_message(where, loc, err))
+        raise InvalidRequest("\n".join(messages)) from None
+    settings._config_dir = config.parent if config is not None else None
+    return settings
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """The document in ``path`` and its node tree (for line numbers); errors name the file and line.
+
+    A key given twice in one mapping is refused: YAML would silently keep the last one.
+    """
+    return parse_yaml(read_text(path), path)
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``; an error names the file and says why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRequest(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"{path}: cannot read: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from exc
+
+
+def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
+    """``read_yaml`` for text already read; ``path`` only names the source in errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise InvalidRequest(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidRequest(f"{path}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    duplicates = [f"{path}:{line}: {msg}" for line, msg in _duplicate_keys(root, ())] if root is not None else []
+    if duplicates:
+        raise InvalidRequest("\n".join(duplicates))
+    return data, root
+
+
+def locate(root: yaml.Node | None, loc: Iterable[str | int]) -> int:
+    """The line of the node ``loc`` leads to in ``root``, or of its nearest ancestor that exists (1-based).
+
+    A key's own line is used for mapping entries (an unknown or misspelt key is reported there), the
+    value's line for a scalar that ends the path (a flow list may span lines).
+    """
+    if root is None:
+        return 1
+    node, line = root, _line(root)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            entry = next((kv for kv in node.value if isinstance(kv[0], yaml.ScalarNode) and kv[0].value == part), None)
+            if entry is None:
+                break
+            node, line = entry[1], _line(entry[0])
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = _line(node)
+        else:
+            break
+    else:
+        if isinstance(node, yaml.ScalarNode):
+            line = _line(node)
+    return line
+
+
+def full_loc(err: ErrorDetails) -> tuple[str | int, ...]:
+    """pydantic's ``loc`` extended by the place a cross-field check points at (see ``config_error``)."""
+    at = err.get("ctx", {}).get("at", ())
+    return (*err["loc"], *at)
+
+
+def error_path(loc: Iterable[str | int]) -> str:
+    """``scrape_configs[0].static_configs[1].targets[2]``; pydantic's tags such as ``[key]`` are dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif not str(part).startswith("["):  # a YAML key may also be a bool or a number
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def located_errors(exc: ValidationError, source: Path | str, root: yaml.Node | None) -> list[str]:
+    """One ``source:line: path: message`` per error in ``exc``, for a document read with ``read_yaml``."""
+    messages = []
+    for err in exc.errors():
+        loc = full_loc(err)
+        where = f"{source}:{locate(root, loc)}" if root is not None else str(source)
+        messages.append(_message(where, loc, err))
+    return messages
+
+
+def _message(where: str, loc: tuple[str | int, ...], err: ErrorDetails) -> str:
+    text = err["msg"].removeprefix("Value error, ")
+    # Our own messages quote the value already; pydantic's generic ones ("Input should be ...") do not.
+    if err["type"] not in ("value_error", "config", "missing") and "input" in err:
+        text += f" (got {err['input']!r})"
+    path = error_path(loc)
+    return f"{where}: {path}: {text}" if path else f"{where}: {text}"
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _duplicate_keys(node: yaml.Node, loc: tuple[str | int, ...]) -> Iterable[tuple[int, str]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                if name in seen:
+                    where = f"{error_path(loc)}: " if loc else ""
+                    yield _line(key), f"{where}duplicate key {name!r} (first at line {seen[name]})"
+                seen.setdefault(name, _line(key))
+            yield from _duplicate_keys(value, (*loc, name) if name is not None else loc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*loc, i))

@@ -13,7 +13,10 @@ from decimal import Decimal
 
 from service.errors import InvalidRequest
 
-__all__ = ["ProfileType", "TimeRange", "now_ns", "parse_time"]
+__all__ = ["DEFAULT_TENANT", "ProfileType", "TimeRange", "now_ns", "parse_time"]
+
+# Tenants arrive with access control; until then every push, scrape and query is this one.
+DEFAULT_TENANT = "anonymous"
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")
 
@@ -53,7 +56,7 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-_RELATIVE = re.compile(r"^now(?:\s*-\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w))?$")
+_RELATIVE = re.compile(r"^now(?:\s*([-+])\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w))?$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
 
 
@@ -61,7 +64,7 @@ def parse_time(text: str, what: str, now: int | None = None) -> int:
     """Parse a user time into unix nanoseconds.
 
     Accepted: RFC 3339 (``2026-11-26T14:00:00Z``), unix seconds or milliseconds (told apart by
-    magnitude, as Pyroscope does, also µs and ns), ``now`` and ``now-1h`` (ms, s, m, h, d, w).
+    magnitude, as Pyroscope does, also µs and ns), ``now``, ``now-1h`` and ``now+5m`` (ms, s, m, h, d, w).
     """
     t = text.strip()
     now = now_ns() if now is None else now
@@ -69,7 +72,8 @@ def parse_time(text: str, what: str, now: int | None = None) -> int:
     if m:
         if m.group(1) is None:
             return now
-        return now - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+        span = int(float(m.group(2)) * _UNIT_NS[m.group(3)])
+        return now - span if m.group(1) == "-" else now + span
     if re.fullmatch(r"-?\d+(\.\d+)?", t):
         v = Decimal(t)
         digits = len(t.split(".")[0].lstrip("-"))

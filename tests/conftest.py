@@ -76,8 +76,9 @@ def free_port() -> int:
 class Server:
     """``profstore serve`` as a child process on loopback."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -95,6 +96,8 @@ class Server:
             "--listen",
             f"127.0.0.1:{self.port}",
         ]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         deadline = time.monotonic() + 60

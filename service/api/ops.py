@@ -1,8 +1,10 @@
-"""Operational endpoints: health."""
+"""Operational endpoints: health and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 __all__ = ["router"]
@@ -22,3 +24,13 @@ def healthz(request: Request) -> Health:
     with request.app.state.db.read(timeout_s=5) as cur:
         cur.execute("SELECT 1").fetchone()
     return Health(status="ok", version=__version__)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: scrapes by outcome, scrape duration and lateness, ingest, writer, database size",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}},
+)
+def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -15,11 +15,11 @@ from service.query.export import export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
 from service.store.ingest import Ingestor
 from service.store.reads import SeriesRow, list_profiles, list_series
-from service.types import TimeRange, parse_time
+from service.types import DEFAULT_TENANT, TimeRange, parse_time
 
 __all__ = ["router"]
 
-TENANT = "anonymous"  # tenants arrive with access control; until then everything is one tenant
+TENANT = DEFAULT_TENANT
 
 router = APIRouter(prefix="/api/v1")
 

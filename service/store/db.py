@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -25,7 +25,14 @@ DB_FILE = "profstore.duckdb"
 
 
 class Database:
-    def __init__(self, data_dir: Path, *, read_timeout_s: float = 30.0, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        read_timeout_s: float = 30.0,
+        max_batch: int = 256,
+        observe_batch: Callable[[float, int], None] | None = None,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
         migrate.upgrade(self.path)
@@ -38,7 +45,7 @@ class Database:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self.read_timeout_s = read_timeout_s
         self.known = KnownIds()
-        self.writer = Writer(self._con.cursor(), self.known, max_batch=max_batch)
+        self.writer = Writer(self._con.cursor(), self.known, max_batch=max_batch, observe=observe_batch)
 
     @contextlib.contextmanager
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -65,6 +72,14 @@ class Database:
         finally:
             timer.cancel()
             cur.close()
+
+    def size_bytes(self) -> int:
+        """The database file and its write-ahead log, on disk."""
+        total = 0
+        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+            with contextlib.suppress(OSError):
+                total += p.stat().st_size
+        return total
 
     def close(self) -> None:
         self.writer.close()

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import xxhash
 
 from service.errors import InvalidRequest
+from service.metrics import Metrics
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.store.db import Database
 from service.store.normalize import Meta, envelope_ids, infer_name, profile_ids_of, profile_types_of
 from service.store.writer import Pending
-from service.types import now_ns
+from service.types import DEFAULT_TENANT, now_ns
 
 __all__ = ["IngestResult", "Ingestor"]
 
@@ -37,9 +38,10 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, db: Database, limits: DecodeLimits | None = None) -> None:
+    def __init__(self, db: Database, limits: DecodeLimits | None = None, metrics: Metrics | None = None) -> None:
         self.db = db
         self.limits = limits or DecodeLimits()
+        self.metrics = metrics
         # At most one decoding thread per core: more would only queue for the GIL in front of
         # the writer thread, which is the one that must not wait.
         self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
@@ -51,7 +53,7 @@ class Ingestor:
         labels: Mapping[str, str],
         name: str | None = None,
         ts: int | None = None,
-        tenant: str = "",
+        tenant: str = DEFAULT_TENANT,
         source: str = "push",
     ) -> IngestResult:
         with self._decoding:
@@ -67,6 +69,10 @@ class Ingestor:
             pending = Pending(env, meta, envelope_ids(env))
         result = self.db.writer.submit(pending).result()
         item = result.item
+        if self.metrics is not None and item is not None:
+            self.metrics.ingested_profiles.labels(source).inc()
+            self.metrics.ingested_bytes.labels(source).inc(len(data))
+            self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
         return IngestResult(
             profile_ids=item.profile_ids if item else profile_ids_of(meta.group_id, len(types)),
             series=types,

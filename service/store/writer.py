@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -59,9 +60,16 @@ class WriteResult:
 
 class Writer:
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, known: KnownIds, *, max_batch: int = 256, max_wait_s: float = 0.02
+        self,
+        con: duckdb.DuckDBPyConnection,
+        known: KnownIds,
+        *,
+        max_batch: int = 256,
+        max_wait_s: float = 0.02,
+        observe: Callable[[float, int], None] | None = None,
     ) -> None:
         self._con = con
+        self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -76,6 +84,10 @@ class Writer:
             return fut
         self._queue.put((item, fut))
         return fut
+
+    def depth(self) -> int:
+        """Profiles waiting for the writer."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -98,6 +110,7 @@ class Writer:
                     stop = True
                     break
                 batch.append(nxt)
+            t0 = time.monotonic()
             try:
                 self._write(batch)
             except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
@@ -106,6 +119,8 @@ class Writer:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
+            if self._observe is not None:
+                self._observe(time.monotonic() - t0, len(batch))
             if stop:
                 return
 

@@ -11,7 +11,8 @@
 //
 //	gotarget -listen 127.0.0.1:0 -write-port-file /tmp/gt.addr
 //
-// serves /debug/pprof/... and /healthz until SIGTERM or SIGINT, then exits 0.
+// serves /debug/pprof/..., /debug/stats (runtime.MemStats counters as JSON)
+// and /healthz until SIGTERM or SIGINT, then exits 0.
 // The port file holds "host:port\n" and is written atomically (tmp + rename).
 //
 // Dump mode:
@@ -119,6 +120,20 @@ func serve(ctx context.Context, addr, portFile string) error {
 	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
+	})
+	// The runtime's own allocation counters: the independent truth for the
+	// collector's alloc_space deltas (the heap profile is a sampled estimate
+	// of the same allocations, as of the last completed GC).
+	mux.HandleFunc("/debug/stats", func(w http.ResponseWriter, r *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]uint64{
+			"total_alloc_bytes": ms.TotalAlloc,
+			"mallocs":           ms.Mallocs,
+			"num_gc":            uint64(ms.NumGC),
+			"pid":               uint64(os.Getpid()),
+		})
 	})
 	// No WriteTimeout: /debug/pprof/profile?seconds=N legitimately takes N seconds.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

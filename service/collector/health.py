@@ -1,0 +1,80 @@
+"""What happened to every target x profile type: the last outcome, never silence.
+
+A target is ``unknown`` until its first scrape ends, ``up`` after a scrape that stored a
+profile (or set a delta baseline), ``down`` after one that failed, with the kind and the
+message of the failure and how many failed in a row.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from service.collector.targets import TargetSpec
+
+__all__ = ["HealthBook", "TargetHealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHealth:
+    spec: TargetSpec
+    health: str = "unknown"  # unknown | up | down
+    last_scrape_ns: int | None = None
+    last_duration_s: float | None = None
+    last_outcome: str | None = None  # stored | baseline | rebaseline_restart | an error kind
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    consecutive_failures: int = 0
+    scrapes: int = 0
+    failures: int = 0
+    skipped: int = 0  # runs skipped because the previous one was still going
+    last_bytes: int = 0
+    last_samples: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class HealthBook:
+    """Thread-safe: scrapes finish in worker threads and on the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, TargetHealth] = {}
+
+    def sync(self, specs: list[TargetSpec]) -> None:
+        """Track exactly these targets; a changed spec keeps its history, a removed one is dropped."""
+        with self._lock:
+            old = self._by_key
+            self._by_key = {s.key: replace(old[s.key], spec=s) if s.key in old else TargetHealth(s) for s in specs}
+
+    def ok(
+        self, key: str, *, at_ns: int, seconds: float, outcome: str, size: int, samples: int, notes: tuple[str, ...]
+    ) -> None:
+        with self._lock:
+            h = self._by_key.get(key)
+            if h is None:
+                return
+            self._by_key[key] = replace(
+                h, health="up", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=outcome,
+                consecutive_failures=0, scrapes=h.scrapes + 1, last_bytes=size, last_samples=samples, notes=notes,
+            )  # fmt: skip
+
+    def failed(self, key: str, *, at_ns: int, seconds: float, kind: str, message: str) -> None:
+        with self._lock:
+            h = self._by_key.get(key)
+            if h is None:
+                return
+            self._by_key[key] = replace(
+                h, health="down", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=kind,
+                last_error=message, last_error_kind=kind, consecutive_failures=h.consecutive_failures + 1,
+                scrapes=h.scrapes + 1, failures=h.failures + 1, notes=(),
+            )  # fmt: skip
+
+    def skipped(self, key: str) -> None:
+        with self._lock:
+            h = self._by_key.get(key)
+            if h is not None:
+                self._by_key[key] = replace(h, skipped=h.skipped + 1)
+
+    def snapshot(self) -> list[TargetHealth]:
+        with self._lock:
+            return list(self._by_key.values())

@@ -1,0 +1,263 @@
+"""The scrape schedule: one APScheduler job per target x profile type, in the serve process.
+
+Jobs start at a deterministic offset inside their interval (a hash of the target's key), so a
+thousand targets configured at once do not all fire at second 0, and the offsets survive
+restarts and reloads. Each job allows one instance: a scrape still running when the next is due
+makes that run skip, counted per target. The HTTP side is bounded by a semaphore and httpx's
+connection pool; decoding, deltas and the store run in a thread pool so the event loop only
+waits on sockets. Nothing a target does can stop the scheduler: every scrape ends in an outcome
+recorded in the health book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import xxhash
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from service import __version__
+from service.collector.config import ScrapeConfig
+from service.collector.delta import Deltas
+from service.collector.health import HealthBook
+from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
+from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
+from service.errors import ProfileError, ProfstoreError, StoreError
+from service.metrics import Metrics
+from service.pprof.decode import DecodeLimits
+
+__all__ = ["Collector", "Sink"]
+
+log = logging.getLogger(__name__)
+
+# Stores one scraped profile: (bytes, series labels, profile name) -> samples stored.
+Sink = Callable[[bytes, Mapping[str, str], str], int]
+
+_SD_CHECK_S = 2.0  # how often file_sd files are checked for changes (a stat per file)
+
+
+class Collector:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        limits: DecodeLimits,
+        metrics: Metrics,
+        concurrency: int = 1000,
+        max_samples: int = 1_000_000,
+        max_stack_depth: int = 1024,
+        workers: int = 16,
+    ) -> None:
+        self._sink = sink
+        self._limits = limits
+        self._metrics = metrics
+        self._concurrency = concurrency
+        self._max_samples = max_samples
+        self._max_stack_depth = max_stack_depth
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="profstore-scrape")
+        self.health = HealthBook()
+        self.deltas = Deltas()
+        self._specs: dict[str, TargetSpec] = {}
+        self._starts: dict[str, float] = {}
+        self._configs: list[ScrapeConfig] = []
+        self._base_dir = Path(".")
+        self._sd_groups: dict[str, list[TargetGroup]] = {}
+        self._sd_stamp: dict[str, float] = {}
+        self.sd_errors: list[str] = []
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._client: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._running = 0
+        self._idle: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, configs: list[ScrapeConfig], base_dir: Path) -> None:
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency),
+            headers={"User-Agent": f"profstore/{__version__}", "Accept-Encoding": "identity"},
+        )
+        self._sem = asyncio.Semaphore(self._concurrency)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._scheduler.start()
+        self._scheduler.add_job(
+            self._refresh_sd, IntervalTrigger(seconds=_SD_CHECK_S), id="__file_sd__", max_instances=1, coalesce=True
+        )
+        self.configure(configs, base_dir)
+
+    async def stop(self, drain_s: float = 30.0) -> None:
+        """Stop scheduling; let running scrapes finish (their data is stored) for up to ``drain_s``."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._idle is not None and not self._idle.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), drain_s)
+            except TimeoutError:
+                log.warning("%d scrape(s) still running after %.0f s; stopping anyway", self._running, drain_s)
+        if self._client is not None:
+            await self._client.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def configure(self, configs: list[ScrapeConfig], base_dir: Path) -> None:
+        """Take a new (validated) set of scrape configs; unchanged targets keep schedule and baselines."""
+        self._configs = list(configs)
+        self._base_dir = base_dir
+        self._sd_stamp = {}
+        self._read_sd(force=True)
+        self._apply(expand(self._configs, self._base_dir, self._sd_groups))
+
+    def _apply(self, specs: list[TargetSpec]) -> None:
+        new = {s.key: s for s in specs}
+        for key in set(self._specs) - set(new):
+            if self._scheduler.get_job(key):
+                self._scheduler.remove_job(key)
+            self._starts.pop(key, None)
+        for key, spec in new.items():
+            if self._specs.get(key) == spec and self._scheduler.get_job(key):
+                continue
+            offset = (xxhash.xxh3_64_intdigest(key.encode()) % 1_000_000) / 1_000_000 * spec.interval_s
+            start = datetime.now(UTC) + timedelta(seconds=offset)
+            self._starts[key] = start.timestamp()
+            self._scheduler.add_job(
+                self._run,
+                IntervalTrigger(seconds=spec.interval_s, start_date=start),
+                args=[key],
+                id=key,
+                name=f"scrape {key}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(spec.interval_s)),
+                replace_existing=True,
+            )
+        self._specs = new
+        self.health.sync(specs)
+        self.deltas.forget(new)
+        log.info("scraping %d target(s) x profile type(s)", len(new))
+
+    def _sd_files(self) -> dict[str, float]:
+        """Every file the file_sd globs match now, with its modification time."""
+        out: dict[str, float] = {}
+        for cfg in self._configs:
+            for sd in cfg.file_sd_configs:
+                for path in file_sd_paths(sd, self._base_dir):
+                    try:
+                        out[path] = os.stat(path).st_mtime
+                    except OSError:
+                        continue
+        return out
+
+    def _read_sd(self, *, force: bool = False) -> bool:
+        stamp = self._sd_files()
+        if not force and stamp == self._sd_stamp:
+            return False
+        groups: dict[str, list[TargetGroup]] = {}
+        errors: list[str] = []
+        for cfg in self._configs:
+            for sd in cfg.file_sd_configs:
+                got, errs = read_file_sd(sd, self._base_dir)
+                errors.extend(errs)
+                groups.update(got)
+        for err in errors:
+            log.warning("file_sd: %s", err)
+        # A file that fails to read keeps the targets it had: a half-written file must not empty a job.
+        for path, old in self._sd_groups.items():
+            if path not in groups and path in stamp:
+                groups[path] = old
+        self._sd_groups, self._sd_stamp, self.sd_errors = groups, stamp, errors
+        return True
+
+    async def _refresh_sd(self) -> None:
+        try:
+            if self._read_sd():
+                self._apply(expand(self._configs, self._base_dir, self._sd_groups))
+        except Exception:
+            log.exception("file_sd refresh failed; the previous targets stay")
+
+    # -- scraping --------------------------------------------------------------------------
+
+    def next_run(self, key: str) -> datetime | None:
+        job = self._scheduler.get_job(key) if self._scheduler.running else None
+        return job.next_run_time if job else None
+
+    def _on_skipped(self, event: JobExecutionEvent) -> None:
+        spec = self._specs.get(event.job_id)
+        if spec is None:
+            return
+        self.health.skipped(spec.key)
+        self._metrics.scrapes_skipped.labels(spec.job, spec.profile).inc()
+        log.warning("scrape %s skipped: the previous one is still running (or the loop was busy)", spec.key)
+
+    async def _run(self, key: str) -> None:
+        spec = self._specs.get(key)
+        if spec is None or self._client is None or self._sem is None or self._idle is None:
+            return
+        self._running += 1
+        self._idle.clear()
+        try:
+            await self._scrape(spec)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def _scrape(self, spec: TargetSpec) -> None:
+        assert self._client is not None and self._sem is not None
+        start = self._starts.get(spec.key)
+        if start is not None:
+            self._metrics.scrape_lateness.observe(max(0.0, (time.time() - start) % spec.interval_s))
+        async with self._sem:
+            at_ns = time.time_ns()
+            t0 = time.monotonic()
+            try:
+                fetched = await fetch(self._client, spec, self._limits.max_compressed_bytes)
+                self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
+                loop = asyncio.get_running_loop()
+                outcome, samples, notes = await loop.run_in_executor(self._pool, self._store, spec, fetched.data, at_ns)
+            except ScrapeFailed as exc:
+                self._failed(spec, at_ns, time.monotonic() - t0, exc.kind, exc.message)
+            except Exception as exc:  # a bug must not stop the scheduler: record it, log it, go on
+                log.exception("scrape %s failed unexpectedly", spec.key)
+                self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
+            else:
+                self._metrics.scrapes.labels(spec.job, spec.profile, "ok").inc()
+                self.health.ok(
+                    spec.key, at_ns=at_ns, seconds=time.monotonic() - t0, outcome=outcome,
+                    size=len(fetched.data), samples=samples, notes=notes,
+                )  # fmt: skip
+
+    def _failed(self, spec: TargetSpec, at_ns: int, seconds: float, kind: str, message: str) -> None:
+        self._metrics.scrapes.labels(spec.job, spec.profile, kind).inc()
+        self.health.failed(spec.key, at_ns=at_ns, seconds=seconds, kind=kind, message=message)
+        log.warning("scrape %s failed (%s): %s", spec.key, kind, message)
+
+    def _store(self, spec: TargetSpec, data: bytes, at_ns: int) -> tuple[str, int, tuple[str, ...]]:
+        """Decode, limit, delta and store (in a worker thread)."""
+        prepared = prepare(
+            spec, data, limits=self._limits, deltas=self.deltas, scraped_at_ns=at_ns,
+            max_samples=self._max_samples, max_stack_depth=self._max_stack_depth,
+        )  # fmt: skip
+        if prepared.data is None:
+            return prepared.outcome, 0, prepared.notes
+        try:
+            samples = self._sink(prepared.data, spec.labels, stored_name(spec))
+        except ProfileError as exc:
+            raise ScrapeFailed("malformed", str(exc)) from None
+        except StoreError as exc:
+            raise ScrapeFailed("store", str(exc)) from None
+        except ProfstoreError as exc:
+            raise ScrapeFailed("store", str(exc)) from None
+        return prepared.outcome, samples, prepared.notes

@@ -1,0 +1,221 @@
+"""One scrape: fetch a pprof endpoint, then turn the bytes into what is stored, or say why not.
+
+Every way a scrape can fail has its own kind, so ``/api/v1/targets`` and ``/metrics`` tell a
+refused connection from a typo'd DNS name, an HTML login page, a gzip bomb, or a block
+profile that is empty because nobody called ``runtime.SetBlockProfileRate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from service.collector.delta import Deltas
+from service.collector.targets import TargetSpec
+from service.errors import DecompressError, ParseError, ProfileError, ProfileTooLarge
+from service.pprof.batch import expand
+from service.pprof.decode import DecodeLimits, decode, decompress
+from service.pprof.encode import encode
+from service.pprof.model import Profile, Samples
+
+__all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name"]
+
+# Error kinds, in the order an operator would check them.
+KINDS = (
+    "dns",
+    "connection_refused",
+    "connect",
+    "timeout",
+    "http_status",
+    "not_pprof",
+    "malformed",
+    "too_large",
+    "profiling_disabled",
+    "store",
+    "internal",
+)
+
+# Names of endpoints whose profiles are stored under a standard Pyroscope name.
+_STORED_AS = {"godeltaprof_memory": "memory", "godeltaprof_mutex": "mutex", "godeltaprof_block": "block"}
+_DISABLED_HINT = {
+    "block": "runtime.SetBlockProfileRate is probably not called in the target (block profiling is off by default)",
+    "mutex": "runtime.SetMutexProfileFraction is probably not called in the target (mutex profiling is off by default)",
+}
+
+
+class ScrapeFailed(Exception):
+    """A scrape that ended without a stored profile, with the kind of failure and what happened."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    data: bytes
+    seconds: float  # time spent on the request
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a scrape turned into: bytes to store (or ``None``: a delta baseline), and notes."""
+
+    data: bytes | None
+    samples: int
+    outcome: str  # "stored", "baseline", "rebaseline_restart"
+    notes: tuple[str, ...]
+
+
+def stored_name(spec: TargetSpec) -> str:
+    """The profile name a scraped endpoint's series are stored under."""
+    return _STORED_AS.get(spec.profile, spec.profile)
+
+
+async def fetch(client: httpx.AsyncClient, spec: TargetSpec, max_bytes: int) -> Fetched:
+    """GET the endpoint within the target's timeout, reading at most ``max_bytes``."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            async with client.stream("GET", spec.url, params=spec.params, timeout=spec.timeout_s) as r:
+                if r.status_code != 200:
+                    head = await _head(r)
+                    raise ScrapeFailed("http_status", f"HTTP {r.status_code} from {spec.url}: {head}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in r.aiter_raw():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ScrapeFailed("too_large", f"response exceeds the limit of {max_bytes} bytes")
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+                if r.headers.get("content-encoding", "").lower() == "gzip":
+                    data = decompress(data, DecodeLimits(max_bytes, max_bytes))  # transport gzip, bounded too
+    except ScrapeFailed:
+        raise
+    except TimeoutError:
+        raise ScrapeFailed("timeout", f"no complete answer within {spec.timeout_s:g} s") from None
+    except httpx.TimeoutException as exc:
+        raise ScrapeFailed("timeout", f"{type(exc).__name__} after {spec.timeout_s:g} s") from None
+    except httpx.ConnectError as exc:
+        raise _connect_failure(exc) from None
+    except ProfileError as exc:
+        raise ScrapeFailed("too_large" if isinstance(exc, ProfileTooLarge) else "malformed", str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise ScrapeFailed("connect", f"{type(exc).__name__}: {exc}") from None
+    return Fetched(data, loop.time() - t0)
+
+
+async def _head(r: httpx.Response) -> str:
+    """The first bytes of an error body, as text: often the reason (404 page not found, …)."""
+    got = b""
+    async for chunk in r.aiter_raw():
+        got += chunk
+        if len(got) >= 200:
+            break
+    return got[:200].decode("utf-8", "replace").strip() or "(empty body)"
+
+
+def _connect_failure(exc: httpx.ConnectError) -> ScrapeFailed:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return ScrapeFailed("dns", f"cannot resolve host: {cause}")
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return ScrapeFailed("connection_refused", "connection refused (is the target running and listening?)")
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text or "Temporary failure in name" in text:
+        return ScrapeFailed("dns", f"cannot resolve host: {text}")
+    if "refused" in text.lower():
+        return ScrapeFailed("connection_refused", "connection refused (is the target running and listening?)")
+    return ScrapeFailed("connect", f"cannot connect: {text or type(exc).__name__}")
+
+
+def prepare(
+    spec: TargetSpec,
+    data: bytes,
+    *,
+    limits: DecodeLimits,
+    deltas: Deltas,
+    scraped_at_ns: int,
+    max_samples: int,
+    max_stack_depth: int,
+) -> Prepared:
+    """Decode and check a scraped profile, apply the limits and the delta; never raises anything but ScrapeFailed."""
+    try:
+        profile = decode(data, limits)
+    except ProfileTooLarge as exc:
+        raise ScrapeFailed("too_large", str(exc)) from None
+    except (ParseError, DecompressError) as exc:
+        kind = "malformed" if isinstance(exc, DecompressError) else "not_pprof"
+        raise ScrapeFailed(kind, str(exc)) from None
+    except ProfileError as exc:
+        raise ScrapeFailed("malformed", str(exc)) from None
+    notes: list[str] = []
+    changed = False
+    name = stored_name(spec)
+    if len(profile.samples) == 0 and name in _DISABLED_HINT:
+        raise ScrapeFailed("profiling_disabled", f"the {name} profile is empty: {_DISABLED_HINT[name]}")
+    if spec.keep_sample_types is not None:
+        profile = _keep(profile, spec.keep_sample_types)
+        changed = True
+    if len(profile.samples) > max_samples:
+        raise ScrapeFailed("too_large", f"{len(profile.samples)} samples, more than the limit of {max_samples}")
+    depth = profile.samples.depths()
+    if depth.size and int(depth.max()) > max_stack_depth:
+        deep = int((depth > max_stack_depth).sum())
+        profile = _truncate(profile, max_stack_depth)
+        note = f"truncated {deep} stack(s) deeper than {max_stack_depth} frames to their {max_stack_depth} innermost"
+        profile.comments = (*profile.comments, f"profstore: {note}")
+        notes.append(note)
+        changed = True
+    if not spec.delta:
+        result = deltas.apply(spec.key, profile, scraped_at_ns)
+        if result.profile is None:
+            return Prepared(None, 0, result.outcome, (*notes, result.detail))
+        if result.outcome == "delta":
+            profile = result.profile
+            changed = True
+    return Prepared(encode(profile) if changed else data, len(profile.samples), "stored", tuple(notes))
+
+
+def _keep(profile: Profile, keep: tuple[tuple[str, str], ...]) -> Profile:
+    """Only the sample types asked for; the scrape fails when none of them is in the profile."""
+    wanted = set(keep)
+    cols = [i for i, st in enumerate(profile.sample_types) if (st.type, st.unit) in wanted]
+    if not cols:
+        have = ", ".join(str(st) for st in profile.sample_types)
+        want = ", ".join(f"{t}/{u}" for t, u in keep)
+        raise ScrapeFailed("malformed", f"keep_sample_types ({want}) matches none of the profile's types ({have})")
+    s = profile.samples
+    values = s.values[:, cols]
+    nz = np.flatnonzero(np.any(values != 0, axis=1))
+    starts, ends = s.offsets[:-1][nz], s.offsets[1:][nz]
+    idx = expand(starts, ends - starts)
+    offsets = np.zeros(nz.size + 1, np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    profile.samples = Samples(offsets, s.location_ids[idx], values[nz], s.labelset_index[nz], s.labelsets)
+    profile.sample_types = tuple(profile.sample_types[i] for i in cols)
+    if profile.default_sample_type not in {st.type for st in profile.sample_types}:
+        profile.default_sample_type = ""
+    return profile
+
+
+def _truncate(profile: Profile, depth: int) -> Profile:
+    """Keep each stack's ``depth`` innermost frames (pprof lists a stack leaf first)."""
+    s = profile.samples
+    n = s.depths()
+    keep = np.minimum(n, depth)
+    offsets = np.zeros(keep.size + 1, np.int64)
+    np.cumsum(keep, out=offsets[1:])
+    rows = expand(s.offsets[:-1], keep)
+    profile.samples = Samples(offsets, s.location_ids[rows], s.values, s.labelset_index, s.labelsets)
+    return profile

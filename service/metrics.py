@@ -1,0 +1,71 @@
+"""Prometheus metrics of one profstore process, on its own registry.
+
+One registry per app (not prometheus-client's global one), so tests can run several apps in a
+process and every ``/metrics`` shows only its own numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_SCRAPE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
+_LATENESS_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.scrapes = Counter(
+            "profstore_scrapes", "Scrapes by job, profile type and outcome (ok or an error kind).",
+            ["job", "profile", "outcome"], registry=r,
+        )  # fmt: skip
+        self.scrapes_skipped = Counter(
+            "profstore_scrapes_skipped",
+            "Scrapes not started because the previous one of the same target and type was still running.",
+            ["job", "profile"],
+            registry=r,
+        )
+        self.scrape_seconds = Histogram(
+            "profstore_scrape_duration_seconds", "Time of the HTTP request of a scrape.",
+            ["job", "profile"], buckets=_SCRAPE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.scrape_lateness = Histogram(
+            "profstore_scrape_lateness_seconds",
+            "How long after its scheduled time a scrape started.",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.ingested_bytes = Counter(
+            "profstore_ingested_bytes", "Bytes of profiles stored, as received.", ["source"], registry=r
+        )
+        self.ingested_samples = Counter(
+            "profstore_ingested_samples",
+            "Samples of profiles stored (after merging equal ones).",
+            ["source"],
+            registry=r,
+        )
+        self.ingested_profiles = Counter("profstore_ingested_profiles", "Profiles stored.", ["source"], registry=r)
+        self.batch_seconds = Histogram(
+            "profstore_writer_batch_seconds", "Time the writer takes to decode, normalize and commit one batch.",
+            buckets=_SCRAPE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_profiles = Histogram(
+            "profstore_writer_batch_profiles", "Profiles per writer batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge("profstore_writer_queue_depth", "Profiles waiting for the writer.", registry=r)
+        self.database_bytes = Gauge("profstore_database_bytes", "Size of the DuckDB file and its WAL.", registry=r)
+        self.targets = Gauge("profstore_targets", "Scrape targets by health.", ["health"], registry=r)
+
+    def watch(self, queue_depth: Callable[[], float], database_bytes: Callable[[], float]) -> None:
+        """Gauges read on every ``/metrics`` request."""
+        self.queue_depth.set_function(queue_depth)
+        self.database_bytes.set_function(database_bytes)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
