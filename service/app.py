@@ -57,9 +57,16 @@ def create_app(
         def sink(data: bytes, labels: Mapping[str, str], name: str) -> int:
             return ingestor.ingest(data, labels=labels, name=name, source="scrape").samples
 
-        collector = Collector(sink, limits=settings.decode_limits, metrics=metrics)
+        collector = Collector(
+            sink,
+            limits=settings.decode_limits,
+            metrics=metrics,
+            concurrency=settings.scrape_concurrency,
+            max_samples=settings.max_samples,
+            max_stack_depth=settings.max_stack_depth,
+        )
         app.state.collector = collector
-        base_dir = config_path.parent if config_path else Path(".")
+        base_dir = settings.config_dir
 
         async def reload() -> int:
             if config_path is None:

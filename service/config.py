@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest from..until range a query may ask for; unset = no limit (profiles are kept forever).",
     )
+    scrape_concurrency: int = Field(
+        1000, gt=0, description="Most scrapes (sockets) open at once; a CPU scrape holds one for its `seconds`."
+    )
+    max_samples: int = Field(
+        1_000_000, gt=0, description="A scraped profile with more samples is refused (error kind too_large)."
+    )
+    max_stack_depth: int = Field(
+        1024, gt=0, description="Deeper scraped stacks keep their innermost frames; the profile is marked truncated."
+    )
     scrape_configs: list[ScrapeConfig] = Field(
         default_factory=list,
         description="Jobs the collector scrapes: targets (static or file_sd) and their pprof endpoints.",

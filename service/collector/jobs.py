@@ -98,14 +98,20 @@ class Collector:
         self.configure(configs, base_dir)
 
     async def stop(self, drain_s: float = 30.0) -> None:
-        """Stop scheduling; let running scrapes finish (their data is stored) for up to ``drain_s``."""
+        """Stop scheduling; let running scrapes finish (their data is stored) for up to ``drain_s``.
+
+        The scheduler is paused, not shut down, while they drain: shutting it down cancels them.
+        """
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.pause()
         if self._idle is not None and not self._idle.is_set():
+            log.info("waiting for %d running scrape(s) to finish", self._running)
             try:
                 await asyncio.wait_for(self._idle.wait(), drain_s)
             except TimeoutError:
                 log.warning("%d scrape(s) still running after %.0f s; stopping anyway", self._running, drain_s)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         if self._client is not None:
             await self._client.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)

@@ -27,6 +27,7 @@ OK_FILES = {
     "mutex": "go119__mutex.pb.gz",
 }
 SLOW_S = 5.0
+DELAYED_S = 1.5
 
 
 def empty_mutex_profile() -> bytes:
@@ -66,6 +67,13 @@ class FaultServer:
                         self._send(200, body)
                     else:
                         self._send(200, outer.ok[name])
+                elif prefix == "delayed":  # a CPU profile that takes DELAYED_S, as ?seconds= does
+                    time.sleep(DELAYED_S)
+                    with outer._lock:
+                        p = outer.fresh["profile"]
+                        p.time_nanos = time.time_ns()
+                        body = encode(p)
+                    self._send(200, body)
                 elif prefix == "slow":
                     time.sleep(SLOW_S)
                     self._send(200, outer.ok["goroutine"])

@@ -89,9 +89,10 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def scraped(binary: Path, tmp_path: Path) -> Iterator[tuple[Server, GoTarget]]:
+def scraped(binary: Path, tmp_path: Path) -> Iterator[tuple[Server, GoTarget, AllocClock]]:
     target = GoTarget(binary, free_port(), tmp_path / "gotarget.log")
     target.start()
+    clock = AllocClock(target.url).__enter__()  # polling before the first scrape: every window is covered
     config = tmp_path / "profstore.yaml"
     config.write_text(
         f"""scrape_configs:
@@ -101,11 +102,14 @@ def scraped(binary: Path, tmp_path: Path) -> Iterator[tuple[Server, GoTarget]]:
     static_configs: [{{targets: ["127.0.0.1:{target.port}"], labels: {{service_name: gotarget}}}}]
 """
     )
-    server = Server(tmp_path / "data", config=config).start()
     try:
-        yield server, target
+        server = Server(tmp_path / "data", config=config).start()
+        try:
+            yield server, target, clock
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        clock.__exit__()
         target.stop()
 
 
@@ -123,46 +127,45 @@ def _targets(server: Server) -> dict[str, dict]:  # type: ignore[type-arg]
     return {t["profile"]: t for t in httpx.get(f"{server.url}/api/v1/targets", timeout=10).json()["targets"]}
 
 
-def test_all_default_types_scraped_with_deltas_and_restart(scraped: tuple[Server, GoTarget]) -> None:
-    server, target = scraped
+def test_all_default_types_scraped_with_deltas_and_restart(scraped: tuple[Server, GoTarget, AllocClock]) -> None:
+    server, target, clock = scraped
     assert target.proc is not None
-    with AllocClock(target.url) as clock:
-        time.sleep(5 * INTERVAL_S + 1)
-        first_pid = target.proc.pid
-        targets = _targets(server)
-        assert set(targets) == {"process_cpu", "memory", "goroutine", "block", "mutex"}
-        for name, t in targets.items():
-            assert t["health"] == "up" and t["failures"] == 0, (name, t)
+    time.sleep(5 * INTERVAL_S + 1)
+    first_pid = target.proc.pid
+    targets = _targets(server)
+    assert set(targets) == {"process_cpu", "memory", "goroutine", "block", "mutex"}
+    for name, t in targets.items():
+        assert t["health"] == "up" and t["failures"] == 0, (name, t)
 
-        # CPU: one profile per interval, each covering `seconds` (= interval - 1) of profiling.
-        cpu = _profiles(server, "process_cpu:cpu:nanoseconds:cpu:nanoseconds")
-        assert len(cpu) >= 4
-        gaps = np.diff([p["ts"] for p in cpu]) / 1e9
-        assert np.all(np.abs(gaps - INTERVAL_S) < 0.5), gaps
-        assert all(abs(p["duration_ns"] / 1e9 - (INTERVAL_S - 1)) < 0.3 for p in cpu), cpu
+    # CPU: one profile per interval, each covering `seconds` (= interval - 1) of profiling.
+    cpu = _profiles(server, "process_cpu:cpu:nanoseconds:cpu:nanoseconds")
+    assert len(cpu) >= 4
+    gaps = np.diff([p["ts"] for p in cpu]) / 1e9
+    assert np.all(np.abs(gaps - INTERVAL_S) < 0.5), gaps
+    assert all(abs(p["duration_ns"] / 1e9 - (INTERVAL_S - 1)) < 0.3 for p in cpu), cpu
 
-        # Memory: the first scrape is the baseline; every stored profile is the interval since the last.
-        alloc = _profiles(server, "memory:alloc_space:bytes:space:bytes")
-        inuse = _profiles(server, "memory:inuse_space:bytes:space:bytes")
-        assert len(alloc) >= 3 and len(alloc) == len(inuse)
-        for a, b in itertools.pairwise(alloc):
-            assert abs(a["ts"] + a["duration_ns"] - b["ts"]) < 1e6, (a, b)  # back to back, no gap, no overlap
-        start, end = alloc[0]["ts"], alloc[-1]["ts"] + alloc[-1]["duration_ns"]
-        counted = clock.at(end, first_pid) - clock.at(start, first_pid)
-        summed = sum(p["total"] for p in alloc)
-        # The heap profile is a sampled estimate as of the last GC; the runtime counts every byte.
-        print(f"alloc_space deltas {summed:,} B vs runtime TotalAlloc {counted:,.0f} B over the same window")
-        assert 0.6 < summed / counted < 1.5, (summed, counted)
-        # In-use bytes are a snapshot of the live buffers (a bounded ring), not a running sum.
-        totals = np.array([p["total"] for p in inuse], dtype=np.float64)
-        assert np.all(totals > 0) and totals.max() / totals.min() < 3, totals
-        assert totals.mean() < summed / len(alloc), "in-use must not accumulate like allocations"
+    # Memory: the first scrape is the baseline; every stored profile is the interval since the last.
+    alloc = _profiles(server, "memory:alloc_space:bytes:space:bytes")
+    inuse = _profiles(server, "memory:inuse_space:bytes:space:bytes")
+    assert len(alloc) >= 3 and len(alloc) == len(inuse)
+    for a, b in itertools.pairwise(alloc):
+        assert abs(a["ts"] + a["duration_ns"] - b["ts"]) < 1e6, (a, b)  # back to back, no gap, no overlap
+    start, end = alloc[0]["ts"], alloc[-1]["ts"] + alloc[-1]["duration_ns"]
+    counted = clock.at(end, first_pid) - clock.at(start, first_pid)
+    summed = sum(p["total"] for p in alloc)
+    # The heap profile is a sampled estimate as of the last GC; the runtime counts every byte.
+    print(f"alloc_space deltas {summed:,} B vs runtime TotalAlloc {counted:,.0f} B over the same window")
+    assert 0.6 < summed / counted < 1.5, (summed, counted)
+    # In-use bytes are a snapshot of the live buffers (a bounded ring), not a running sum.
+    totals = np.array([p["total"] for p in inuse], dtype=np.float64)
+    assert np.all(totals > 0) and totals.max() / totals.min() < 3, totals
+    assert totals.mean() < summed / len(alloc), "in-use must not accumulate like allocations"
 
-        # Restart: the counters start again from zero, which must re-baseline, never store a negative delta.
-        target.stop()
-        target.start()
-        restarted_ns = time.time_ns()
-        time.sleep(3 * INTERVAL_S + 1)
+    # Restart: the counters start again from zero, which must re-baseline, never store a negative delta.
+    target.stop()
+    restarted_ns = time.time_ns()  # every scrape of the new process starts after this
+    target.start()
+    time.sleep(3 * INTERVAL_S + 1)
     alloc = _profiles(server, "memory:alloc_space:bytes:space:bytes")
     assert all(p["total"] >= 0 for p in alloc), alloc
     # The windows chain back to back except once: the interval spanning the restart is not stored,
