@@ -33,4 +33,10 @@ def healthz(request: Request) -> Health:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format."}},
 )
 def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    m = request.app.state.metrics
+    counts = {"unknown": 0, "up": 0, "down": 0}
+    for h in request.app.state.collector.health.snapshot():
+        counts[h.health] += 1
+    for health, n in counts.items():
+        m.targets.labels(health).set(n)
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

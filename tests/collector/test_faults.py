@@ -6,6 +6,8 @@ plus a closed port and an unresolvable host, on a one-second schedule.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +139,17 @@ def test_metrics_count_scrapes_by_kind(scraping: tuple[Server, FaultServer]) -> 
     assert "profstore_writer_queue_depth" in text
     assert "profstore_database_bytes" in text
     assert 'profstore_ingested_profiles_total{source="scrape"}' in text
+    assert f'profstore_targets{{health="down"}} {len(FAULTS) + 1}.0' in text  # the faults and the overlap job
+
+
+def test_profstore_targets_prints_the_table(scraping: tuple[Server, FaultServer]) -> None:
+    server, _ = scraping
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "targets", "--url", server.url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:4] == ["JOB", "INSTANCE", "PROFILE", "HEALTH"]
+    refused = next(line for line in lines if line.startswith("refused "))
+    assert " down " in refused and "connection_refused: connection refused" in refused
+    assert any(line.startswith("ok ") and " up " in line for line in lines)
