@@ -145,7 +145,10 @@ def test_metrics_count_scrapes_by_kind(scraping: tuple[Server, FaultServer]) -> 
 def test_profstore_targets_prints_the_table(scraping: tuple[Server, FaultServer]) -> None:
     server, _ = scraping
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "targets", "--url", server.url], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "service.cli", "targets", "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
