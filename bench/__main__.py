@@ -29,7 +29,7 @@ from service.query.selector import parse_query
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.reads import list_series
-from service.types import TimeRange
+from service.types import DEFAULT_TENANT, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -111,7 +111,7 @@ def main() -> None:
         )
         t = time.perf_counter()
         with db.read(timeout_s=600) as cur:
-            prof = export_profile(cur, q, list_series(cur, ""), TimeRange(0, 2**62))
+            prof = export_profile(cur, q, list_series(cur, DEFAULT_TENANT), TimeRange(0, 2**62))
         ours_bytes = encode(prof)
         ours = time.perf_counter() - t
         db.close()

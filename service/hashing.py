@@ -21,7 +21,17 @@ import xxhash
 from service.jit import jit
 from service.pprof.model import Functions, Locations, Mappings
 
-__all__ = ["ContentIds", "combine", "content_ids", "fmix64", "hash_fields", "hash_strings", "mix", "set_hashes"]
+__all__ = [
+    "ContentIds",
+    "combine",
+    "combine_one",
+    "content_ids",
+    "fmix64",
+    "hash_fields",
+    "hash_strings",
+    "mix",
+    "set_hashes",
+]
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -108,7 +118,7 @@ def _fmix(x):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _comb(a, b):  # type: ignore[no-untyped-def]
+def combine_one(a, b):  # type: ignore[no-untyped-def]
     return _fmix(a ^ _fmix(b + _GOLDEN))
 
 
@@ -125,7 +135,7 @@ def _hash_spans(buf, ends):  # type: ignore[no-untyped-def]
             w = np.uint64(0)
             for k in range(min(8, end - p)):
                 w |= np.uint64(buf[p + k]) << np.uint64(8 * k)
-            h = _comb(h, w)
+            h = combine_one(h, w)
             p += 8
         out[i] = h
         start = end + 1
@@ -177,21 +187,21 @@ def _content_ids(  # type: ignore[no-untyped-def]
         for k in range(4):
             if m_flags[i, k]:
                 flags |= np.uint64(1 << k)
-        h = _comb(_comb(_comb(_SEED, _KIND_MAPPING), m_start[i]), m_limit[i])
-        h = _comb(_comb(_comb(h, m_offset[i]), sh[m_file[i]]), sh[m_build[i]])
-        map_h[i] = _comb(h, flags)
+        h = combine_one(combine_one(combine_one(_SEED, _KIND_MAPPING), m_start[i]), m_limit[i])
+        h = combine_one(combine_one(combine_one(h, m_offset[i]), sh[m_file[i]]), sh[m_build[i]])
+        map_h[i] = combine_one(h, flags)
     fn_h = np.empty(f_name.size, np.uint64)
     for i in range(f_name.size):
-        h = _comb(_comb(_comb(_SEED, _KIND_FUNCTION), sh[f_name[i]]), sh[f_system[i]])
-        fn_h[i] = _comb(_comb(h, sh[f_file[i]]), np.uint64(f_start[i]))
+        h = combine_one(combine_one(combine_one(_SEED, _KIND_FUNCTION), sh[f_name[i]]), sh[f_system[i]])
+        fn_h[i] = combine_one(combine_one(h, sh[f_file[i]]), np.uint64(f_start[i]))
     n_lines = line_function.size
     line_fn = np.zeros(n_lines, np.uint64)
     line_h = np.empty(n_lines, np.uint64)
     for i in range(n_lines):
         if line_function[i] >= 0:
             line_fn[i] = fn_h[line_function[i]]
-        h = _comb(_comb(_SEED, _KIND_LINE), line_fn[i])
-        line_h[i] = _comb(_comb(h, np.uint64(line_line[i])), np.uint64(line_column[i]))
+        h = combine_one(combine_one(_SEED, _KIND_LINE), line_fn[i])
+        line_h[i] = combine_one(combine_one(h, np.uint64(line_line[i])), np.uint64(line_column[i]))
     n_loc = l_address.size
     loc_map = np.zeros(n_loc, np.uint64)
     loc_h = np.empty(n_loc, np.uint64)
@@ -199,9 +209,9 @@ def _content_ids(  # type: ignore[no-untyped-def]
     for i in range(n_loc):
         if l_mapping[i] >= 0:
             loc_map[i] = map_h[l_mapping[i]]
-        h = _comb(_comb(_comb(_SEED, _KIND_LOCATION), loc_map[i]), l_address[i])
-        h = _comb(h, np.uint64(1) if l_folded[i] else np.uint64(0))
-        loc_h[i] = _comb(h, _segment(line_h, line_rows, line_offsets[i], line_offsets[i + 1]))
+        h = combine_one(combine_one(combine_one(_SEED, _KIND_LOCATION), loc_map[i]), l_address[i])
+        h = combine_one(h, np.uint64(1) if l_folded[i] else np.uint64(0))
+        loc_h[i] = combine_one(h, _segment(line_h, line_rows, line_offsets[i], line_offsets[i + 1]))
     n_samples = s_offsets.size - 1
     stack = np.empty(n_samples, np.uint64)
     for i in range(n_samples):
@@ -210,9 +220,9 @@ def _content_ids(  # type: ignore[no-untyped-def]
     sums = np.zeros(n_samples, np.uint64)
     counts = np.zeros(n_samples, np.uint64)
     for j in range(lab_owner.size):
-        h = _comb(_comb(_SEED, _KIND_LABEL), sh[lab_key[j]])
-        h = _comb(h, sh[lab_str[j]] if lab_str[j] != 0 else np.uint64(0))
-        h = _comb(_comb(h, np.uint64(lab_num[j])), sh[lab_unit[j]])
+        h = combine_one(combine_one(_SEED, _KIND_LABEL), sh[lab_key[j]])
+        h = combine_one(h, sh[lab_str[j]] if lab_str[j] != 0 else np.uint64(0))
+        h = combine_one(combine_one(h, np.uint64(lab_num[j])), sh[lab_unit[j]])
         sums[lab_owner[j]] += _fmix(h)
         counts[lab_owner[j]] += np.uint64(1)
     labelset = np.zeros(n_samples, np.uint64)

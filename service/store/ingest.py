@@ -21,7 +21,8 @@ from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.store.db import Database
-from service.store.normalize import Meta, envelope_ids, infer_name, profile_ids_of, profile_types_of
+from service.store.digest import prepare
+from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
 from service.store.writer import Pending
 from service.types import DEFAULT_TENANT, now_ns
 
@@ -66,7 +67,7 @@ class Ingestor:
             types = [str(pt) for pt in profile_types_of(h, name)]
             when = ts if ts is not None else (h.time_nanos or now_ns())
             meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(raw), source)
-            pending = Pending(env, meta, envelope_ids(env))
+            pending = Pending(env, meta, prepare(env))
         result = self.db.writer.submit(pending).result()
         item = result.item
         if self.metrics is not None and item is not None:

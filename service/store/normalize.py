@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +27,10 @@ import pyarrow as pa
 
 from service.errors import InvalidRequest
 from service.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
-from service.pprof.batch import ProfileBatch, expand
+from service.pprof.batch import ProfileBatch, bases, expand
 from service.pprof.decode import Envelope
-from service.pprof.model import Header, Profile
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile
+from service.store.digest import Prepared
 from service.store.ids import KnownIds, blob_ids
 from service.store.rollup import rollup
 from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES
@@ -39,15 +41,18 @@ __all__ = [
     "Normalized",
     "Rows",
     "batch_ids",
-    "envelope_ids",
     "infer_name",
+    "merge_batch",
+    "merge_digests",
     "normalize",
     "normalize_batch",
     "profile_ids_of",
     "profile_types_of",
     "series_id_of",
+    "tables",
 ]
 
+T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 TABLES = (
@@ -199,59 +204,61 @@ def batch_ids(b: ProfileBatch) -> ContentIds:
     )
 
 
-def envelope_ids(env: Envelope) -> ContentIds | None:
-    """Content ids of one profile from its decoded columns; ``None`` when upb decodes it."""
-    c = env.columns
-    if c is None:
-        return None
-    mappings, functions, locations = c.parts()
-    offsets = np.zeros(c.sample_locations.size + 1, np.int64)
-    np.cumsum(c.sample_locations, out=offsets[1:])
-    lab = c.labels
-    return content_ids(
-        hash_strings(env.strings),
-        mappings,
-        functions,
-        locations,
-        location_mapping=c.location_mapping,
-        line_function=c.line_function,
-        offsets=offsets,
-        sample_location=c.sample_location,
-        labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
-    )
+@dataclass(slots=True)
+class Merged:
+    """A batch after the per-profile arithmetic, before the tables: what both merge paths produce.
+
+    Rows are merged samples (equal stack and labels summed) with a non-zero value, grouped by
+    profile; stacks may repeat across profiles (the tables keep one of each).
+    """
+
+    n: int
+    width: int
+    ntypes: I64
+    owner: I64  # per row: its profile
+    rep: I64  # per row: the batch sample it came from (for its labels)
+    stack: U64
+    labelset: U64
+    values: I64  # (rows, width) unscaled
+    scale: I64  # (n, max(width, 1))
+    alias: I64  # (n, max(width, 1))
+    totals: I64  # (n, max(width, 1)) unscaled
+    st_ids: U64
+    st_depth: I64
+    st_loc: U64
+    st_nfn: I64
+    st_fn: U64
+    r_fn: U64
+    r_flat: I64
+    r_cum: I64
+    r_owner: I64
+    strings: list[str]
+    mappings: Mappings  # string codes into ``strings``
+    map_h: U64
+    functions: Functions
+    fn_h: U64
+    locations: Locations
+    loc_h: U64
+    loc_map: U64
+    line_fn: U64
+    labels: tuple[I64, I64, I64, I64, I64]  # batch sample, key, str (0: numeric), num, unit
 
 
 def normalize_batch(
     b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | None = None, ids: ContentIds | None = None
 ) -> Rows:
+    """Rows for a decoded batch (the numpy path: hand-built, converted or upb-decoded profiles)."""
+    return tables(merge_batch(b, ids or batch_ids(b)), b.headers, metas, known)
+
+
+def merge_batch(b: ProfileBatch, ids: ContentIds) -> Merged:
     n = len(b)
-    known = known or KnownIds(limit=0)
     ntypes = b.num_types()
     width = b.values.shape[1]
-    ptypes = [profile_types_of(h, m.name) for h, m in zip(b.headers, metas, strict=True)]
-    series_ids = np.zeros((n, max(width, 1)), np.uint64)
-    groups: list[int] = []
-    for i, (m, pts) in enumerate(zip(metas, ptypes, strict=True)):
-        if not pts:
-            raise InvalidRequest("profile has no sample types; nothing to store")
-        series_ids[i, : len(pts)] = [series_id_of(m.tenant, pt, m.labels) for pt in pts]
-        groups.append(m.group_id)
-    ts = np.array([m.ts for m in metas], np.int64)
-
-    # Content ids: computed per profile in the ingest threads, or here for the whole batch.
-    ids = ids or batch_ids(b)
-    mp, fn, loc = b.mappings, b.functions, b.locations
     s_owner = b.sample_owner
-    map_h, fn_h, line_fn, loc_map, loc_h = (
-        ids.mapping,
-        ids.function,
-        ids.line_function,
-        ids.location_mapping,
-        ids.location,
-    )
+    loc = b.locations
     stack, sample_ls = ids.stack, ids.labelset
-    r = b.resolve()
-    elem = r.sample_location
+    elem = b.resolve().sample_location
     order, starts = _group(mix(s_owner, stack, sample_ls))
     values = np.add.reduceat(b.values[order], starts, axis=0) if starts.size else b.values[:0]
     rep = order[starts]
@@ -259,7 +266,7 @@ def normalize_batch(
     keep = keep[np.argsort(s_owner[rep[keep]], kind="stable")]  # rows grouped by profile, for per-profile gcds
     values, rep = values[keep], rep[keep]
     owner = s_owner[rep]
-    u_stack, u_ls = stack[rep], sample_ls[rep]
+    u_stack = stack[rep]
 
     # Distinct stacks of the batch: frames and functions are worked out once per stack.
     st_ids, st_first, st_of = np.unique(u_stack, return_index=True, return_inverse=True)
@@ -268,7 +275,7 @@ def normalize_batch(
     st_depth = np.diff(b.offsets)[st_rep]
     st_elem = elem[expand(b.offsets[st_rep], st_depth)]  # location row of each frame
     frame_nfn = np.diff(loc.line_offsets)[st_elem]
-    st_fn = line_fn[expand(loc.line_offsets[st_elem], frame_nfn)]  # inlined lines expanded, innermost first
+    st_fn = ids.line_function[expand(loc.line_offsets[st_elem], frame_nfn)]  # inlined lines, innermost first
     st_nfn = np.diff(_offsets(frame_nfn)[_offsets(st_depth)])
     # The leaf location's innermost function takes the flat value; an unsymbolized leaf gives it to none.
     leaf_has_fn = (st_depth > 0) & (frame_nfn[np.minimum(_offsets(st_depth)[:-1], max(frame_nfn.size - 1, 0))] > 0)
@@ -290,7 +297,149 @@ def normalize_batch(
                 np.bincount(owner, weights=scaled[:, t] != scaled[:, u], minlength=n) if values.size else np.zeros(n)
             )
             alias[(differ == 0) & (alias[:, t] < 0) & (alias[:, u] < 0) & (ntypes > t), t] = u
+    totals = np.zeros((n, max(width, 1)), np.int64)
+    np.add.at(totals[:, :width], owner, values)
+    fids, flat, cum, r_owner = rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
+    return Merged(
+        n=n,
+        width=width,
+        ntypes=ntypes,
+        owner=owner,
+        rep=rep,
+        stack=u_stack,
+        labelset=sample_ls[rep],
+        values=values,
+        scale=scale,
+        alias=alias,
+        totals=totals,
+        st_ids=st_ids,
+        st_depth=st_depth,
+        st_loc=ids.location[st_elem],
+        st_nfn=st_nfn,
+        st_fn=st_fn,
+        r_fn=fids,
+        r_flat=flat,
+        r_cum=cum,
+        r_owner=r_owner,
+        strings=b.strings,
+        mappings=b.mappings,
+        map_h=ids.mapping,
+        functions=b.functions,
+        fn_h=ids.function,
+        locations=loc,
+        loc_h=ids.location,
+        loc_map=ids.location_mapping,
+        line_fn=ids.line_function,
+        labels=(b.label_owner, b.label_key, b.label_str, b.label_num, b.label_unit),
+    )
 
+
+def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Merged:
+    """The batch of profiles normalized one by one in the ingest threads (:mod:`service.store.digest`)."""
+    n = len(envs)
+    cols = [e.columns for e in envs]
+    assert all(c is not None for c in cols)
+    width = max((len(e.header.sample_types) for e in envs), default=0)
+    w1 = max(width, 1)
+    string_base = bases([len(e.strings) for e in envs])
+    sample_base = bases([c.sample_locations.size for c in cols])  # type: ignore[union-attr]
+    ds = [p.digest for p in prepared]
+    rows = np.array([d.rep.size for d in ds], np.int64)
+    owner = np.repeat(np.arange(n), rows)
+    rep = np.concatenate([d.rep for d in ds]) + np.repeat(sample_base[:-1], rows)
+    values = np.zeros((int(rows.sum()), width), np.int64)
+    scale = np.ones((n, w1), np.int64)
+    alias = np.full((n, w1), -1, np.int64)
+    totals = np.zeros((n, w1), np.int64)
+    r_flat = np.zeros((sum(d.r_fn.size for d in ds), width), np.int64)
+    r_cum = np.zeros_like(r_flat)
+    at = r_at = 0
+    for i, d in enumerate(ds):
+        k = d.values.shape[1]
+        values[at : at + d.rep.size, :k] = d.values
+        r_flat[r_at : r_at + d.r_fn.size, :k] = d.r_flat
+        r_cum[r_at : r_at + d.r_fn.size, :k] = d.r_cum
+        scale[i, :k], alias[i, :k], totals[i, :k] = d.scale, d.alias, d.totals
+        at += d.rep.size
+        r_at += d.r_fn.size
+    ids = ContentIds.concat([p.ids for p in prepared])
+    parts = [c.parts() for c in cols]  # type: ignore[union-attr]
+    m_sb = np.repeat(string_base[:-1], [len(p[0]) for p in parts])
+    f_sb = np.repeat(string_base[:-1], [len(p[1]) for p in parts])
+    mappings = _concat_model(Mappings, [p[0] for p in parts])
+    functions = _concat_model(Functions, [p[1] for p in parts])
+    locations = _concat_model(Locations, [p[2] for p in parts])
+    locations.line_offsets = bases(np.concatenate([np.diff(p[2].line_offsets) for p in parts]) if parts else [])
+    mappings.filename += m_sb
+    mappings.build_id += m_sb
+    functions.name += f_sb
+    functions.system_name += f_sb
+    functions.filename += f_sb
+    lab = [c.labels for c in cols]  # type: ignore[union-attr]
+    l_sb = np.repeat(string_base[:-1], [x.shape[0] for x in lab])
+    labels = np.concatenate(lab) if lab else np.zeros((0, 5), np.int64)
+    l_str = labels[:, 2]
+    return Merged(
+        n=n,
+        width=width,
+        ntypes=np.array([len(e.header.sample_types) for e in envs], np.int64),
+        owner=owner,
+        rep=rep,
+        stack=ids.stack[rep],
+        labelset=ids.labelset[rep],
+        values=values,
+        scale=scale,
+        alias=alias,
+        totals=totals,
+        st_ids=np.concatenate([d.st_ids for d in ds]),
+        st_depth=np.concatenate([d.st_depth for d in ds]),
+        st_loc=np.concatenate([d.st_loc for d in ds]),
+        st_nfn=np.concatenate([d.st_nfn for d in ds]),
+        st_fn=np.concatenate([d.st_fn for d in ds]),
+        r_fn=np.concatenate([d.r_fn for d in ds]),
+        r_flat=r_flat,
+        r_cum=r_cum,
+        r_owner=np.repeat(np.arange(n), [d.r_fn.size for d in ds]),
+        strings=[x for e in envs for x in e.strings],
+        mappings=mappings,
+        map_h=ids.mapping,
+        functions=functions,
+        fn_h=ids.function,
+        locations=locations,
+        loc_h=ids.location,
+        loc_map=ids.location_mapping,
+        line_fn=ids.line_function,
+        labels=(
+            labels[:, 0] + np.repeat(sample_base[:-1], [x.shape[0] for x in lab]),
+            labels[:, 1] + l_sb,
+            np.where(l_str != 0, l_str + l_sb, 0),
+            np.ascontiguousarray(labels[:, 3]),
+            labels[:, 4] + l_sb,
+        ),
+    )
+
+
+def _concat_model(cls: type[T], parts: Sequence[T]) -> T:
+    """Concatenate column dataclasses field by field (``line_offsets`` is rebuilt by the caller)."""
+    return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+def tables(mg: Merged, headers: Sequence[Header], metas: Sequence[Meta], known: KnownIds | None = None) -> Rows:
+    """The rows of every table for a merged batch; ids the writer already committed are left out."""
+    n, width, ntypes = mg.n, mg.width, mg.ntypes
+    known = known or KnownIds(limit=0)
+    ptypes = [profile_types_of(h, m.name) for h, m in zip(headers, metas, strict=True)]
+    series_ids = np.zeros((n, max(width, 1)), np.uint64)
+    groups: list[int] = []
+    for i, (m, pts) in enumerate(zip(metas, ptypes, strict=True)):
+        if not pts:
+            raise InvalidRequest("profile has no sample types; nothing to store")
+        series_ids[i, : len(pts)] = [series_id_of(m.tenant, pt, m.labels) for pt in pts]
+        groups.append(m.group_id)
+    ts = np.array([m.ts for m in metas], np.int64)
+    owner, values, scale, alias = mg.owner, mg.values, mg.scale, mg.alias
+    scaled = values // scale[owner, :width] if values.size else values
+    mp, fn, loc = mg.mappings, mg.functions, mg.locations
     new_ids: dict[str, U64] = {}
 
     def fresh(kind: str, ids: U64) -> npt.NDArray[np.bool_]:
@@ -300,62 +449,65 @@ def normalize_batch(
         new_ids[kind] = ids[sel]
         return sel
 
-    tables: dict[str, pa.Table] = {}
-    sr = np.flatnonzero(fresh("stack", st_ids))
-    tables["stacks"] = pa.table(
+    rows: dict[str, pa.Table] = {}
+    sr = np.flatnonzero(fresh("stack", mg.st_ids))
+    st_off, fn_off = _offsets(mg.st_depth), _offsets(mg.st_nfn)
+    rows["stacks"] = pa.table(
         {
-            "stack_id": blob_ids(st_ids[sr]),
-            "location_ids": _lists(
-                st_depth[sr], pa.array(loc_h[st_elem[expand(_offsets(st_depth)[sr], st_depth[sr])]])
-            ),
-            "function_ids": _lists(st_nfn[sr], blob_ids(st_fn[expand(_offsets(st_nfn)[sr], st_nfn[sr])])),
+            "stack_id": blob_ids(mg.st_ids[sr]),
+            "location_ids": _lists(mg.st_depth[sr], pa.array(mg.st_loc[expand(st_off[sr], mg.st_depth[sr])])),
+            "function_ids": _lists(mg.st_nfn[sr], blob_ids(mg.st_fn[expand(fn_off[sr], mg.st_nfn[sr])])),
         }
     )
-    ln = fresh("location", loc_h)
+    ln = fresh("location", mg.loc_h)
     nl = np.diff(loc.line_offsets)[ln]
     line_sel = expand(loc.line_offsets[:-1][ln], nl)
-    tables["locations"] = pa.table(
+    rows["locations"] = pa.table(
         {
-            "location_id": pa.array(loc_h[ln]),
-            "mapping_id": pa.array(loc_map[ln]),
+            "location_id": pa.array(mg.loc_h[ln]),
+            "mapping_id": pa.array(mg.loc_map[ln]),
             "address": pa.array(loc.address[ln]),
             "is_folded": pa.array(loc.is_folded[ln]),
-            "function_ids": _lists(nl, blob_ids(line_fn[line_sel])),
+            "function_ids": _lists(nl, blob_ids(mg.line_fn[line_sel])),
             "lines": _lists(nl, pa.array(loc.line_line[line_sel])),
             "columns": _lists(nl, pa.array(loc.line_column[line_sel])),
         }
     )
-    strings = np.array(b.strings, dtype=object)
-    fnew = fresh("function", fn_h)
-    tables["functions"] = pa.table(
+    strings = mg.strings
+
+    def text(codes: I64) -> pa.Array:
+        return pa.array([strings[c] for c in codes.tolist()], pa.string())
+
+    fnew = fresh("function", mg.fn_h)
+    rows["functions"] = pa.table(
         {
-            "function_id": blob_ids(fn_h[fnew]),
-            "name": pa.array(strings[fn.name[fnew]], pa.string()),
-            "system_name": pa.array(strings[fn.system_name[fnew]], pa.string()),
-            "filename": pa.array(strings[fn.filename[fnew]], pa.string()),
+            "function_id": blob_ids(mg.fn_h[fnew]),
+            "name": text(fn.name[fnew]),
+            "system_name": text(fn.system_name[fnew]),
+            "filename": text(fn.filename[fnew]),
             "start_line": pa.array(fn.start_line[fnew]),
         }
     )
-    mnew = fresh("mapping", map_h)
-    tables["mappings"] = pa.table(
+    mnew = fresh("mapping", mg.map_h)
+    rows["mappings"] = pa.table(
         {
-            "mapping_id": pa.array(map_h[mnew]),
+            "mapping_id": pa.array(mg.map_h[mnew]),
             "memory_start": pa.array(mp.start[mnew]),
             "memory_limit": pa.array(mp.limit[mnew]),
             "file_offset": pa.array(mp.offset[mnew]),
-            "filename": pa.array(strings[mp.filename[mnew]], pa.string()),
-            "build_id": pa.array(strings[mp.build_id[mnew]], pa.string()),
+            "filename": text(mp.filename[mnew]),
+            "build_id": text(mp.build_id[mnew]),
             **{
                 k: pa.array(mp.flags[mnew, i])
                 for i, k in enumerate(("has_functions", "has_filenames", "has_line_numbers", "has_inline_frames"))
             },
         }
     )
-    tables["labelsets"] = _labelsets(b, u_ls, rep, fresh, strings)
+    rows["labelsets"] = _labelsets(mg, fresh)
 
     # Facts, one row per (sample, type) with a non-zero value.
-    fids, flat, cum, r_owner = rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
     samples, rollups = [], []
+    r_owner = mg.r_owner
     for t in range(width):
         nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t) & (alias[owner, t] < 0))
         nz = nz[np.lexsort((scaled[nz, t], owner[nz]))]  # by value within a profile: narrower bit-packing
@@ -365,13 +517,14 @@ def normalize_batch(
                 {
                     "series_id": pa.array(series_ids[o, t]),
                     "ts": pa.array(ts[o]),
-                    "stack_id": blob_ids(u_stack[nz]),
-                    "labelset_id": blob_ids(u_ls[nz]),
+                    "stack_id": blob_ids(mg.stack[nz]),
+                    "labelset_id": blob_ids(mg.labelset[nz]),
                     "value": pa.array(scaled[nz, t]),
                     "scale": pa.array(scale[o, t]),
                 }
             )
         )
+        flat, cum = mg.r_flat, mg.r_cum
         rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t) & (alias[r_owner, t] < 0))
         rnz = rnz[np.lexsort((cum[rnz, t], flat[rnz, t], r_owner[rnz]))]
         ro = r_owner[rnz]
@@ -380,26 +533,24 @@ def normalize_batch(
                 {
                     "series_id": pa.array(series_ids[ro, t]),
                     "ts": pa.array(ts[ro]),
-                    "function_id": blob_ids(fids[rnz]),
+                    "function_id": blob_ids(mg.r_fn[rnz]),
                     "flat": pa.array(flat[rnz, t]),
                     "cum": pa.array(cum[rnz, t]),
                     "scale": pa.array(scale[ro, t]),
                 }
             )
         )
-    tables["samples"] = pa.concat_tables(samples) if samples else EMPTY_SAMPLES
-    tables["function_rollup"] = pa.concat_tables(rollups) if rollups else EMPTY_ROLLUP
+    rows["samples"] = pa.concat_tables(samples) if samples else EMPTY_SAMPLES
+    rows["function_rollup"] = pa.concat_tables(rollups) if rollups else EMPTY_ROLLUP
 
     # Per-profile rows: series and profiles.
-    totals = np.zeros((n, max(width, 1)), np.int64)
-    np.add.at(totals[:, :width], owner, values)
     kept = np.bincount(owner, minlength=n)
     stored = (values != 0) & (alias[owner, :width] < 0)
     rows_per = np.bincount(owner, weights=stored.sum(axis=1), minlength=n).astype(np.int64)
     items = []
     series_rows: list[dict[str, object]] = []
     profile_rows: list[dict[str, object]] = []
-    for i, (h, m, pts) in enumerate(zip(b.headers, metas, ptypes, strict=True)):
+    for i, (h, m, pts) in enumerate(zip(headers, metas, ptypes, strict=True)):
         pids = profile_ids_of(groups[i], len(pts))
         labels = sorted(m.labels.items())
         types, units = [st.type for st in h.sample_types], [st.unit for st in h.sample_types]
@@ -414,40 +565,42 @@ def normalize_batch(
                 "profile_id": pids[t], "series_id": sid, "ts": m.ts, "group_id": groups[i], "type_index": t,
                 "sample_types": types, "sample_units": units, "default_sample_type": h.default_sample_type,
                 "time_nanos": h.time_nanos, "duration_ns": h.duration_nanos, "period": h.period,
-                "total": int(totals[i, t]), "sample_count": int(kept[i]), "scale": int(scale[i, t]),
+                "total": int(mg.totals[i, t]), "sample_count": int(kept[i]), "scale": int(scale[i, t]),
                 "alias_of": int(alias[i, t]), "drop_frames": h.drop_frames,
                 "keep_frames": h.keep_frames, "comments": list(h.comments), "doc_url": h.doc_url, "source": m.source,
             })  # fmt: skip
         items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))
-    tables["series"] = pa.Table.from_pylist(series_rows, schema=SERIES)
-    tables["profiles"] = pa.Table.from_pylist(profile_rows, schema=PROFILES)
-    return Rows(tables, items, new_ids)
+    rows["series"] = pa.Table.from_pylist(series_rows, schema=SERIES)
+    rows["profiles"] = pa.Table.from_pylist(profile_rows, schema=PROFILES)
+    return Rows(rows, items, new_ids)
 
 
-def _labelsets(b: ProfileBatch, u_ls: U64, rep: I64, fresh: object, strings: npt.NDArray[np.object_]) -> pa.Table:
+def _labelsets(mg: Merged, fresh: object) -> pa.Table:
     """Rows for label sets not stored yet; resolved from one sample that carries each."""
-    ids, first = np.unique(u_ls, return_index=True)
+    ids, first = np.unique(mg.labelset, return_index=True)
     nonempty = ids != 0
     ids, first = ids[nonempty], first[nonempty]
     new = fresh("labelset", ids)  # type: ignore[operator]
-    samples = rep[first[new]]
-    lo = np.searchsorted(b.label_owner, samples)
-    hi = np.searchsorted(b.label_owner, samples, side="right")
+    samples = mg.rep[first[new]]
+    l_owner, l_key, l_str, l_num, l_unit = mg.labels
+    lo = np.searchsorted(l_owner, samples)
+    hi = np.searchsorted(l_owner, samples, side="right")
+    strings = mg.strings
     keys, strs, nums, units = [], [], [], []
     for a, z in zip(lo.tolist(), hi.tolist(), strict=True):
         rows = sorted(
             range(a, z),
             key=lambda r: (
-                strings[b.label_key[r]],
-                strings[b.label_str[r]] if b.label_str[r] else "",
-                int(b.label_num[r]),
-                strings[b.label_unit[r]],
+                strings[l_key[r]],
+                strings[l_str[r]] if l_str[r] else "",
+                int(l_num[r]),
+                strings[l_unit[r]],
             ),
         )
-        keys.append([strings[b.label_key[r]] for r in rows])
-        strs.append([strings[b.label_str[r]] if b.label_str[r] else "" for r in rows])
-        nums.append([int(b.label_num[r]) for r in rows])
-        units.append([strings[b.label_unit[r]] for r in rows])
+        keys.append([strings[l_key[r]] for r in rows])
+        strs.append([strings[l_str[r]] if l_str[r] else "" for r in rows])
+        nums.append([int(l_num[r]) for r in rows])
+        units.append([strings[l_unit[r]] for r in rows])
     return pa.table(
         {"labelset_id": blob_ids(ids[new]), "keys": keys, "strs": strs, "nums": nums, "num_units": units},
         schema=LABELSETS,

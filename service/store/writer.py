@@ -1,12 +1,14 @@
-"""The one thread that writes — and, to do it in bulk, decodes and normalizes.
+"""The one thread that writes: batches of profiles, one transaction each.
 
 DuckDB allows one writer per file, and a profile must become visible all at once (samples,
 stacks, symbols, rollups) or not at all, also when the process is killed mid-batch. So every
 write goes through this thread: it drains the queue into a batch, drops profiles already stored
-(same ``group_id``), decodes and normalizes the rest together (numpy's cost per call is paid
-once per batch), appends each table as one Arrow relation inside a single transaction, commits,
-and only then acknowledges the callers. A profile that fails validation is answered with its
-own error; the others of its batch are stored.
+(same ``group_id``), builds the rows of every table for the rest together, appends each table
+as one Arrow relation inside a single transaction, commits, and only then acknowledges the
+callers. Profiles arrive validated and normalized by the ingest threads
+(:mod:`service.store.digest`); the few that were decoded by upb instead (legacy formats,
+unusual encodings) are decoded and normalized here, in numpy. A profile that fails validation
+is answered with its own error; the others of its batch are stored.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
-from service.hashing import ContentIds
-from service.pprof.batch import ProfileBatch
 from service.pprof.decode import Envelope, decode_batch
+from service.store.digest import Prepared
 from service.store.ids import KnownIds
-from service.store.normalize import Meta, Normalized, Rows, normalize_batch
+from service.store.normalize import Meta, Normalized, Rows, merge_digests, normalize_batch, tables
 
 __all__ = ["Pending", "WriteResult", "Writer"]
 
@@ -49,7 +50,7 @@ _FACTS = ("profiles", "samples", "function_rollup")
 class Pending:
     envelope: Envelope
     meta: Meta
-    ids: ContentIds | None = None  # computed in the caller's thread when its columns were decoded there
+    prepared: Prepared | None = None  # normalized in the caller's thread when its columns were decoded there
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,13 @@ class Writer:
     def _store(self, todo: list[tuple[Pending, Future[WriteResult]]]) -> None:
         if not todo:
             return
+        if all(p.prepared is not None for p, _ in todo):
+            # Validated and normalized in the ingest threads: only the tables are left to build.
+            self._commit(lambda ok: tables(
+                merge_digests([p.envelope for p, _ in ok], [p.prepared for p, _ in ok]),  # type: ignore[misc]
+                [p.envelope.header for p, _ in ok], [p.meta for p, _ in ok], self._known,
+            ), todo)  # fmt: skip
+            return
         decoded, errors = decode_batch([p.envelope for p, _ in todo])
         ok = []
         for (p, fut), err in zip(todo, errors, strict=True):
@@ -157,10 +165,17 @@ class Writer:
                 ok.append((p, fut))
             else:
                 fut.set_exception(err)
-        if not ok:
-            return
+        if ok:
+            self._commit(lambda ok: normalize_batch(decoded, [p.meta for p, _ in ok], self._known), ok)
+
+    def _commit(
+        self,
+        rows_of: Callable[[list[tuple[Pending, Future[WriteResult]]]], Rows],
+        ok: list[tuple[Pending, Future[WriteResult]]],
+    ) -> None:
+        """Normalize and commit ``ok`` as one transaction; if that fails, each profile alone."""
         try:
-            self._commit(decoded, ok, _ids([p for p, _ in todo], [p for p, _ in ok]))
+            self._transaction(rows_of(ok), ok)
         except Exception:
             if len(ok) == 1:
                 raise
@@ -172,15 +187,12 @@ class Writer:
                     one, errs = decode_batch([p.envelope])
                     if errs[0] is not None:
                         raise errs[0]
-                    self._commit(one, [(p, fut)], p.ids)
+                    self._transaction(normalize_batch(one, [p.meta], self._known), [(p, fut)])
                 except Exception as exc:
                     fut.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
 
-    def _commit(
-        self, decoded: ProfileBatch, ok: list[tuple[Pending, Future[WriteResult]]], ids: ContentIds | None
-    ) -> None:
+    def _transaction(self, rows: Rows, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
         con = self._con
-        rows = normalize_batch(decoded, [p.meta for p, _ in ok], self._known, ids)
         con.execute("BEGIN TRANSACTION")
         try:
             self._append(con, rows)
@@ -238,14 +250,3 @@ class Writer:
                 con.register("_b", t[name])
                 con.execute(f"INSERT INTO {name} SELECT * FROM _b")
                 con.unregister("_b")
-
-
-def _ids(todo: list[Pending], ok: list[Pending]) -> ContentIds | None:
-    """The stored profiles' per-profile content ids, if the batch's rows are theirs in order.
-
-    That holds when every profile of the batch was decoded from its columns (the compiled
-    path); a batch that fell back to upb is laid out by the exact decoder and hashed whole.
-    """
-    if any(p.ids is None for p in todo):
-        return None
-    return ContentIds.concat([p.ids for p in ok if p.ids is not None])

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from service.hashing import ContentIds
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch
 from service.pprof.decode import decode_batch, decompress, envelope, parse
 from service.pprof.exact import decode_exact
-from service.store.normalize import Meta, Rows, batch_ids, envelope_ids, normalize, normalize_batch
+from service.store.digest import envelope_ids, prepare
+from service.store.normalize import (
+    Meta,
+    Rows,
+    batch_ids,
+    infer_name,
+    merge_digests,
+    normalize,
+    normalize_batch,
+    tables,
+)
 
 
 def recursive_profile() -> pb.Profile:
@@ -175,3 +186,43 @@ def test_ids_computed_per_profile_at_ingest_equal_the_batchs(corpus) -> None:  #
         ids = batch_ids(batch)
         for field in ContentIds.__slots__:
             assert np.array_equal(getattr(ids, field), getattr(per_profile, field)), field
+
+
+def _sorted(t: pa.Table) -> list[dict]:  # type: ignore[type-arg]
+    return sorted(t.to_pylist(), key=repr)
+
+
+def test_profiles_normalized_in_ingest_threads_give_the_rows_of_the_batch_path(corpus) -> None:  # type: ignore[no-untyped-def]
+    """The compiled per-profile path and the numpy batch path must write identical rows."""
+    files = [
+        "go119__cpu_10s.pb.gz",
+        "go119__heap.pb.gz",
+        "go119__goroutine.pb.gz",
+        "go119__mutex.pb.gz",
+        "pyro__go.cpu.labels.pb.gz",
+        "parca__profile-with-labels.pb.gz",
+        "series/cpu_00.pb.gz",
+        "series/cpu_03.pb.gz",
+    ]
+    envs = [envelope(decompress((corpus / f).read_bytes())) for f in files]
+    metas = [
+        Meta(
+            "t",
+            {"service_name": "svc", "file": f},
+            "mutex" if "mutex" in f else infer_name(e.header.sample_types, e.header.period_type),
+            10**18 + i,
+            i,
+            "test",
+        )
+        for i, (f, e) in enumerate(zip(files, envs, strict=True))
+    ]
+    prepared = [prepare(e) for e in envs]
+    fast = tables(merge_digests(envs, prepared), [e.header for e in envs], metas)  # type: ignore[arg-type]
+    decoded, errors = decode_batch(envs)
+    assert errors == [None] * len(files)
+    slow = normalize_batch(decoded, metas)
+    assert fast.items == slow.items
+    for name in slow.tables:
+        assert _sorted(fast.tables[name]) == _sorted(slow.tables[name]), name
+    for kind in slow.new_ids:
+        assert sorted(fast.new_ids[kind].tolist()) == sorted(slow.new_ids[kind].tolist()), kind

@@ -1,0 +1,343 @@
+"""Per-profile normalization, compiled, in the ingest thread: what the writer would otherwise do in numpy.
+
+For one decoded profile (its columns and content ids) this merges samples with equal stack and
+labels, drops zero rows, finds each type's gcd (``scale``) and the types that are proportional
+to an earlier one (``alias``), lists the distinct stacks with their frames and functions, and
+computes flat and cum per function. It is the same arithmetic as :func:`merge_batch` in
+:mod:`service.store.normalize` (a test holds the two equal), run per profile without the GIL so
+request threads do it in parallel; the writer thread then only concatenates, filters ids it
+already stored and appends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import MalformedProfile
+from service.hashing import ContentIds, combine_one, content_ids, hash_strings
+from service.jit import jit
+from service.pprof import wire
+from service.pprof.decode import Envelope
+from service.pprof.exact import decode_exact
+
+__all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare"]
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One profile, normalized: merged rows, scale and aliases, distinct stacks, rollup."""
+
+    rep: I64  # per merged row: the profile's sample it came from (first of its stack and labels)
+    values: I64  # (rows, types), unscaled sums; rows with a non-zero value only
+    scale: I64  # (types,)
+    alias: I64  # (types,) earlier type this one is proportional to, or -1
+    totals: I64  # (types,) unscaled
+    st_ids: U64  # distinct stacks of the rows
+    st_depth: I64
+    st_loc: U64  # location hashes of each stack's frames, leaf first
+    st_nfn: I64
+    st_fn: U64  # function hashes of each stack's frames, inlined lines expanded, innermost first
+    r_fn: U64  # functions with a flat or cum value
+    r_flat: I64  # (functions, types), scaled
+    r_cum: I64
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the ingest thread hands the writer for a profile it decoded from its columns."""
+
+    ids: ContentIds
+    digest: Digest
+
+
+def prepare(env: Envelope) -> Prepared | None:
+    """Validate, hash and normalize one profile in the caller's thread; ``None`` when upb decodes it.
+
+    A profile that breaks a rule raises pprof's error here, before it reaches the writer.
+    """
+    c = env.columns
+    if c is None:
+        return None
+    n_types = len(env.header.sample_types)
+    if not check(c, n_types, len(env.strings)):
+        decode_exact(env.view, env.strings, env.raw)  # raises pprof's wording for what is wrong
+        raise MalformedProfile("profile failed validation")
+    ids = envelope_ids(env)
+    assert ids is not None
+    return Prepared(ids, digest(c, ids, n_types))
+
+
+def envelope_ids(env: Envelope) -> ContentIds | None:
+    """Content ids of one profile from its decoded columns; ``None`` when upb decodes it."""
+    c = env.columns
+    if c is None:
+        return None
+    mappings, functions, locations = c.parts()
+    offsets = np.zeros(c.sample_locations.size + 1, np.int64)
+    np.cumsum(c.sample_locations, out=offsets[1:])
+    lab = c.labels
+    return content_ids(
+        hash_strings(env.strings),
+        mappings,
+        functions,
+        locations,
+        location_mapping=c.location_mapping,
+        line_function=c.line_function,
+        offsets=offsets,
+        sample_location=c.sample_location,
+        labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
+    )
+
+
+def check(c: wire.Columns, n_types: int, n_strings: int) -> bool:
+    """pprof's validity rules on one profile's columns (the exact decoder words what is wrong)."""
+    return bool(
+        _check(
+            c.sample_values,
+            n_types,
+            n_strings,
+            c.mappings,
+            c.functions,
+            c.labels,
+            c.locations,
+            c.sample_location,
+            c.line_function,
+        )
+    )
+
+
+@jit
+def _ids_ok(ids):  # type: ignore[no-untyped-def]
+    n = ids.size
+    dense = True
+    for i in range(n):
+        if ids[i] != i + 1:
+            dense = False
+            break
+    if dense:
+        return True
+    s = np.sort(ids)
+    for i in range(n):  # noqa: SIM110 (numba compiles loops, not generator expressions)
+        if s[i] == 0 or (i > 0 and s[i] == s[i - 1]):
+            return False
+    return True
+
+
+@jit
+def _check(value_counts, n_types, n_strings, mappings, functions, labels, locations, sample_location, line_function):  # type: ignore[no-untyped-def]
+    for i in range(value_counts.size):
+        if value_counts[i] != n_types:
+            return False
+    for i in range(mappings.shape[0]):
+        for k in (4, 5):
+            if mappings[i, k] < 0 or mappings[i, k] >= n_strings:
+                return False
+    for i in range(functions.shape[0]):
+        for k in (1, 2, 3):
+            if functions[i, k] < 0 or functions[i, k] >= n_strings:
+                return False
+    for i in range(labels.shape[0]):
+        for k in (1, 2, 4):
+            if labels[i, k] < 0 or labels[i, k] >= n_strings:
+                return False
+    if not (_ids_ok(mappings[:, 0]) and _ids_ok(functions[:, 0]) and _ids_ok(locations[:, 0])):
+        return False
+    for i in range(line_function.size):
+        if line_function[i] < 0:
+            return False
+    for i in range(sample_location.size):  # noqa: SIM110 (numba compiles loops, not generator expressions)
+        if sample_location[i] < 0:
+            return False
+    return True
+
+
+def digest(c: wire.Columns, ids: ContentIds, n_types: int) -> Digest:
+    """Normalize one valid profile (see :func:`check`)."""
+    line_offsets = np.zeros(c.locations.shape[0] + 1, np.int64)
+    np.cumsum(c.locations[:, 4], out=line_offsets[1:])
+    s_offsets = np.zeros(c.sample_locations.size + 1, np.int64)
+    np.cumsum(c.sample_locations, out=s_offsets[1:])
+    return Digest(
+        *_digest(
+            c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),
+            ids.stack,
+            ids.labelset,
+            s_offsets,
+            c.sample_location,
+            ids.location,
+            line_offsets,
+            ids.line_function,
+            c.line_function,
+            ids.function,
+        )
+    )
+
+
+@jit
+def _gcd(a, b):  # type: ignore[no-untyped-def]
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@jit
+def _digest(values, stack, labelset, s_offsets, s_location, loc_h, line_offsets, line_fn, line_row, fn_h):  # type: ignore[no-untyped-def]
+    n, w = values.shape
+    # 1. Merge samples with equal stack and label set; keep rows with a non-zero value.
+    keys = np.empty(n, np.uint64)
+    for i in range(n):
+        keys[i] = combine_one(stack[i], labelset[i])
+    order = np.argsort(keys, kind="mergesort")
+    sums = np.zeros((n, w), np.int64)
+    reps = np.empty(n, np.int64)
+    m = 0
+    i = 0
+    while i < n:
+        j = i
+        k = keys[order[i]]
+        reps[m] = order[i]
+        while j < n and keys[order[j]] == k:
+            for t in range(w):
+                sums[m, t] += values[order[j], t]
+            j += 1
+        nz = False
+        for t in range(w):
+            if sums[m, t] != 0:
+                nz = True
+        if nz:
+            m += 1
+        else:
+            for t in range(w):
+                sums[m, t] = 0
+        i = j
+    rows = sums[:m].copy()
+    rep = reps[:m].copy()
+    # 2. Scale (gcd per type), totals, aliases of proportional types.
+    scale = np.ones(w, np.int64)
+    totals = np.zeros(w, np.int64)
+    for t in range(w):
+        g = 0
+        for r in range(m):
+            g = _gcd(g, abs(rows[r, t]))
+            totals[t] += rows[r, t]
+        if g > 0:
+            scale[t] = g
+    scaled = np.empty((m, w), np.int64)
+    for r in range(m):
+        for t in range(w):
+            scaled[r, t] = rows[r, t] // scale[t]
+    alias = np.full(w, -1, np.int64)
+    for t in range(1, w):
+        for u in range(t):
+            if alias[t] >= 0 or alias[u] >= 0:
+                continue
+            same = True
+            for r in range(m):
+                if scaled[r, t] != scaled[r, u]:
+                    same = False
+                    break
+            if same:
+                alias[t] = u
+    # 3. Distinct stacks of the rows, their frames and functions, and the scaled sum per stack.
+    row_stack = np.empty(m, np.uint64)
+    for r in range(m):
+        row_stack[r] = stack[rep[r]]
+    st_order = np.argsort(row_stack, kind="mergesort")
+    st_of = np.empty(m, np.int64)
+    n_st = 0
+    for q in range(m):
+        r = st_order[q]
+        if q == 0 or row_stack[r] != row_stack[st_order[q - 1]]:
+            n_st += 1
+        st_of[r] = n_st - 1
+    st_rep = np.empty(n_st, np.int64)
+    st_sum = np.zeros((n_st, w), np.int64)
+    for r in range(m):
+        st_rep[st_of[r]] = rep[r]
+        for t in range(w):
+            st_sum[st_of[r], t] += scaled[r, t]
+    st_ids = np.empty(n_st, np.uint64)
+    st_depth = np.empty(n_st, np.int64)
+    st_nfn = np.zeros(n_st, np.int64)
+    total_depth = 0
+    total_fn = 0
+    for s in range(n_st):
+        smp = st_rep[s]
+        st_ids[s] = stack[smp]
+        st_depth[s] = s_offsets[smp + 1] - s_offsets[smp]
+        total_depth += st_depth[s]
+        for e in range(s_offsets[smp], s_offsets[smp + 1]):
+            loc = s_location[e]
+            st_nfn[s] += line_offsets[loc + 1] - line_offsets[loc]
+        total_fn += st_nfn[s]
+    st_loc = np.empty(total_depth, np.uint64)
+    st_fn = np.empty(total_fn, np.uint64)
+    leaf_has_fn = np.zeros(n_st, np.bool_)
+    a = 0
+    f = 0
+    for s in range(n_st):
+        smp = st_rep[s]
+        first = True
+        for e in range(s_offsets[smp], s_offsets[smp + 1]):
+            loc = s_location[e]
+            st_loc[a] = loc_h[loc]
+            a += 1
+            if first:
+                leaf_has_fn[s] = line_offsets[loc + 1] > line_offsets[loc]
+                first = False
+            for ln in range(line_offsets[loc], line_offsets[loc + 1]):
+                st_fn[f] = line_fn[ln]
+                f += 1
+    # 4. Rollup: cum counts a function once per stack, flat goes to the leaf's innermost function.
+    # Functions are told apart by content: rows with equal hashes are one function.
+    fns = np.unique(fn_h)
+    nf = fns.size
+    canon = np.empty(fn_h.size, np.int64)
+    for r in range(fn_h.size):
+        canon[r] = np.searchsorted(fns, fn_h[r])
+    flat = np.zeros((nf, w), np.int64)
+    cum = np.zeros((nf, w), np.int64)
+    seen = np.full(nf, -1, np.int64)
+    for s in range(n_st):
+        smp = st_rep[s]
+        first = True
+        for e in range(s_offsets[smp], s_offsets[smp + 1]):
+            loc = s_location[e]
+            for ln in range(line_offsets[loc], line_offsets[loc + 1]):
+                fi = canon[line_row[ln]]
+                if first and leaf_has_fn[s]:
+                    for t in range(w):
+                        flat[fi, t] += st_sum[s, t]
+                first = False
+                if seen[fi] != s:
+                    seen[fi] = s
+                    for t in range(w):
+                        cum[fi, t] += st_sum[s, t]
+    used = 0
+    for fi in range(nf):
+        for t in range(w):
+            if flat[fi, t] != 0 or cum[fi, t] != 0:
+                used += 1
+                break
+    r_fn = np.empty(used, np.uint64)
+    r_flat = np.empty((used, w), np.int64)
+    r_cum = np.empty((used, w), np.int64)
+    u = 0
+    for fi in range(nf):
+        nz = False
+        for t in range(w):
+            if flat[fi, t] != 0 or cum[fi, t] != 0:
+                nz = True
+        if nz:
+            r_fn[u] = fns[fi]
+            for t in range(w):
+                r_flat[u, t] = flat[fi, t]
+                r_cum[u, t] = cum[fi, t]
+            u += 1
+    return rep, rows, scale, alias, totals, st_ids, st_depth, st_loc, st_nfn, st_fn, r_fn, r_flat, r_cum
