@@ -27,6 +27,11 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python -m bench
 
+# The collector scraping 200 simulated Go services on loopback (bench/targets_sim.py) for 75 s.
+.PHONY: bench-collector
+bench-collector: $(VENV)/.test
+	$(BIN)/python -m bench.collector
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check service tests bench migrations
 	$(BIN)/ruff format --check service tests bench migrations

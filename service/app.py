@@ -16,10 +16,13 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors, ops, rest, targets
 from service.collector.jobs import Collector
+from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import Settings, load_settings
 from service.errors import InvalidRequest
 from service.metrics import Metrics
+from service.pprof.decode import Envelope
 from service.store.db import Database
+from service.store.digest import warm_up
 from service.store.ingest import Ingestor
 
 __all__ = ["create_app"]
@@ -54,8 +57,8 @@ def create_app(
         app.state.db = db
         app.state.ingestor = ingestor
 
-        def sink(data: bytes, labels: Mapping[str, str], name: str) -> int:
-            return ingestor.ingest(data, labels=labels, name=name, source="scrape").samples
+        def sink(env: Envelope, labels: Mapping[str, str], name: str) -> int:
+            return ingestor.store(env, labels=labels, name=name, source="scrape").samples
 
         collector = Collector(
             sink,
@@ -85,6 +88,9 @@ def create_app(
                 log.error("reload refused, the running configuration stays: %s", exc)
 
         app.state.reload = reload
+        # Compiled kernels load (or compile, on a fresh checkout) before the first scrape is due.
+        await asyncio.get_running_loop().run_in_executor(None, warm_up)
+        await asyncio.get_running_loop().run_in_executor(None, warm_up_scrapes)
         await collector.start(settings.scrape_configs, base_dir)
         loop = asyncio.get_running_loop()
         hup = False

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 __all__ = ["Metrics"]
 
 _SCRAPE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
-_LATENESS_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
+_LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
 
 
 class Metrics:
@@ -38,6 +38,12 @@ class Metrics:
             "profstore_scrape_lateness_seconds",
             "How long after its scheduled time a scrape started.",
             buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.store_seconds = Histogram(
+            "profstore_scrape_total_seconds",
+            "From the start of a scrape until its profile is stored (fetch, decode, delta, commit).",
+            buckets=_SCRAPE_BUCKETS,
             registry=r,
         )
         self.ingested_bytes = Counter(

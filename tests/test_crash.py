@@ -111,6 +111,9 @@ def test_sigkill_loses_no_acknowledged_profile(tmp_path: Path, corpus: Path) -> 
             },
         )
         assert r.status_code == 200
-        assert len(r.json()) == sum(1 for name, _ in acked if "heap" not in name)
+        # Every acknowledged one; also those committed but killed before their answer went out
+        # (at most one in flight per client and round): their clients would retry, idempotently.
+        acked_cpu = sum(1 for name, _ in acked if "heap" not in name)
+        assert acked_cpu <= len(r.json()) <= acked_cpu + 3 * ROUNDS
     finally:
         srv.stop()

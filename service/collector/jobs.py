@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,14 +35,14 @@ from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
 from service.errors import ProfileError, ProfstoreError, StoreError
 from service.metrics import Metrics
-from service.pprof.decode import DecodeLimits
+from service.pprof.decode import DecodeLimits, Envelope
 
 __all__ = ["Collector", "Sink"]
 
 log = logging.getLogger(__name__)
 
-# Stores one scraped profile: (bytes, series labels, profile name) -> samples stored.
-Sink = Callable[[bytes, Mapping[str, str], str], int]
+# Stores one scraped profile: (parsed profile, series labels, profile name) -> samples stored.
+Sink = Callable[[Envelope, Mapping[str, str], str], int]
 
 _SD_CHECK_S = 2.0  # how often file_sd files are checked for changes (a stat per file)
 
@@ -56,7 +57,7 @@ class Collector:
         concurrency: int = 1000,
         max_samples: int = 1_000_000,
         max_stack_depth: int = 1024,
-        workers: int = 16,
+        workers: int = 128,
     ) -> None:
         self._sink = sink
         self._limits = limits
@@ -64,6 +65,8 @@ class Collector:
         self._concurrency = concurrency
         self._max_samples = max_samples
         self._max_stack_depth = max_stack_depth
+        # Storing threads mostly wait for the writer's commit; the writer batches what they hand it,
+        # so the pool must be wide enough to fill batches (16 capped a fleet at ~60 profiles/s).
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="profstore-scrape")
         self.health = HealthBook()
         self.deltas = Deltas()
@@ -75,7 +78,13 @@ class Collector:
         self._sd_stamp: dict[str, float] = {}
         self.sd_errors: list[str] = []
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._client: httpx.AsyncClient | None = None
+        # One small client per target instance: a single pool of a thousand connections costs
+        # httpcore a scan of all of them per request, which starved the event loop.
+        self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
+        self._store_locks: dict[str, asyncio.Lock] = {}
+        # Shared: building a TLS context (loading the CA bundle) takes ~25 ms, per client it
+        # blocked the event loop for seconds when a fleet's first scrapes started.
+        self._tls = ssl.create_default_context()
         self._sem: asyncio.Semaphore | None = None
         self._running = 0
         self._idle: asyncio.Event | None = None
@@ -83,10 +92,6 @@ class Collector:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, configs: list[ScrapeConfig], base_dir: Path) -> None:
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency),
-            headers={"User-Agent": f"profstore/{__version__}", "Accept-Encoding": "identity"},
-        )
         self._sem = asyncio.Semaphore(self._concurrency)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -112,8 +117,9 @@ class Collector:
                 log.warning("%d scrape(s) still running after %.0f s; stopping anyway", self._running, drain_s)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._client is not None:
-            await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
 
     # -- configuration ---------------------------------------------------------------------
@@ -132,6 +138,10 @@ class Collector:
             if self._scheduler.get_job(key):
                 self._scheduler.remove_job(key)
             self._starts.pop(key, None)
+            self._store_locks.pop(key, None)
+        used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
+        for target in set(self._clients) - used:  # closed once its last scrape has let go of it
+            asyncio.get_running_loop().create_task(self._clients.pop(target).aclose())
         for key, spec in new.items():
             if self._specs.get(key) == spec and self._scheduler.get_job(key):
                 continue
@@ -207,43 +217,76 @@ class Collector:
         self._metrics.scrapes_skipped.labels(spec.job, spec.profile).inc()
         log.warning("scrape %s skipped: the previous one is still running (or the loop was busy)", spec.key)
 
-    async def _run(self, key: str) -> None:
-        spec = self._specs.get(key)
-        if spec is None or self._client is None or self._sem is None or self._idle is None:
-            return
-        self._running += 1
-        self._idle.clear()
-        try:
-            await self._scrape(spec)
-        finally:
-            self._running -= 1
-            if self._running == 0:
-                self._idle.set()
+    def _client(self, spec: TargetSpec) -> httpx.AsyncClient:
+        target = (spec.url.split("://", 1)[0], spec.instance)
+        client = self._clients.get(target)
+        if client is None:
+            client = self._clients[target] = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+                verify=self._tls,
+                headers={"User-Agent": f"profstore/{__version__}", "Accept-Encoding": "identity"},
+            )
+        return client
 
-    async def _scrape(self, spec: TargetSpec) -> None:
-        assert self._client is not None and self._sem is not None
-        start = self._starts.get(spec.key)
-        if start is not None:
-            self._metrics.scrape_lateness.observe(max(0.0, (time.time() - start) % spec.interval_s))
-        async with self._sem:
+    def _busy(self, delta: int) -> None:
+        """Count scrapes and stores in progress, for the drain at shutdown."""
+        assert self._idle is not None
+        self._running += delta
+        if self._running == 0:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    async def _run(self, key: str) -> None:
+        """The scheduled job: fetch only. Storing runs on in the background, so a CPU scrape whose
+        fetch takes most of the interval does not make the next run skip."""
+        spec = self._specs.get(key)
+        if spec is None or self._sem is None or self._idle is None:
+            return
+        self._busy(+1)
+        try:
+            start = self._starts.get(spec.key)
+            if start is not None:
+                self._metrics.scrape_lateness.observe(max(0.0, (time.time() - start) % spec.interval_s))
             at_ns = time.time_ns()
             t0 = time.monotonic()
             try:
-                fetched = await fetch(self._client, spec, self._limits.max_compressed_bytes)
-                self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
-                loop = asyncio.get_running_loop()
-                outcome, samples, notes = await loop.run_in_executor(self._pool, self._store, spec, fetched.data, at_ns)
+                async with self._sem:
+                    fetched = await fetch(self._client(spec), spec, self._limits.max_compressed_bytes)
             except ScrapeFailed as exc:
                 self._failed(spec, at_ns, time.monotonic() - t0, exc.kind, exc.message)
+                return
             except Exception as exc:  # a bug must not stop the scheduler: record it, log it, go on
                 log.exception("scrape %s failed unexpectedly", spec.key)
                 self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
-            else:
-                self._metrics.scrapes.labels(spec.job, spec.profile, "ok").inc()
-                self.health.ok(
-                    spec.key, at_ns=at_ns, seconds=time.monotonic() - t0, outcome=outcome,
-                    size=len(fetched.data), samples=samples, notes=notes,
-                )  # fmt: skip
+                return
+            self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
+            self._busy(+1)
+            asyncio.get_running_loop().create_task(self._store_later(spec, fetched.data, at_ns, t0))
+        finally:
+            self._busy(-1)
+
+    async def _store_later(self, spec: TargetSpec, data: bytes, at_ns: int, t0: float) -> None:
+        # Scrapes of one target x type are stored in order: each delta is taken against the last.
+        lock = self._store_locks.setdefault(spec.key, asyncio.Lock())
+        try:
+            async with lock:
+                loop = asyncio.get_running_loop()
+                outcome, samples, notes = await loop.run_in_executor(self._pool, self._store, spec, data, at_ns)
+        except ScrapeFailed as exc:
+            self._failed(spec, at_ns, time.monotonic() - t0, exc.kind, exc.message)
+        except Exception as exc:
+            log.exception("storing scrape %s failed unexpectedly", spec.key)
+            self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            self._metrics.scrapes.labels(spec.job, spec.profile, "ok").inc()
+            self._metrics.store_seconds.observe(time.monotonic() - t0)
+            self.health.ok(
+                spec.key, at_ns=at_ns, seconds=time.monotonic() - t0, outcome=outcome,
+                size=len(data), samples=samples, notes=notes,
+            )  # fmt: skip
+        finally:
+            self._busy(-1)
 
     def _failed(self, spec: TargetSpec, at_ns: int, seconds: float, kind: str, message: str) -> None:
         self._metrics.scrapes.labels(spec.job, spec.profile, kind).inc()
@@ -256,10 +299,10 @@ class Collector:
             spec, data, limits=self._limits, deltas=self.deltas, scraped_at_ns=at_ns,
             max_samples=self._max_samples, max_stack_depth=self._max_stack_depth,
         )  # fmt: skip
-        if prepared.data is None:
+        if prepared.envelope is None:
             return prepared.outcome, 0, prepared.notes
         try:
-            samples = self._sink(prepared.data, spec.labels, stored_name(spec))
+            samples = self._sink(prepared.envelope, spec.labels, stored_name(spec))
         except ProfileError as exc:
             raise ScrapeFailed("malformed", str(exc)) from None
         except StoreError as exc:

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from service.collector.delta import Deltas
+from service.collector.delta import CUMULATIVE_TYPES, Deltas
 from service.collector.targets import TargetSpec
 from service.errors import DecompressError, ParseError, ProfileError, ProfileTooLarge
 from service.pprof.batch import expand
-from service.pprof.decode import DecodeLimits, decode, decompress
-from service.pprof.encode import encode
-from service.pprof.model import Profile, Samples
+from service.pprof.decode import DecodeLimits, Envelope, decompress, envelope, resolve
+from service.pprof.encode import to_message
+from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType
 
-__all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name"]
+__all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name", "warm_up"]
 
 # Error kinds, in the order an operator would check them.
 KINDS = (
@@ -65,9 +65,9 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What a scrape turned into: bytes to store (or ``None``: a delta baseline), and notes."""
+    """What a scrape turned into: the profile to store (or ``None``: a delta baseline), and notes."""
 
-    data: bytes | None
+    envelope: Envelope | None
     samples: int
     outcome: str  # "stored", "baseline", "rebaseline_restart"
     notes: tuple[str, ...]
@@ -149,42 +149,84 @@ def prepare(
     max_samples: int,
     max_stack_depth: int,
 ) -> Prepared:
-    """Decode and check a scraped profile, apply the limits and the delta; never raises anything but ScrapeFailed."""
+    """Check a scraped profile, apply the limits and the delta; never raises anything but ScrapeFailed.
+
+    Most scrapes (CPU, goroutine) are stored as they came: their counts and depths are read off
+    the decoded columns, and the envelope goes to the store as is. Only a profile that must
+    change (a delta, kept sample types, truncated stacks) is resolved into the model, changed
+    and serialized again.
+    """
     try:
-        profile = decode(data, limits)
+        env = envelope(decompress(data, limits))
     except ProfileTooLarge as exc:
         raise ScrapeFailed("too_large", str(exc)) from None
-    except (ParseError, DecompressError) as exc:
-        kind = "malformed" if isinstance(exc, DecompressError) else "not_pprof"
-        raise ScrapeFailed(kind, str(exc)) from None
+    except DecompressError as exc:
+        raise ScrapeFailed("malformed", str(exc)) from None
+    except ParseError as exc:
+        raise ScrapeFailed("not_pprof", str(exc)) from None
     except ProfileError as exc:
         raise ScrapeFailed("malformed", str(exc)) from None
-    notes: list[str] = []
-    changed = False
+    try:
+        return _prepare(spec, env, deltas, scraped_at_ns, max_samples, max_stack_depth)
+    except ProfileError as exc:
+        raise ScrapeFailed("malformed", str(exc)) from None
+
+
+def _prepare(
+    spec: TargetSpec, env: Envelope, deltas: Deltas, scraped_at_ns: int, max_samples: int, max_stack_depth: int
+) -> Prepared:
+    c = env.columns
+    profile = resolve(env) if c is None else None
+    depths = c.sample_locations if c is not None else profile.samples.depths()  # type: ignore[union-attr]
     name = stored_name(spec)
-    if len(profile.samples) == 0 and name in _DISABLED_HINT:
+    if depths.size == 0 and name in _DISABLED_HINT:
         raise ScrapeFailed("profiling_disabled", f"the {name} profile is empty: {_DISABLED_HINT[name]}")
+    if depths.size > max_samples:
+        raise ScrapeFailed("too_large", f"{depths.size} samples, more than the limit of {max_samples}")
+    deep = int((depths > max_stack_depth).sum())
+    cumulative = not spec.delta and any(st.type in CUMULATIVE_TYPES for st in env.header.sample_types)
+    if spec.keep_sample_types is None and not deep and not cumulative:
+        return Prepared(env, int(depths.size), "stored", ())
+    profile = profile or resolve(env)
+    notes: list[str] = []
     if spec.keep_sample_types is not None:
         profile = _keep(profile, spec.keep_sample_types)
-        changed = True
-    if len(profile.samples) > max_samples:
-        raise ScrapeFailed("too_large", f"{len(profile.samples)} samples, more than the limit of {max_samples}")
-    depth = profile.samples.depths()
-    if depth.size and int(depth.max()) > max_stack_depth:
-        deep = int((depth > max_stack_depth).sum())
+    if deep:
         profile = _truncate(profile, max_stack_depth)
         note = f"truncated {deep} stack(s) deeper than {max_stack_depth} frames to their {max_stack_depth} innermost"
         profile.comments = (*profile.comments, f"profstore: {note}")
         notes.append(note)
-        changed = True
     if not spec.delta:
         result = deltas.apply(spec.key, profile, scraped_at_ns)
         if result.profile is None:
             return Prepared(None, 0, result.outcome, (*notes, result.detail))
-        if result.outcome == "delta":
-            profile = result.profile
-            changed = True
-    return Prepared(encode(profile) if changed else data, len(profile.samples), "stored", tuple(notes))
+        profile = result.profile
+    return Prepared(envelope(to_message(profile).SerializeToString()), len(profile.samples), "stored", tuple(notes))
+
+
+def warm_up() -> None:
+    """Run a baseline and a delta once, so their compiled kernels are loaded before the first scrape.
+
+    (Compiling holds the GIL: done during a scrape, it would stall the event loop for seconds.)
+    """
+    types = (ValueType("contentions", "count"), ValueType("delay", "nanoseconds"))
+    p = Profile.build(
+        types,
+        Samples.of([([1, 2], [1, 10], ()), ([2], [2, 20], ())], 2),
+        mappings=[Mapping(1, 0x1000, 0x2000, 0, "bin", "")],
+        locations=[Location(1, 1, 0x1001, (Line(1, 3),)), Location(2, 1, 0x1002, (Line(2, 4),))],
+        functions=[Function(1, "main.a"), Function(2, "main.b")],
+        period_type=types[0],
+        period=1,
+    )
+    spec = TargetSpec("warm-up", "127.0.0.1:1", "mutex", "http://127.0.0.1:1/", {}, False, 15, 10, {}, None)
+    deltas = Deltas()
+    for i in (1, 2):
+        p.samples.values = p.samples.values * i
+        prepare(
+            spec, to_message(p).SerializeToString(), limits=DecodeLimits(), deltas=deltas,
+            scraped_at_ns=i, max_samples=1000, max_stack_depth=1,
+        )  # fmt: skip
 
 
 def _keep(profile: Profile, keep: tuple[tuple[str, str], ...]) -> Profile:

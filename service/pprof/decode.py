@@ -31,7 +31,17 @@ from service.pprof.legacy import looks_legacy, parse_legacy
 from service.pprof.model import Header, Profile, ValueType
 from service.pprof.validate import invalid_profiles
 
-__all__ = ["DecodeLimits", "Envelope", "decode", "decode_batch", "decompress", "envelope", "is_gzip", "parse"]
+__all__ = [
+    "DecodeLimits",
+    "Envelope",
+    "decode",
+    "decode_batch",
+    "decompress",
+    "envelope",
+    "is_gzip",
+    "parse",
+    "resolve",
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 I64 = npt.NDArray[np.int64]
@@ -151,7 +161,12 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> Profile:
 
 def parse(raw: bytes) -> Profile:
     """Parse uncompressed protobuf bytes into a validated, resolved profile."""
-    batch, errors = decode_batch([envelope(raw)])
+    return resolve(envelope(raw))
+
+
+def resolve(env: Envelope) -> Profile:
+    """The validated, resolved profile of an envelope."""
+    batch, errors = decode_batch([env])
     if errors[0] is not None:
         raise errors[0]
     return batch.profile(0)

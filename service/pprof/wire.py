@@ -69,11 +69,12 @@ def parts(mappings: I64, functions: I64, locations: I64, lines: I64) -> tuple[Ma
     """Packed rows (one profile's or a batch's) as the model's column types."""
     m, f, loc = mappings, functions, locations
 
+    # Strided views, no copies: consumers index them (a copy then) or hand them to compiled code.
     def u(column: I64) -> U64:
-        return np.ascontiguousarray(column).view(np.uint64)
+        return column.view(np.uint64)
 
     def i(column: I64) -> I64:
-        return np.ascontiguousarray(column)
+        return column
 
     line_offsets = np.zeros(loc.shape[0] + 1, np.int64)
     np.cumsum(loc[:, 4], out=line_offsets[1:])

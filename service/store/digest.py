@@ -20,10 +20,12 @@ from service.errors import MalformedProfile
 from service.hashing import ContentIds, combine_one, content_ids, hash_strings
 from service.jit import jit
 from service.pprof import wire
-from service.pprof.decode import Envelope
+from service.pprof.decode import Envelope, envelope
+from service.pprof.encode import to_message
 from service.pprof.exact import decode_exact
+from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType
 
-__all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare"]
+__all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare", "warm_up"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -93,6 +95,25 @@ def envelope_ids(env: Envelope) -> ContentIds | None:
         sample_location=c.sample_location,
         labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
     )
+
+
+def warm_up() -> None:
+    """Load (or compile, on a fresh checkout) every kernel the ingest path uses, before traffic.
+
+    The first call of each compiled function loads it from the on-disk cache, or compiles it
+    when there is none (seconds); doing that at start keeps the first scrapes on time.
+    """
+    types = (ValueType("samples", "count"), ValueType("cpu", "nanoseconds"))
+    p = Profile.build(
+        types,
+        Samples.of([([1, 2], [1, 10], (Label("k", str="v"),)), ([2], [2, 20], ())], 2),
+        mappings=[Mapping(1, 0x1000, 0x2000, 0, "bin", "")],
+        locations=[Location(1, 1, 0x1001, (Line(1, 3),)), Location(2, 1, 0x1002, (Line(2, 4), Line(1, 5)))],
+        functions=[Function(1, "main.a"), Function(2, "main.b")],
+        period_type=types[1],
+        period=10,
+    )
+    prepare(envelope(to_message(p).SerializeToString()))
 
 
 def check(c: wire.Columns, n_types: int, n_strings: int) -> bool:

@@ -19,7 +19,7 @@ import xxhash
 
 from service.errors import InvalidRequest
 from service.metrics import Metrics
-from service.pprof.decode import DecodeLimits, decompress, envelope
+from service.pprof.decode import DecodeLimits, Envelope, decompress, envelope
 from service.store.db import Database
 from service.store.digest import prepare
 from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
@@ -57,22 +57,37 @@ class Ingestor:
         tenant: str = DEFAULT_TENANT,
         source: str = "push",
     ) -> IngestResult:
+        """Store gzipped or raw pprof bytes (a push)."""
         with self._decoding:
-            raw = decompress(data, self.limits)
-            env = envelope(raw)
+            env = envelope(decompress(data, self.limits))
+        return self.store(env, labels=labels, name=name, ts=ts, tenant=tenant, source=source, size=len(data))
+
+    def store(
+        self,
+        env: Envelope,
+        *,
+        labels: Mapping[str, str],
+        name: str | None = None,
+        ts: int | None = None,
+        tenant: str = DEFAULT_TENANT,
+        source: str = "push",
+        size: int | None = None,
+    ) -> IngestResult:
+        """Store a parsed profile (the collector parses what it scrapes itself)."""
+        with self._decoding:
             h = env.header
             if not h.sample_types:
                 raise InvalidRequest("profile has no sample types; nothing to store")
             name = name or infer_name(h.sample_types, h.period_type)
             types = [str(pt) for pt in profile_types_of(h, name)]
             when = ts if ts is not None else (h.time_nanos or now_ns())
-            meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(raw), source)
+            meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(env.raw), source)
             pending = Pending(env, meta, prepare(env))
         result = self.db.writer.submit(pending).result()
         item = result.item
         if self.metrics is not None and item is not None:
             self.metrics.ingested_profiles.labels(source).inc()
-            self.metrics.ingested_bytes.labels(source).inc(len(data))
+            self.metrics.ingested_bytes.labels(source).inc(len(env.raw) if size is None else size)
             self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
         return IngestResult(
             profile_ids=item.profile_ids if item else profile_ids_of(meta.group_id, len(types)),

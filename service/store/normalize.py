@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import TypeVar
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from service.errors import InvalidRequest
 from service.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
+from service.pprof import wire
 from service.pprof.batch import ProfileBatch, bases, expand
 from service.pprof.decode import Envelope
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile
@@ -52,7 +52,6 @@ __all__ = [
     "tables",
 ]
 
-T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 TABLES = (
@@ -363,18 +362,17 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
         at += d.rep.size
         r_at += d.r_fn.size
     ids = ContentIds.concat([p.ids for p in prepared])
-    parts = [c.parts() for c in cols]  # type: ignore[union-attr]
-    m_sb = np.repeat(string_base[:-1], [len(p[0]) for p in parts])
-    f_sb = np.repeat(string_base[:-1], [len(p[1]) for p in parts])
-    mappings = _concat_model(Mappings, [p[0] for p in parts])
-    functions = _concat_model(Functions, [p[1] for p in parts])
-    locations = _concat_model(Locations, [p[2] for p in parts])
-    locations.line_offsets = bases(np.concatenate([np.diff(p[2].line_offsets) for p in parts]) if parts else [])
-    mappings.filename += m_sb
-    mappings.build_id += m_sb
-    functions.name += f_sb
-    functions.system_name += f_sb
-    functions.filename += f_sb
+    packed = [
+        np.concatenate([getattr(c, name) for c in cols]) for name in ("mappings", "functions", "locations", "lines")
+    ]
+    mappings, functions, locations = wire.parts(*packed)
+    m_sb = np.repeat(string_base[:-1], [c.mappings.shape[0] for c in cols])  # type: ignore[union-attr]
+    f_sb = np.repeat(string_base[:-1], [c.functions.shape[0] for c in cols])  # type: ignore[union-attr]
+    mappings.filename = mappings.filename + m_sb
+    mappings.build_id = mappings.build_id + m_sb
+    functions.name = functions.name + f_sb
+    functions.system_name = functions.system_name + f_sb
+    functions.filename = functions.filename + f_sb
     lab = [c.labels for c in cols]  # type: ignore[union-attr]
     l_sb = np.repeat(string_base[:-1], [x.shape[0] for x in lab])
     labels = np.concatenate(lab) if lab else np.zeros((0, 5), np.int64)
@@ -417,11 +415,6 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
             labels[:, 4] + l_sb,
         ),
     )
-
-
-def _concat_model(cls: type[T], parts: Sequence[T]) -> T:
-    """Concatenate column dataclasses field by field (``line_offsets`` is rebuilt by the caller)."""
-    return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 def tables(mg: Merged, headers: Sequence[Header], metas: Sequence[Meta], known: KnownIds | None = None) -> Rows:

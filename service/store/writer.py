@@ -13,6 +13,7 @@ is answered with its own error; the others of its batch are stored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
 from service.pprof.decode import Envelope, decode_batch
@@ -59,7 +59,17 @@ class WriteResult:
     duplicate: bool
 
 
+Job = tuple[Rows | None, Callable[[], Rows], list[tuple[Pending, Future[WriteResult]]]]
+
+
 class Writer:
+    """Two threads in a pipeline: one builds the rows of batch N+1 while the other commits batch N.
+
+    DuckDB releases the GIL while it appends and commits, so the build (Python and numpy) and
+    the commit overlap. Profiles of a batch still being committed are "in flight": a copy
+    arriving meanwhile shares the outcome of the first instead of being stored twice.
+    """
+
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -69,14 +79,20 @@ class Writer:
         max_wait_s: float = 0.02,
         observe: Callable[[float, int], None] | None = None,
     ) -> None:
-        self._con = con
+        self._con = con  # the committer's cursor
+        self._reader = con.cursor()  # the builder's, for the duplicate check
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | None] = queue.Queue()
+        self._built: queue.Queue[tuple[list[Job], list[int], float, int] | None] = queue.Queue(maxsize=1)
+        self._inflight: dict[int, Future[WriteResult]] = {}
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
+        self._committer = threading.Thread(target=self._commit_loop, name="profstore-commit", daemon=True)
         self._thread.start()
+        self._committer.start()
 
     def submit(self, item: Pending) -> Future[WriteResult]:
         fut: Future[WriteResult] = Future()
@@ -91,13 +107,17 @@ class Writer:
         return self._queue.qsize()
 
     def close(self) -> None:
+        """Write everything submitted so far, then stop both threads."""
         self._queue.put(None)
         self._thread.join()
+        self._committer.join()
+        self._reader.close()
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._built.put(None)
                 return
             batch = [first]
             deadline = time.monotonic() + self._max_wait_s
@@ -112,52 +132,78 @@ class Writer:
                     break
                 batch.append(nxt)
             t0 = time.monotonic()
+            jobs: list[Job] = []
+            leaders: list[int] = []
             try:
-                self._write(batch)
+                jobs, leaders = self._build(batch)
             except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
-                log.exception("write of a batch of %d profiles failed", len(batch))
-                err = exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-            if self._observe is not None:
-                self._observe(time.monotonic() - t0, len(batch))
+                log.exception("building the rows of a batch of %d profiles failed", len(batch))
+                _fail(batch, exc)
+            self._built.put((jobs, leaders, t0, len(batch)))
             if stop:
+                self._built.put(None)
                 return
 
-    def _write(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> None:
-        stored = self._stored_groups([p.meta.group_id for p, _ in batch])
-        todo: list[tuple[Pending, Future[WriteResult]]] = []
-        leaders: dict[int, Future[WriteResult]] = {}
-        followers: list[tuple[Future[WriteResult], Future[WriteResult]]] = []
-        for p, fut in batch:
-            g = p.meta.group_id
-            if g in stored:
-                fut.set_result(WriteResult(None, duplicate=True))
-            elif g in leaders:  # the same profile twice in one batch: it shares the first one's fate
-                followers.append((leaders[g], fut))
-            else:
-                leaders[g] = fut
-                todo.append((p, fut))
-        try:
-            self._store(todo)
-        finally:
-            for leader, fut in followers:
-                if leader.done() and leader.exception() is None:
-                    fut.set_result(WriteResult(None, duplicate=True))
-                elif leader.done():
-                    fut.set_exception(leader.exception())  # type: ignore[arg-type]
+    def _commit_loop(self) -> None:
+        while True:
+            item = self._built.get()
+            if item is None:
+                return
+            jobs, leaders, t0, size = item
+            for rows, rows_of, ok in jobs:
+                try:
+                    self._commit(rows, rows_of, ok)
+                except Exception as exc:
+                    log.exception("write of a batch of %d profiles failed", len(ok))
+                    _fail(ok, exc)
+            self._release(leaders)
+            if self._observe is not None:
+                self._observe(time.monotonic() - t0, size)
 
-    def _store(self, todo: list[tuple[Pending, Future[WriteResult]]]) -> None:
+    def _release(self, groups: list[int]) -> None:
+        with self._lock:
+            for g in groups:
+                self._inflight.pop(g, None)
+
+    def _build(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> tuple[list[Job], list[int]]:
+        """Drop duplicates, then build the rows of what is left (and keep how, for the retry path)."""
+        leaders: list[int] = []
+        rest: list[tuple[Pending, Future[WriteResult]]] = []
+        with self._lock:  # in flight first, then the database: a batch leaves the first only once committed
+            for p, fut in batch:
+                g = p.meta.group_id
+                lead = self._inflight.get(g)
+                if lead is not None:  # the same profile is being written: it shares that outcome
+                    lead.add_done_callback(_follow(fut))
+                else:
+                    self._inflight[g] = fut
+                    leaders.append(g)
+                    rest.append((p, fut))
+        try:
+            return self._rows(rest), leaders
+        except BaseException:
+            self._release(leaders)  # nothing of this batch is in flight any more
+            raise
+
+    def _rows(self, rest: list[tuple[Pending, Future[WriteResult]]]) -> list[Job]:
+        todo: list[tuple[Pending, Future[WriteResult]]] = []
+        stored = self._stored_groups([p.meta.group_id for p, _ in rest])
+        for p, fut in rest:
+            if p.meta.group_id in stored:
+                fut.set_result(WriteResult(None, duplicate=True))
+            else:
+                todo.append((p, fut))
         if not todo:
-            return
+            return []
         if all(p.prepared is not None for p, _ in todo):
             # Validated and normalized in the ingest threads: only the tables are left to build.
-            self._commit(lambda ok: tables(
-                merge_digests([p.envelope for p, _ in ok], [p.prepared for p, _ in ok]),  # type: ignore[misc]
-                [p.envelope.header for p, _ in ok], [p.meta for p, _ in ok], self._known,
-            ), todo)  # fmt: skip
-            return
+            def fast(ok: list[tuple[Pending, Future[WriteResult]]] = todo) -> Rows:
+                return tables(
+                    merge_digests([p.envelope for p, _ in ok], [p.prepared for p, _ in ok]),  # type: ignore[misc]
+                    [p.envelope.header for p, _ in ok], [p.meta for p, _ in ok], self._known,
+                )  # fmt: skip
+
+            return [(fast(), fast, todo)]
         decoded, errors = decode_batch([p.envelope for p, _ in todo])
         ok = []
         for (p, fut), err in zip(todo, errors, strict=True):
@@ -165,17 +211,20 @@ class Writer:
                 ok.append((p, fut))
             else:
                 fut.set_exception(err)
-        if ok:
-            self._commit(lambda ok: normalize_batch(decoded, [p.meta for p, _ in ok], self._known), ok)
+        if not ok:
+            return []
+
+        def slow() -> Rows:
+            return normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
+
+        return [(slow(), slow, ok)]
 
     def _commit(
-        self,
-        rows_of: Callable[[list[tuple[Pending, Future[WriteResult]]]], Rows],
-        ok: list[tuple[Pending, Future[WriteResult]]],
+        self, rows: Rows | None, rows_of: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]
     ) -> None:
-        """Normalize and commit ``ok`` as one transaction; if that fails, each profile alone."""
+        """Commit ``ok`` as one transaction; if that fails, each profile alone."""
         try:
-            self._transaction(rows_of(ok), ok)
+            self._transaction(rows if rows is not None else rows_of(), ok)
         except Exception:
             if len(ok) == 1:
                 raise
@@ -193,12 +242,11 @@ class Writer:
 
     def _transaction(self, rows: Rows, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
         con = self._con
-        con.execute("BEGIN TRANSACTION")
         try:
             self._append(con, rows)
-            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
+                con.execute("ROLLBACK")
             raise
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
@@ -206,7 +254,9 @@ class Writer:
             fut.set_result(WriteResult(item, duplicate=False))
 
     def _stored_groups(self, groups: list[int]) -> set[int]:
-        con = self._con
+        if not groups:
+            return set()
+        con = self._reader
         con.register("_batch_groups", pa.table({"group_id": pa.array(groups, pa.uint64())}))
         try:
             rows = con.execute(
@@ -218,35 +268,60 @@ class Writer:
 
     @staticmethod
     def _append(con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
+        """A batch's whole transaction as one SQL script: one call into DuckDB, so the GIL is taken back once.
+
+        (Every call returns to Python through the GIL; with request threads busy, each return
+        can wait a whole switch interval, which made twenty statements slower than their work.)
+        """
         t = rows.tables
-        con.register("_b", t["series"])
-        con.execute(
-            "INSERT INTO series SELECT * FROM _b WHERE series_id NOT IN (SELECT series_id FROM series) "
-            "QUALIFY row_number() OVER (PARTITION BY series_id) = 1"
+        names = []
+        for name in ("series", *(n for n, _ in _INTERNED), *_FACTS):
+            con.register(f"_b_{name}", t[name])
+            names.append(f"_b_{name}")
+        try:
+            con.execute(_SCRIPT)
+        finally:
+            for n in names:
+                con.unregister(n)
+
+
+def _script() -> str:
+    parts = [
+        "INSERT INTO series SELECT * FROM _b_series WHERE series_id NOT IN (SELECT series_id FROM series) "
+        "QUALIFY row_number() OVER (PARTITION BY series_id) = 1",
+        "UPDATE series SET first_seen = least(series.first_seen, u.f), last_seen = greatest(series.last_seen, u.l) "
+        "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b_series GROUP BY series_id) u "
+        "WHERE series.series_id = u.series_id AND (u.f < series.first_seen OR u.l > series.last_seen)",
+    ]
+    for name, key in _INTERNED:
+        # Rows whose id is stored already are skipped. The inner IN is a semi-join whose hash table
+        # is the (small) batch, probed by one scan of the id column, never a hash of the whole table.
+        parts.append(
+            f"INSERT INTO {name} SELECT * FROM _b_{name} WHERE {key} NOT IN "
+            f"(SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b_{name}))"
         )
-        con.execute(
-            "UPDATE series SET first_seen = least(series.first_seen, u.f), last_seen = greatest(series.last_seen, u.l) "
-            "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b GROUP BY series_id) u "
-            "WHERE series.series_id = u.series_id AND (u.f < series.first_seen OR u.l > series.last_seen)"
-        )
-        con.unregister("_b")
-        for name, key in _INTERNED:
-            batch = t[name]
-            if batch.num_rows == 0:
-                continue
-            # Which of the batch's ids are stored already: a semi-join whose hash table is the
-            # (small) batch, probed by one scan of the id column, not a hash table of the whole table.
-            con.register("_b", batch.select([key]))
-            stored = con.execute(f"SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b)").to_arrow_table()
-            con.unregister("_b")
-            if stored.num_rows:
-                batch = batch.filter(pc.invert(pc.is_in(batch[key], value_set=stored[key].combine_chunks())))
-            if batch.num_rows:
-                con.register("_b", batch)
-                con.execute(f"INSERT INTO {name} SELECT * FROM _b")
-                con.unregister("_b")
-        for name in _FACTS:
-            if t[name].num_rows:
-                con.register("_b", t[name])
-                con.execute(f"INSERT INTO {name} SELECT * FROM _b")
-                con.unregister("_b")
+    parts += [f"INSERT INTO {name} SELECT * FROM _b_{name}" for name in _FACTS]
+    return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";\nCOMMIT;"
+
+
+_SCRIPT = _script()
+
+
+def _fail(batch: list[tuple[Pending, Future[WriteResult]]], exc: BaseException) -> None:
+    err = exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}")
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(err)
+
+
+def _follow(fut: Future[WriteResult]) -> Callable[[Future[WriteResult]], None]:
+    """A copy of a profile being written gets the first one's outcome: stored (as a duplicate) or its error."""
+
+    def done(leader: Future[WriteResult]) -> None:
+        exc = leader.exception()
+        if exc is None:
+            fut.set_result(WriteResult(None, duplicate=True))
+        else:
+            fut.set_exception(exc)
+
+    return done

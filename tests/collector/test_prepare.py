@@ -10,7 +10,7 @@ import pytest
 from service.collector.delta import Deltas
 from service.collector.scrape import ScrapeFailed, prepare
 from service.collector.targets import TargetSpec
-from service.pprof.decode import DecodeLimits, decode
+from service.pprof.decode import DecodeLimits, decode, decompress, resolve
 from service.pprof.encode import encode
 from service.pprof.model import Samples
 from tests.pprof_tool import totals
@@ -38,7 +38,8 @@ def test_too_many_samples_is_refused_with_the_numbers(corpus: Path) -> None:
         _prepare(_spec("process_cpu", delta=True), data, max_samples=n - 1)
     assert exc.value.kind == "too_large"
     assert exc.value.message == f"{n} samples, more than the limit of {n - 1}"
-    assert _prepare(_spec("process_cpu", delta=True), data, max_samples=n).data == data  # untouched bytes
+    got = _prepare(_spec("process_cpu", delta=True), data, max_samples=n).envelope
+    assert got is not None and got.raw == decompress(data)  # stored as scraped
 
 
 def test_deep_stacks_keep_their_innermost_frames_and_are_marked(corpus: Path, tmp_path: Path) -> None:
@@ -47,10 +48,10 @@ def test_deep_stacks_keep_their_innermost_frames_and_are_marked(corpus: Path, tm
     depths = original.samples.depths()
     limit = int(np.percentile(depths, 50))
     got = _prepare(_spec("process_cpu", delta=True), data, max_stack_depth=limit)
-    assert got.data is not None and got.data != data
+    assert got.envelope is not None and got.envelope.raw != decompress(data)
     deep = int((depths > limit).sum())
     assert got.notes == (f"truncated {deep} stack(s) deeper than {limit} frames to their {limit} innermost",)
-    p = decode(got.data)
+    p = resolve(got.envelope)
     assert p.comments[-1] == f"profstore: {got.notes[0]}"
     assert int(p.samples.depths().max()) == limit
     s, o = p.samples, original.samples
@@ -60,7 +61,7 @@ def test_deep_stacks_keep_their_innermost_frames_and_are_marked(corpus: Path, tm
             == o.location_ids[o.offsets[i] : o.offsets[i] + limit].tolist()
         )
     path = tmp_path / "truncated.pb.gz"
-    path.write_bytes(got.data)
+    path.write_bytes(encode(p))
     orig = tmp_path / "orig.pb.gz"
     orig.write_bytes(data)
     assert totals(path) == totals(orig)  # truncation drops frames, never values
@@ -69,7 +70,7 @@ def test_deep_stacks_keep_their_innermost_frames_and_are_marked(corpus: Path, tm
 def test_keep_sample_types(corpus: Path) -> None:
     data = (corpus / "go119__heap.pb.gz").read_bytes()
     got = _prepare(_spec("memory", keep=(("inuse_space", "bytes"),)), data)
-    p = decode(got.data)  # type: ignore[arg-type]
+    p = resolve(got.envelope)  # type: ignore[arg-type]
     assert [str(t) for t in p.sample_types] == ["inuse_space/bytes"]
     h = decode(data)
     col = [str(t) for t in h.sample_types].index("inuse_space/bytes")
@@ -83,7 +84,7 @@ def test_cumulative_endpoints_start_with_a_baseline_then_store_deltas(corpus: Pa
     data = (corpus / "go119__mutex.pb.gz").read_bytes()
     deltas = Deltas()
     first = _prepare(_spec("mutex"), data, deltas)
-    assert (first.data, first.outcome) == (None, "baseline")
+    assert (first.envelope, first.outcome) == (None, "baseline")
     p = decode(data)
     p.samples = Samples(
         p.samples.offsets, p.samples.location_ids, p.samples.values * 3, p.samples.labelset_index, p.samples.labelsets
@@ -92,8 +93,8 @@ def test_cumulative_endpoints_start_with_a_baseline_then_store_deltas(corpus: Pa
         _spec("mutex"), encode(p), limits=DecodeLimits(), deltas=deltas, scraped_at_ns=16_000_000_000,
         max_samples=1_000_000, max_stack_depth=1024,
     )  # fmt: skip
-    assert second.outcome == "stored" and second.data is not None
-    d = decode(second.data)
+    assert second.outcome == "stored" and second.envelope is not None
+    d = resolve(second.envelope)
     assert d.samples.values.sum(axis=0).tolist() == (decode(data).samples.values.sum(axis=0) * 2).tolist()
     assert (d.time_nanos, d.duration_nanos) == (1_000_000_000, 15_000_000_000)
 
@@ -101,4 +102,4 @@ def test_cumulative_endpoints_start_with_a_baseline_then_store_deltas(corpus: Pa
 def test_endpoints_that_delta_themselves_are_stored_as_scraped(corpus: Path) -> None:
     data = (corpus / "go119__mutex.pb.gz").read_bytes()
     got = _prepare(_spec("godeltaprof_mutex", delta=True), data)
-    assert (got.data, got.outcome) == (data, "stored")
+    assert got.outcome == "stored" and got.envelope is not None and got.envelope.raw == decompress(data)
