@@ -63,11 +63,10 @@ Job = tuple[Rows | None, Callable[[], Rows], list[tuple[Pending, Future[WriteRes
 
 
 class Writer:
-    """Two threads in a pipeline: one builds the rows of batch N+1 while the other commits batch N.
+    """One thread: collect a batch, drop what is stored or being stored, build the rows, commit.
 
-    DuckDB releases the GIL while it appends and commits, so the build (Python and numpy) and
-    the commit overlap. Profiles of a batch still being committed are "in flight": a copy
-    arriving meanwhile shares the outcome of the first instead of being stored twice.
+    (A two-thread pipeline — build batch N+1 while batch N commits — measured slower on two
+    cores: the extra thread's trips through the GIL cost more than the overlap won.)
     """
 
     def __init__(
@@ -79,20 +78,16 @@ class Writer:
         max_wait_s: float = 0.02,
         observe: Callable[[float, int], None] | None = None,
     ) -> None:
-        self._con = con  # the committer's cursor
-        self._reader = con.cursor()  # the builder's, for the duplicate check
+        self._con = con
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | None] = queue.Queue()
-        self._built: queue.Queue[tuple[list[Job], list[int], float, int] | None] = queue.Queue(maxsize=1)
         self._inflight: dict[int, Future[WriteResult]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
-        self._committer = threading.Thread(target=self._commit_loop, name="profstore-commit", daemon=True)
         self._thread.start()
-        self._committer.start()
 
     def submit(self, item: Pending) -> Future[WriteResult]:
         fut: Future[WriteResult] = Future()
@@ -110,14 +105,11 @@ class Writer:
         """Write everything submitted so far, then stop both threads."""
         self._queue.put(None)
         self._thread.join()
-        self._committer.join()
-        self._reader.close()
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
-                self._built.put(None)
                 return
             batch = [first]
             deadline = time.monotonic() + self._max_wait_s
@@ -139,17 +131,6 @@ class Writer:
             except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
                 log.exception("building the rows of a batch of %d profiles failed", len(batch))
                 _fail(batch, exc)
-            self._built.put((jobs, leaders, t0, len(batch)))
-            if stop:
-                self._built.put(None)
-                return
-
-    def _commit_loop(self) -> None:
-        while True:
-            item = self._built.get()
-            if item is None:
-                return
-            jobs, leaders, t0, size = item
             for rows, rows_of, ok in jobs:
                 try:
                     self._commit(rows, rows_of, ok)
@@ -158,7 +139,9 @@ class Writer:
                     _fail(ok, exc)
             self._release(leaders)
             if self._observe is not None:
-                self._observe(time.monotonic() - t0, size)
+                self._observe(time.monotonic() - t0, len(batch))
+            if stop:
+                return
 
     def _release(self, groups: list[int]) -> None:
         with self._lock:
@@ -256,7 +239,7 @@ class Writer:
     def _stored_groups(self, groups: list[int]) -> set[int]:
         if not groups:
             return set()
-        con = self._reader
+        con = self._con
         con.register("_batch_groups", pa.table({"group_id": pa.array(groups, pa.uint64())}))
         try:
             rows = con.execute(
