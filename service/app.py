@@ -95,7 +95,14 @@ def create_app(
         loop = asyncio.get_running_loop()
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(on_sighup()))
+            reloads: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
+
+            def on_signal() -> None:
+                task = loop.create_task(on_sighup())
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_signal)
             hup = True
         try:
             yield

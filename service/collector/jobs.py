@@ -16,10 +16,11 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import xxhash
@@ -82,6 +83,7 @@ class Collector:
         # httpcore a scan of all of them per request, which starved the event loop.
         self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self._store_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         # Shared: building a TLS context (loading the CA bundle) takes ~25 ms, per client it
         # blocked the event loop for seconds when a fleet's first scrapes started.
         self._tls = ssl.create_default_context()
@@ -141,7 +143,7 @@ class Collector:
             self._store_locks.pop(key, None)
         used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
         for target in set(self._clients) - used:  # closed once its last scrape has let go of it
-            asyncio.get_running_loop().create_task(self._clients.pop(target).aclose())
+            self._spawn(self._clients.pop(target).aclose())
         for key, spec in new.items():
             if self._specs.get(key) == spec and self._scheduler.get_job(key):
                 continue
@@ -228,6 +230,12 @@ class Collector:
             )
         return client
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task and hold on to it: the event loop keeps only weak references."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _busy(self, delta: int) -> None:
         """Count scrapes and stores in progress, for the drain at shutdown."""
         assert self._idle is not None
@@ -262,7 +270,7 @@ class Collector:
                 return
             self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
             self._busy(+1)
-            asyncio.get_running_loop().create_task(self._store_later(spec, fetched.data, at_ns, t0))
+            self._spawn(self._store_later(spec, fetched.data, at_ns, t0))
         finally:
             self._busy(-1)
 
