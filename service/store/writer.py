@@ -59,7 +59,9 @@ class WriteResult:
     duplicate: bool
 
 
-Job = tuple[Rows | None, Callable[[], Rows], list[tuple[Pending, Future[WriteResult]]]]
+# Profiles to commit together, and how to build their rows (inside the commit's try: a batch
+# whose rows cannot be built is retried one profile at a time like one that cannot commit).
+Job = tuple[Callable[[], Rows], list[tuple[Pending, Future[WriteResult]]]]
 
 
 class Writer:
@@ -131,9 +133,9 @@ class Writer:
             except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
                 log.exception("building the rows of a batch of %d profiles failed", len(batch))
                 _fail(batch, exc)
-            for rows, rows_of, ok in jobs:
+            for build, ok in jobs:
                 try:
-                    self._commit(rows, rows_of, ok)
+                    self._commit(build, ok)
                 except Exception as exc:
                     log.exception("write of a batch of %d profiles failed", len(ok))
                     _fail(ok, exc)
@@ -149,7 +151,7 @@ class Writer:
                 self._inflight.pop(g, None)
 
     def _build(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> tuple[list[Job], list[int]]:
-        """Drop duplicates, then build the rows of what is left (and keep how, for the retry path)."""
+        """Drop what is stored or being stored; say how to build the rows of the rest."""
         leaders: list[int] = []
         rest: list[tuple[Pending, Future[WriteResult]]] = []
         with self._lock:  # in flight first, then the database: a batch leaves the first only once committed
@@ -186,7 +188,7 @@ class Writer:
                     [p.envelope.header for p, _ in ok], [p.meta for p, _ in ok], self._known,
                 )  # fmt: skip
 
-            return [(fast(), fast, todo)]
+            return [(fast, todo)]
         decoded, errors = decode_batch([p.envelope for p, _ in todo])
         ok = []
         for (p, fut), err in zip(todo, errors, strict=True):
@@ -200,14 +202,12 @@ class Writer:
         def slow() -> Rows:
             return normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
 
-        return [(slow(), slow, ok)]
+        return [(slow, ok)]
 
-    def _commit(
-        self, rows: Rows | None, rows_of: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]
-    ) -> None:
-        """Commit ``ok`` as one transaction; if that fails, each profile alone."""
+    def _commit(self, build: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
+        """Build the rows of ``ok`` and commit them as one transaction; if that fails, each profile alone."""
         try:
-            self._transaction(rows if rows is not None else rows_of(), ok)
+            self._transaction(build(), ok)
         except Exception:
             if len(ok) == 1:
                 raise
