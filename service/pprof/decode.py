@@ -14,6 +14,7 @@ too (the slow, exact path), which also words real corruption.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +29,17 @@ from service.pprof.batch import ProfileBatch, Resolved, bases
 from service.pprof.encode import to_message
 from service.pprof.exact import decode_exact
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Header, Profile, ValueType
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType
 from service.pprof.validate import invalid_profiles
 
 __all__ = [
     "DecodeLimits",
+    "Entities",
     "Envelope",
     "decode",
     "decode_batch",
     "decompress",
+    "entities",
     "envelope",
     "is_gzip",
     "parse",
@@ -45,7 +48,6 @@ __all__ = [
 
 GZIP_MAGIC = b"\x1f\x8b"
 I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +248,28 @@ def _each(raw: list[bytes]) -> list[str]:
     return [s.decode("utf-8", "replace") for s in raw]
 
 
-def _i(column: I64) -> I64:
-    return np.ascontiguousarray(column)
+@dataclass(frozen=True, slots=True)
+class Entities:
+    """The symbol tables and sample labels of decoded envelopes, concatenated in batch numbering.
+
+    String codes index ``strings`` (all profiles' tables one after the other), label owners are
+    batch sample indexes, and ``*_base`` give each profile's range of rows.
+    """
+
+    strings: list[str]
+    string_base: I64
+    sample_base: I64
+    mapping_base: I64
+    mappings: Mappings
+    function_base: I64
+    functions: Functions
+    location_base: I64
+    locations: Locations
+    labels: tuple[I64, I64, I64, I64, I64]  # batch sample, key, str (0: numeric), num, unit
 
 
-def _fast(envs: list[Envelope]) -> ProfileBatch:
-    """Concatenate the envelopes' columns into one batch, with string codes in batch numbering."""
+def entities(envs: Sequence[Envelope]) -> Entities:
+    """Concatenate the columns of envelopes decoded by :mod:`service.pprof.wire` (none may be ``None``)."""
     cols: list[wire.Columns] = []
     for e in envs:
         if e.columns is None:
@@ -259,18 +277,7 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
         cols.append(e.columns)
     string_base = bases([len(e.strings) for e in envs])
     sb = string_base[:-1]
-    sample_counts = [c.sample_locations.size for c in cols]
-    sample_base = bases(sample_counts)
-    width = max((len(e.header.sample_types) for e in envs), default=0)
-    types = np.repeat(np.array([len(e.header.sample_types) for e in envs], np.int64), sample_counts)
-    value_counts = _cat([c.sample_values for c in cols], np.int64)
-    flat_values = _cat([c.values for c in cols], np.int64)
-    done = int(sample_base[-1])
-    values = np.zeros((done, width), np.int64)
-    if (value_counts == types).all():
-        col = np.arange(flat_values.size) - np.repeat(np.cumsum(value_counts) - value_counts, value_counts)
-        values[np.repeat(np.arange(done), value_counts), col] = flat_values
-    offsets = bases(_cat([c.sample_locations for c in cols], np.int64))
+    sample_base = bases([c.sample_locations.size for c in cols])
 
     def rows(name: str, width: int) -> tuple[I64, I64, I64]:
         """All profiles' rows of one packed output, the base per profile, and each row's string base."""
@@ -280,18 +287,51 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
         return table, base, np.repeat(sb, np.diff(base))
 
     lab, label_base, lab_sb = rows("labels", wire.LABEL_W)
-    owner = _i(lab[:, 0]) + np.repeat(sample_base[:-1], np.diff(label_base))
-    strc = _i(lab[:, 2])
+    strc = lab[:, 2]
     m, mapping_base, m_sb = rows("mappings", wire.MAPPING_W)
     f, function_base, f_sb = rows("functions", wire.FUNCTION_W)
     loc, location_base, _ = rows("locations", wire.LOCATION_W)
     lines = _cat([c.lines for c in cols], np.int64).reshape(-1, wire.LINE_W)
     mappings, functions, locations = wire.parts(m, f, loc, lines)
-    mappings.filename += m_sb
-    mappings.build_id += m_sb
-    functions.name += f_sb
-    functions.system_name += f_sb
-    functions.filename += f_sb
+    mappings.filename = mappings.filename + m_sb
+    mappings.build_id = mappings.build_id + m_sb
+    functions.name = functions.name + f_sb
+    functions.system_name = functions.system_name + f_sb
+    functions.filename = functions.filename + f_sb
+    return Entities(
+        strings=[x for e in envs for x in e.strings],
+        string_base=string_base,
+        sample_base=sample_base,
+        mapping_base=mapping_base,
+        mappings=mappings,
+        function_base=function_base,
+        functions=functions,
+        location_base=location_base,
+        locations=locations,
+        labels=(
+            lab[:, 0] + np.repeat(sample_base[:-1], np.diff(label_base)),
+            lab[:, 1] + lab_sb,
+            np.where(strc != 0, strc + lab_sb, 0),
+            np.ascontiguousarray(lab[:, 3]),
+            lab[:, 4] + lab_sb,
+        ),
+    )
+
+
+def _fast(envs: list[Envelope]) -> ProfileBatch:
+    """Concatenate the envelopes' columns into one batch, with string codes in batch numbering."""
+    ent = entities(envs)
+    cols = [e.columns for e in envs if e.columns is not None]
+    sample_counts = [c.sample_locations.size for c in cols]
+    width = max((len(e.header.sample_types) for e in envs), default=0)
+    types = np.repeat(np.array([len(e.header.sample_types) for e in envs], np.int64), sample_counts)
+    value_counts = _cat([c.sample_values for c in cols], np.int64)
+    flat_values = _cat([c.values for c in cols], np.int64)
+    done = int(ent.sample_base[-1])
+    values = np.zeros((done, width), np.int64)
+    if (value_counts == types).all():
+        col = np.arange(flat_values.size) - np.repeat(np.cumsum(value_counts) - value_counts, value_counts)
+        values[np.repeat(np.arange(done), value_counts), col] = flat_values
 
     def refs(name: str, target_base: I64) -> I64:
         """Per-profile row references moved to batch rows (-1 stays -1)."""
@@ -300,30 +340,31 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
         base = np.repeat(target_base[:-1], [p.size for p in parts])
         return np.where(rows >= 0, rows + base, -1)
 
+    owner, key, strc, num, unit = ent.labels
     return ProfileBatch(
         headers=[e.header for e in envs],
         value_counts=value_counts,
-        strings=[x for e in envs for x in e.strings],
-        string_base=string_base,
-        sample_base=sample_base,
-        offsets=offsets,
+        strings=ent.strings,
+        string_base=ent.string_base,
+        sample_base=ent.sample_base,
+        offsets=bases(_cat([c.sample_locations for c in cols], np.int64)),
         location_ids=_cat([c.location_ids for c in cols], np.uint64),
         values=values,
         label_owner=owner,
-        label_key=_i(lab[:, 1]) + lab_sb,
-        label_str=np.where(strc != 0, strc + lab_sb, 0),
-        label_num=_i(lab[:, 3]),
-        label_unit=_i(lab[:, 4]) + lab_sb,
-        mapping_base=mapping_base,
-        mappings=mappings,
-        function_base=function_base,
-        functions=functions,
-        location_base=location_base,
-        locations=locations,
+        label_key=key,
+        label_str=strc,
+        label_num=num,
+        label_unit=unit,
+        mapping_base=ent.mapping_base,
+        mappings=ent.mappings,
+        function_base=ent.function_base,
+        functions=ent.functions,
+        location_base=ent.location_base,
+        locations=ent.locations,
         resolved=Resolved(
-            refs("sample_location", location_base),
-            refs("line_function", function_base),
-            refs("location_mapping", mapping_base),
+            refs("sample_location", ent.location_base),
+            refs("line_function", ent.function_base),
+            refs("location_mapping", ent.mapping_base),
         ),
     )
 

@@ -26,9 +26,8 @@ import pyarrow as pa
 
 from service.errors import InvalidRequest
 from service.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
-from service.pprof import wire
-from service.pprof.batch import ProfileBatch, bases, expand
-from service.pprof.decode import Envelope
+from service.pprof.batch import ProfileBatch, expand
+from service.pprof.decode import Envelope, entities
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile
 from service.store.digest import Prepared
 from service.store.ids import KnownIds, blob_ids
@@ -336,16 +335,13 @@ def merge_batch(b: ProfileBatch, ids: ContentIds) -> Merged:
 def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Merged:
     """The batch of profiles normalized one by one in the ingest threads (:mod:`service.store.digest`)."""
     n = len(envs)
-    cols = [e.columns for e in envs]
-    assert all(c is not None for c in cols)
     width = max((len(e.header.sample_types) for e in envs), default=0)
     w1 = max(width, 1)
-    string_base = bases([len(e.strings) for e in envs])
-    sample_base = bases([c.sample_locations.size for c in cols])  # type: ignore[union-attr]
+    ent = entities(envs)
     ds = [p.digest for p in prepared]
     rows = np.array([d.rep.size for d in ds], np.int64)
     owner = np.repeat(np.arange(n), rows)
-    rep = np.concatenate([d.rep for d in ds]) + np.repeat(sample_base[:-1], rows)
+    rep = np.concatenate([d.rep for d in ds]) + np.repeat(ent.sample_base[:-1], rows)
     values = np.zeros((int(rows.sum()), width), np.int64)
     scale = np.ones((n, w1), np.int64)
     alias = np.full((n, w1), -1, np.int64)
@@ -362,21 +358,6 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
         at += d.rep.size
         r_at += d.r_fn.size
     ids = ContentIds.concat([p.ids for p in prepared])
-    packed = [
-        np.concatenate([getattr(c, name) for c in cols]) for name in ("mappings", "functions", "locations", "lines")
-    ]
-    mappings, functions, locations = wire.parts(*packed)
-    m_sb = np.repeat(string_base[:-1], [c.mappings.shape[0] for c in cols])  # type: ignore[union-attr]
-    f_sb = np.repeat(string_base[:-1], [c.functions.shape[0] for c in cols])  # type: ignore[union-attr]
-    mappings.filename = mappings.filename + m_sb
-    mappings.build_id = mappings.build_id + m_sb
-    functions.name = functions.name + f_sb
-    functions.system_name = functions.system_name + f_sb
-    functions.filename = functions.filename + f_sb
-    lab = [c.labels for c in cols]  # type: ignore[union-attr]
-    l_sb = np.repeat(string_base[:-1], [x.shape[0] for x in lab])
-    labels = np.concatenate(lab) if lab else np.zeros((0, 5), np.int64)
-    l_str = labels[:, 2]
     return Merged(
         n=n,
         width=width,
@@ -398,22 +379,16 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
         r_flat=r_flat,
         r_cum=r_cum,
         r_owner=np.repeat(np.arange(n), [d.r_fn.size for d in ds]),
-        strings=[x for e in envs for x in e.strings],
-        mappings=mappings,
+        strings=ent.strings,
+        mappings=ent.mappings,
         map_h=ids.mapping,
-        functions=functions,
+        functions=ent.functions,
         fn_h=ids.function,
-        locations=locations,
+        locations=ent.locations,
         loc_h=ids.location,
         loc_map=ids.location_mapping,
         line_fn=ids.line_function,
-        labels=(
-            labels[:, 0] + np.repeat(sample_base[:-1], [x.shape[0] for x in lab]),
-            labels[:, 1] + l_sb,
-            np.where(l_str != 0, l_str + l_sb, 0),
-            np.ascontiguousarray(labels[:, 3]),
-            labels[:, 4] + l_sb,
-        ),
+        labels=ent.labels,
     )
 
 
