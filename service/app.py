@@ -22,8 +22,8 @@ from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
 from service.store.db import Database
-from service.store.digest import warm_up
 from service.store.ingest import Ingestor
+from service.store.staging import warm_up
 
 __all__ = ["create_app"]
 

@@ -97,7 +97,7 @@ def envelope_ids(env: Envelope) -> ContentIds | None:
     )
 
 
-def warm_up() -> None:
+def warm_up() -> Envelope:
     """Load (or compile, on a fresh checkout) every kernel the ingest path uses, before traffic.
 
     The first call of each compiled function loads it from the on-disk cache, or compiles it
@@ -113,7 +113,9 @@ def warm_up() -> None:
         period_type=types[1],
         period=10,
     )
-    prepare(envelope(to_message(p).SerializeToString()))
+    env = envelope(to_message(p).SerializeToString())
+    prepare(env)
+    return env  # for the next stage's kernels (service.store.staging.warm_up)
 
 
 def check(c: wire.Columns, n_types: int, n_strings: int) -> bool:

@@ -35,24 +35,32 @@ def ids_of_blobs(arr: pa.Array | pa.ChunkedArray) -> U64:
 class KnownIds:
     """Ids of symbols and stacks known to be committed, so a fleet's repeated symbols are not re-sent.
 
-    Only the writer adds, after a commit; a miss costs an anti-join, never correctness. Bounded:
-    past ``limit`` ids per kind the memory is dropped and rebuilt from new traffic.
+    Ingest threads ask (:meth:`unknown`) while the writer adds after each commit, so each kind is
+    an immutable sorted array that :meth:`add` replaces whole: a reader holds one consistent
+    snapshot without a lock, and the lookup is a binary search that runs without the GIL. A miss
+    costs an anti-join in the writer, never correctness. Bounded: past ``limit`` ids of a kind
+    the memory is dropped and rebuilt from new traffic.
     """
 
     def __init__(self, limit: int = 500_000) -> None:
-        self._sets: dict[str, set[int]] = {}
+        self._arrays: dict[str, U64] = {}
         self._limit = limit
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one adder at a time; readers need none
 
     def unknown(self, kind: str, ids: U64) -> npt.NDArray[np.bool_]:
-        known = self._sets.get(kind)
-        if not known:
+        known = self._arrays.get(kind)
+        if known is None or known.size == 0 or ids.size == 0:
             return np.ones(ids.size, bool)
-        return np.fromiter((i not in known for i in ids.tolist()), bool, count=ids.size)
+        at = np.minimum(np.searchsorted(known, ids), known.size - 1)
+        return known[at] != ids
 
     def add(self, kind: str, ids: U64) -> None:
+        if ids.size == 0 or self._limit <= 0:
+            return
         with self._lock:
-            s = self._sets.setdefault(kind, set())
-            if len(s) + ids.size > self._limit:
-                s.clear()
-            s.update(ids.tolist())
+            known = self._arrays.get(kind, np.zeros(0, np.uint64))
+            new = np.unique(np.asarray(ids, np.uint64))
+            new = new[self.unknown(kind, new)]
+            if known.size + new.size > self._limit:
+                known = np.zeros(0, np.uint64)
+            self._arrays[kind] = np.insert(known, np.searchsorted(known, new), new)

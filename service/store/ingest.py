@@ -1,11 +1,11 @@
 """The one ingest entry point: bytes in, a durable profile out.
 
 Pushes (REST, and later Pyroscope protocols) and the collector all call :meth:`Ingestor.ingest`.
-The caller's thread does what can fail fast or runs without the GIL — gunzip with size caps,
-the protobuf envelope, the name and time, the compiled decoding of the columns and their
-content ids — so a bad request is answered at once and many requests decode in parallel;
-validation, normalization and the append happen in the writer, batched with other profiles,
-and the call returns after the commit.
+The caller's thread does everything that is per profile — gunzip with size caps, the protobuf
+envelope, the name and time, the compiled decoding, validation, hashing and normalization
+(:mod:`service.store.digest`) and the rows (:mod:`service.store.staging`) — so a bad request
+is answered at once and profiles are worked on in parallel; the writer thread batches them into
+one transaction, and the call returns after the commit.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from service.pprof.decode import DecodeLimits, Envelope, decompress, envelope
 from service.store.db import Database
 from service.store.digest import prepare
 from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
+from service.store.staging import stage
 from service.store.writer import Pending
 from service.types import DEFAULT_TENANT, now_ns
 
@@ -82,7 +83,9 @@ class Ingestor:
             types = [str(pt) for pt in profile_types_of(h, name)]
             when = ts if ts is not None else (h.time_nanos or now_ns())
             meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(env.raw), source)
-            pending = Pending(env, meta, prepare(env))
+            prepared = prepare(env)
+            staged = stage(env, prepared, meta, self.db.known) if prepared is not None else None
+            pending = Pending(env, meta, staged)
         result = self.db.writer.submit(pending).result()
         item = result.item
         if self.metrics is not None and item is not None:

@@ -32,7 +32,7 @@ from service.pprof.model import Functions, Header, Locations, Mappings, Profile
 from service.store.digest import Prepared
 from service.store.ids import KnownIds, blob_ids
 from service.store.rollup import rollup
-from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES
+from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES, rollup_table, samples_table
 from service.types import ProfileType
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "Normalized",
     "Rows",
     "batch_ids",
+    "entity_tables",
+    "header_rows",
     "infer_name",
     "merge_batch",
     "merge_digests",
@@ -395,7 +397,6 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
 def tables(mg: Merged, headers: Sequence[Header], metas: Sequence[Meta], known: KnownIds | None = None) -> Rows:
     """The rows of every table for a merged batch; ids the writer already committed are left out."""
     n, width, ntypes = mg.n, mg.width, mg.ntypes
-    known = known or KnownIds(limit=0)
     ptypes = [profile_types_of(h, m.name) for h, m in zip(headers, metas, strict=True)]
     series_ids = np.zeros((n, max(width, 1)), np.uint64)
     groups: list[int] = []
@@ -407,6 +408,51 @@ def tables(mg: Merged, headers: Sequence[Header], metas: Sequence[Meta], known: 
     ts = np.array([m.ts for m in metas], np.int64)
     owner, values, scale, alias = mg.owner, mg.values, mg.scale, mg.alias
     scaled = values // scale[owner, :width] if values.size else values
+    rows, new_ids = entity_tables(mg, known)
+
+    # Facts, one row per (sample, type) with a non-zero value.
+    samples, rollups = [], []
+    r_owner = mg.r_owner
+    for t in range(width):
+        nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t) & (alias[owner, t] < 0))
+        nz = nz[np.lexsort((scaled[nz, t], owner[nz]))]  # by value within a profile: narrower bit-packing
+        o = owner[nz]
+        samples.append(
+            samples_table(series_ids[o, t], ts[o], mg.stack[nz], mg.labelset[nz], scaled[nz, t], scale[o, t])
+        )
+        flat, cum = mg.r_flat, mg.r_cum
+        rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t) & (alias[r_owner, t] < 0))
+        rnz = rnz[np.lexsort((cum[rnz, t], flat[rnz, t], r_owner[rnz]))]
+        ro = r_owner[rnz]
+        rollups.append(rollup_table(series_ids[ro, t], ts[ro], mg.r_fn[rnz], flat[rnz, t], cum[rnz, t], scale[ro, t]))
+    rows["samples"] = pa.concat_tables(samples) if samples else EMPTY_SAMPLES
+    rows["function_rollup"] = pa.concat_tables(rollups) if rollups else EMPTY_ROLLUP
+
+    # Per-profile rows: series and profiles.
+    kept = np.bincount(owner, minlength=n)
+    stored = (values != 0) & (alias[owner, :width] < 0)
+    rows_per = np.bincount(owner, weights=stored.sum(axis=1), minlength=n).astype(np.int64)
+    items = []
+    series_rows: list[dict[str, object]] = []
+    profile_rows: list[dict[str, object]] = []
+    for i, (h, m, pts) in enumerate(zip(headers, metas, ptypes, strict=True)):
+        pids = profile_ids_of(groups[i], len(pts))
+        sr, pr = header_rows(h, m, pts, series_ids[i], pids, mg.totals[i], int(kept[i]), scale[i], alias[i])
+        series_rows += sr
+        profile_rows += pr
+        items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))
+    rows["series"] = pa.Table.from_pylist(series_rows, schema=SERIES)
+    rows["profiles"] = pa.Table.from_pylist(profile_rows, schema=PROFILES)
+    return Rows(rows, items, new_ids)
+
+
+def entity_tables(mg: Merged, known: KnownIds | None = None) -> tuple[dict[str, pa.Table], dict[str, U64]]:
+    """Rows of the interned tables (stacks, symbols, label sets) of a merged batch, each id once.
+
+    Ids in ``known`` (committed before) are left out; the ids of the rows returned are what the
+    writer may remember once they are committed.
+    """
+    known = known or KnownIds(limit=0)
     mp, fn, loc = mg.mappings, mg.functions, mg.locations
     new_ids: dict[str, U64] = {}
 
@@ -472,75 +518,40 @@ def tables(mg: Merged, headers: Sequence[Header], metas: Sequence[Meta], known: 
         }
     )
     rows["labelsets"] = _labelsets(mg, fresh)
+    return rows, new_ids
 
-    # Facts, one row per (sample, type) with a non-zero value.
-    samples, rollups = [], []
-    r_owner = mg.r_owner
-    for t in range(width):
-        nz = np.flatnonzero((values[:, t] != 0) & (ntypes[owner] > t) & (alias[owner, t] < 0))
-        nz = nz[np.lexsort((scaled[nz, t], owner[nz]))]  # by value within a profile: narrower bit-packing
-        o = owner[nz]
-        samples.append(
-            pa.table(
-                {
-                    "series_id": pa.array(series_ids[o, t]),
-                    "ts": pa.array(ts[o]),
-                    "stack_id": blob_ids(mg.stack[nz]),
-                    "labelset_id": blob_ids(mg.labelset[nz]),
-                    "value": pa.array(scaled[nz, t]),
-                    "scale": pa.array(scale[o, t]),
-                }
-            )
-        )
-        flat, cum = mg.r_flat, mg.r_cum
-        rnz = np.flatnonzero(((flat[:, t] != 0) | (cum[:, t] != 0)) & (ntypes[r_owner] > t) & (alias[r_owner, t] < 0))
-        rnz = rnz[np.lexsort((cum[rnz, t], flat[rnz, t], r_owner[rnz]))]
-        ro = r_owner[rnz]
-        rollups.append(
-            pa.table(
-                {
-                    "series_id": pa.array(series_ids[ro, t]),
-                    "ts": pa.array(ts[ro]),
-                    "function_id": blob_ids(mg.r_fn[rnz]),
-                    "flat": pa.array(flat[rnz, t]),
-                    "cum": pa.array(cum[rnz, t]),
-                    "scale": pa.array(scale[ro, t]),
-                }
-            )
-        )
-    rows["samples"] = pa.concat_tables(samples) if samples else EMPTY_SAMPLES
-    rows["function_rollup"] = pa.concat_tables(rollups) if rollups else EMPTY_ROLLUP
 
-    # Per-profile rows: series and profiles.
-    kept = np.bincount(owner, minlength=n)
-    stored = (values != 0) & (alias[owner, :width] < 0)
-    rows_per = np.bincount(owner, weights=stored.sum(axis=1), minlength=n).astype(np.int64)
-    items = []
-    series_rows: list[dict[str, object]] = []
-    profile_rows: list[dict[str, object]] = []
-    for i, (h, m, pts) in enumerate(zip(headers, metas, ptypes, strict=True)):
-        pids = profile_ids_of(groups[i], len(pts))
-        labels = sorted(m.labels.items())
-        types, units = [st.type for st in h.sample_types], [st.unit for st in h.sample_types]
-        for t, pt in enumerate(pts):
-            sid = int(series_ids[i, t])
-            series_rows.append({
-                "series_id": sid, "tenant": m.tenant, "profile_type": str(pt), "name": m.name,
-                "sample_type": pt.sample_type, "sample_unit": pt.sample_unit, "period_type": pt.period_type,
-                "period_unit": pt.period_unit, "labels": labels, "first_seen": m.ts, "last_seen": m.ts,
-            })  # fmt: skip
-            profile_rows.append({
-                "profile_id": pids[t], "series_id": sid, "ts": m.ts, "group_id": groups[i], "type_index": t,
-                "sample_types": types, "sample_units": units, "default_sample_type": h.default_sample_type,
-                "time_nanos": h.time_nanos, "duration_ns": h.duration_nanos, "period": h.period,
-                "total": int(mg.totals[i, t]), "sample_count": int(kept[i]), "scale": int(scale[i, t]),
-                "alias_of": int(alias[i, t]), "drop_frames": h.drop_frames,
-                "keep_frames": h.keep_frames, "comments": list(h.comments), "doc_url": h.doc_url, "source": m.source,
-            })  # fmt: skip
-        items.append(Normalized(groups[i], pids, [str(pt) for pt in pts], int(rows_per[i])))
-    rows["series"] = pa.Table.from_pylist(series_rows, schema=SERIES)
-    rows["profiles"] = pa.Table.from_pylist(profile_rows, schema=PROFILES)
-    return Rows(rows, items, new_ids)
+def header_rows(
+    h: Header,
+    m: Meta,
+    pts: Sequence[ProfileType],
+    series_ids: U64,
+    profile_ids: Sequence[int],
+    totals: I64,
+    sample_count: int,
+    scale: I64,
+    alias: I64,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The ``series`` and ``profiles`` rows of one profile, one per sample type."""
+    labels = sorted(m.labels.items())
+    types, units = [st.type for st in h.sample_types], [st.unit for st in h.sample_types]
+    series, profiles = [], []
+    for t, pt in enumerate(pts):
+        sid = int(series_ids[t])
+        series.append({
+            "series_id": sid, "tenant": m.tenant, "profile_type": str(pt), "name": m.name,
+            "sample_type": pt.sample_type, "sample_unit": pt.sample_unit, "period_type": pt.period_type,
+            "period_unit": pt.period_unit, "labels": labels, "first_seen": m.ts, "last_seen": m.ts,
+        })  # fmt: skip
+        profiles.append({
+            "profile_id": profile_ids[t], "series_id": sid, "ts": m.ts, "group_id": m.group_id, "type_index": t,
+            "sample_types": types, "sample_units": units, "default_sample_type": h.default_sample_type,
+            "time_nanos": h.time_nanos, "duration_ns": h.duration_nanos, "period": h.period,
+            "total": int(totals[t]), "sample_count": sample_count, "scale": int(scale[t]),
+            "alias_of": int(alias[t]), "drop_frames": h.drop_frames, "keep_frames": h.keep_frames,
+            "comments": list(h.comments), "doc_url": h.doc_url, "source": m.source,
+        })  # fmt: skip
+    return series, profiles
 
 
 def _labelsets(mg: Merged, fresh: object) -> pa.Table:

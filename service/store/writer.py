@@ -3,12 +3,14 @@
 DuckDB allows one writer per file, and a profile must become visible all at once (samples,
 stacks, symbols, rollups) or not at all, also when the process is killed mid-batch. So every
 write goes through this thread: it drains the queue into a batch, drops profiles already stored
-(same ``group_id``), builds the rows of every table for the rest together, appends each table
-as one Arrow relation inside a single transaction, commits, and only then acknowledges the
-callers. Profiles arrive validated and normalized by the ingest threads
-(:mod:`service.store.digest`); the few that were decoded by upb instead (legacy formats,
-unusual encodings) are decoded and normalized here, in numpy. A profile that fails validation
-is answered with its own error; the others of its batch are stored.
+(same ``group_id``), assembles the rows of the rest, appends each table as one Arrow relation
+inside a single transaction, commits, and only then acknowledges the callers.
+
+Being the one serial step, it does as little as possible: profiles arrive with their rows built
+by the ingest threads (:mod:`service.store.staging`), so a batch is a concatenation. The few
+decoded by upb instead (legacy formats, unusual encodings) are validated and normalized here,
+in numpy. A profile that fails validation is answered with its own error; the others of its
+batch are stored.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import pyarrow as pa
 
 from service.errors import ProfstoreError, StoreError
 from service.pprof.decode import Envelope, decode_batch
-from service.store.digest import Prepared
 from service.store.ids import KnownIds
-from service.store.normalize import Meta, Normalized, Rows, merge_digests, normalize_batch, tables
+from service.store.normalize import Meta, Normalized, Rows, normalize_batch
+from service.store.staging import Staged, assemble
 
 __all__ = ["Pending", "WriteResult", "Writer"]
 
@@ -50,7 +52,7 @@ _FACTS = ("profiles", "samples", "function_rollup")
 class Pending:
     envelope: Envelope
     meta: Meta
-    prepared: Prepared | None = None  # normalized in the caller's thread when its columns were decoded there
+    staged: Staged | None = None  # its rows, built in the caller's thread when its columns were decoded there
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ class Writer:
 
     def _rows(self, rest: list[tuple[Pending, Future[WriteResult]]]) -> list[Job]:
         todo: list[tuple[Pending, Future[WriteResult]]] = []
-        stored = self._stored_groups([p.meta.group_id for p, _ in rest])
+        stored = self._stored_groups([p.meta for p, _ in rest])
         for p, fut in rest:
             if p.meta.group_id in stored:
                 fut.set_result(WriteResult(None, duplicate=True))
@@ -180,13 +182,10 @@ class Writer:
                 todo.append((p, fut))
         if not todo:
             return []
-        if all(p.prepared is not None for p, _ in todo):
-            # Validated and normalized in the ingest threads: only the tables are left to build.
+        if all(p.staged is not None for p, _ in todo):
+            # Rows built in the ingest threads: only the concatenation is left.
             def fast(ok: list[tuple[Pending, Future[WriteResult]]] = todo) -> Rows:
-                return tables(
-                    merge_digests([p.envelope for p, _ in ok], [p.prepared for p, _ in ok]),  # type: ignore[misc]
-                    [p.envelope.header for p, _ in ok], [p.meta for p, _ in ok], self._known,
-                )  # fmt: skip
+                return assemble([p.staged for p, _ in ok], self._known)  # type: ignore[misc]
 
             return [(fast, todo)]
         decoded, errors = decode_batch([p.envelope for p, _ in todo])
@@ -236,14 +235,22 @@ class Writer:
         for (_, fut), item in zip(ok, rows.items, strict=True):
             fut.set_result(WriteResult(item, duplicate=False))
 
-    def _stored_groups(self, groups: list[int]) -> set[int]:
-        if not groups:
+    def _stored_groups(self, metas: list[Meta]) -> set[int]:
+        """The batch's idempotency keys already in ``profiles``.
+
+        A key hashes its profile's time, so only rows of the batch's time range can match; the
+        range lets DuckDB skip every row group outside it by its min/max instead of scanning the
+        whole table.
+        """
+        if not metas:
             return set()
         con = self._con
-        con.register("_batch_groups", pa.table({"group_id": pa.array(groups, pa.uint64())}))
+        con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
         try:
             rows = con.execute(
-                "SELECT DISTINCT group_id FROM profiles WHERE group_id IN (SELECT group_id FROM _batch_groups)"
+                "SELECT DISTINCT group_id FROM profiles WHERE ts BETWEEN $lo AND $hi "
+                "AND group_id IN (SELECT group_id FROM _batch_groups)",
+                {"lo": min(m.ts for m in metas), "hi": max(m.ts for m in metas)},
             ).fetchall()
         finally:
             con.unregister("_batch_groups")
@@ -255,20 +262,23 @@ class Writer:
 
         (Every call returns to Python through the GIL; with request threads busy, each return
         can wait a whole switch interval, which made twenty statements slower than their work.)
+        Interned tables with no new rows — in a steady fleet, all of them — get no statement.
         """
         t = rows.tables
+        present = [name for name, _ in _INTERNED if name in t and t[name].num_rows]
         names = []
-        for name in ("series", *(n for n, _ in _INTERNED), *_FACTS):
+        for name in ("series", *present, *_FACTS):
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
-            con.execute(_SCRIPT)
+            con.execute(_script(present))
         finally:
             for n in names:
                 con.unregister(n)
 
 
-def _script() -> str:
+def _script(interned: list[str]) -> str:
+    keys = dict(_INTERNED)
     parts = [
         "INSERT INTO series SELECT * FROM _b_series WHERE series_id NOT IN (SELECT series_id FROM series) "
         "QUALIFY row_number() OVER (PARTITION BY series_id) = 1",
@@ -276,18 +286,17 @@ def _script() -> str:
         "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b_series GROUP BY series_id) u "
         "WHERE series.series_id = u.series_id AND (u.f < series.first_seen OR u.l > series.last_seen)",
     ]
-    for name, key in _INTERNED:
-        # Rows whose id is stored already are skipped. The inner IN is a semi-join whose hash table
-        # is the (small) batch, probed by one scan of the id column, never a hash of the whole table.
+    for name in interned:
+        key = keys[name]
+        # Rows whose id is stored already are skipped (KnownIds forgets past its bound). The
+        # inner IN is a semi-join whose hash table is the (small) batch, probed by one scan of
+        # the id column, never a hash of the whole table.
         parts.append(
             f"INSERT INTO {name} SELECT * FROM _b_{name} WHERE {key} NOT IN "
             f"(SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b_{name}))"
         )
     parts += [f"INSERT INTO {name} SELECT * FROM _b_{name}" for name in _FACTS]
     return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";\nCOMMIT;"
-
-
-_SCRIPT = _script()
 
 
 def _fail(batch: list[tuple[Pending, Future[WriteResult]]], exc: BaseException) -> None:

@@ -11,6 +11,7 @@ from service.pprof.batch import ProfileBatch
 from service.pprof.decode import decode_batch, decompress, envelope, parse
 from service.pprof.exact import decode_exact
 from service.store.digest import envelope_ids, prepare
+from service.store.ids import KnownIds
 from service.store.normalize import (
     Meta,
     Rows,
@@ -21,6 +22,7 @@ from service.store.normalize import (
     normalize_batch,
     tables,
 )
+from service.store.staging import assemble, stage
 
 
 def recursive_profile() -> pb.Profile:
@@ -217,12 +219,35 @@ def test_profiles_normalized_in_ingest_threads_give_the_rows_of_the_batch_path(c
         for i, (f, e) in enumerate(zip(files, envs, strict=True))
     ]
     prepared = [prepare(e) for e in envs]
-    fast = tables(merge_digests(envs, prepared), [e.header for e in envs], metas)  # type: ignore[arg-type]
     decoded, errors = decode_batch(envs)
     assert errors == [None] * len(files)
     slow = normalize_batch(decoded, metas)
-    assert fast.items == slow.items
-    for name in slow.tables:
-        assert _sorted(fast.tables[name]) == _sorted(slow.tables[name]), name
-    for kind in slow.new_ids:
-        assert sorted(fast.new_ids[kind].tolist()) == sorted(slow.new_ids[kind].tolist()), kind
+    merged = tables(merge_digests(envs, prepared), [e.header for e in envs], metas)  # type: ignore[arg-type]
+    # The writer's path: rows staged per profile in the ingest threads, assembled per batch.
+    staged = assemble([stage(e, p, m, KnownIds(limit=0)) for e, p, m in zip(envs, prepared, metas, strict=True)], KnownIds(limit=0))  # type: ignore[arg-type]  # fmt: skip
+    for fast in (merged, staged):
+        assert fast.items == slow.items
+        for name in slow.tables:
+            assert _sorted(fast.tables[name]) == _sorted(slow.tables[name]), name
+        for kind in slow.new_ids:
+            assert sorted(fast.new_ids[kind].tolist()) == sorted(slow.new_ids[kind].tolist()), kind
+
+
+def test_staged_rows_leave_out_what_is_committed(corpus) -> None:  # type: ignore[no-untyped-def]
+    """Once a profile's symbols and stacks are known, a profile sharing them stages no interned rows;
+    rows staged before a commit that stored them are dropped when the batch is assembled."""
+    data = (corpus / "go119__heap.pb.gz").read_bytes()
+    env = envelope(decompress(data))
+    metas = [Meta("t", {"i": str(i)}, "memory", 10**18 + i, i, "test") for i in range(3)]
+    known = KnownIds()
+    early = stage(env, prepare(env), metas[0], known)  # type: ignore[arg-type]
+    late = stage(env, prepare(env), metas[1], known)  # type: ignore[arg-type]
+    assert early.entities is not None and late.entities is not None
+    first = assemble([early, late], known)
+    assert first.tables["stacks"].num_rows == len(set(first.tables["stacks"]["stack_id"].to_pylist())) > 0
+    for kind, ids in first.new_ids.items():
+        known.add(kind, ids)
+    assert stage(env, prepare(env), metas[2], known).entities is None  # type: ignore[arg-type]
+    again = assemble([late], known)  # staged before the commit above
+    assert not any(name in again.tables for name in ("stacks", "locations", "functions", "mappings", "labelsets"))
+    assert again.new_ids == {}
