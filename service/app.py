@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, ops, rest, targets
+from service.api import errors, ops, query, rest, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import Settings, load_settings
@@ -122,6 +122,7 @@ def create_app(
     app.state.metrics = metrics
     errors.install(app)
     app.include_router(rest.router)
+    app.include_router(query.router)
     app.include_router(targets.router)
     app.include_router(ops.router)
     return app

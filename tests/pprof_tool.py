@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["go_bin", "merge_proto", "top", "totals"]
+__all__ = ["go_bin", "merge_proto", "top", "top_values", "totals"]
 
 
 def go_bin() -> str:
@@ -55,6 +55,26 @@ def top(path: Path, sample_index: str | None = None, nodecount: int = 15) -> lis
     start = next((i for i, line in enumerate(out) if "flat%" in line), None)
     assert start is not None, f"no -top table in: {out[:5]}"
     return sorted(tuple(line.split(maxsplit=5)) for line in out[start + 1 :] if line.strip())
+
+
+def top_values(path: Path, *options: str) -> dict[str, tuple[int, int, str, str]]:
+    """Every ``-top`` node in raw units: name → (flat, cum, flat%, cum%), with pprof's own ``options``
+    (``-unit=ns`` or ``-unit=B`` for raw numbers, ``-sample_index=…``, ``-focus=…``, ``-ignore=…``, ``-hide=…``)."""
+    args = ["-top", "-nodecount=1000000", "-nodefraction=0", "-edgefraction=0", "-symbolize=none"]
+    out = _pprof(*args, *options, str(path)).splitlines()
+    start = next((i for i, line in enumerate(out) if "flat%" in line), None)
+    assert start is not None, f"no -top table in: {out[:5]}"
+
+    def raw(cell: str) -> int:
+        digits = cell.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        return int(digits)
+
+    rows = {}
+    for line in out[start + 1 :]:
+        if line.strip():
+            flat, flat_pct, _, cum, cum_pct, name = line.split(maxsplit=5)
+            rows[name] = (raw(flat), raw(cum), flat_pct, cum_pct)
+    return rows
 
 
 def merge_proto(paths: list[Path], out: Path) -> Path:

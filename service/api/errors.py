@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.errors import (
@@ -44,4 +45,15 @@ def install(app: FastAPI) -> None:
             log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI answers a parameter that fails its declared type or bounds with 422 and a
+        # list of dicts; bad input here is a 400 with one sentence, like every other.
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body"))
+            problems.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "invalid parameter " + "; ".join(problems)}, status_code=400)
+
     app.add_exception_handler(ProfstoreError, handle)
+    app.add_exception_handler(RequestValidationError, invalid)

@@ -9,37 +9,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from service.api.params import TENANT, FromParam, QueryParam, UntilParam, known_types, time_range
 from service.errors import InvalidRequest, ProfileTooLarge
 from service.pprof.encode import encode
 from service.query.export import export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
 from service.store.ingest import Ingestor
 from service.store.reads import SeriesRow, list_profiles, list_series
-from service.types import DEFAULT_TENANT, TimeRange, parse_time
+from service.types import TimeRange, parse_time
 
 __all__ = ["router"]
 
-TENANT = DEFAULT_TENANT
-
 router = APIRouter(prefix="/api/v1")
-
-QueryParam = Annotated[
-    str,
-    Query(
-        description="`<profile type>{<selector>}`: a profile type as Pyroscope names it and a Prometheus-style label "
-        "selector (`=`, `!=`, `=~`, `!~`; regexes fully anchored).",
-        examples=['process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="checkout"}'],
-    ),
-]
-FromParam = Annotated[
-    str | None,
-    Query(
-        alias="from",
-        description="Start: RFC 3339, unix seconds or milliseconds, or `now-1h`. Default: until minus 1 h.",
-        examples=["now-1h"],
-    ),
-]
-UntilParam = Annotated[str | None, Query(description="End, same formats as `from`. Default: now.", examples=["now"])]
 
 
 class IngestResponse(BaseModel):
@@ -72,24 +53,9 @@ class StoredProfile(BaseModel):
     samples: int
 
 
-def _range(request: Request, from_: str | None, until: str | None) -> TimeRange:
-    tr = TimeRange.parse(from_, until)
-    limit = request.app.state.settings.max_range_days
-    if limit is not None and tr.end - tr.start > limit * 86400 * 10**9:
-        raise InvalidRequest(
-            f"time range of {(tr.end - tr.start) / 86400e9:.1f} days exceeds the maximum of {limit:g} days"
-        )
-    return tr
-
-
 def _series(request: Request) -> list[SeriesRow]:
     with request.app.state.db.read() as cur:
         return list_series(cur, TENANT)
-
-
-def _known_types(series: list[SeriesRow]) -> str:
-    known = sorted({str(s.profile_type) for s in series})
-    return ", ".join(known) if known else "none stored yet"
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -168,11 +134,11 @@ async def ingest(
 )
 def export(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> Response:
     q = parse_query(query)
-    tr = _range(request, from_, until)
+    tr = time_range(request, from_, until)
     with request.app.state.db.read() as cur:
         series = list_series(cur, TENANT)
         if not any(s.profile_type == q.profile_type for s in series):
-            raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {_known_types(series)}')
+            raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
         profile = export_profile(cur, q, series, tr)
     return Response(
         encode(profile),
@@ -254,7 +220,7 @@ def profiles(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
 ) -> list[StoredProfile]:
     q = parse_query(query)
-    tr = _range(request, from_, until)
+    tr = time_range(request, from_, until)
     with request.app.state.db.read() as cur:
         series = {
             s.series_id: s for s in list_series(cur, TENANT) if s.profile_type == q.profile_type and q.matches(s.labels)

@@ -1,0 +1,60 @@
+"""Parameters and checks every query endpoint shares: the query, the time range, the tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import duckdb
+from fastapi import Query, Request
+
+from service.errors import InvalidRequest
+from service.query.selector import Query as ParsedQuery
+from service.query.selector import parse_query
+from service.store.reads import SeriesRow, list_series
+from service.types import DEFAULT_TENANT, TimeRange
+
+__all__ = ["TENANT", "FromParam", "QueryParam", "UntilParam", "known_types", "select_series", "time_range"]
+
+TENANT = DEFAULT_TENANT
+
+QueryParam = Annotated[
+    str,
+    Query(
+        description="`<profile type>{<selector>}`: a profile type as Pyroscope names it and a Prometheus-style label "
+        "selector (`=`, `!=`, `=~`, `!~`; regexes fully anchored).",
+        examples=['process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="checkout"}'],
+    ),
+]
+FromParam = Annotated[
+    str | None,
+    Query(
+        alias="from",
+        description="Start: RFC 3339, unix seconds or milliseconds, or `now-1h`. Default: until minus 1 h.",
+        examples=["now-1h"],
+    ),
+]
+UntilParam = Annotated[str | None, Query(description="End, same formats as `from`. Default: now.", examples=["now"])]
+
+
+def time_range(request: Request, from_: str | None, until: str | None) -> TimeRange:
+    tr = TimeRange.parse(from_, until)
+    limit = request.app.state.settings.max_range_days
+    if limit is not None and tr.end - tr.start > limit * 86400 * 10**9:
+        raise InvalidRequest(
+            f"time range of {(tr.end - tr.start) / 86400e9:.1f} days exceeds the maximum of {limit:g} days"
+        )
+    return tr
+
+
+def known_types(series: list[SeriesRow]) -> str:
+    known = sorted({str(s.profile_type) for s in series})
+    return ", ".join(known) if known else "none stored yet"
+
+
+def select_series(cur: duckdb.DuckDBPyConnection, query: str) -> tuple[ParsedQuery, list[SeriesRow]]:
+    """The parsed query and its matching series; an unknown profile type is a 400 listing the known ones."""
+    q = parse_query(query)
+    series = list_series(cur, TENANT)
+    if not any(s.profile_type == q.profile_type for s in series):
+        raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
+    return q, [s for s in series if s.profile_type == q.profile_type and q.matches(s.labels)]

@@ -1,0 +1,311 @@
+"""Query endpoints: top functions, flame graphs, time series, diffs and series, under ``/api/v1``.
+
+Every endpoint takes ``query=<profile type>{<selector>}`` and a range, reads through a cursor
+that is interrupted past the configured time limit (503), and answers numbers that agree with
+``go tool pprof`` on the export of the same query (see the README for aggregation and rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from service.api.params import FromParam, QueryParam, UntilParam, select_series, time_range
+from service.errors import InvalidRequest
+from service.query.flamegraph import build_tree, nested, pyroscope_levels
+from service.query.selector import parse_query
+from service.query.stacks import Aggregation, StackSet, aggregation_for, load_stacks
+from service.query.timeseries import timeseries
+from service.query.top import diff, top
+from service.types import TimeRange
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+
+MAX_POINTS = 11_000  # per line, as Prometheus caps a range query
+MAX_NODES = 1_048_576
+
+AggregationParam = Annotated[
+    Aggregation | None,
+    Query(
+        description="How profiles of one series combine over the range: `sum` (default for cumulative types: cpu, "
+        "alloc_*, contentions, delay), `avg` (default for gauges: inuse_*, goroutine, threadcreate; the average "
+        "scrape of each series) or `last` (each series' latest scrape)."
+    ),
+]
+FocusParam = Annotated[str | None, Query(description="pprof's focus: keep stacks with a frame matching this regex.")]
+IgnoreParam = Annotated[str | None, Query(description="pprof's ignore: drop stacks with a frame matching this regex.")]
+HideParam = Annotated[str | None, Query(description="pprof's hide: drop frames matching this regex from every stack.")]
+
+
+class Filters:
+    """What every stack endpoint takes besides the query and range: the aggregation and pprof's filters."""
+
+    def __init__(
+        self,
+        aggregation: AggregationParam = None,
+        focus: FocusParam = None,
+        ignore: IgnoreParam = None,
+        hide: HideParam = None,
+    ) -> None:
+        self.aggregation, self.focus, self.ignore, self.hide = aggregation, focus, ignore, hide
+
+
+FiltersParam = Annotated[Filters, Depends()]
+
+
+class TopRowOut(BaseModel):
+    name: str
+    inline: str | None = Field(
+        description="`inline` when every call into this function was inlined, `partial-inline` when some were "
+        "(pprof prints it after the name)"
+    )
+    flat: int
+    flat_percent: float = Field(description="flat / total x 100, two decimals as pprof prints it")
+    sum_percent: float = Field(description="running sum of flat_percent in this order")
+    cum: int
+    cum_percent: float
+
+
+class TopResponse(BaseModel):
+    profile_type: str
+    aggregation: Aggregation
+    total: int = Field(
+        description="Sum of all stacks before focus/ignore/hide: the 100 % of the percentages, as pprof's"
+    )
+    rows: list[TopRowOut]
+
+
+class FlameNode(BaseModel):
+    name: str
+    self: int
+    total: int
+    children: list[FlameNode]
+
+
+class PyroscopeFlamegraph(BaseModel):
+    names: list[str]
+    levels: list[list[int]] = Field(description="Per depth, nodes as [x_delta, total, self, name_index]")
+    total: int
+    max_self: int
+
+
+class FlamegraphResponse(BaseModel):
+    profile_type: str
+    aggregation: Aggregation
+    total: int
+    tree: FlameNode | None = None
+    flamebearer: PyroscopeFlamegraph | None = None
+
+
+class PointOut(BaseModel):
+    ts: int = Field(description="Start of the step, unix nanoseconds")
+    value: float
+
+
+class SeriesLine(BaseModel):
+    labels: dict[str, str]
+    points: list[PointOut]
+
+
+class TimeseriesResponse(BaseModel):
+    profile_type: str
+    aggregation: Aggregation
+    step_s: float
+    function: str | None
+    series: list[SeriesLine]
+
+
+class DiffRowOut(BaseModel):
+    name: str
+    base: int
+    current: int
+    base_percent: float = Field(description="Share of the base window's total, in percent")
+    current_percent: float
+    change: float = Field(description="current - base: in shares of each window's total when normalized")
+    relative: float | None = Field(description="change / base; null when the function is new")
+
+
+class DiffResponse(BaseModel):
+    profile_type: str
+    aggregation: Aggregation
+    normalized: bool
+    base_total: int
+    current_total: int
+    rows: list[DiffRowOut]
+
+
+class SeriesInfo(BaseModel):
+    profile_type: str
+    labels: dict[str, str]
+    first_seen: int = Field(description="unix nanoseconds of the first profile in the range")
+    last_seen: int
+    profiles: int
+
+
+def _stacks(
+    request: Request, query: str, tr: TimeRange, f: Filters, aggregation: Aggregation | None = None
+) -> tuple[str, Aggregation, StackSet, int]:
+    """The merged stacks after filters, and their total before (what pprof's percentages are of)."""
+    with request.app.state.db.read() as cur:
+        q, series = select_series(cur, query)
+        agg = aggregation or aggregation_for(q.profile_type, f.aggregation)
+        stacks = load_stacks(cur, [s.series_id for s in series], tr, agg)
+    return str(q.profile_type), agg, stacks.filter(f.focus, f.ignore, f.hide), stacks.total
+
+
+@router.get("/top", response_model=TopResponse, summary="Top functions by flat or cum (as `go tool pprof -top`)")
+def get_top(
+    request: Request,
+    query: QueryParam,
+    filters: FiltersParam,
+    from_: FromParam = None,
+    until: UntilParam = None,
+    order: Annotated[Literal["flat", "cum"], Query(description="Sort by flat or cum")] = "flat",
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return")] = 100,
+) -> TopResponse:
+    pt, agg, stacks, before = _stacks(request, query, time_range(request, from_, until), filters)
+    rows, total = top(stacks, order, limit, before)
+    return TopResponse(
+        profile_type=pt, aggregation=agg, total=total, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]
+    )  # fmt: skip
+
+
+@router.get("/flamegraph", response_model=FlamegraphResponse, summary="Merged call tree")
+def get_flamegraph(
+    request: Request,
+    query: QueryParam,
+    filters: FiltersParam,
+    from_: FromParam = None,
+    until: UntilParam = None,
+    max_nodes: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_NODES,
+            description="Keep the nodes with the largest totals; the cut children of a parent become one `other` node",
+        ),
+    ] = 8192,
+    format: Annotated[
+        Literal["tree", "pyroscope"],
+        Query(description="`tree`: nested JSON; `pyroscope`: the `names` + `levels` layout Grafana reads"),
+    ] = "tree",
+) -> FlamegraphResponse:
+    pt, agg, stacks, _ = _stacks(request, query, time_range(request, from_, until), filters)
+    tree = build_tree(stacks, max_nodes)
+    out = FlamegraphResponse(profile_type=pt, aggregation=agg, total=stacks.total)
+    if format == "tree":
+        out.tree = FlameNode.model_validate(nested(tree))
+    else:
+        out.flamebearer = PyroscopeFlamegraph.model_validate(pyroscope_levels(tree))
+    return out
+
+
+def _step_ns(step: float | None, tr: TimeRange) -> int:
+    span_s = max((tr.end - tr.start) / 1e9, 1.0)
+    if step is None:
+        step = max(15.0, math.ceil(span_s / 500))
+    if not math.isfinite(step) or step <= 0:
+        raise InvalidRequest(f"step must be a positive number of seconds, got {step}")
+    if span_s / step > MAX_POINTS:
+        raise InvalidRequest(
+            f"step of {step:g} s gives {span_s / step:.0f} points per series over this range; "
+            f"the maximum is {MAX_POINTS}: use a step of at least {math.ceil(span_s / MAX_POINTS)} s"
+        )
+    return int(step * 1e9)
+
+
+@router.get("/timeseries", response_model=TimeseriesResponse, summary="Total, or one function, per step")
+def get_timeseries(
+    request: Request,
+    query: QueryParam,
+    from_: FromParam = None,
+    until: UntilParam = None,
+    step: Annotated[float | None, Query(description="Step in seconds; default: the range / 500, at least 15 s")] = None,
+    group_by: Annotated[
+        str | None, Query(description="Comma-separated series labels to sum by; default: one line per series")
+    ] = None,
+    function: Annotated[
+        str | None, Query(description="A function name: its flat or cum per step instead of the series total")
+    ] = None,
+    value: Annotated[Literal["flat", "cum"], Query(description="With `function`: flat or cum")] = "flat",
+    aggregation: AggregationParam = None,
+) -> TimeseriesResponse:
+    tr = time_range(request, from_, until)
+    step_ns = _step_ns(step, tr)
+    groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
+    with request.app.state.db.read() as cur:
+        q, series = select_series(cur, query)
+        agg = aggregation_for(q.profile_type, aggregation)
+        lines = timeseries(cur, series, tr, step_ns, agg, group_by=groups, function=function, value=value)
+    return TimeseriesResponse(
+        profile_type=str(q.profile_type),
+        aggregation=agg,
+        step_s=step_ns / 1e9,
+        function=function,
+        series=[SeriesLine(labels=ln.labels, points=[PointOut(ts=p.ts, value=p.value) for p in ln.points]) for ln in lines],
+    )  # fmt: skip
+
+
+@router.get("/diff", response_model=DiffResponse, summary="Per function: base window vs current window")
+def get_diff(
+    request: Request,
+    query: QueryParam,
+    filters: FiltersParam,
+    base_from: Annotated[str, Query(description="Start of the base window (formats as `from`)")],
+    base_until: Annotated[str, Query(description="End of the base window")],
+    from_: FromParam = None,
+    until: UntilParam = None,
+    base_query: Annotated[
+        str | None, Query(description="Selector of the base window when it differs from `query` (same profile type)")
+    ] = None,
+    normalize: Annotated[
+        bool, Query(description="Compare shares of each window's total (default) rather than raw values")
+    ] = True,
+    by: Annotated[Literal["flat", "cum"], Query(description="Compare flat or cum")] = "flat",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+) -> DiffResponse:
+    if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
+        raise InvalidRequest("base_query must select the same profile type as query")
+    pt, agg, current, _ = _stacks(request, query, time_range(request, from_, until), filters)
+    base_tr = time_range(request, base_from, base_until)
+    _, _, base, _ = _stacks(request, base_query or query, base_tr, filters, agg)
+    rows, bt, ct = diff(base, current, normalize=normalize, by=by, limit=limit)
+    return DiffResponse(
+        profile_type=pt,
+        aggregation=agg,
+        normalized=normalize,
+        base_total=bt,
+        current_total=ct,
+        rows=[
+            DiffRowOut(
+                name=r.name, base=r.base, current=r.current, base_percent=r.base_share,
+                current_percent=r.current_share, change=r.change, relative=r.relative,
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+@router.get("/series", response_model=list[SeriesInfo], summary="Series matching a query, with what they hold")
+def get_series(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> list[Any]:
+    tr = time_range(request, from_, until)
+    with request.app.state.db.read() as cur:
+        q, series = select_series(cur, query)
+        if not series:
+            return []
+        rows = cur.execute(
+            "SELECT series_id, min(ts), max(ts), count(*) FROM profiles "
+            "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id",
+            {"ids": [s.series_id for s in series], "start": tr.start, "end": tr.end},
+        ).fetchall()
+    by_id = {s.series_id: s for s in series}
+    out = [
+        SeriesInfo(profile_type=str(q.profile_type), labels=by_id[r[0]].labels, first_seen=r[1], last_seen=r[2], profiles=r[3])
+        for r in rows
+    ]  # fmt: skip
+    return sorted(out, key=lambda s: sorted(s.labels.items()))

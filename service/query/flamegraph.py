@@ -1,0 +1,144 @@
+"""The merged call tree of a stack set, as nested JSON or Pyroscope's ``names`` + ``levels``.
+
+The tree is built level by level in numpy (one ``unique`` per depth, not a Python walk per
+stack). ``max_nodes`` keeps the nodes with the largest totals (a parent's total is never
+below its child's, so what is kept stays connected) and gives each parent whose children were
+cut one ``other`` child holding their sum, so every total still adds up. Children are ordered
+by name, as Pyroscope orders them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.query.stacks import StackSet
+
+__all__ = ["Tree", "build_tree", "nested", "pyroscope_levels"]
+
+I64 = npt.NDArray[np.int64]
+OTHER = "other"
+ROOT = "total"
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """Nodes in creation order; node 0 is the root."""
+
+    names: list[str]
+    name: I64  # per node: code into ``names``
+    parent: I64  # -1 for the root
+    total: I64
+    self_: I64
+
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in range(self.name.size)]
+        for node, par in enumerate(self.parent.tolist()):
+            if par >= 0:
+                kids[par].append(node)
+        for k in kids:
+            k.sort(key=lambda n: (self.names[self.name[n]], n))
+        return kids
+
+
+def build_tree(s: StackSet, max_nodes: int | None = None) -> Tree:
+    names = [*s.names, ROOT, OTHER]
+    root_code, other_code = len(s.names), len(s.names) + 1
+    n_st = s.values.size
+    depth = s.depth
+    name = [np.array([root_code])]
+    parent = [np.array([-1])]
+    total = [np.array([s.total])]
+    self_ = [np.array([int(s.values[depth == 0].sum())])]
+    at = np.zeros(n_st, np.int64)  # the node each stack has reached
+    count = 1
+    level = 0
+    width = len(names)
+    while True:
+        active = np.flatnonzero(depth > level)
+        if active.size == 0:
+            break
+        code = s.frames[s.offsets[active + 1] - 1 - level]  # root-first
+        keys, inv = np.unique(at[active] * width + code, return_inverse=True)
+        inv = inv.reshape(-1)
+        ids = count + np.arange(keys.size)
+        at[active] = ids[inv]
+        name.append(keys % width)
+        parent.append(keys // width)
+        total.append(np.bincount(inv, weights=s.values[active], minlength=keys.size).astype(np.int64))
+        ends = depth[active] == level + 1
+        self_.append(np.bincount(inv[ends], weights=s.values[active][ends], minlength=keys.size).astype(np.int64))
+        count += keys.size
+        level += 1
+    tree = Tree(names, *(np.concatenate(x).astype(np.int64) for x in (name, parent, total, self_)))
+    return _truncate(tree, max_nodes, other_code) if max_nodes and tree.name.size > max_nodes else tree
+
+
+def _truncate(t: Tree, max_nodes: int, other_code: int) -> Tree:
+    # Parents rank before their children: by total descending, then creation order (shallower first).
+    rank = np.lexsort((np.arange(t.name.size), -t.total))
+    kept = np.zeros(t.name.size, bool)
+    kept[rank[:max_nodes]] = True
+    kept[0] = True
+    cut = ~kept & (t.parent >= 0)
+    cut &= kept[np.maximum(t.parent, 0)]  # the topmost cut node of each cut subtree
+    lost = np.bincount(t.parent[cut], weights=t.total[cut], minlength=t.name.size).astype(np.int64)
+    new_id = np.cumsum(kept) - 1
+    parents_with_cut = np.flatnonzero(lost > 0)
+    n_kept = int(kept.sum())
+    return Tree(
+        t.names,
+        np.concatenate([t.name[kept], np.full(parents_with_cut.size, other_code)]),
+        np.concatenate([np.where(t.parent[kept] >= 0, new_id[np.maximum(t.parent[kept], 0)], -1), new_id[parents_with_cut]]),
+        np.concatenate([t.total[kept], lost[parents_with_cut]]),
+        np.concatenate([t.self_[kept], lost[parents_with_cut]]),
+    ) if n_kept else t  # fmt: skip
+
+
+def nested(t: Tree) -> dict[str, Any]:
+    """``{name, self, total, children: [...]}`` from the root."""
+    kids = t.children()
+
+    def node(i: int) -> dict[str, Any]:
+        return {
+            "name": t.names[t.name[i]],
+            "self": int(t.self_[i]),
+            "total": int(t.total[i]),
+            "children": [node(k) for k in kids[i]],
+        }
+
+    return node(0)
+
+
+def pyroscope_levels(t: Tree) -> dict[str, Any]:
+    """Pyroscope's flame graph layout: ``names`` (root name first) and per depth ``[x_delta, total, self, name]``."""
+    kids = t.children()
+    names = [ROOT]
+    index = {ROOT: 0}
+    levels: list[list[int]] = []
+    row_end: list[int] = []
+    stack = [(0, 0, 0)]  # (node, depth, absolute x); depth-first, left to right
+    max_self = 0
+    while stack:
+        node, d, x = stack.pop()
+        label = t.names[t.name[node]]
+        if label not in index:
+            index[label] = len(names)
+            names.append(label)
+        if d == len(levels):
+            levels.append([])
+            row_end.append(0)
+        total, self_ = int(t.total[node]), int(t.self_[node])
+        levels[d] += [x - row_end[d], total, self_, index[label]]
+        row_end[d] = x + total
+        max_self = max(max_self, self_)
+        cx = x + self_  # the parent's self first, then its children
+        placed = []
+        for k in kids[node]:
+            placed.append((k, d + 1, cx))
+            cx += int(t.total[k])
+        stack.extend(reversed(placed))
+    return {"names": names, "levels": levels, "total": int(t.total[0]), "max_self": max_self}

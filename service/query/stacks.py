@@ -1,0 +1,283 @@
+"""The merged stacks of a query, with frames named as ``go tool pprof`` names its nodes.
+
+Top tables, flame graphs and diffs all start here: the stored samples of the selected series in
+a range, summed per stack (or averaged per series for gauges, see :class:`Aggregation`), and
+each stack's frames as codes into one list of names, leaf first. Names follow pprof's default
+``functions`` granularity: a symbolized frame is its function name (inlined functions are
+frames of their own); an unsymbolized one is ``[binary]`` after its mapping's file, or
+``<unknown>`` without one. pprof's ``focus``/``ignore``/``hide`` filters work on these names.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from service.errors import InvalidRequest
+from service.pprof.batch import expand
+from service.store.ids import ids_of_blobs
+from service.types import ProfileType, TimeRange
+
+__all__ = ["Aggregation", "StackSet", "aggregation_for", "is_gauge", "load_stacks"]
+
+I64 = npt.NDArray[np.int64]
+
+# Sample types that are a snapshot at scrape time rather than a count over the interval.
+_GAUGES = frozenset({"inuse_space", "inuse_objects", "goroutine", "goroutines", "threadcreate"})
+
+
+class Aggregation(enum.StrEnum):
+    """How profiles of one series combine over a range."""
+
+    SUM = "sum"  # cumulative/delta types: the range's total
+    AVG = "avg"  # gauges: the average scrape of each series, summed over series
+    LAST = "last"  # gauges: each series' latest scrape in the range
+
+
+def is_gauge(pt: ProfileType) -> bool:
+    return pt.sample_type in _GAUGES or pt.name in ("goroutine", "threadcreate")
+
+
+def aggregation_for(pt: ProfileType, asked: Aggregation | None) -> Aggregation:
+    return asked or (Aggregation.AVG if is_gauge(pt) else Aggregation.SUM)
+
+
+@dataclass(frozen=True, slots=True)
+class StackSet:
+    """Stacks as frames, leaf first, with one value each.
+
+    A frame is one line of a location (inlined functions are lines of their own); frames of
+    one location in one stack share an ``inst`` number, the last of them being the location's
+    outermost line. Names and file names are codes into ``names``; ``loc_file`` is the mapping
+    file of each frame's location (pprof's filters match it too).
+    """
+
+    names: list[str]
+    named: npt.NDArray[np.bool_]  # per name code: a function's name (not a binary's or a file's)
+    offsets: I64  # (stacks + 1)
+    frames: I64  # name codes
+    files: I64  # function file name codes (-1: none)
+    loc_file: I64  # mapping file name codes (-1: none)
+    inst: I64  # per frame: which location of its stack it belongs to
+    values: I64
+
+    @property
+    def depth(self) -> I64:
+        return np.diff(self.offsets)
+
+    @property
+    def total(self) -> int:
+        return int(self.values.sum())
+
+    def owners(self) -> I64:
+        """The stack of each frame."""
+        return np.repeat(np.arange(self.values.size), self.depth)
+
+    def outermost(self) -> npt.NDArray[np.bool_]:
+        """Per frame: is it the last (outermost) line of its location? The others were inlined into it."""
+        last = np.ones(self.frames.size, bool)
+        if self.frames.size > 1:
+            last[:-1] = self.inst[:-1] != self.inst[1:]
+        return last
+
+    def filter(self, focus: str | None = None, ignore: str | None = None, hide: str | None = None) -> StackSet:
+        """pprof's ``FilterSamplesByName``: a location matches when one of its lines' function name or file
+        name, or its mapping's file, matches. Stacks with no focused location or with an ignored one are
+        dropped; hidden lines are removed, then locations left without lines, then stacks left empty."""
+        out = self
+        keep = np.ones(self.values.size, bool)
+        if focus:
+            keep &= out._any_location(_matcher(focus, "focus"))
+        if ignore:
+            keep &= ~out._any_location(_matcher(ignore, "ignore"))
+        if not keep.all():
+            out = out._keep(keep)
+        if hide:
+            m = _matcher(hide, "hide")
+            hidden = (
+                (m(out.names) & out.named)[out.frames]
+                | _hits(m, out.names, out.files)
+                | _hits(m, out.names, out.loc_file)
+            )
+            depth = np.bincount(out.owners()[~hidden], minlength=out.values.size)
+            kept = ~hidden
+            out = StackSet(
+                out.names, out.named, _offsets(depth), out.frames[kept], out.files[kept], out.loc_file[kept], out.inst[kept], out.values
+            )  # fmt: skip
+            out = out._keep(depth > 0)
+        return out
+
+    def _any_location(self, m: _Match) -> npt.NDArray[np.bool_]:
+        hit = (
+            (m(self.names) & self.named)[self.frames]
+            | _hits(m, self.names, self.files)
+            | _hits(m, self.names, self.loc_file)
+        )
+        return np.bincount(self.owners(), weights=hit, minlength=self.values.size) > 0
+
+    def _keep(self, sel: npt.NDArray[np.bool_]) -> StackSet:
+        depth = self.depth[sel]
+        at = expand(self.offsets[:-1][sel], depth)
+        return StackSet(
+            self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], self.values[sel]
+        )  # fmt: skip
+
+
+class _Match:
+    """A regex evaluated once per distinct name."""
+
+    def __init__(self, rx: re.Pattern[str]) -> None:
+        self._rx = rx
+
+    def __call__(self, names: list[str]) -> npt.NDArray[np.bool_]:
+        return np.fromiter((self._rx.search(n) is not None for n in names), bool, count=len(names))
+
+
+def _matcher(pattern: str, what: str) -> _Match:
+    try:
+        return _Match(re.compile(pattern))
+    except re.error as exc:
+        raise InvalidRequest(f"invalid {what} regex {pattern!r}: {exc}") from None
+
+
+def _hits(m: _Match, names: list[str], codes: I64) -> npt.NDArray[np.bool_]:
+    """Per frame: does the (optional, -1 for none) name behind ``codes`` match?"""
+    if codes.size == 0:
+        return np.zeros(0, bool)
+    match = np.append(m(names), False)  # code -1 reads the appended False
+    return match[codes]
+
+
+def _offsets(counts: I64) -> I64:
+    out = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+_MERGE = {
+    Aggregation.SUM: "SELECT stack_id, sum(value)::DOUBLE AS value FROM sample_values "
+    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY stack_id",
+    Aggregation.AVG: "WITH n AS (SELECT series_id, count(*)::DOUBLE AS n FROM profiles "
+    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id) "
+    "SELECT v.stack_id, sum(v.value / n.n) AS value FROM sample_values v JOIN n USING (series_id) "
+    "WHERE v.series_id IN (SELECT unnest($ids::UBIGINT[])) AND v.ts BETWEEN $start AND $end GROUP BY v.stack_id",
+    Aggregation.LAST: "WITH l AS (SELECT series_id, max(ts) AS ts FROM profiles "
+    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id) "
+    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM sample_values v JOIN l USING (series_id, ts) "
+    "GROUP BY v.stack_id",
+}
+
+
+def load_stacks(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation
+) -> StackSet:
+    """Merge the stacks of ``series_ids`` in ``tr`` and name their frames."""
+    if not series_ids:
+        none = np.zeros(0, np.int64)
+        return StackSet([], np.zeros(0, bool), np.zeros(1, np.int64), none, none, none, none, none)
+    params = {"ids": series_ids, "start": tr.start, "end": tr.end}
+    tag = "_q"  # temp tables belong to the request's cursor
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS {_MERGE[aggregation]}", params)
+    try:
+        merged = cur.execute(f"SELECT stack_id, value FROM {tag}_m").to_arrow_table()
+        stacks = cur.execute(
+            f"SELECT stack_id, location_ids FROM stacks WHERE stack_id IN (SELECT stack_id FROM {tag}_m) "
+            "QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
+        ).to_arrow_table()
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE {tag}_l AS SELECT location_id, mapping_id, function_ids FROM locations "
+            f"WHERE location_id IN (SELECT DISTINCT unnest(location_ids) FROM stacks "
+            f"  WHERE stack_id IN (SELECT stack_id FROM {tag}_m)) "
+            "QUALIFY row_number() OVER (PARTITION BY location_id) = 1"
+        )
+        locations = cur.execute(f"SELECT * FROM {tag}_l").to_arrow_table()
+        functions = cur.execute(
+            f"SELECT function_id, name, filename FROM functions WHERE function_id IN "
+            f"(SELECT DISTINCT unnest(function_ids) FROM {tag}_l) "
+            "QUALIFY row_number() OVER (PARTITION BY function_id) = 1"
+        ).to_arrow_table()
+        mappings = cur.execute(
+            f"SELECT mapping_id, filename FROM mappings WHERE mapping_id IN (SELECT DISTINCT mapping_id FROM {tag}_l) "
+            "QUALIFY row_number() OVER (PARTITION BY mapping_id) = 1"
+        ).to_arrow_table()
+    finally:
+        cur.execute(f"DROP TABLE IF EXISTS {tag}_m")
+        cur.execute(f"DROP TABLE IF EXISTS {tag}_l")
+    return _name_frames(merged, stacks, locations, functions, mappings)
+
+
+def _lists(col: pa.ChunkedArray) -> tuple[I64, pa.Array]:
+    arr = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+    if len(arr) == 0:
+        return np.zeros(1, np.int64), arr.flatten()
+    off = arr.offsets.to_numpy().astype(np.int64)
+    return off - off[0], arr.flatten()
+
+
+def _lookup(keys: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64]) -> I64:
+    """Row of each key in ``table`` (every key is present: ids were selected from it)."""
+    order = np.argsort(table, kind="stable")
+    return order[np.searchsorted(table[order], keys)]
+
+
+def _name_frames(
+    merged: pa.Table, stacks: pa.Table, locations: pa.Table, functions: pa.Table, mappings: pa.Table
+) -> StackSet:
+    names: list[str] = []
+    code: dict[str, int] = {}
+
+    def intern(name: str) -> int:
+        c = code.get(name)
+        if c is None:
+            c = code[name] = len(names)
+            names.append(name)
+        return c
+
+    fn_codes = np.array([intern(n or "<unknown>") for n in functions["name"].to_pylist()], np.int64)
+    fn_files = np.array([intern(f) if f else -1 for f in functions["filename"].to_pylist()], np.int64)
+    map_files = dict(zip(mappings["mapping_id"].to_pylist(), mappings["filename"].to_pylist(), strict=True))
+    loc_maps = [map_files.get(m, "") for m in locations["mapping_id"].to_pylist()]
+    # An unsymbolized location is one frame named after its binary, as pprof names it.
+    bare = np.array([intern(f"[{os.path.basename(f)}]" if f else "<unknown>") for f in loc_maps], np.int64)
+    loc_map_file = np.array([intern(f) if f else -1 for f in loc_maps], np.int64)
+
+    # Frames of each location, innermost first: one per line, or one for the whole location.
+    line_off, line_fn = _lists(locations["function_ids"])
+    n_lines = np.diff(line_off)
+    line_rows = _lookup(ids_of_blobs(line_fn), ids_of_blobs(functions["function_id"]))
+    loc_depth = np.maximum(n_lines, 1)
+    loc_off = _offsets(loc_depth)
+    loc_frames = np.empty(int(loc_depth.sum()), np.int64)
+    loc_files = np.full(loc_frames.size, -1, np.int64)
+    has = n_lines > 0
+    at = expand(loc_off[:-1][has], n_lines[has])
+    loc_frames[at] = fn_codes[line_rows]
+    loc_files[at] = fn_files[line_rows]
+    loc_frames[loc_off[:-1][~has]] = bare[~has]
+
+    # Frames of each merged stack: its locations (leaf first), each expanded into its frames.
+    st_pos = _lookup(ids_of_blobs(merged["stack_id"]), ids_of_blobs(stacks["stack_id"]))
+    st_off, st_locs = _lists(stacks["location_ids"])
+    loc_rows = _lookup(st_locs.to_numpy().astype(np.uint64), locations["location_id"].to_numpy().astype(np.uint64))
+    depth_locs = np.diff(st_off)[st_pos]
+    rows = loc_rows[expand(st_off[:-1][st_pos], depth_locs)]  # location rows, stack by stack
+    at = expand(loc_off[:-1][rows], loc_depth[rows])
+    inst = np.repeat(np.arange(rows.size), loc_depth[rows])
+    per_stack = np.bincount(
+        np.repeat(np.arange(st_pos.size), depth_locs), weights=loc_depth[rows], minlength=st_pos.size
+    ).astype(np.int64)
+    values = np.rint(merged["value"].to_numpy()).astype(np.int64)
+    named = np.zeros(len(names), bool)
+    named[fn_codes] = True
+    out = StackSet(
+        names, named, _offsets(per_stack), loc_frames[at], loc_files[at], np.repeat(loc_map_file[rows], loc_depth[rows]), inst, values
+    )  # fmt: skip
+    keep = values != 0
+    return out if keep.all() else out._keep(keep)

@@ -1,0 +1,100 @@
+"""Values over time: a series' total per step, or one function's flat or cum per step.
+
+Both come from per-profile numbers computed at ingest (``profiles.total`` and the
+``function_rollup`` rows), so a week of a fleet is answered without reading a single stack.
+Within a step, profiles of one series combine by the query's :class:`Aggregation` (sum for
+cumulative types; the average scrape, or the last, for gauges); series are then summed per
+``group_by`` group. Steps without any profile of a series have no point for it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import duckdb
+
+from service.query.stacks import Aggregation
+from service.store.reads import SeriesRow
+from service.types import TimeRange
+
+__all__ = ["Point", "Series", "timeseries"]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    ts: int  # start of the step, unix nanoseconds
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    labels: dict[str, str]
+    points: list[Point]
+
+
+_VALUES_TOTAL = (
+    "SELECT series_id, ts, total::DOUBLE AS value FROM profiles "
+    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end"
+)
+_VALUES_FUNCTION = (
+    "SELECT series_id, ts, sum({col})::DOUBLE AS value FROM rollup_values "
+    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end "
+    "AND function_id IN (SELECT function_id FROM functions WHERE name = $function) GROUP BY series_id, ts"
+)
+_BUCKETS = """
+WITH p AS (
+    SELECT series_id, (ts - $start) // $step AS bucket, count(*) AS n, max(ts) AS last_ts FROM profiles
+    WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY ALL
+), v AS ({values})
+SELECT p.series_id, p.bucket,
+    CASE $agg
+        WHEN 'sum' THEN coalesce(sum(v.value), 0)
+        WHEN 'avg' THEN coalesce(sum(v.value), 0) / p.n
+        ELSE coalesce(sum(v.value) FILTER (WHERE v.ts = p.last_ts), 0)
+    END AS value
+FROM p LEFT JOIN v ON v.series_id = p.series_id AND (v.ts - $start) // $step = p.bucket
+GROUP BY p.series_id, p.bucket, p.n, p.last_ts
+ORDER BY p.bucket
+"""
+
+
+def timeseries(
+    cur: duckdb.DuckDBPyConnection,
+    series: list[SeriesRow],
+    tr: TimeRange,
+    step_ns: int,
+    aggregation: Aggregation,
+    *,
+    group_by: list[str] | None = None,
+    function: str | None = None,
+    value: str = "flat",
+) -> list[Series]:
+    """One line per series, or per distinct value of the ``group_by`` labels (missing labels are "")."""
+    if not series:
+        return []
+    values = _VALUES_TOTAL if function is None else _VALUES_FUNCTION.format(col="cum" if value == "cum" else "flat")
+    params: dict[str, object] = {
+        "ids": [s.series_id for s in series],
+        "start": tr.start,
+        "end": tr.end,
+        "step": step_ns,
+        "agg": aggregation.value,
+    }
+    if function is not None:
+        params["function"] = function
+    rows = cur.execute(_BUCKETS.format(values=values), params).fetchall()
+    by_id = {s.series_id: s for s in series}
+
+    def key(s: SeriesRow) -> tuple[tuple[str, str], ...]:
+        if group_by is None:
+            return tuple(sorted(s.labels.items()))
+        return tuple((k, s.labels.get(k, "")) for k in group_by)
+
+    lines: dict[tuple[tuple[str, str], ...], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for sid, bucket, v in rows:
+        lines[key(by_id[sid])][int(bucket)] += float(v)
+    return [
+        Series(dict(k), [Point(tr.start + b * step_ns, pts[b]) for b in sorted(pts)])
+        for k, pts in sorted(lines.items())
+    ]

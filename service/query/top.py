@@ -1,0 +1,155 @@
+"""Top functions (``go tool pprof -top``) and the per-function diff of two windows.
+
+flat is the value of stacks whose leaf frame is the function; cum the value of stacks that
+contain it anywhere, counted once per stack (recursion does not double it). Percentages are of
+the total of all stacks, as pprof's; pprof prints them with two decimals, and so do we.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.query.stacks import StackSet
+
+__all__ = ["DiffRow", "FunctionTotals", "TopRow", "diff", "function_totals", "top"]
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTotals:
+    names: list[str]
+    flat: I64  # per name
+    cum: I64
+    total: int
+    inline: list[
+        str | None
+    ]  # per name: "inline" when only ever inlined into its callers, "partial-inline" when sometimes
+
+
+@dataclass(frozen=True, slots=True)
+class TopRow:
+    name: str
+    inline: str | None  # pprof's "(inline)" / "(partial-inline)" after the name in -top
+    flat: int
+    flat_percent: float
+    sum_percent: float
+    cum: int
+    cum_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    name: str
+    base: int
+    current: int
+    base_share: float  # of the base window's total
+    current_share: float
+    change: float  # current - base, in shares when normalized, else in values
+    relative: float | None  # change / base (None: new in the current window)
+
+
+def function_totals(s: StackSet) -> FunctionTotals:
+    n = len(s.names)
+    depth = s.depth
+    has = depth > 0
+    flat = np.bincount(s.frames[s.offsets[:-1][has]], weights=s.values[has], minlength=n)
+    # cum: each (stack, name) pair once.
+    owner = s.owners()
+    pairs = np.unique(owner * max(n, 1) + s.frames)
+    cum = np.bincount(pairs % max(n, 1), weights=s.values[pairs // max(n, 1)], minlength=n)
+    return FunctionTotals(s.names, np.rint(flat).astype(np.int64), np.rint(cum).astype(np.int64), s.total, _inline(s))
+
+
+def _inline(s: StackSet) -> list[str | None]:
+    """pprof marks a node whose incoming call edges all come from the location it was inlined into.
+
+    The edge into frame i comes from frame i + 1 of the same stack (its caller), unless both
+    have the same name; it is an inline edge when frame i is not its location's outermost line.
+    """
+    n = len(s.names)
+    f = s.frames
+    if f.size < 2:
+        return [None] * n
+    owner = s.owners()
+    callee = np.flatnonzero((owner[:-1] == owner[1:]) & (f[:-1] != f[1:]))
+    inl = ~s.outermost()[callee]
+    inline_in = np.bincount(f[callee], weights=inl, minlength=n) > 0
+    plain_in = np.bincount(f[callee], weights=~inl, minlength=n) > 0
+    return [
+        ("partial-inline" if p else "inline") if i else None
+        for i, p in zip(inline_in.tolist(), plain_in.tolist(), strict=True)
+    ]
+
+
+def _pct(v: int | float, total: int) -> float:
+    return round(100.0 * float(v) / total, 2) if total else 0.0
+
+
+def top(
+    s: StackSet, order: str = "flat", limit: int | None = None, total: int | None = None
+) -> tuple[list[TopRow], int]:
+    """Rows sorted as pprof sorts them (by ``order``, then the other, then name), and the total.
+
+    Percentages are of ``total`` when given: pprof's are of the profile before focus, ignore and hide.
+    """
+    ft = function_totals(s)
+    if total is not None:
+        ft = FunctionTotals(ft.names, ft.flat, ft.cum, total, ft.inline)
+    used = np.flatnonzero((ft.flat != 0) | (ft.cum != 0))
+    a, b = (ft.flat, ft.cum) if order == "flat" else (ft.cum, ft.flat)
+    names = np.array(ft.names, dtype=object)
+    ranked = used[np.lexsort((names[used], -b[used], -a[used]))] if used.size else used
+    if limit is not None:
+        ranked = ranked[:limit]
+    rows, running = [], 0
+    for i in ranked.tolist():
+        running += int(ft.flat[i])
+        rows.append(
+            TopRow(
+                ft.names[i],
+                ft.inline[i],
+                int(ft.flat[i]),
+                _pct(ft.flat[i], ft.total),
+                _pct(running, ft.total),
+                int(ft.cum[i]),
+                _pct(ft.cum[i], ft.total),
+            )
+        )
+    return rows, ft.total
+
+
+def diff(
+    base: StackSet, current: StackSet, *, normalize: bool = True, by: str = "flat", limit: int | None = None
+) -> tuple[list[DiffRow], int, int]:
+    """Per function, base vs current ``by`` (flat or cum), largest absolute change first.
+
+    Normalized (the default), the change is in shares of each window's total, so a window with
+    more load does not look like a regression everywhere.
+    """
+    fb, fc = function_totals(base), function_totals(current)
+    vb = dict(zip(fb.names, (fb.flat if by == "flat" else fb.cum).tolist(), strict=True))
+    vc = dict(zip(fc.names, (fc.flat if by == "flat" else fc.cum).tolist(), strict=True))
+    rows = []
+    for name in {k for k, v in vb.items() if v} | {k for k, v in vc.items() if v}:
+        b, c = vb.get(name, 0), vc.get(name, 0)
+        sb = b / fb.total if fb.total else 0.0
+        sc = c / fc.total if fc.total else 0.0
+        change = (sc - sb) if normalize else float(c - b)
+        base_term = sb if normalize else float(b)
+        rows.append(
+            DiffRow(
+                name,
+                b,
+                c,
+                round(100.0 * sb, 4),
+                round(100.0 * sc, 4),
+                change,
+                (change / base_term) if base_term else None,
+            )
+        )
+    rows.sort(key=lambda r: (-abs(r.change), r.name))
+    return (rows[:limit] if limit is not None else rows), fb.total, fc.total
