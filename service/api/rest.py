@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from service.api.params import TENANT, FromParam, QueryParam, UntilParam, known_types, time_range
 from service.errors import InvalidRequest, ProfileTooLarge
 from service.pprof.encode import encode
-from service.query.export import export_profile
+from service.query.export import diff_profile, export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
 from service.store.ingest import Ingestor
 from service.store.reads import SeriesRow, list_profiles, list_series
@@ -125,21 +125,45 @@ async def ingest(
     summary="Merged pprof of all matching profiles",
     description="A gzipped pprof (`go tool pprof` reads it) of every stored profile matching `query` in the range, "
     "merged as `go tool pprof -proto` merges. All sample types stored together come back; the default sample "
-    "type is the queried one.",
+    "type is the queried one. With `base_from`/`base_until`, the diff against that window: base samples negated "
+    "and labelled `pprof::base=true`, which `go tool pprof` reports as it reports `-diff_base`.",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         400: {"description": "Unknown profile type, malformed selector or reversed range"},
     },
 )
-def export(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> Response:
+def export(
+    request: Request,
+    query: QueryParam,
+    from_: FromParam = None,
+    until: UntilParam = None,
+    base_from: Annotated[
+        str | None,
+        Query(
+            description="With `base_until`: export the diff against this base window (as `go tool pprof -diff_base`)"
+        ),
+    ] = None,
+    base_until: Annotated[str | None, Query(description="End of the base window")] = None,
+    base_query: Annotated[
+        str | None, Query(description="Selector of the base window when it differs from `query` (same profile type)")
+    ] = None,
+) -> Response:
     q = parse_query(query)
     tr = time_range(request, from_, until)
+    if (base_from is None) != (base_until is None) or (base_query is not None and base_from is None):
+        raise InvalidRequest("a diff export needs both base_from and base_until (and base_query only with them)")
     with request.app.state.db.read() as cur:
         series = list_series(cur, TENANT)
         if not any(s.profile_type == q.profile_type for s in series):
             raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
         profile = export_profile(cur, q, series, tr)
+        if base_from is not None:
+            bq = parse_query(base_query) if base_query else q
+            if bq.profile_type != q.profile_type:
+                raise InvalidRequest("base_query must select the same profile type as query")
+            base = export_profile(cur, bq, series, time_range(request, base_from, base_until))
+            profile = diff_profile(profile, base)
     return Response(
         encode(profile),
         media_type="application/octet-stream",

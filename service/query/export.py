@@ -9,12 +9,14 @@ pprof's ``CompatibilizeSampleTypes``). The default sample type is the queried on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from service.pprof.batch import expand
-from service.pprof.merge import combine_headers
+from service.pprof.merge import combine_headers, merge
 from service.pprof.model import (
     Functions,
     Header,
@@ -32,7 +34,7 @@ from service.store.ids import ids_of_blobs
 from service.store.reads import ExportRows, SeriesRow, export_rows
 from service.types import TimeRange
 
-__all__ = ["build_profile", "export_profile", "select_series"]
+__all__ = ["build_profile", "diff_profile", "export_profile", "select_series"]
 
 SEP = "\x1f"
 
@@ -46,6 +48,26 @@ def export_profile(cur: object, q: Query, series: list[SeriesRow], tr: TimeRange
     if not ids:
         return _empty(q)
     return build_profile(export_rows(cur, ids, tr), q)  # type: ignore[arg-type]
+
+
+BASE_LABEL = Label("pprof::base", "true")
+
+
+def diff_profile(current: Profile, base: Profile) -> Profile:
+    """One pprof holding ``current`` and ``base`` negated, base samples labelled ``pprof::base=true``.
+
+    That is what ``go tool pprof -diff_base=BASE CURRENT`` builds before it reports, so pprof
+    shows this file as that diff (percentages of the base's total).
+    """
+    s = base.samples
+    negated = Samples(
+        s.offsets,
+        s.location_ids,
+        -s.values,
+        (s.labelset_index + 1).astype(np.int32),
+        [(), *((*ls, BASE_LABEL) for ls in s.labelsets)],
+    )
+    return merge([current, dataclasses.replace(base, samples=negated)])
 
 
 def _empty(q: Query) -> Profile:

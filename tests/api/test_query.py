@@ -235,3 +235,26 @@ def test_bad_parameters_are_400_with_a_message(
     r = loaded.get(path, params=params)
     assert r.status_code == 400, (r.status_code, r.text)
     assert message in r.json()["error"], r.json()
+
+
+def test_diff_export_reads_in_pprof_like_diff_base(client: TestClient, corpus: Path, tmp_path: Path) -> None:
+    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
+    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
+    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
+    q = CPU + '{service_name="d"}'
+    base = {"from": str(10**18 - 1), "until": str(10**18 + 1)}
+    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3600 * 10**9 + 1)}
+
+    def get(params: dict[str, str], name: str) -> Path:
+        r = client.get("/api/v1/export", params={"query": q, **params})
+        assert r.status_code == 200, r.text
+        (tmp_path / name).write_bytes(r.content)
+        return tmp_path / name
+
+    base_file, cur_file = get(base, "base.pb.gz"), get(cur, "cur.pb.gz")
+    diff_file = get({**cur, "base_from": base["from"], "base_until": base["until"]}, "diff.pb.gz")
+    want = top_values(cur_file, "-unit=ns", f"-diff_base={base_file}")
+    assert top_values(diff_file, "-unit=ns") == want
+    assert any(flat < 0 for flat, _, _, _ in want.values())  # a real diff: something went down
+    r = client.get("/api/v1/export", params={"query": q, **cur, "base_from": base["from"]})
+    assert r.status_code == 400 and "base_until" in r.json()["error"]
