@@ -21,9 +21,11 @@ from service.config import Settings, load_settings
 from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
+from service.store.compaction import compact
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.staging import warm_up
+from service.types import now_ns
 
 __all__ = ["create_app"]
 
@@ -92,6 +94,7 @@ def create_app(
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
         await asyncio.get_running_loop().run_in_executor(None, warm_up_scrapes)
         await collector.start(settings.scrape_configs, base_dir)
+        rollups = asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s))
         loop = asyncio.get_running_loop()
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
@@ -109,6 +112,9 @@ def create_app(
         finally:
             if hup:
                 loop.remove_signal_handler(signal.SIGHUP)
+            rollups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rollups
             await collector.stop()
             db.close()  # the writer drains its queue and commits before the file closes
 
@@ -126,3 +132,13 @@ def create_app(
     app.include_router(targets.router)
     app.include_router(ops.router)
     return app
+
+
+async def _compact_every(db: Database, interval_s: float) -> None:
+    """Keep the stack rollups current (in the writer thread, between batches); a failure waits for the next turn."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.wrap_future(db.writer.call(lambda con: compact(con, now_ns())))
+        except Exception:
+            log.exception("compacting stack rollups failed; retrying in %g s", interval_s)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Reads running longer are interrupted and answered 503.")
     write_batch_max: int = Field(256, gt=0, description="Most profiles the writer commits in one transaction.")
+    compaction_interval_s: float = Field(
+        60.0, gt=0, description="How often minute and hour stack rollups are brought up to date."
+    )
     max_range_days: float | None = Field(
         None,
         gt=0,

@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from service.api.params import FromParam, QueryParam, UntilParam, select_series, time_range
 from service.errors import InvalidRequest
+from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested, pyroscope_levels
+from service.query.plan import plan
 from service.query.selector import parse_query
-from service.query.stacks import Aggregation, StackSet, aggregation_for, load_stacks
+from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.types import TimeRange
@@ -51,8 +53,16 @@ class Filters:
         focus: FocusParam = None,
         ignore: IgnoreParam = None,
         hide: HideParam = None,
+        resolution: Annotated[
+            Literal["auto", "raw"],
+            Query(
+                description="`auto`: hour and minute rollups where the range allows (same answer, less to read); "
+                "`raw`: every stored profile. The `X-Profstore-Resolution` response header says what was read."
+            ),
+        ] = "auto",
     ) -> None:
         self.aggregation, self.focus, self.ignore, self.hide = aggregation, focus, ignore, hide
+        self.raw = resolution == "raw"
 
 
 FiltersParam = Annotated[Filters, Depends()]
@@ -147,20 +157,33 @@ class SeriesInfo(BaseModel):
     profiles: int
 
 
+RESOLUTION_HEADER = "X-Profstore-Resolution"
+
+
 def _stacks(
-    request: Request, query: str, tr: TimeRange, f: Filters, aggregation: Aggregation | None = None
+    request: Request,
+    response: Response,
+    query: str,
+    tr: TimeRange,
+    f: Filters,
+    aggregation: Aggregation | None = None,
 ) -> tuple[str, Aggregation, StackSet, int]:
     """The merged stacks after filters, and their total before (what pprof's percentages are of)."""
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, query)
         agg = aggregation or aggregation_for(q.profile_type, f.aggregation)
-        stacks = load_stacks(cur, [s.series_id for s in series], tr, agg)
+        ids = [s.series_id for s in series]
+        p = plan(cur, ids, tr, agg, raw=f.raw)
+        stacks = load_stacks(cur, ids, tr, agg, p)
+    used = response.headers.get(RESOLUTION_HEADER)
+    response.headers[RESOLUTION_HEADER] = p.resolution if used is None else f"{used}, {p.resolution}"
     return str(q.profile_type), agg, stacks.filter(f.focus, f.ignore, f.hide), stacks.total
 
 
 @router.get("/top", response_model=TopResponse, summary="Top functions by flat or cum (as `go tool pprof -top`)")
 def get_top(
     request: Request,
+    response: Response,
     query: QueryParam,
     filters: FiltersParam,
     from_: FromParam = None,
@@ -168,7 +191,7 @@ def get_top(
     order: Annotated[Literal["flat", "cum"], Query(description="Sort by flat or cum")] = "flat",
     limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return")] = 100,
 ) -> TopResponse:
-    pt, agg, stacks, before = _stacks(request, query, time_range(request, from_, until), filters)
+    pt, agg, stacks, before = _stacks(request, response, query, time_range(request, from_, until), filters)
     rows, total = top(stacks, order, limit, before)
     return TopResponse(
         profile_type=pt, aggregation=agg, total=total, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]
@@ -178,6 +201,7 @@ def get_top(
 @router.get("/flamegraph", response_model=FlamegraphResponse, summary="Merged call tree")
 def get_flamegraph(
     request: Request,
+    response: Response,
     query: QueryParam,
     filters: FiltersParam,
     from_: FromParam = None,
@@ -195,7 +219,7 @@ def get_flamegraph(
         Query(description="`tree`: nested JSON; `pyroscope`: the `names` + `levels` layout Grafana reads"),
     ] = "tree",
 ) -> FlamegraphResponse:
-    pt, agg, stacks, _ = _stacks(request, query, time_range(request, from_, until), filters)
+    pt, agg, stacks, _ = _stacks(request, response, query, time_range(request, from_, until), filters)
     tree = build_tree(stacks, max_nodes)
     out = FlamegraphResponse(profile_type=pt, aggregation=agg, total=stacks.total)
     if format == "tree":
@@ -254,6 +278,7 @@ def get_timeseries(
 @router.get("/diff", response_model=DiffResponse, summary="Per function: base window vs current window")
 def get_diff(
     request: Request,
+    response: Response,
     query: QueryParam,
     filters: FiltersParam,
     base_from: Annotated[str, Query(description="Start of the base window (formats as `from`)")],
@@ -271,9 +296,9 @@ def get_diff(
 ) -> DiffResponse:
     if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
         raise InvalidRequest("base_query must select the same profile type as query")
-    pt, agg, current, _ = _stacks(request, query, time_range(request, from_, until), filters)
+    pt, agg, current, _ = _stacks(request, response, query, time_range(request, from_, until), filters)
     base_tr = time_range(request, base_from, base_until)
-    _, _, base, _ = _stacks(request, base_query or query, base_tr, filters, agg)
+    _, _, base, _ = _stacks(request, response, base_query or query, base_tr, filters, agg)
     rows, bt, ct = diff(base, current, normalize=normalize, by=by, limit=limit)
     return DiffResponse(
         profile_type=pt,

@@ -10,7 +10,6 @@ frames of their own); an unsymbolized one is ``[binary]`` after its mapping's fi
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from dataclasses import dataclass
@@ -22,31 +21,14 @@ import pyarrow as pa
 
 from service.errors import InvalidRequest
 from service.pprof.batch import expand
+from service.query.aggregation import Aggregation
+from service.query.plan import Plan
 from service.store.ids import ids_of_blobs
-from service.types import ProfileType, TimeRange
+from service.types import TimeRange
 
-__all__ = ["Aggregation", "StackSet", "aggregation_for", "is_gauge", "load_stacks"]
+__all__ = ["StackSet", "load_stacks"]
 
 I64 = npt.NDArray[np.int64]
-
-# Sample types that are a snapshot at scrape time rather than a count over the interval.
-_GAUGES = frozenset({"inuse_space", "inuse_objects", "goroutine", "goroutines", "threadcreate"})
-
-
-class Aggregation(enum.StrEnum):
-    """How profiles of one series combine over a range."""
-
-    SUM = "sum"  # cumulative/delta types: the range's total
-    AVG = "avg"  # gauges: the average scrape of each series, summed over series
-    LAST = "last"  # gauges: each series' latest scrape in the range
-
-
-def is_gauge(pt: ProfileType) -> bool:
-    return pt.sample_type in _GAUGES or pt.name in ("goroutine", "threadcreate")
-
-
-def aggregation_for(pt: ProfileType, asked: Aggregation | None) -> Aggregation:
-    return asked or (Aggregation.AVG if is_gauge(pt) else Aggregation.SUM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,30 +143,40 @@ def _offsets(counts: I64) -> I64:
     return out
 
 
-_MERGE = {
-    Aggregation.SUM: "SELECT stack_id, sum(value)::DOUBLE AS value FROM sample_values "
-    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY stack_id",
-    Aggregation.AVG: "WITH n AS (SELECT series_id, count(*)::DOUBLE AS n FROM profiles "
-    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id) "
-    "SELECT v.stack_id, sum(v.value / n.n) AS value FROM sample_values v JOIN n USING (series_id) "
-    "WHERE v.series_id IN (SELECT unnest($ids::UBIGINT[])) AND v.ts BETWEEN $start AND $end GROUP BY v.stack_id",
-    Aggregation.LAST: "WITH l AS (SELECT series_id, max(ts) AS ts FROM profiles "
-    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id) "
+_LAST = (
+    "WITH l AS (SELECT series_id, max(ts) AS ts FROM profiles "
+    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts >= $start AND ts < $end GROUP BY series_id) "
     "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM sample_values v JOIN l USING (series_id, ts) "
-    "GROUP BY v.stack_id",
-}
+    "GROUP BY v.stack_id"
+)
+_AVG = (
+    "WITH n AS (SELECT series_id, count(*)::DOUBLE AS n FROM profiles "
+    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts >= $start AND ts < $end GROUP BY series_id) "
+    "SELECT u.stack_id, sum(u.value / n.n) AS value FROM ({union}) u JOIN n USING (series_id) GROUP BY u.stack_id"
+)
+_SUM = "SELECT stack_id, sum(value)::DOUBLE AS value FROM ({union}) GROUP BY stack_id"
+
+
+def _merge_sql(p: Plan, aggregation: Aggregation) -> tuple[str, dict[str, object]]:
+    if aggregation is Aggregation.LAST:
+        return _LAST, {}
+    union, params = p.union_sql()
+    return (_AVG if aggregation is Aggregation.AVG else _SUM).format(union=union), params
 
 
 def load_stacks(
-    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
 ) -> StackSet:
-    """Merge the stacks of ``series_ids`` in ``tr`` and name their frames."""
+    """Merge the stacks of ``series_ids`` in ``tr`` (reading what plan ``p`` says) and name their frames."""
     if not series_ids:
         none = np.zeros(0, np.int64)
         return StackSet([], np.zeros(0, bool), np.zeros(1, np.int64), none, none, none, none, none)
-    params = {"ids": series_ids, "start": tr.start, "end": tr.end}
+    sql, params = _merge_sql(p, aggregation)
+    params["ids"] = series_ids
+    if aggregation is not Aggregation.SUM:  # counts or picks profiles over the whole range
+        params.update({"start": tr.start, "end": tr.end + 1})
     tag = "_q"  # temp tables belong to the request's cursor
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS {_MERGE[aggregation]}", params)
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS {sql}", params)
     try:
         merged = cur.execute(f"SELECT stack_id, value FROM {tag}_m").to_arrow_table()
         stacks = cur.execute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from service.query.stacks import Aggregation
+from service.query.aggregation import Aggregation
 from service.store.reads import SeriesRow
 from service.types import TimeRange
 

@@ -33,7 +33,7 @@ from service.store.ids import KnownIds
 from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 from service.store.staging import Staged, assemble
 
-__all__ = ["Pending", "WriteResult", "Writer"]
+__all__ = ["Pending", "Task", "WriteResult", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ class Pending:
     envelope: Envelope
     meta: Meta
     staged: Staged | None = None  # its rows, built in the caller's thread when its columns were decoded there
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Other work that must hold the one write connection (compaction): run between batches."""
+
+    run: Callable[[duckdb.DuckDBPyConnection], object]
+    done: Future[object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +95,7 @@ class Writer:
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | Task | None] = queue.Queue()
         self._inflight: dict[int, Future[WriteResult]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
@@ -100,6 +108,15 @@ class Writer:
             return fut
         self._queue.put((item, fut))
         return fut
+
+    def call(self, run: Callable[[duckdb.DuckDBPyConnection], object]) -> Future[object]:
+        """Run ``run(connection)`` in the writer thread, after the profiles submitted before it."""
+        task = Task(run, Future())
+        if not self._thread.is_alive():
+            task.done.set_exception(StoreError("the writer is stopped"))
+        else:
+            self._queue.put(task)
+        return task.done
 
     def depth(self) -> int:
         """Profiles waiting for the writer."""
@@ -115,9 +132,13 @@ class Writer:
             first = self._queue.get()
             if first is None:
                 return
+            if isinstance(first, Task):
+                self._task(first)
+                continue
             batch = [first]
             deadline = time.monotonic() + self._max_wait_s
             stop = False
+            task: Task | None = None
             while len(batch) < self._max_batch:
                 try:
                     nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -125,6 +146,9 @@ class Writer:
                     break
                 if nxt is None:
                     stop = True
+                    break
+                if isinstance(nxt, Task):
+                    task = nxt  # after this batch, in submission order
                     break
                 batch.append(nxt)
             t0 = time.monotonic()
@@ -144,8 +168,18 @@ class Writer:
             self._release(leaders)
             if self._observe is not None:
                 self._observe(time.monotonic() - t0, len(batch))
+            if task is not None:
+                self._task(task)
             if stop:
                 return
+
+    def _task(self, task: Task) -> None:
+        try:
+            task.done.set_result(task.run(self._con))
+        except Exception as exc:  # the caller gets it; the thread lives on
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute("ROLLBACK")
+            task.done.set_exception(exc)
 
     def _release(self, groups: list[int]) -> None:
         with self._lock:
@@ -296,6 +330,12 @@ def _script(interned: list[str]) -> str:
             f"(SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b_{name}))"
         )
     parts += [f"INSERT INTO {name} SELECT * FROM _b_{name}" for name in _FACTS]
+    # A profile for a bucket already rolled up makes that bucket stale until compaction redoes it.
+    parts.append(
+        "INSERT INTO rollup_dirty SELECT s.resolution, p.series_id, "
+        "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
+        "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
+    )
     return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";\nCOMMIT;"
 
 
