@@ -27,6 +27,11 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python -m bench
 
+# Query latency over days of a synthetic fleet (bench/query.py; --services/--days to scale it).
+.PHONY: bench-query
+bench-query: $(VENV)/.test
+	$(BIN)/python -m bench.query
+
 # The collector scraping 200 simulated Go services on loopback (bench/targets_sim.py) for 75 s.
 .PHONY: bench-collector
 bench-collector: $(VENV)/.test

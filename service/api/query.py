@@ -264,6 +264,12 @@ def get_timeseries(
     groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, query)
+        known = {k for s in series for k in s.labels}
+        unknown = [g for g in groups or () if g not in known]
+        if series and unknown:
+            raise InvalidRequest(
+                f"group_by label {unknown[0]!r} is on none of the matching series; they have: {', '.join(sorted(known))}"
+            )
         agg = aggregation_for(q.profile_type, aggregation)
         lines = timeseries(cur, series, tr, step_ns, agg, group_by=groups, function=function, value=value)
     return TimeseriesResponse(

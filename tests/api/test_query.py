@@ -225,6 +225,7 @@ def test_series_lists_what_each_holds(loaded: TestClient) -> None:
         ("/api/v1/timeseries", {"query": CPU, "step": 0}, "step must be a positive"),
         ("/api/v1/timeseries", {"query": CPU, "from": "0", "step": 1}, "the maximum is"),
         ("/api/v1/timeseries", {"query": CPU, "aggregation": "median"}, "aggregation"),
+        ("/api/v1/timeseries", {"query": CPU, "from": "0", "group_by": "region"}, "group_by label 'region'"),
         ("/api/v1/diff", {"query": CPU}, "base_from"),
         ("/api/v1/series", {"query": "{}"}, "profile type"),
     ],
