@@ -259,3 +259,13 @@ def test_diff_export_reads_in_pprof_like_diff_base(client: TestClient, corpus: P
     assert any(flat < 0 for flat, _, _, _ in want.values())  # a real diff: something went down
     r = client.get("/api/v1/export", params={"query": q, **cur, "base_from": base["from"]})
     assert r.status_code == 400 and "base_until" in r.json()["error"]
+
+
+def test_an_empty_range_answers_empty_not_an_error(loaded: TestClient) -> None:
+    window = {"query": CPU, "from": "1", "until": "2"}
+    assert _top(loaded, CPU, **{"from": "1", "until": "2"})["rows"] == []
+    fg = loaded.get("/api/v1/flamegraph", params={**window, "format": "pyroscope"}).json()["flamebearer"]
+    assert fg["names"] == ["total"] and fg["levels"] == [[0, 0, 0, 0]]
+    d = loaded.get("/api/v1/diff", params={**window, "base_from": "3", "base_until": "4"}).json()
+    assert d["rows"] == [] and d["base_total"] == d["current_total"] == 0
+    assert loaded.get("/api/v1/timeseries", params=window).json()["series"] == []
