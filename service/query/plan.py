@@ -16,6 +16,7 @@ import duckdb
 
 from service.query.aggregation import Aggregation
 from service.store.compaction import NS, RESOLUTIONS
+from service.store.reads import values_between
 from service.types import TimeRange
 
 __all__ = ["Plan", "plan"]
@@ -43,10 +44,8 @@ class Plan:
                 a, b = f"lo_{r}_{i}", f"hi_{r}_{i}"
                 params[a], params[b] = lo, hi
                 if r == 0:
-                    parts.append(
-                        "SELECT series_id, stack_id, value FROM sample_values WHERE series_id IN "
-                        f"(SELECT unnest($ids::UBIGINT[])) AND ts >= ${a} AND ts < ${b}"
-                    )
+                    raw = values_between(f"${a}", f"${b}", "SELECT unnest($ids::UBIGINT[])")
+                    parts.append(f"SELECT series_id, stack_id, value FROM ({raw})")
                 else:
                     parts.append(
                         f"SELECT series_id, stack_id, value FROM stack_rollup WHERE resolution = {r} AND series_id IN "

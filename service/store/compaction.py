@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import duckdb
 
+from service.store.reads import values_between
+
 __all__ = ["RESOLUTIONS", "compact", "floor_to"]
 
 RESOLUTIONS = (60, 3600)  # seconds, finest first
@@ -46,12 +48,15 @@ def compact(con: duckdb.DuckDBPyConnection, now_ns: int, lag_s: int = 60) -> dic
                 "WHERE d.series_id = stack_rollup.series_id AND d.bucket = stack_rollup.bucket)",
                 {"r": r},
             )
-            con.execute(
-                f"INSERT INTO stack_rollup SELECT $r, v.series_id, {_bucket('v.ts', r)} AS bucket, v.stack_id, "
-                "sum(v.value)::BIGINT FROM sample_values v JOIN _dirty d ON v.series_id = d.series_id "
-                "AND v.ts >= d.bucket AND v.ts < d.bucket + $step GROUP BY ALL",
-                {"r": r, "step": step},
-            )
+            span = con.execute("SELECT min(bucket), max(bucket) FROM _dirty").fetchone()
+            if span is not None and span[0] is not None:
+                raw = values_between("$lo", "$hi", "SELECT series_id FROM _dirty")
+                con.execute(
+                    f"INSERT INTO stack_rollup SELECT $r, v.series_id, {_bucket('v.ts', r)} AS bucket, v.stack_id, "
+                    f"sum(v.value)::BIGINT FROM ({raw}) v JOIN _dirty d ON v.series_id = d.series_id "
+                    "AND v.ts >= d.bucket AND v.ts < d.bucket + $step GROUP BY ALL ORDER BY bucket, series_id",
+                    {"r": r, "step": step, "lo": span[0], "hi": span[1] + step},
+                )
             con.execute("DELETE FROM rollup_dirty WHERE resolution = $r", {"r": r})
             # 2. Buckets complete since the last run.
             lo = done[r]
@@ -63,7 +68,7 @@ def compact(con: duckdb.DuckDBPyConnection, now_ns: int, lag_s: int = 60) -> dic
             if r == RESOLUTIONS[0]:
                 source = (
                     f"SELECT series_id, {_bucket('ts', r)} AS bucket, stack_id, sum(value)::BIGINT "
-                    "FROM sample_values WHERE ts >= $lo AND ts < $hi GROUP BY ALL"
+                    f"FROM ({values_between('$lo', '$hi')}) GROUP BY ALL"
                 )
                 params = {"lo": lo, "hi": hi}
             else:
@@ -72,7 +77,8 @@ def compact(con: duckdb.DuckDBPyConnection, now_ns: int, lag_s: int = 60) -> dic
                     "WHERE resolution = $fine AND bucket >= $lo AND bucket < $hi GROUP BY ALL"
                 )
                 params = {"lo": lo, "hi": hi, "fine": RESOLUTIONS[0]}
-            con.execute(f"INSERT INTO stack_rollup SELECT {r}, * FROM ({source})", params)
+            # In bucket order, so the min/max of each row group lets a query skip all but its range.
+            con.execute(f"INSERT INTO stack_rollup SELECT {r}, * FROM ({source}) ORDER BY 3, 2", params)
             con.execute("UPDATE rollup_state SET done_until = $hi WHERE resolution = $r", {"hi": hi, "r": r})
             done[r] = hi
         con.execute("DROP TABLE IF EXISTS _dirty")

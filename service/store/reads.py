@@ -9,7 +9,29 @@ import pyarrow as pa
 
 from service.types import ProfileType, TimeRange
 
-__all__ = ["ExportRows", "SeriesRow", "export_rows", "list_profiles", "list_series"]
+__all__ = ["ExportRows", "SeriesRow", "export_rows", "list_profiles", "list_series", "values_between"]
+
+
+def values_between(lo: str, hi: str, series: str | None = None) -> str:
+    """``series_id, ts, stack_id, labelset_id, value`` (scaled, aliases expanded) for ``lo <= ts < hi``.
+
+    What the ``sample_values`` view gives, with the time bounds (SQL expressions, usually
+    parameters) and an optional series filter (a subquery of ids) written into both branches:
+    through the view, the aliased branch joins ``samples`` on the source profile without
+    bounds, and DuckDB scans every row group of the table instead of skipping by time.
+    """
+    only = f"AND series_id IN ({series})" if series else ""
+    only_p = f"AND p.series_id IN ({series})" if series else ""
+    return (
+        f"SELECT series_id, ts, stack_id, labelset_id, value * scale AS value FROM samples "
+        f"WHERE ts >= {lo} AND ts < {hi} {only} "
+        "UNION ALL "
+        "SELECT p.series_id, p.ts, x.stack_id, x.labelset_id, x.value * p.scale AS value FROM profiles p "
+        "JOIN profiles src ON src.group_id = p.group_id AND src.type_index = p.alias_of "
+        "JOIN samples x ON x.series_id = src.series_id AND x.ts = src.ts "
+        f"WHERE p.alias_of >= 0 AND p.ts >= {lo} AND p.ts < {hi} AND src.ts >= {lo} AND src.ts < {hi} "
+        f"AND x.ts >= {lo} AND x.ts < {hi} {only_p}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
