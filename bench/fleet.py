@@ -37,7 +37,8 @@ class FleetProfile:
     data: bytes  # gzipped pprof
 
 
-def _varint(v: int) -> bytes:
+def varint(v: int) -> bytes:
+    """A protobuf varint (negative values as their 64-bit two's complement)."""
     out = bytearray()
     v &= (1 << 64) - 1
     while True:
@@ -50,7 +51,7 @@ def _varint(v: int) -> bytes:
             return bytes(out)
 
 
-def _variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tuple[str, list[bytes]]]:
+def variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tuple[str, list[bytes]]]:
     out = []
     for fname, name in BASES:
         base = decode((corpus / fname).read_bytes())
@@ -71,13 +72,13 @@ def _variants(corpus: Path, per_base: int, rng: np.random.Generator) -> list[tup
 def build(corpus: Path, targets: int, scrapes: int, per_base: int = 8, seed: int = 1) -> list[FleetProfile]:
     """``targets`` x ``scrapes`` profiles, 15 s apart, each target cycling through the bases."""
     rng = np.random.default_rng(seed)
-    variants = _variants(corpus, per_base, rng)
+    per_name = variants(corpus, per_base, rng)
     t0 = 1_780_000_000 * 10**9
     fleet = []
     for t in range(targets):
-        name, raws = variants[t % len(variants)]
+        name, raws = per_name[t % len(per_name)]
         for s in range(scrapes):
             ts = t0 + s * 15 * 10**9 + t * 10**6
-            raw = raws[int(rng.integers(len(raws)))] + b"\x48" + _varint(ts)  # field 9 (time_nanos), varint
+            raw = raws[int(rng.integers(len(raws)))] + b"\x48" + varint(ts)  # field 9 (time_nanos), varint
             fleet.append(FleetProfile(t, s, name, ts, gzip.compress(raw, compresslevel=6, mtime=0)))
     return fleet

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from bench.fleet import BASES, _variants, _varint
+from bench.fleet import BASES, variants, varint
 from service.app import create_app
 from service.config import Settings
 from service.pprof.decode import decompress, envelope
@@ -52,7 +52,7 @@ TYPES = {"process_cpu": [0, 1, 2, 3, 4], "memory": [5], "goroutine": [6]}  # ind
 def _templates(rng: np.random.Generator) -> list[list[tuple[Pending, bytes]]]:
     """Per base, its variants staged once (with a placeholder series and time) and their raw bytes."""
     out = []
-    for (_, name), (_, raws) in zip(BASES, _variants(CORPUS, 8, rng), strict=True):
+    for (_, name), (_, raws) in zip(BASES, variants(CORPUS, 8, rng), strict=True):
         row = []
         for raw in raws:
             env = envelope(raw)
@@ -121,7 +121,7 @@ def generate(client: TestClient, services: int, days: float, raw_dir: Path) -> t
                     t, raw = templates[b][k]
                     at = ts + (svc * 2 + inst) * 10**6
                     if svc == 0 and inst == 0 and name == "process_cpu" and at >= day_start:
-                        data = gzip.compress(raw + b"\x48" + _varint(at), compresslevel=1, mtime=0)
+                        data = gzip.compress(raw + b"\x48" + varint(at), compresslevel=1, mtime=0)
                         (raw_dir / f"{at}.pb.gz").write_bytes(data)
                         ingest = app.state.ingestor.ingest  # type: ignore[attr-defined]
                         pending.append(real.submit(ingest, data, labels=labels, name=name))

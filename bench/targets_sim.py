@@ -44,6 +44,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from bench.fleet import varint
 from service.pprof import profile_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -67,21 +68,10 @@ CUMULATIVE = frozenset({"alloc_objects", "alloc_space", "contentions", "delay"})
 GZIP_LEVEL = 6  # Go's gzip.DefaultCompression
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if not v:
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
-
-
 def _time_fields(time_ns: int, duration_ns: int = 0) -> bytes:
     """Fields 9 (time_nanos) and 10 (duration_nanos) of a pprof Profile, as wire bytes."""
-    out = b"\x48" + _varint(time_ns)
-    return out + b"\x50" + _varint(duration_ns) if duration_ns else out
+    out = b"\x48" + varint(time_ns)
+    return out + b"\x50" + varint(duration_ns) if duration_ns else out
 
 
 def _load(name: str) -> pb.Profile:
