@@ -34,7 +34,7 @@ from service.store.ids import ids_of_blobs
 from service.store.reads import ExportRows, SeriesRow, export_rows
 from service.types import TimeRange
 
-__all__ = ["build_profile", "diff_profile", "export_profile", "select_series"]
+__all__ = ["build_profile", "diff_profile", "export_profile", "flat_lists", "select_series"]
 
 SEP = "\x1f"
 
@@ -80,7 +80,7 @@ def _empty(q: Query) -> Profile:
     )
 
 
-def _flat(lists: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
+def flat_lists(lists: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
     """Offsets and flattened values of a list column."""
     arr = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     if len(arr) == 0:
@@ -161,9 +161,9 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     )
     lt = rows.locations
     loc_sorted, loc_ids = _renumber(lt["location_id"].to_numpy().astype(np.uint64))
-    line_off, line_fns = _flat(lt["function_ids"])
-    _, line_nums = _flat(lt["lines"])
-    _, line_cols = _flat(lt["columns"])
+    line_off, line_fns = flat_lists(lt["function_ids"])
+    _, line_nums = flat_lists(lt["lines"])
+    _, line_cols = flat_lists(lt["columns"])
     locations = Locations(
         loc_ids.astype(np.uint64),
         _find(map_sorted, lt["mapping_id"].to_numpy().astype(np.uint64)).astype(np.uint64),
@@ -180,7 +180,7 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     st_hash = ids_of_blobs(stt["stack_id"])
     st_order = np.argsort(st_hash, kind="stable")
     st_sorted = st_hash[st_order]
-    st_off, st_locs = _flat(stt["location_ids"])
+    st_off, st_locs = flat_lists(stt["location_ids"])
     st_new = _find(loc_sorted, st_locs.to_numpy().astype(np.uint64)).astype(np.uint64)
     which = st_order[_find(st_sorted, upair[:, 0]) - 1] if upair.size else np.zeros(0, np.int64)
     depth = st_off[which + 1] - st_off[which]

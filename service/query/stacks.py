@@ -22,6 +22,7 @@ import pyarrow as pa
 from service.errors import InvalidRequest
 from service.pprof.batch import expand
 from service.query.aggregation import Aggregation
+from service.query.export import flat_lists
 from service.query.plan import Plan
 from service.store.ids import ids_of_blobs
 from service.types import TimeRange
@@ -205,14 +206,6 @@ def load_stacks(
     return _name_frames(merged, stacks, locations, functions, mappings)
 
 
-def _lists(col: pa.ChunkedArray) -> tuple[I64, pa.Array]:
-    arr = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
-    if len(arr) == 0:
-        return np.zeros(1, np.int64), arr.flatten()
-    off = arr.offsets.to_numpy().astype(np.int64)
-    return off - off[0], arr.flatten()
-
-
 def _lookup(keys: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64]) -> I64:
     """Row of each key in ``table`` (every key is present: ids were selected from it)."""
     order = np.argsort(table, kind="stable")
@@ -241,7 +234,7 @@ def _name_frames(
     loc_map_file = np.array([intern(f) if f else -1 for f in loc_maps], np.int64)
 
     # Frames of each location, innermost first: one per line, or one for the whole location.
-    line_off, line_fn = _lists(locations["function_ids"])
+    line_off, line_fn = flat_lists(locations["function_ids"])
     n_lines = np.diff(line_off)
     line_rows = _lookup(ids_of_blobs(line_fn), ids_of_blobs(functions["function_id"]))
     loc_depth = np.maximum(n_lines, 1)
@@ -256,7 +249,7 @@ def _name_frames(
 
     # Frames of each merged stack: its locations (leaf first), each expanded into its frames.
     st_pos = _lookup(ids_of_blobs(merged["stack_id"]), ids_of_blobs(stacks["stack_id"]))
-    st_off, st_locs = _lists(stacks["location_ids"])
+    st_off, st_locs = flat_lists(stacks["location_ids"])
     loc_rows = _lookup(st_locs.to_numpy().astype(np.uint64), locations["location_id"].to_numpy().astype(np.uint64))
     depth_locs = np.diff(st_off)[st_pos]
     rows = loc_rows[expand(st_off[:-1][st_pos], depth_locs)]  # location rows, stack by stack
