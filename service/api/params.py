@@ -13,7 +13,17 @@ from service.query.selector import parse_query
 from service.store.reads import SeriesRow, list_series
 from service.types import DEFAULT_TENANT, TimeRange
 
-__all__ = ["TENANT", "FromParam", "QueryParam", "UntilParam", "known_types", "select_series", "time_range"]
+__all__ = [
+    "TENANT",
+    "FromParam",
+    "GroupByParam",
+    "QueryParam",
+    "UntilParam",
+    "group_labels",
+    "known_types",
+    "select_series",
+    "time_range",
+]
 
 TENANT = DEFAULT_TENANT
 
@@ -34,6 +44,15 @@ FromParam = Annotated[
     ),
 ]
 UntilParam = Annotated[str | None, Query(description="End, same formats as `from`. Default: now.", examples=["now"])]
+GroupByParam = Annotated[
+    str | None,
+    Query(
+        description="Comma-separated series labels to split the answer by (a series without one counts as its "
+        "empty value): one line per value in time series, one table per value in top, and in flame graphs one "
+        "`label=value` frame per label above each stack, as `go tool pprof -tagroot` draws them.",
+        examples=["service_name"],
+    ),
+]
 
 
 def time_range(request: Request, from_: str | None, until: str | None) -> TimeRange:
@@ -58,3 +77,15 @@ def select_series(cur: duckdb.DuckDBPyConnection, query: str) -> tuple[ParsedQue
     if not any(s.profile_type == q.profile_type for s in series):
         raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
     return q, [s for s in series if s.profile_type == q.profile_type and q.matches(s.labels)]
+
+
+def group_labels(group_by: str | None, series: list[SeriesRow]) -> list[str] | None:
+    """The ``group_by`` labels; one that none of the matching series has is a 400 (most likely a typo)."""
+    groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
+    known = {k for s in series for k in s.labels}
+    unknown = [g for g in groups or () if g not in known]
+    if series and unknown:
+        raise InvalidRequest(
+            f"group_by label {unknown[0]!r} is on none of the matching series; they have: {', '.join(sorted(known))}"
+        )
+    return groups

@@ -8,18 +8,27 @@ that is interrupted past the configured time limit (503), and answers numbers th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from service.api.params import FromParam, QueryParam, UntilParam, select_series, time_range
+from service.api.params import (
+    FromParam,
+    GroupByParam,
+    QueryParam,
+    UntilParam,
+    group_labels,
+    select_series,
+    time_range,
+)
 from service.errors import InvalidRequest
 from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested, pyroscope_levels
 from service.query.plan import plan
 from service.query.selector import parse_query
-from service.query.stacks import StackSet, load_stacks
+from service.query.stacks import StackSet, load_stacks, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.types import TimeRange
@@ -81,13 +90,22 @@ class TopRowOut(BaseModel):
     cum_percent: float
 
 
+class TopGroup(BaseModel):
+    labels: dict[str, str] = Field(description="The group's value of each `group_by` label")
+    total: int = Field(description="The group's sum before focus/ignore/hide: the 100 % of its percentages")
+    rows: list[TopRowOut]
+
+
 class TopResponse(BaseModel):
     profile_type: str
     aggregation: Aggregation
     total: int = Field(
         description="Sum of all stacks before focus/ignore/hide: the 100 % of the percentages, as pprof's"
     )
-    rows: list[TopRowOut]
+    rows: list[TopRowOut] = Field(description="The table; empty with `group_by`, which gives one per group")
+    groups: list[TopGroup] | None = Field(
+        default=None, description="With `group_by`: one table per group, largest total first"
+    )
 
 
 class FlameNode(BaseModel):
@@ -160,6 +178,13 @@ class SeriesInfo(BaseModel):
 RESOLUTION_HEADER = "X-Profstore-Resolution"
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    labels: dict[str, str]
+    stacks: StackSet  # after filters
+    before: int  # total before filters: what pprof's percentages are of
+
+
 def _stacks(
     request: Request,
     response: Response,
@@ -167,17 +192,30 @@ def _stacks(
     tr: TimeRange,
     f: Filters,
     aggregation: Aggregation | None = None,
-) -> tuple[str, Aggregation, StackSet, int]:
-    """The merged stacks after filters, and their total before (what pprof's percentages are of)."""
+    group_by: str | None = None,
+) -> tuple[str, Aggregation, list[Group]]:
+    """The merged stacks after filters — one group, or one per value of the ``group_by`` labels."""
+    resolutions: list[str] = []
+    groups: list[Group] = []
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, query)
         agg = aggregation or aggregation_for(q.profile_type, f.aggregation)
-        ids = [s.series_id for s in series]
-        p = plan(cur, ids, tr, agg, raw=f.raw)
-        stacks = load_stacks(cur, ids, tr, agg, p)
+        keys = group_labels(group_by, series)
+        members: dict[tuple[str, ...], list[int]] = {}
+        for s in series:
+            members.setdefault(tuple(s.labels.get(k, "") for k in keys or ()), []).append(s.series_id)
+        for key, ids in sorted(members.items()) or [((), [])]:
+            p = plan(cur, ids, tr, agg, raw=f.raw)
+            stacks = load_stacks(cur, ids, tr, agg, p)
+            groups.append(
+                Group(dict(zip(keys or (), key, strict=True)), stacks.filter(f.focus, f.ignore, f.hide), stacks.total)
+            )
+            if p.resolution not in resolutions:
+                resolutions.append(p.resolution)
     used = response.headers.get(RESOLUTION_HEADER)
-    response.headers[RESOLUTION_HEADER] = p.resolution if used is None else f"{used}, {p.resolution}"
-    return str(q.profile_type), agg, stacks.filter(f.focus, f.ignore, f.hide), stacks.total
+    here = " / ".join(resolutions)
+    response.headers[RESOLUTION_HEADER] = here if used is None else f"{used}, {here}"
+    return str(q.profile_type), agg, groups
 
 
 @router.get("/top", response_model=TopResponse, summary="Top functions by flat or cum (as `go tool pprof -top`)")
@@ -189,13 +227,19 @@ def get_top(
     from_: FromParam = None,
     until: UntilParam = None,
     order: Annotated[Literal["flat", "cum"], Query(description="Sort by flat or cum")] = "flat",
-    limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return")] = 100,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return (per group)")] = 100,
+    group_by: GroupByParam = None,
 ) -> TopResponse:
-    pt, agg, stacks, before = _stacks(request, response, query, time_range(request, from_, until), filters)
-    rows, total = top(stacks, order, limit, before)
-    return TopResponse(
-        profile_type=pt, aggregation=agg, total=total, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]
-    )  # fmt: skip
+    tr = time_range(request, from_, until)
+    pt, agg, groups = _stacks(request, response, query, tr, filters, group_by=group_by)
+    tables = []
+    for g in groups:
+        rows, total = top(g.stacks, order, limit, g.before)
+        tables.append(TopGroup(labels=g.labels, total=total, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]))  # fmt: skip
+    if group_by is None:
+        return TopResponse(profile_type=pt, aggregation=agg, total=tables[0].total, rows=tables[0].rows)
+    tables.sort(key=lambda t: -t.total)
+    return TopResponse(profile_type=pt, aggregation=agg, total=sum(t.total for t in tables), rows=[], groups=tables)
 
 
 @router.get("/flamegraph", response_model=FlamegraphResponse, summary="Merged call tree")
@@ -218,8 +262,13 @@ def get_flamegraph(
         Literal["tree", "pyroscope"],
         Query(description="`tree`: nested JSON; `pyroscope`: the `names` + `levels` layout Grafana reads"),
     ] = "tree",
+    group_by: GroupByParam = None,
 ) -> FlamegraphResponse:
-    pt, agg, stacks, _ = _stacks(request, response, query, time_range(request, from_, until), filters)
+    pt, agg, groups = _stacks(request, response, query, time_range(request, from_, until), filters, group_by=group_by)
+    if group_by is None:
+        stacks = groups[0].stacks
+    else:
+        stacks = under_roots([([f"{k}={v}" for k, v in g.labels.items()], g.stacks) for g in groups])
     tree = build_tree(stacks, max_nodes)
     out = FlamegraphResponse(profile_type=pt, aggregation=agg, total=stacks.total)
     if format == "tree":
@@ -250,9 +299,7 @@ def get_timeseries(
     from_: FromParam = None,
     until: UntilParam = None,
     step: Annotated[float | None, Query(description="Step in seconds; default: the range / 500, at least 15 s")] = None,
-    group_by: Annotated[
-        str | None, Query(description="Comma-separated series labels to sum by; default: one line per series")
-    ] = None,
+    group_by: GroupByParam = None,
     function: Annotated[
         str | None, Query(description="A function name: its flat or cum per step instead of the series total")
     ] = None,
@@ -261,15 +308,9 @@ def get_timeseries(
 ) -> TimeseriesResponse:
     tr = time_range(request, from_, until)
     step_ns = _step_ns(step, tr)
-    groups = [g.strip() for g in group_by.split(",") if g.strip()] if group_by else None
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, query)
-        known = {k for s in series for k in s.labels}
-        unknown = [g for g in groups or () if g not in known]
-        if series and unknown:
-            raise InvalidRequest(
-                f"group_by label {unknown[0]!r} is on none of the matching series; they have: {', '.join(sorted(known))}"
-            )
+        groups = group_labels(group_by, series)
         agg = aggregation_for(q.profile_type, aggregation)
         lines = timeseries(cur, series, tr, step_ns, agg, group_by=groups, function=function, value=value)
     return TimeseriesResponse(
@@ -302,10 +343,10 @@ def get_diff(
 ) -> DiffResponse:
     if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
         raise InvalidRequest("base_query must select the same profile type as query")
-    pt, agg, current, _ = _stacks(request, response, query, time_range(request, from_, until), filters)
+    pt, agg, (current, *_) = _stacks(request, response, query, time_range(request, from_, until), filters)
     base_tr = time_range(request, base_from, base_until)
-    _, _, base, _ = _stacks(request, response, base_query or query, base_tr, filters, agg)
-    rows, bt, ct = diff(base, current, normalize=normalize, by=by, limit=limit)
+    _, _, (base, *_) = _stacks(request, response, base_query or query, base_tr, filters, agg)
+    rows, bt, ct = diff(base.stacks, current.stacks, normalize=normalize, by=by, limit=limit)
     return DiffResponse(
         profile_type=pt,
         aggregation=agg,

@@ -27,7 +27,7 @@ from service.query.plan import Plan
 from service.store.ids import ids_of_blobs
 from service.types import TimeRange
 
-__all__ = ["StackSet", "load_stacks"]
+__all__ = ["StackSet", "load_stacks", "under_roots"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -111,6 +111,60 @@ class StackSet:
         return StackSet(
             self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], self.values[sel]
         )  # fmt: skip
+
+
+def under_roots(groups: list[tuple[list[str], StackSet]]) -> StackSet:
+    """Several stack sets as one, each stack under its group's frames, outermost first (pprof's ``-tagroot``).
+
+    A flame graph grouped by ``service_name`` then starts with one ``service_name=…`` node per
+    service, each holding that service's own tree, and the totals still add up.
+    """
+    names: list[str] = []
+    code: dict[str, int] = {}
+    named: list[bool] = []
+
+    def intern(name: str, is_function: bool) -> int:
+        c = code.get(name)
+        if c is None:
+            c = code[name] = len(names)
+            names.append(name)
+            named.append(is_function)
+        return c
+
+    parts: list[tuple[I64, ...]] = []
+    depths: list[I64] = []
+    values: list[I64] = []
+    inst_base = 0
+    for roots, s in groups:
+        remap = np.array([intern(n, bool(f)) for n, f in zip(s.names, s.named, strict=True)] + [-1], np.int64)
+        root_codes = np.array([intern(r, False) for r in reversed(roots)], np.int64)  # leaf first: outermost last
+        n_st, k = s.values.size, root_codes.size
+        # Each stack's own frames, then its group's; positions in the combined frame arrays.
+        new_off = _offsets(s.depth + k)
+        own = expand(new_off[:-1], s.depth)
+        tail = expand(new_off[:-1] + s.depth, np.full(n_st, k, np.int64))
+        size = int(new_off[-1])
+        frames = np.empty(size, np.int64)
+        files = np.full(size, -1, np.int64)
+        loc_file = np.full(size, -1, np.int64)
+        inst = np.empty(size, np.int64)
+        frames[own], files[own], loc_file[own] = remap[s.frames], remap[s.files], remap[s.loc_file]
+        frames[tail] = np.tile(root_codes, n_st)
+        inst_own = s.inst + inst_base
+        inst[own] = inst_own
+        top = int(inst_own.max()) + 1 if inst_own.size else inst_base
+        inst[tail] = top + np.arange(n_st * k)  # a root frame is a location of its own
+        inst_base = top + n_st * k
+        parts.append((frames, files, loc_file, inst))
+        depths.append(s.depth + k)
+        values.append(s.values)
+
+    def cat(i: int) -> I64:
+        return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
+
+    depth = np.concatenate(depths) if depths else np.zeros(0, np.int64)
+    value = np.concatenate(values) if values else np.zeros(0, np.int64)
+    return StackSet(names, np.array(named, bool), _offsets(depth), cat(0), cat(1), cat(2), cat(3), value)
 
 
 class _Match:

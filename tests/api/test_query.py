@@ -114,6 +114,56 @@ def test_flamegraph_totals_equal_the_export_and_survive_truncation(loaded: TestC
     assert any(c["name"] == "other" for c in small["tree"]["children"][0]["children"]) or nodes < 24
 
 
+SERVICES = ("go", "series", "stripped")
+
+
+def test_top_by_group_is_each_groups_own_top(loaded: TestClient) -> None:
+    grouped = _top(loaded, CPU, group_by="service_name", focus="main|sha256|\\[")
+    by_service = {g["labels"]["service_name"]: g for g in grouped["groups"]}
+    assert sorted(by_service) == list(SERVICES) and grouped["rows"] == []
+    assert [g["total"] for g in grouped["groups"]] == sorted((g["total"] for g in grouped["groups"]), reverse=True)
+    for svc in SERVICES:
+        alone = _top(loaded, CPU + f'{{service_name="{svc}"}}', focus="main|sha256|\\[")
+        assert by_service[svc]["total"] == alone["total"] > 0
+        assert by_service[svc]["rows"] == alone["rows"]
+    assert grouped["total"] == _top(loaded, CPU)["total"]
+
+
+def test_flamegraph_by_group_puts_each_groups_tree_under_a_label_frame(loaded: TestClient) -> None:
+    params = {"from": "0", "max_nodes": 10**6}
+    grouped = loaded.get("/api/v1/flamegraph", params={"query": CPU, "group_by": "service_name", **params}).json()
+    root = grouped["tree"]
+    assert (
+        root["total"]
+        == grouped["total"]
+        == loaded.get("/api/v1/flamegraph", params={"query": CPU, **params}).json()["total"]
+    )
+    assert [c["name"] for c in root["children"]] == [f"service_name={s}" for s in SERVICES] and root["self"] == 0
+    for node in root["children"]:
+        svc = node["name"].split("=", 1)[1]
+        alone = loaded.get("/api/v1/flamegraph", params={"query": CPU + f'{{service_name="{svc}"}}', **params}).json()
+        # The same tree below the label frame as the service's own flame graph below its root.
+        assert {**node, "name": "total"} == alone["tree"]
+
+
+def test_flamegraph_by_two_labels_nests_them_in_order(client: TestClient, corpus: Path) -> None:
+    for zone in ("a", "b"):
+        _ingest(
+            client,
+            corpus / "go119__cpu_10s.pb.gz",
+            f'{{service_name="go",zone="{zone}"}}',
+            ts=f"{1 if zone == 'a' else 2}",
+        )
+    _ingest(client, corpus / "go119__cpu_10s.pb.gz", '{service_name="go"}', ts="3")  # no zone: zone=""
+    tree = client.get(
+        "/api/v1/flamegraph", params={"query": CPU, "from": "0", "group_by": "service_name,zone", "max_nodes": 10**6}
+    ).json()["tree"]
+    (svc,) = tree["children"]
+    assert svc["name"] == "service_name=go" and svc["total"] == tree["total"]
+    assert [z["name"] for z in svc["children"]] == ["zone=", "zone=a", "zone=b"]
+    assert len({z["total"] for z in svc["children"]}) == 1  # the same profile three times
+
+
 def test_pyroscope_layout_holds_the_same_tree(loaded: TestClient) -> None:
     query = CPU + '{service_name="series"}'
     tree = loaded.get("/api/v1/flamegraph", params={"query": query, "from": "0"}).json()["tree"]
@@ -226,6 +276,8 @@ def test_series_lists_what_each_holds(loaded: TestClient) -> None:
         ("/api/v1/timeseries", {"query": CPU, "from": "0", "step": 1}, "the maximum is"),
         ("/api/v1/timeseries", {"query": CPU, "aggregation": "median"}, "aggregation"),
         ("/api/v1/timeseries", {"query": CPU, "from": "0", "group_by": "region"}, "group_by label 'region'"),
+        ("/api/v1/top", {"query": CPU, "from": "0", "group_by": "service_name,region"}, "group_by label 'region'"),
+        ("/api/v1/flamegraph", {"query": CPU, "from": "0", "group_by": "regoin"}, "group_by label 'regoin'"),
         ("/api/v1/diff", {"query": CPU}, "base_from"),
         ("/api/v1/series", {"query": "{}"}, "profile type"),
     ],
