@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -93,6 +94,9 @@ def create_app(
         # Compiled kernels load (or compile, on a fresh checkout) before the first scrape is due.
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
         await asyncio.get_running_loop().run_in_executor(None, warm_up_scrapes)
+        # What exists now (modules, compiled kernels, schemas) lives as long as the process. Frozen,
+        # a full collection never walks it again: one over the startup heap paused a request ~100 ms.
+        gc.freeze()
         await collector.start(settings.scrape_configs, base_dir)
         rollups = asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s))
         loop = asyncio.get_running_loop()
@@ -110,6 +114,7 @@ def create_app(
         try:
             yield
         finally:
+            gc.unfreeze()  # an app built and stopped in one process (tests) leaves nothing uncollectable
             if hup:
                 loop.remove_signal_handler(signal.SIGHUP)
             rollups.cancel()
