@@ -163,27 +163,39 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=10)
     ap.add_argument("--days", type=float, default=7)
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="generate into this folder and keep it; if it already holds a fleet, only time the queries again",
+    )
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="profstore-qbench-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="profstore-qbench-"))
     raw_dir = work / "raw"
-    raw_dir.mkdir()
+    reuse = (work / "data").exists()
+    raw_dir.mkdir(parents=True, exist_ok=True)
     try:
         app = create_app(Settings(data_dir=work / "data", compaction_interval_s=10**9, max_range_days=31))
         with TestClient(app) as client:
-            profiles, rows, gen_s = generate(client, args.services, args.days, raw_dir)
             db = app.state.db
             end = 1_790_000_000 * S
             end -= end % (3600 * S)
-            t = time.perf_counter()
-            db.writer.call(lambda con: compact(con, end + 120 * S)).result()  # as the job would have by then
-            compact_s = time.perf_counter() - t
-            db.writer.call(lambda con: con.execute("CHECKPOINT")).result()
+            if reuse:
+                with db.read() as cur:
+                    profiles = cur.execute("SELECT count(DISTINCT group_id) FROM profiles").fetchone()[0]
+                    rows = cur.execute("SELECT count(*) FROM samples").fetchone()[0]
+                made = f"reused from {work}"
+            else:
+                profiles, rows, gen_s = generate(client, args.services, args.days, raw_dir)
+                t = time.perf_counter()
+                db.writer.call(lambda con: compact(con, end + 120 * S)).result()  # as the job would have by then
+                compact_s = time.perf_counter() - t
+                db.writer.call(lambda con: con.execute("CHECKPOINT")).result()
+                made = f"generated in {gen_s:.0f} s ({profiles / gen_s:,.0f} profiles/s); rollups compacted in {compact_s:.1f} s"
             size = db.size_bytes()
             out = [
                 f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
                 f"fleet: {args.services} services x 2 instances x 3 types every 15 s for {args.days:g} days: "
-                f"{profiles:,} profiles, {rows:,} sample rows, generated in {gen_s:.0f} s "
-                f"({profiles / gen_s:,.0f} profiles/s); rollups compacted in {compact_s:.1f} s; "
+                f"{profiles:,} profiles, {rows:,} sample rows, {made}; "
                 f"{size / 1e9:.2f} GB on disk, {size / max(rows, 1):.1f} B per sample row",
                 "",
                 "| query | scope | range | p50 | p95 | read |",
@@ -205,6 +217,9 @@ def main() -> None:
                         out.append(f"| {name} | {scope} | {label} | {p50 * 1e3:.0f} ms | {p95 * 1e3:.0f} ms | {res} |")
             # Export of one instance's last day vs go tool pprof -proto on the same raw files.
             files = sorted(raw_dir.glob("*.pb.gz"))
+            if not files:  # a kept fleet whose raw files are gone: queries only
+                print("\n".join(out))
+                return
             q = CPU + '{instance="svc-0-0:6060"}'
             t = time.perf_counter()
             r = client.get("/api/v1/export", params={"query": q, "from": end - 86400 * S, "until": end - 1})
@@ -225,7 +240,8 @@ def main() -> None:
             ]
         print("\n".join(out))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
