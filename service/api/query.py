@@ -31,6 +31,7 @@ from service.query.selector import parse_query
 from service.query.stacks import StackSet, load_stacks, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
+from service.store.reads import id_list
 from service.types import TimeRange
 
 __all__ = ["router"]
@@ -372,8 +373,8 @@ def get_series(request: Request, query: QueryParam, from_: FromParam = None, unt
             return []
         rows = cur.execute(
             "SELECT series_id, min(ts), max(ts), count(*) FROM profiles "
-            "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY series_id",
-            {"ids": [s.series_id for s in series], "start": tr.start, "end": tr.end},
+            f"WHERE series_id IN ({id_list(s.series_id for s in series)}) AND ts BETWEEN $start AND $end GROUP BY series_id",
+            {"start": tr.start, "end": tr.end},
         ).fetchall()
     by_id = {s.series_id: s for s in series}
     out = [

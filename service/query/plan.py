@@ -16,7 +16,7 @@ import duckdb
 
 from service.query.aggregation import Aggregation
 from service.store.compaction import NS, RESOLUTIONS
-from service.store.reads import values_between
+from service.store.reads import id_list, values_between
 from service.types import TimeRange
 
 __all__ = ["Plan", "plan"]
@@ -35,8 +35,9 @@ class Plan:
         used = [r for r in sorted(self.spans, reverse=True) if self.spans[r]]
         return "+".join(_NAMES.get(r, "raw") for r in used) or "raw"
 
-    def union_sql(self) -> tuple[str, dict[str, object]]:
-        """``SELECT series_id, stack_id, value`` over every span, and its parameters (``$ids`` is the caller's)."""
+    def union_sql(self, series_ids: list[int]) -> tuple[str, dict[str, object]]:
+        """``SELECT series_id, stack_id, value`` of ``series_ids`` over every span, and its parameters."""
+        ids = id_list(series_ids)
         parts: list[str] = []
         params: dict[str, object] = {}
         for r, spans in sorted(self.spans.items()):
@@ -44,12 +45,12 @@ class Plan:
                 a, b = f"lo_{r}_{i}", f"hi_{r}_{i}"
                 params[a], params[b] = lo, hi
                 if r == 0:
-                    raw = values_between(f"${a}", f"${b}", "SELECT unnest($ids::UBIGINT[])")
+                    raw = values_between(f"${a}", f"${b}", ids)
                     parts.append(f"SELECT series_id, stack_id, value FROM ({raw})")
                 else:
                     parts.append(
                         f"SELECT series_id, stack_id, value FROM stack_rollup WHERE resolution = {r} AND series_id IN "
-                        f"(SELECT unnest($ids::UBIGINT[])) AND bucket >= ${a} AND bucket < ${b}"
+                        f"({ids}) AND bucket >= ${a} AND bucket < ${b}"
                     )
         if not parts:
             parts.append("SELECT series_id, stack_id, value FROM samples WHERE false")
@@ -96,14 +97,12 @@ def plan(
 
 def _dirty(cur: duckdb.DuckDBPyConnection, series_ids: list[int], spans: dict[int, list[tuple[int, int]]]) -> bool:
     conds: list[str] = []
-    params: dict[str, object] = {"ids": series_ids}
+    params: dict[str, object] = {}
     for r in RESOLUTIONS:
         for i, (a, b) in enumerate(spans.get(r, [])):
             conds.append(f"(resolution = {r} AND bucket >= $a{r}_{i} AND bucket < $b{r}_{i})")
             params[f"a{r}_{i}"], params[f"b{r}_{i}"] = a, b
     sql = (
-        "SELECT count(*) FROM rollup_dirty WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ("
-        + " OR ".join(conds)
-        + ")"
+        f"SELECT count(*) FROM rollup_dirty WHERE series_id IN ({id_list(series_ids)}) AND (" + " OR ".join(conds) + ")"
     )
     return bool(cur.execute(sql, params).fetchone()[0])  # type: ignore[index]

@@ -25,6 +25,7 @@ from service.query.aggregation import Aggregation
 from service.query.export import flat_lists
 from service.query.plan import Plan
 from service.store.ids import ids_of_blobs
+from service.store.reads import id_list
 from service.types import TimeRange
 
 __all__ = ["StackSet", "load_stacks", "under_roots"]
@@ -200,23 +201,24 @@ def _offsets(counts: I64) -> I64:
 
 _LAST = (
     "WITH l AS (SELECT series_id, max(ts) AS ts FROM profiles "
-    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts >= $start AND ts < $end GROUP BY series_id) "
+    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id) "
     "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM sample_values v JOIN l USING (series_id, ts) "
     "GROUP BY v.stack_id"
 )
 _AVG = (
     "WITH n AS (SELECT series_id, count(*)::DOUBLE AS n FROM profiles "
-    "  WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts >= $start AND ts < $end GROUP BY series_id) "
+    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id) "
     "SELECT u.stack_id, sum(u.value / n.n) AS value FROM ({union}) u JOIN n USING (series_id) GROUP BY u.stack_id"
 )
 _SUM = "SELECT stack_id, sum(value)::DOUBLE AS value FROM ({union}) GROUP BY stack_id"
 
 
-def _merge_sql(p: Plan, aggregation: Aggregation) -> tuple[str, dict[str, object]]:
+def _merge_sql(p: Plan, series_ids: list[int], aggregation: Aggregation) -> tuple[str, dict[str, object]]:
+    ids = id_list(series_ids)
     if aggregation is Aggregation.LAST:
-        return _LAST, {}
-    union, params = p.union_sql()
-    return (_AVG if aggregation is Aggregation.AVG else _SUM).format(union=union), params
+        return _LAST.format(ids=ids), {}
+    union, params = p.union_sql(series_ids)
+    return (_AVG if aggregation is Aggregation.AVG else _SUM).format(union=union, ids=ids), params
 
 
 def load_stacks(
@@ -226,8 +228,7 @@ def load_stacks(
     if not series_ids:
         none = np.zeros(0, np.int64)
         return StackSet([], np.zeros(0, bool), np.zeros(1, np.int64), none, none, none, none, none)
-    sql, params = _merge_sql(p, aggregation)
-    params["ids"] = series_ids
+    sql, params = _merge_sql(p, series_ids, aggregation)
     if aggregation is not Aggregation.SUM:  # counts or picks profiles over the whole range
         params.update({"start": tr.start, "end": tr.end + 1})
     tag = "_q"  # temp tables belong to the request's cursor

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import duckdb
 
 from service.query.aggregation import Aggregation
-from service.store.reads import SeriesRow
+from service.store.reads import SeriesRow, id_list
 from service.types import TimeRange
 
 __all__ = ["Point", "Series", "timeseries"]
@@ -35,17 +35,17 @@ class Series:
 
 _VALUES_TOTAL = (
     "SELECT series_id, ts, total::DOUBLE AS value FROM profiles "
-    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end"
+    "WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end"
 )
 _VALUES_FUNCTION = (
     "SELECT series_id, ts, sum({col})::DOUBLE AS value FROM rollup_values "
-    "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end "
+    "WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end "
     "AND function_id IN (SELECT function_id FROM functions WHERE name = $function) GROUP BY series_id, ts"
 )
 _BUCKETS = """
 WITH p AS (
     SELECT series_id, (ts - $start) // $step AS bucket, count(*) AS n, max(ts) AS last_ts FROM profiles
-    WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end GROUP BY ALL
+    WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end GROUP BY ALL
 ), v AS ({values})
 SELECT p.series_id, p.bucket,
     CASE $agg
@@ -73,9 +73,11 @@ def timeseries(
     """One line per series, or per distinct value of the ``group_by`` labels (missing labels are "")."""
     if not series:
         return []
-    values = _VALUES_TOTAL if function is None else _VALUES_FUNCTION.format(col="cum" if value == "cum" else "flat")
+    ids = id_list(s.series_id for s in series)
+    values = (_VALUES_TOTAL if function is None else _VALUES_FUNCTION).format(
+        ids=ids, col="cum" if value == "cum" else "flat"
+    )
     params: dict[str, object] = {
-        "ids": [s.series_id for s in series],
         "start": tr.start,
         "end": tr.end,
         "step": step_ns,
@@ -83,7 +85,7 @@ def timeseries(
     }
     if function is not None:
         params["function"] = function
-    rows = cur.execute(_BUCKETS.format(values=values), params).fetchall()
+    rows = cur.execute(_BUCKETS.format(values=values, ids=ids), params).fetchall()
     by_id = {s.series_id: s for s in series}
 
     def key(s: SeriesRow) -> tuple[tuple[str, str], ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
@@ -9,14 +10,25 @@ import pyarrow as pa
 
 from service.types import ProfileType, TimeRange
 
-__all__ = ["ExportRows", "SeriesRow", "export_rows", "list_profiles", "list_series", "values_between"]
+__all__ = ["ExportRows", "SeriesRow", "export_rows", "id_list", "list_profiles", "list_series", "values_between"]
+
+
+def id_list(ids: Iterable[int]) -> str:
+    """Series ids as the SQL list of ``series_id IN (…)``.
+
+    Series ids are ours — hashes of stored labels, never text from a request — and ``int`` makes
+    each a plain number. DuckDB pushes a literal list into the table scan, where row groups are
+    skipped by their min/max, but plans a bound list parameter as a semi-join over every row in
+    the time range: a one-hour merge took 24 ms that way and 14 ms with the literal list.
+    """
+    return ",".join(f"{int(i)}::UBIGINT" for i in ids) or "NULL"
 
 
 def values_between(lo: str, hi: str, series: str | None = None) -> str:
     """``series_id, ts, stack_id, labelset_id, value`` (scaled, aliases expanded) for ``lo <= ts < hi``.
 
     What the ``sample_values`` view gives, with the time bounds (SQL expressions, usually
-    parameters) and an optional series filter (a subquery of ids) written into both branches:
+    parameters) and an optional series filter (an :func:`id_list` or a subquery) written into both branches:
     through the view, the aliased branch joins ``samples`` on the source profile without
     bounds, and DuckDB scans every row group of the table instead of skipping by time.
     """
@@ -58,8 +70,8 @@ def list_series(
 def list_profiles(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, limit: int) -> list[tuple]:
     return cur.execute(
         "SELECT profile_id, series_id, ts, duration_ns, period, total, sample_count, source FROM profiles "
-        "WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end ORDER BY ts, series_id LIMIT $limit",
-        {"ids": series_ids, "start": tr.start, "end": tr.end, "limit": limit},
+        f"WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end ORDER BY ts, series_id LIMIT $limit",
+        {"start": tr.start, "end": tr.end, "limit": limit},
     ).fetchall()
 
 
@@ -82,12 +94,12 @@ def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeR
     A pprof with several sample types was stored as one series per type sharing a ``group_id``;
     the sibling series are pulled back in so a heap export has its four types again.
     """
-    params = {"ids": series_ids, "start": tr.start, "end": tr.end}
+    params = {"start": tr.start, "end": tr.end}
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _groups AS "
         "SELECT p.series_id, p.ts, p.group_id, p.sample_types[p.type_index + 1] || chr(31) || p.sample_units[p.type_index + 1] AS sample_type "
         "FROM profiles p WHERE p.group_id IN ("
-        "  SELECT group_id FROM profiles WHERE series_id IN (SELECT unnest($ids::UBIGINT[])) AND ts BETWEEN $start AND $end)",
+        f"  SELECT group_id FROM profiles WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end)",
         params,
     )
     headers = cur.execute(
