@@ -8,9 +8,11 @@ that is interrupted past the configured time limit (503), and answers numbers th
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -28,7 +30,7 @@ from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested, pyroscope_levels
 from service.query.plan import plan
 from service.query.selector import parse_query
-from service.query.stacks import StackSet, load_stacks, under_roots
+from service.query.stacks import StackSet, load_stacks, merge_stacks, name_windows, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.store.reads import id_list
@@ -177,6 +179,9 @@ class SeriesInfo(BaseModel):
 
 
 RESOLUTION_HEADER = "X-Profstore-Resolution"
+# A diff's base window merges here, on its own cursor, while the request's thread merges and
+# names the current window: DuckDB runs both at once on two cores.
+_BASE_WINDOWS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="profstore-diff-base")
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +349,28 @@ def get_diff(
 ) -> DiffResponse:
     if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
         raise InvalidRequest("base_query must select the same profile type as query")
-    pt, agg, (current, *_) = _stacks(request, response, query, time_range(request, from_, until), filters)
-    base_tr = time_range(request, base_from, base_until)
-    _, _, (base, *_) = _stacks(request, response, base_query or query, base_tr, filters, agg)
-    rows, bt, ct = diff(base.stacks, current.stacks, normalize=normalize, by=by, limit=limit)
+    tr, base_tr = time_range(request, from_, until), time_range(request, base_from, base_until)
+    db = request.app.state.db
+    with db.read() as cur:
+        q, series = select_series(cur, query)
+        base_series = series if base_query is None else select_series(cur, base_query)[1]
+        agg = aggregation_for(q.profile_type, filters.aggregation)
+        ids, base_ids = [s.series_id for s in series], [s.series_id for s in base_series]
+
+        def merge_base() -> tuple[pa.Table, str]:
+            with db.read() as base_cur:
+                base_p = plan(base_cur, base_ids, base_tr, agg, raw=filters.raw)
+                return merge_stacks(base_cur, base_ids, base_tr, agg, base_p), base_p.resolution
+
+        pending = _BASE_WINDOWS.submit(merge_base)
+        p = plan(cur, ids, tr, agg, raw=filters.raw)
+        current, base = name_windows(cur, merge_stacks(cur, ids, tr, agg, p), lambda: pending.result()[0])
+    response.headers[RESOLUTION_HEADER] = f"{p.resolution}, {pending.result()[1]}"
+    pprof_filters = (filters.focus, filters.ignore, filters.hide)
+    rows, bt, ct = diff(
+        base.filter(*pprof_filters), current.filter(*pprof_filters), normalize=normalize, by=by, limit=limit
+    )
+    pt = str(q.profile_type)
     return DiffResponse(
         profile_type=pt,
         aggregation=agg,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -28,7 +29,7 @@ from service.store.ids import ids_of_blobs
 from service.store.reads import id_list
 from service.types import TimeRange
 
-__all__ = ["StackSet", "load_stacks", "under_roots"]
+__all__ = ["StackSet", "load_stacks", "merge_stacks", "name_stacks", "name_windows", "under_roots"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -105,6 +106,14 @@ class StackSet:
             | _hits(m, self.names, self.loc_file)
         )
         return np.bincount(self.owners(), weights=hit, minlength=self.values.size) > 0
+
+    def take(self, rows: I64, values: I64) -> StackSet:
+        """Stacks ``rows`` (in that order, each once) with new values: another window's merge of the same stacks."""
+        depth = self.depth[rows]
+        at = expand(self.offsets[:-1][rows], depth)
+        return StackSet(
+            self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], values
+        )  # fmt: skip
 
     def _keep(self, sel: npt.NDArray[np.bool_]) -> StackSet:
         depth = self.depth[sel]
@@ -221,20 +230,52 @@ def _merge_sql(p: Plan, series_ids: list[int], aggregation: Aggregation) -> tupl
     return (_AVG if aggregation is Aggregation.AVG else _SUM).format(union=union, ids=ids), params
 
 
-def load_stacks(
+def merge_stacks(
     cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
-) -> StackSet:
-    """Merge the stacks of ``series_ids`` in ``tr`` (reading what plan ``p`` says) and name their frames."""
+) -> pa.Table:
+    """``stack_id, value``: the stacks of ``series_ids`` in ``tr`` combined as ``aggregation`` says, read as ``p`` plans."""
     if not series_ids:
-        none = np.zeros(0, np.int64)
-        return StackSet([], np.zeros(0, bool), np.zeros(1, np.int64), none, none, none, none, none)
+        return pa.table({"stack_id": pa.array([], pa.binary()), "value": pa.array([], pa.float64())})
     sql, params = _merge_sql(p, series_ids, aggregation)
     if aggregation is not Aggregation.SUM:  # counts or picks profiles over the whole range
         params.update({"start": tr.start, "end": tr.end + 1})
+    return cur.execute(sql, params).to_arrow_table()
+
+
+def name_stacks(cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
+    """The frames of a merge's stacks, named (stacks whose value rounds to 0 are left out)."""
+    return _nonzero(_named(cur, merged))
+
+
+def name_windows(
+    cur: duckdb.DuckDBPyConnection, current: pa.Table, other: Callable[[], pa.Table]
+) -> tuple[StackSet, StackSet]:
+    """Name the current window's stacks while ``other`` (a diff's base window) is still merging elsewhere.
+
+    The other window's stacks are usually all among the current ones — a service's stacks barely
+    change from one hour to the next — and then reuse their frames; only when some are new does
+    it get a lookup of its own.
+    """
+    named = _named(cur, current)
+    base = other()
+    have, want = ids_of_blobs(current["stack_id"]), ids_of_blobs(base["stack_id"])
+    order = np.argsort(have, kind="stable")
+    at = np.minimum(np.searchsorted(have[order], want), max(have.size - 1, 0))
+    if have.size and (have[order][at] == want).all():
+        values = np.rint(base["value"].to_numpy()).astype(np.int64)
+        return _nonzero(named), _nonzero(named.take(order[at], values))
+    return _nonzero(named), name_stacks(cur, base)
+
+
+def _named(cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
+    """Look up the stacks, locations, functions and mappings of ``merged`` and name its frames, row for row."""
     tag = "_q"  # temp tables belong to the request's cursor
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS {sql}", params)
+    cur.register(f"{tag}_merged", merged)
     try:
-        merged = cur.execute(f"SELECT stack_id, value FROM {tag}_m").to_arrow_table()
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS SELECT stack_id FROM {tag}_merged")
+    finally:
+        cur.unregister(f"{tag}_merged")
+    try:
         stacks = cur.execute(
             f"SELECT stack_id, location_ids FROM stacks WHERE stack_id IN (SELECT stack_id FROM {tag}_m) "
             "QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
@@ -259,6 +300,18 @@ def load_stacks(
         cur.execute(f"DROP TABLE IF EXISTS {tag}_m")
         cur.execute(f"DROP TABLE IF EXISTS {tag}_l")
     return _name_frames(merged, stacks, locations, functions, mappings)
+
+
+def _nonzero(s: StackSet) -> StackSet:
+    keep = s.values != 0
+    return s if keep.all() else s._keep(keep)
+
+
+def load_stacks(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
+) -> StackSet:
+    """Merge the stacks of ``series_ids`` in ``tr`` (reading what plan ``p`` says) and name their frames."""
+    return name_stacks(cur, merge_stacks(cur, series_ids, tr, aggregation, p))
 
 
 def _lookup(keys: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64]) -> I64:
@@ -316,8 +369,6 @@ def _name_frames(
     values = np.rint(merged["value"].to_numpy()).astype(np.int64)
     named = np.zeros(len(names), bool)
     named[fn_codes] = True
-    out = StackSet(
+    return StackSet(
         names, named, _offsets(per_stack), loc_frames[at], loc_files[at], np.repeat(loc_map_file[rows], loc_depth[rows]), inst, values
     )  # fmt: skip
-    keep = values != 0
-    return out if keep.all() else out._keep(keep)

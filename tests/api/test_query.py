@@ -226,13 +226,8 @@ def test_gauges_average_over_scrapes_unless_asked_otherwise(client: TestClient, 
     assert _top(client, q, aggregation="last")["total"] == avg["total"]
 
 
-def test_diff_of_two_windows(client: TestClient, corpus: Path) -> None:
-    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
-    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
-    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
-    q = CPU + '{service_name="d"}'
-    base = {"base_from": str(10**18 - 1), "base_until": str(10**18 + 1)}
-    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3600 * 10**9 + 1)}
+def _check_diff(client: TestClient, q: str, base: dict[str, str], cur: dict[str, str]) -> None:
+    """The diff's per-function values are each window's own top, and its changes are sorted."""
     params = {"query": q, **base, **cur}
     r = client.get("/api/v1/diff", params={**params, "normalize": "false", "limit": 100_000})
     assert r.status_code == 200, r.text
@@ -242,7 +237,8 @@ def test_diff_of_two_windows(client: TestClient, corpus: Path) -> None:
         for x in _top(client, q, **{"from": base["base_from"], "until": base["base_until"]})["rows"]
     }
     c_top = {x["name"]: x["flat"] for x in _top(client, q, **cur)["rows"]}
-    assert d["base_total"] == sum(b_top.values()) and d["current_total"] == sum(c_top.values())
+    assert d["base_total"] == sum(b_top.values()) > 0 and d["current_total"] == sum(c_top.values()) > 0
+    assert {x["name"] for x in d["rows"]} == {n for n, v in (b_top | c_top).items() if b_top.get(n) or c_top.get(n)}
     for row in d["rows"]:
         assert row["base"] == b_top.get(row["name"], 0) and row["current"] == c_top.get(row["name"], 0)
         assert row["change"] == row["current"] - row["base"]
@@ -250,6 +246,27 @@ def test_diff_of_two_windows(client: TestClient, corpus: Path) -> None:
     assert changes == sorted(changes, reverse=True)
     shares = client.get("/api/v1/diff", params={**params, "limit": 100_000}).json()
     assert shares["normalized"] and sum(x["current_percent"] for x in shares["rows"]) == pytest.approx(100.0, abs=0.01)
+
+
+def test_diff_of_two_windows(client: TestClient, corpus: Path) -> None:
+    """Two different profiles: the base window has stacks the current one lacks (its own lookup)."""
+    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
+    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
+    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
+    base = {"base_from": str(10**18 - 1), "base_until": str(10**18 + 1)}
+    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3600 * 10**9 + 1)}
+    _check_diff(client, CPU + '{service_name="d"}', base, cur)
+
+
+def test_diff_whose_base_stacks_are_all_in_the_current_window(client: TestClient, corpus: Path) -> None:
+    """The base window's stacks are a subset of the current window's: it reuses their names."""
+    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
+    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
+    _ingest(client, before, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
+    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3601 * 10**9))
+    base = {"base_from": str(10**18 - 1), "base_until": str(10**18 + 1)}
+    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3601 * 10**9 + 1)}
+    _check_diff(client, CPU + '{service_name="d"}', base, cur)
 
 
 def test_series_lists_what_each_holds(loaded: TestClient) -> None:
