@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import duckdb
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -33,6 +34,7 @@ from service.query.selector import parse_query
 from service.query.stacks import StackSet, load_stacks, merge_stacks, name_windows, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
+from service.store.db import Database
 from service.store.reads import id_list
 from service.types import TimeRange
 
@@ -161,13 +163,23 @@ class DiffRowOut(BaseModel):
     relative: float | None = Field(description="change / base; null when the function is new")
 
 
+class DiffGroup(BaseModel):
+    labels: dict[str, str] = Field(description="The group's value of each `group_by` label")
+    base_total: int
+    current_total: int
+    rows: list[DiffRowOut]
+
+
 class DiffResponse(BaseModel):
     profile_type: str
     aggregation: Aggregation
     normalized: bool
     base_total: int
     current_total: int
-    rows: list[DiffRowOut]
+    rows: list[DiffRowOut] = Field(description="The comparison; empty with `group_by`, which gives one per group")
+    groups: list[DiffGroup] | None = Field(
+        default=None, description="With `group_by`: one comparison per group, largest current total first"
+    )
 
 
 class SeriesInfo(BaseModel):
@@ -345,46 +357,78 @@ def get_diff(
         bool, Query(description="Compare shares of each window's total (default) rather than raw values")
     ] = True,
     by: Annotated[Literal["flat", "cum"], Query(description="Compare flat or cum")] = "flat",
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return (per group)")] = 100,
+    group_by: GroupByParam = None,
 ) -> DiffResponse:
     if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
         raise InvalidRequest("base_query must select the same profile type as query")
     tr, base_tr = time_range(request, from_, until), time_range(request, base_from, base_until)
     db = request.app.state.db
+    pprof_filters = (filters.focus, filters.ignore, filters.hide)
+    tables: list[DiffGroup] = []
+    resolutions: list[str] = []
     with db.read() as cur:
         q, series = select_series(cur, query)
         base_series = series if base_query is None else select_series(cur, base_query)[1]
         agg = aggregation_for(q.profile_type, filters.aggregation)
-        ids, base_ids = [s.series_id for s in series], [s.series_id for s in base_series]
-
-        def merge_base() -> tuple[pa.Table, str]:
-            with db.read() as base_cur:
-                base_p = plan(base_cur, base_ids, base_tr, agg, raw=filters.raw)
-                return merge_stacks(base_cur, base_ids, base_tr, agg, base_p), base_p.resolution
-
-        pending = _BASE_WINDOWS.submit(merge_base)
-        p = plan(cur, ids, tr, agg, raw=filters.raw)
-        current, base = name_windows(cur, merge_stacks(cur, ids, tr, agg, p), lambda: pending.result()[0])
-    response.headers[RESOLUTION_HEADER] = f"{p.resolution}, {pending.result()[1]}"
-    pprof_filters = (filters.focus, filters.ignore, filters.hide)
-    rows, bt, ct = diff(
-        base.filter(*pprof_filters), current.filter(*pprof_filters), normalize=normalize, by=by, limit=limit
-    )
-    pt = str(q.profile_type)
-    return DiffResponse(
-        profile_type=pt,
+        keys = group_labels(group_by, [*series, *base_series]) or []
+        members: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
+        for window, rows_of in enumerate((series, base_series)):
+            for s in rows_of:
+                members.setdefault(tuple(s.labels.get(k, "") for k in keys), ([], []))[window].append(s.series_id)
+        for key, (ids, base_ids) in sorted(members.items()) or [((), ([], []))]:
+            current, base, used = _two_windows(db, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw)
+            if used not in resolutions:
+                resolutions.append(used)
+            rows, bt, ct = diff(
+                base.filter(*pprof_filters), current.filter(*pprof_filters), normalize=normalize, by=by, limit=limit
+            )
+            out_rows = [
+                DiffRowOut(
+                    name=r.name, base=r.base, current=r.current, base_percent=r.base_share,
+                    current_percent=r.current_share, change=r.change, relative=r.relative,
+                )
+                for r in rows
+            ]  # fmt: skip
+            tables.append(
+                DiffGroup(labels=dict(zip(keys, key, strict=True)), base_total=bt, current_total=ct, rows=out_rows)
+            )
+    response.headers[RESOLUTION_HEADER] = " / ".join(resolutions)
+    out = DiffResponse(
+        profile_type=str(q.profile_type),
         aggregation=agg,
         normalized=normalize,
-        base_total=bt,
-        current_total=ct,
-        rows=[
-            DiffRowOut(
-                name=r.name, base=r.base, current=r.current, base_percent=r.base_share,
-                current_percent=r.current_share, change=r.change, relative=r.relative,
-            )
-            for r in rows
-        ],
-    )  # fmt: skip
+        base_total=sum(t.base_total for t in tables),
+        current_total=sum(t.current_total for t in tables),
+        rows=[],
+    )
+    if group_by is None:
+        out.rows = tables[0].rows
+    else:
+        out.groups = sorted(tables, key=lambda t: -t.current_total)
+    return out
+
+
+def _two_windows(
+    db: Database,
+    cur: duckdb.DuckDBPyConnection,
+    current: tuple[list[int], TimeRange],
+    base: tuple[list[int], TimeRange],
+    agg: Aggregation,
+    raw: bool,
+) -> tuple[StackSet, StackSet, str]:
+    """Both windows' stacks: the base window plans and merges on its own cursor while this one works."""
+    (ids, tr), (base_ids, base_tr) = current, base
+
+    def merge_base() -> tuple[pa.Table, str]:
+        with db.read() as base_cur:
+            base_p = plan(base_cur, base_ids, base_tr, agg, raw=raw)
+            return merge_stacks(base_cur, base_ids, base_tr, agg, base_p), base_p.resolution
+
+    pending = _BASE_WINDOWS.submit(merge_base)
+    p = plan(cur, ids, tr, agg, raw=raw)
+    now, then = name_windows(cur, merge_stacks(cur, ids, tr, agg, p), lambda: pending.result()[0])
+    return now, then, f"{p.resolution}, {pending.result()[1]}"
 
 
 @router.get("/series", response_model=list[SeriesInfo], summary="Series matching a query, with what they hold")

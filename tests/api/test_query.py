@@ -269,6 +269,28 @@ def test_diff_whose_base_stacks_are_all_in_the_current_window(client: TestClient
     _check_diff(client, CPU + '{service_name="d"}', base, cur)
 
 
+def test_diff_by_group_is_each_groups_own_diff(client: TestClient, corpus: Path) -> None:
+    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
+    t0, t1 = 10**18, 10**18 + 3600 * 10**9
+    for svc, first, second in (("a", before, after), ("b", after, before)):
+        _ingest(client, first, f'{{service_name="{svc}"}}', ts=str(t0))
+        _ingest(client, second, f'{{service_name="{svc}"}}', ts=str(t1))
+    windows = {"base_from": str(t0 - 1), "base_until": str(t0 + 1), "from": str(t1 - 1), "until": str(t1 + 1)}
+    grouped = client.get("/api/v1/diff", params={"query": CPU, "group_by": "service_name", "limit": 10**5, **windows})
+    assert grouped.status_code == 200, grouped.text
+    g = grouped.json()
+    assert g["rows"] == [] and sorted(x["labels"]["service_name"] for x in g["groups"]) == ["a", "b"]
+    for group in g["groups"]:
+        svc = group["labels"]["service_name"]
+        alone = client.get(
+            "/api/v1/diff", params={"query": CPU + f'{{service_name="{svc}"}}', "limit": 10**5, **windows}
+        ).json()
+        assert (group["base_total"], group["current_total"], group["rows"]) == (
+            alone["base_total"], alone["current_total"], alone["rows"]
+        )  # fmt: skip
+    assert g["base_total"] == sum(x["base_total"] for x in g["groups"])
+
+
 def test_series_lists_what_each_holds(loaded: TestClient) -> None:
     r = loaded.get("/api/v1/series", params={"query": CPU, "from": "0"})
     assert r.status_code == 200, r.text
@@ -295,6 +317,7 @@ def test_series_lists_what_each_holds(loaded: TestClient) -> None:
         ("/api/v1/timeseries", {"query": CPU, "from": "0", "group_by": "region"}, "group_by label 'region'"),
         ("/api/v1/top", {"query": CPU, "from": "0", "group_by": "service_name,region"}, "group_by label 'region'"),
         ("/api/v1/flamegraph", {"query": CPU, "from": "0", "group_by": "regoin"}, "group_by label 'regoin'"),
+        ("/api/v1/diff", {"query": CPU, "base_from": "0", "base_until": "1", "group_by": "x"}, "group_by label 'x'"),
         ("/api/v1/diff", {"query": CPU}, "base_from"),
         ("/api/v1/series", {"query": "{}"}, "profile type"),
     ],
