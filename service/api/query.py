@@ -35,7 +35,7 @@ from service.query.stacks import StackSet, load_stacks, merge_stacks, name_windo
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.store.db import Database
-from service.store.reads import id_list
+from service.store.reads import SeriesRow, id_list
 from service.types import TimeRange
 
 __all__ = ["router"]
@@ -196,6 +196,14 @@ RESOLUTION_HEADER = "X-Profstore-Resolution"
 _BASE_WINDOWS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="profstore-diff-base")
 
 
+def _members(series: list[SeriesRow], keys: list[str]) -> dict[tuple[str, ...], list[int]]:
+    """The series ids of each group: one per distinct value of the ``keys`` labels (a missing label is "")."""
+    out: dict[tuple[str, ...], list[int]] = {}
+    for s in series:
+        out.setdefault(tuple(s.labels.get(k, "") for k in keys), []).append(s.series_id)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     labels: dict[str, str]
@@ -219,10 +227,7 @@ def _stacks(
         q, series = select_series(cur, query)
         agg = aggregation or aggregation_for(q.profile_type, f.aggregation)
         keys = group_labels(group_by, series)
-        members: dict[tuple[str, ...], list[int]] = {}
-        for s in series:
-            members.setdefault(tuple(s.labels.get(k, "") for k in keys or ()), []).append(s.series_id)
-        for key, ids in sorted(members.items()) or [((), [])]:
+        for key, ids in sorted(_members(series, keys or []).items()) or [((), [])]:
             p = plan(cur, ids, tr, agg, raw=f.raw)
             stacks = load_stacks(cur, ids, tr, agg, p)
             groups.append(
@@ -372,11 +377,9 @@ def get_diff(
         base_series = series if base_query is None else select_series(cur, base_query)[1]
         agg = aggregation_for(q.profile_type, filters.aggregation)
         keys = group_labels(group_by, [*series, *base_series]) or []
-        members: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
-        for window, rows_of in enumerate((series, base_series)):
-            for s in rows_of:
-                members.setdefault(tuple(s.labels.get(k, "") for k in keys), ([], []))[window].append(s.series_id)
-        for key, (ids, base_ids) in sorted(members.items()) or [((), ([], []))]:
+        now, then = _members(series, keys), _members(base_series, keys)
+        for key in sorted(now.keys() | then.keys()) or [()]:
+            ids, base_ids = now.get(key, []), then.get(key, [])
             current, base, used = _two_windows(db, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw)
             if used not in resolutions:
                 resolutions.append(used)
