@@ -22,6 +22,7 @@ from service.config import Settings, load_settings
 from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
+from service.query.stacks import StackNames
 from service.store.compaction import compact
 from service.store.db import Database
 from service.store.ingest import Ingestor
@@ -130,6 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query
     app.state.metrics = metrics
     errors.install(app)
     app.include_router(rest.router)

@@ -31,7 +31,7 @@ from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested, pyroscope_levels
 from service.query.plan import plan
 from service.query.selector import parse_query
-from service.query.stacks import StackSet, load_stacks, merge_stacks, name_windows, under_roots
+from service.query.stacks import StackNames, StackSet, load_stacks, merge_stacks, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.store.db import Database
@@ -229,7 +229,7 @@ def _stacks(
         keys = group_labels(group_by, series)
         for key, ids in sorted(_members(series, keys or []).items()) or [((), [])]:
             p = plan(cur, ids, tr, agg, raw=f.raw)
-            stacks = load_stacks(cur, ids, tr, agg, p)
+            stacks = load_stacks(cur, ids, tr, agg, p, request.app.state.stack_names)
             groups.append(
                 Group(dict(zip(keys or (), key, strict=True)), stacks.filter(f.focus, f.ignore, f.hide), stacks.total)
             )
@@ -380,7 +380,9 @@ def get_diff(
         now, then = _members(series, keys), _members(base_series, keys)
         for key in sorted(now.keys() | then.keys()) or [()]:
             ids, base_ids = now.get(key, []), then.get(key, [])
-            current, base, used = _two_windows(db, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw)
+            current, base, used = _two_windows(
+                db, request.app.state.stack_names, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw
+            )
             if used not in resolutions:
                 resolutions.append(used)
             rows, bt, ct = diff(
@@ -414,13 +416,15 @@ def get_diff(
 
 def _two_windows(
     db: Database,
+    names: StackNames,
     cur: duckdb.DuckDBPyConnection,
     current: tuple[list[int], TimeRange],
     base: tuple[list[int], TimeRange],
     agg: Aggregation,
     raw: bool,
 ) -> tuple[StackSet, StackSet, str]:
-    """Both windows' stacks: the base window plans and merges on its own cursor while this one works."""
+    """Both windows' stacks: the base window plans and merges on its own cursor while this one merges
+    and names the current window; the base's stacks are then mostly named already."""
     (ids, tr), (base_ids, base_tr) = current, base
 
     def merge_base() -> tuple[pa.Table, str]:
@@ -430,8 +434,9 @@ def _two_windows(
 
     pending = _BASE_WINDOWS.submit(merge_base)
     p = plan(cur, ids, tr, agg, raw=raw)
-    now, then = name_windows(cur, merge_stacks(cur, ids, tr, agg, p), lambda: pending.result()[0])
-    return now, then, f"{p.resolution}, {pending.result()[1]}"
+    now = names.name(cur, merge_stacks(cur, ids, tr, agg, p))
+    base_merged, base_resolution = pending.result()
+    return now, names.name(cur, base_merged), f"{p.resolution}, {base_resolution}"
 
 
 @router.get("/series", response_model=list[SeriesInfo], summary="Series matching a query, with what they hold")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -29,7 +29,7 @@ from service.store.ids import ids_of_blobs
 from service.store.reads import id_list
 from service.types import TimeRange
 
-__all__ = ["StackSet", "load_stacks", "merge_stacks", "name_stacks", "name_windows", "under_roots"]
+__all__ = ["StackNames", "StackSet", "load_stacks", "merge_stacks", "under_roots"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -121,6 +121,9 @@ class StackSet:
         return StackSet(
             self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], self.values[sel]
         )  # fmt: skip
+
+
+_EMPTY = StackSet([], np.zeros(0, bool), np.zeros(1, np.int64), *(np.zeros(0, np.int64) for _ in range(5)))
 
 
 def under_roots(groups: list[tuple[list[str], StackSet]]) -> StackSet:
@@ -242,29 +245,90 @@ def merge_stacks(
     return cur.execute(sql, params).to_arrow_table()
 
 
-def name_stacks(cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
-    """The frames of a merge's stacks, named (stacks whose value rounds to 0 are left out)."""
-    return _nonzero(_named(cur, merged))
+class StackNames:
+    """The named frames of every stack queries have met, by stack id, shared by all requests.
 
-
-def name_windows(
-    cur: duckdb.DuckDBPyConnection, current: pa.Table, other: Callable[[], pa.Table]
-) -> tuple[StackSet, StackSet]:
-    """Name the current window's stacks while ``other`` (a diff's base window) is still merging elsewhere.
-
-    The other window's stacks are usually all among the current ones — a service's stacks barely
-    change from one hour to the next — and then reuse their frames; only when some are new does
-    it get a lookup of its own.
+    Naming a merge's stacks takes lookups of stacks, locations, functions and mappings that cost
+    1 to 4 ms each whatever their size: a third of a one-hour query. Ids are content hashes, so a
+    stack id names the same frames forever and a cached naming never goes stale; the cache only
+    has to stay bounded, and starts over when it would pass ``max_frames``.
     """
-    named = _named(cur, current)
-    base = other()
-    have, want = ids_of_blobs(current["stack_id"]), ids_of_blobs(base["stack_id"])
-    order = np.argsort(have, kind="stable")
-    at = np.minimum(np.searchsorted(have[order], want), max(have.size - 1, 0))
-    if have.size and (have[order][at] == want).all():
-        values = np.rint(base["value"].to_numpy()).astype(np.int64)
-        return _nonzero(named), _nonzero(named.take(order[at], values))
-    return _nonzero(named), name_stacks(cur, base)
+
+    def __init__(self, max_frames: int = 4_000_000) -> None:
+        self._max = max_frames
+        self._lock = threading.Lock()
+        # One immutable snapshot, replaced whole: sorted ids, each id's row in the set, the set.
+        self._snap: tuple[npt.NDArray[np.uint64], I64, StackSet] = (
+            np.zeros(0, np.uint64),
+            np.zeros(0, np.int64),
+            _EMPTY,
+        )
+
+    def name(self, cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
+        """The stacks of ``merged`` with their frames, row for row, values rounded to whole units
+        (stacks whose value rounds to 0 are left out)."""
+        ids = ids_of_blobs(merged["stack_id"])
+        values = np.rint(merged["value"].to_numpy()).astype(np.int64)
+        snap = self._snap  # immutable: one consistent view, whatever other requests do meanwhile
+        rows = _rows_of(snap[0], snap[1], ids)
+        if (rows < 0).any():
+            fresh = _named(cur, merged.filter(pa.array(rows < 0)))
+            with self._lock:
+                snap = self._snap = _extended(self._snap, ids[rows < 0], fresh, self._max)
+            rows = _rows_of(snap[0], snap[1], ids)
+            if (rows < 0).any():  # the cache started over without some of these stacks: name them all here
+                return _nonzero(_named(cur, merged))
+        return _nonzero(snap[2].take(rows, values))
+
+
+def _rows_of(known: npt.NDArray[np.uint64], rows: I64, ids: npt.NDArray[np.uint64]) -> I64:
+    """Row of each id in a snapshot, -1 when it is not there."""
+    at = np.minimum(np.searchsorted(known, ids), max(known.size - 1, 0))
+    found = (known[at] == ids) if known.size else np.zeros(ids.size, bool)
+    return np.where(found, rows[at] if known.size else -1, -1)
+
+
+def _extended(
+    snap: tuple[npt.NDArray[np.uint64], I64, StackSet], ids: npt.NDArray[np.uint64], fresh: StackSet, max_frames: int
+) -> tuple[npt.NDArray[np.uint64], I64, StackSet]:
+    """The snapshot with ``fresh`` (the stacks ``ids``) added; a concurrent request may have added some already."""
+    known, rows, cached = snap
+    if cached.frames.size + fresh.frames.size > max_frames:
+        known, rows, cached = np.zeros(0, np.uint64), np.zeros(0, np.int64), _EMPTY
+    new = _rows_of(known, rows, ids) < 0
+    fresh = fresh._keep(new)
+    merged = _concat(cached, fresh)
+    all_ids = np.concatenate([known, ids[new]])
+    all_rows = np.concatenate([rows, cached.values.size + np.arange(fresh.values.size)])
+    order = np.argsort(all_ids, kind="stable")
+    return all_ids[order], all_rows[order], merged
+
+
+def _concat(a: StackSet, b: StackSet) -> StackSet:
+    """``b``'s stacks after ``a``'s, in ``a``'s names (extended by ``b``'s new ones); values are dropped."""
+    names = list(a.names)
+    code = {n: i for i, n in enumerate(names)}
+    named = list(a.named.tolist())
+    remap = np.empty(len(b.names) + 1, np.int64)
+    remap[-1] = -1  # code -1 (no file) stays -1
+    for i, (n, f) in enumerate(zip(b.names, b.named.tolist(), strict=True)):
+        c = code.get(n)
+        if c is None:
+            c = code[n] = len(names)
+            names.append(n)
+            named.append(f)
+        remap[i] = c
+    shift = int(a.inst.max()) + 1 if a.inst.size else 0
+    return StackSet(
+        names,
+        np.array(named, bool),
+        np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]),
+        np.concatenate([a.frames, remap[b.frames]]),
+        np.concatenate([a.files, remap[b.files]]),
+        np.concatenate([a.loc_file, remap[b.loc_file]]),
+        np.concatenate([a.inst, b.inst + shift]),
+        np.zeros(a.values.size + b.values.size, np.int64),
+    )
 
 
 def _named(cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
@@ -308,10 +372,15 @@ def _nonzero(s: StackSet) -> StackSet:
 
 
 def load_stacks(
-    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
+    cur: duckdb.DuckDBPyConnection,
+    series_ids: list[int],
+    tr: TimeRange,
+    aggregation: Aggregation,
+    p: Plan,
+    names: StackNames,
 ) -> StackSet:
     """Merge the stacks of ``series_ids`` in ``tr`` (reading what plan ``p`` says) and name their frames."""
-    return name_stacks(cur, merge_stacks(cur, series_ids, tr, aggregation, p))
+    return names.name(cur, merge_stacks(cur, series_ids, tr, aggregation, p))
 
 
 def _lookup(keys: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64]) -> I64:

@@ -361,3 +361,42 @@ def test_an_empty_range_answers_empty_not_an_error(loaded: TestClient) -> None:
     d = loaded.get("/api/v1/diff", params={**window, "base_from": "3", "base_until": "4"}).json()
     assert d["rows"] == [] and d["base_total"] == d["current_total"] == 0
     assert loaded.get("/api/v1/timeseries", params=window).json()["series"] == []
+
+
+def _frames(s: Any) -> dict[tuple[str, ...], int]:
+    """Value per stack of frame names (leaf first): what a stack set means, whatever its row order and name codes."""
+    out: dict[tuple[str, ...], int] = {}
+    for i in range(s.values.size):
+        names = tuple(s.names[c] for c in s.frames[s.offsets[i] : s.offsets[i + 1]])
+        out[names] = out.get(names, 0) + int(s.values[i])
+    return out
+
+
+@pytest.mark.parametrize("max_frames", [4_000_000, 50])
+def test_stack_names_cache_names_as_the_database_does(loaded: TestClient, max_frames: int) -> None:
+    from service.query.aggregation import Aggregation
+    from service.query.plan import plan
+    from service.query.stacks import StackNames, merge_stacks
+    from service.types import TimeRange
+
+    db = loaded.app.state.db  # type: ignore[attr-defined]
+    tr = TimeRange(0, 2**62)
+    with db.read() as cur:
+        series = {s: [r[0] for r in cur.execute(
+            "SELECT series_id FROM series WHERE labels['service_name'] = ? AND sample_type = 'cpu'", [s]
+        ).fetchall()] for s in ("go", "series")}  # fmt: skip
+        merged = {
+            s: merge_stacks(cur, ids, tr, Aggregation.SUM, plan(cur, ids, tr, Aggregation.SUM, raw=True))
+            for s, ids in series.items()
+        }
+        ids = series["go"] + series["series"]
+        merged["both"] = merge_stacks(cur, ids, tr, Aggregation.SUM, plan(cur, ids, tr, Aggregation.SUM, raw=True))
+        truth = {s: _frames(StackNames().name(cur, m)) for s, m in merged.items()}
+        shared = StackNames(max_frames=max_frames)
+        first = _frames(shared.name(cur, merged["go"]))
+        second = _frames(shared.name(cur, merged["series"]))  # other stacks: the cache grows (or starts over)
+        third = _frames(shared.name(cur, merged["both"]))  # some cached, some not (a start-over drops the cached)
+    assert (first, second, third) == (truth["go"], truth["series"], truth["both"]) and len(first) > 10
+    if max_frames > 1000:  # everything is cached now: no lookup, so a closed cursor is never touched
+        cur.close()
+        assert _frames(shared.name(cur, merged["go"])) == truth["go"]
