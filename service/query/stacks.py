@@ -278,7 +278,20 @@ class StackNames:
             rows = _rows_of(snap[0], snap[1], ids)
             if (rows < 0).any():  # the cache started over without some of these stacks: name them all here
                 return _nonzero(_named(cur, merged))
-        return _nonzero(snap[2].take(rows, values))
+        return _nonzero(_compact(snap[2].take(rows, values)))
+
+
+def _compact(s: StackSet) -> StackSet:
+    """``s`` with only the names its frames use: what comes after (filters, top, diff) walks the
+    names list in Python, and the cache's list holds every name any query has met."""
+    codes = np.concatenate([s.frames, s.files, s.loc_file])
+    used = np.unique(codes[codes >= 0])
+    remap = np.full(len(s.names) + 1, -1, np.int64)  # the extra last slot keeps code -1 at -1
+    remap[used] = np.arange(used.size)
+    names = [s.names[i] for i in used.tolist()]
+    return StackSet(
+        names, s.named[used], s.offsets, remap[s.frames], remap[s.files], remap[s.loc_file], s.inst, s.values
+    )
 
 
 def _rows_of(known: npt.NDArray[np.uint64], rows: I64, ids: npt.NDArray[np.uint64]) -> I64:
@@ -317,6 +330,8 @@ def _concat(a: StackSet, b: StackSet) -> StackSet:
             c = code[n] = len(names)
             names.append(n)
             named.append(f)
+        else:
+            named[c] = named[c] or f  # a string can be a function's name in one profile and a file in another
         remap[i] = c
     shift = int(a.inst.max()) + 1 if a.inst.size else 0
     return StackSet(
