@@ -217,7 +217,6 @@ def _stacks(
     query: str,
     tr: TimeRange,
     f: Filters,
-    aggregation: Aggregation | None = None,
     group_by: str | None = None,
 ) -> tuple[str, Aggregation, list[Group]]:
     """The merged stacks after filters — one group, or one per value of the ``group_by`` labels."""
@@ -225,7 +224,7 @@ def _stacks(
     groups: list[Group] = []
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, query)
-        agg = aggregation or aggregation_for(q.profile_type, f.aggregation)
+        agg = aggregation_for(q.profile_type, f.aggregation)
         keys = group_labels(group_by, series)
         for key, ids in sorted(_members(series, keys or []).items()) or [((), [])]:
             p = plan(cur, ids, tr, agg, raw=f.raw)
@@ -235,9 +234,7 @@ def _stacks(
             )
             if p.resolution not in resolutions:
                 resolutions.append(p.resolution)
-    used = response.headers.get(RESOLUTION_HEADER)
-    here = " / ".join(resolutions)
-    response.headers[RESOLUTION_HEADER] = here if used is None else f"{used}, {here}"
+    response.headers[RESOLUTION_HEADER] = " / ".join(resolutions)
     return str(q.profile_type), agg, groups
 
 

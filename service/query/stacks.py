@@ -108,7 +108,7 @@ class StackSet:
         return np.bincount(self.owners(), weights=hit, minlength=self.values.size) > 0
 
     def take(self, rows: I64, values: I64) -> StackSet:
-        """Stacks ``rows`` (in that order, each once) with new values: another window's merge of the same stacks."""
+        """Stacks ``rows`` (in that order, each once) with new values: a merge of stacks named before."""
         depth = self.depth[rows]
         at = expand(self.offsets[:-1][rows], depth)
         return StackSet(

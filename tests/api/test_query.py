@@ -248,24 +248,25 @@ def _check_diff(client: TestClient, q: str, base: dict[str, str], cur: dict[str,
     assert shares["normalized"] and sum(x["current_percent"] for x in shares["rows"]) == pytest.approx(100.0, abs=0.01)
 
 
-def test_diff_of_two_windows(client: TestClient, corpus: Path) -> None:
-    """Two different profiles: the base window has stacks the current one lacks (its own lookup)."""
-    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
-    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
-    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
-    base = {"base_from": str(10**18 - 1), "base_until": str(10**18 + 1)}
-    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3600 * 10**9 + 1)}
-    _check_diff(client, CPU + '{service_name="d"}', base, cur)
+H = 3600 * 10**9
 
 
-def test_diff_whose_base_stacks_are_all_in_the_current_window(client: TestClient, corpus: Path) -> None:
-    """The base window's stacks are a subset of the current window's: it reuses their names."""
-    before, after = corpus / "go119__cpu_before_regression_5s.pb.gz", corpus / "go119__cpu_after_regression_5s.pb.gz"
-    _ingest(client, before, '{service_name="d"}', ts=str(10**18))
-    _ingest(client, before, '{service_name="d"}', ts=str(10**18 + 3600 * 10**9))
-    _ingest(client, after, '{service_name="d"}', ts=str(10**18 + 3601 * 10**9))
+@pytest.mark.parametrize(
+    ("ingests", "current_until"),
+    [
+        # Two different profiles: the base window brings stacks the current one's naming did not meet.
+        ([("before", 0), ("after", H)], H),
+        # The base window's stacks are all among the current window's: all named already.
+        ([("before", 0), ("before", H), ("after", H + 10**9)], H + 10**9),
+    ],
+)
+def test_diff_of_two_windows(
+    client: TestClient, corpus: Path, ingests: list[tuple[str, int]], current_until: int
+) -> None:
+    for which, at in ingests:
+        _ingest(client, corpus / f"go119__cpu_{which}_regression_5s.pb.gz", '{service_name="d"}', ts=str(10**18 + at))
     base = {"base_from": str(10**18 - 1), "base_until": str(10**18 + 1)}
-    cur = {"from": str(10**18 + 3600 * 10**9 - 1), "until": str(10**18 + 3601 * 10**9 + 1)}
+    cur = {"from": str(10**18 + H - 1), "until": str(10**18 + current_until + 1)}
     _check_diff(client, CPU + '{service_name="d"}', base, cur)
 
 
