@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, ops, query, rest, targets
+from service.analysis.job import Analyzer
+from service.api import errors, ops, query, regressions, rest, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import Settings, load_settings
@@ -27,6 +29,7 @@ from service.store.compaction import compact
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.staging import warm_up
+from service.types import DEFAULT_TENANT as TENANT
 from service.types import now_ns
 
 __all__ = ["create_app"]
@@ -92,6 +95,8 @@ def create_app(
                 log.error("reload refused, the running configuration stays: %s", exc)
 
         app.state.reload = reload
+        analyzer = Analyzer(db, settings.analysis, TENANT)
+        app.state.analyzer = analyzer
         # Compiled kernels load (or compile, on a fresh checkout) before the first scrape is due.
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
         await asyncio.get_running_loop().run_in_executor(None, warm_up_scrapes)
@@ -100,6 +105,13 @@ def create_app(
         gc.freeze()
         await collector.start(settings.scrape_configs, base_dir)
         rollups = asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s))
+        detection = AsyncIOScheduler()
+        if settings.analysis.enabled:
+            detection.add_job(
+                _analyze, "interval", args=[analyzer], seconds=settings.analysis.interval_s,
+                id="analysis", max_instances=1, coalesce=True,
+            )  # fmt: skip
+            detection.start()
         loop = asyncio.get_running_loop()
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
@@ -118,10 +130,13 @@ def create_app(
             gc.unfreeze()  # an app built and stopped in one process (tests) leaves nothing uncollectable
             if hup:
                 loop.remove_signal_handler(signal.SIGHUP)
+            if detection.running:
+                detection.shutdown(wait=False)
             rollups.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rollups
             await collector.stop()
+            analyzer.close()
             db.close()  # the writer drains its queue and commits before the file closes
 
     app = FastAPI(
@@ -137,8 +152,22 @@ def create_app(
     app.include_router(rest.router)
     app.include_router(query.router)
     app.include_router(targets.router)
+    app.include_router(regressions.router)
     app.include_router(ops.router)
     return app
+
+
+async def _analyze(analyzer: Analyzer) -> None:
+    """The scheduled detection run, on a worker thread; a failure is logged and the next run comes anyway."""
+    try:
+        report = await asyncio.get_running_loop().run_in_executor(None, analyzer.run)
+    except Exception:
+        log.exception("regression analysis failed; the next run is in %g s", analyzer.settings.interval_s)
+        return
+    log.info(
+        "analysis: %d tests in %.1f s, %d findings (%d new), %d resolved",
+        report.tests, report.seconds, len(report.records), len(report.new), len(report.resolved),
+    )  # fmt: skip
 
 
 async def _compact_every(db: Database, interval_s: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
@@ -27,6 +27,7 @@ from service.errors import InvalidRequest
 from service.pprof.decode import DecodeLimits
 
 __all__ = [
+    "AnalysisSettings",
     "Settings",
     "error_path",
     "full_loc",
@@ -39,6 +40,46 @@ __all__ = [
 ]
 
 _ENV_PREFIX = "PROFSTORE_"
+
+
+class AnalysisSettings(BaseModel):
+    """Regression and leak detection (``analysis:`` in the YAML); the README's second table documents each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Run detection on a schedule in the serve process.")
+    interval_s: float = Field(300.0, gt=0, description="How often the scheduled run starts.")
+    recent_s: float = Field(1800.0, gt=0, description="The recent window tested, ending at the run's time.")
+    baseline_s: float = Field(86400.0, gt=0, description="Length of the baseline window.")
+    baseline_offset_s: float = Field(
+        0.0, ge=0, description="Gap between baseline and recent window (e.g. 604800 - recent_s: same hours a week ago)."
+    )
+    leak_window_s: float = Field(1800.0, gt=0, description="Window of the leak trend tests, ending at the run's time.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="False discovery rate over all tests of a run.")
+    min_share: float = Field(
+        0.005, ge=0, lt=1, description="Cum share of the recent window a function needs to be tested."
+    )
+    min_relative: float = Field(0.01, ge=0, description="Smallest relative rise of a share reported.")
+    min_delta: float = Field(0.0001, ge=0, description="Smallest absolute rise of a share reported.")
+    persist_s: float = Field(
+        600.0, gt=0, description="A rise must hold this long, up to the run's time, to be reported."
+    )
+    min_profiles: int = Field(8, ge=3, description="Fewest profiles per window for a test.")
+    attribution_labels: list[str] = Field(
+        ["version", "commit", "revision", "image"],
+        description="Labels whose change at the change point a finding names (not part of an instance's identity).",
+    )
+    leak_min_bytes_per_min: float = Field(262144.0, ge=0, description="Slowest growth of in-use bytes called a leak.")
+    leak_min_count_per_min: float = Field(
+        1.0, ge=0, description="Slowest growth of objects or goroutines called a leak."
+    )
+    leak_min_growth: float = Field(
+        0.05, ge=0, description="Growth over the leak window, relative to its start, called a leak."
+    )
+    timeout_s: float = Field(300.0, gt=0, description="Longest a run may read.")
+    webhook_url: str | None = Field(None, description="POST a JSON document per new finding to this URL.")
+    webhook_attempts: int = Field(5, ge=1, description="Tries per webhook delivery (exponential backoff from 1 s).")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook request.")
 
 
 class Settings(BaseSettings):
@@ -70,6 +111,9 @@ class Settings(BaseSettings):
     )
     max_stack_depth: int = Field(
         1024, gt=0, description="Deeper scraped stacks keep their innermost frames; the profile is marked truncated."
+    )
+    analysis: AnalysisSettings = Field(
+        default_factory=AnalysisSettings, description="Regression and leak detection (see the table below)."
     )
     scrape_configs: list[ScrapeConfig] = Field(
         default_factory=list,

@@ -13,6 +13,7 @@ are chosen in exactly one place, ``service/api/errors.py``.
     ├── IncompatibleProfiles    merge of profiles with different sample/period types
     ├── InvalidRequest          a parameter a user gave is wrong (selector, time, profile type)
     │   └── UnknownProfileType
+    ├── NotFound                a named thing (a finding id) does not exist
     ├── StoreError              the database refused a write or read
     └── QueryTimeout            a read ran past its time limit
 """
@@ -24,6 +25,7 @@ __all__ = [
     "IncompatibleProfiles",
     "InvalidRequest",
     "MalformedProfile",
+    "NotFound",
     "ParseError",
     "ProfileError",
     "ProfileTooLarge",
@@ -74,6 +76,10 @@ class InvalidRequest(ProfstoreError):
 
 
 class UnknownProfileType(InvalidRequest):
+    pass
+
+
+class NotFound(ProfstoreError):
     pass
 
 

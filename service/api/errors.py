@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from service.errors import (
     IncompatibleProfiles,
     InvalidRequest,
+    NotFound,
     ProfileError,
     ProfileTooLarge,
     ProfstoreError,
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 def status_of(exc: ProfstoreError) -> int:
     if isinstance(exc, ProfileTooLarge):
         return 413
+    if isinstance(exc, NotFound):
+        return 404
     if isinstance(exc, ProfileError | InvalidRequest | IncompatibleProfiles):
         return 400
     if isinstance(exc, QueryTimeout | StoreError):

@@ -1,0 +1,58 @@
+"""Findings of regression and leak detection.
+
+One row per finding. ``finding_key`` hashes what makes two runs' findings the same one (kind,
+tenant, service, profile type, function, metric): a later run that sees it again updates that
+row (``last_seen``, current value, p-values) instead of adding one, and a finding that returned
+to its baseline is ``resolved``; if it comes back after that, it is a new row. Estimates are
+shares of the profile's total for regressions and the total itself for leaks.
+
+Revision ID: 0003_regressions
+Revises: 0002_stack_rollups
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003_regressions"
+down_revision = "0002_stack_rollups"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """CREATE TABLE regressions (
+            id UBIGINT NOT NULL PRIMARY KEY,
+            finding_key UBIGINT NOT NULL,
+            tenant VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            service VARCHAR NOT NULL,
+            profile_type VARCHAR NOT NULL,
+            series_ids UBIGINT[] NOT NULL,
+            function VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            change_ts BIGINT NOT NULL,
+            baseline DOUBLE NOT NULL,
+            baseline_lo DOUBLE NOT NULL,
+            baseline_hi DOUBLE NOT NULL,
+            current DOUBLE NOT NULL,
+            current_lo DOUBLE NOT NULL,
+            current_hi DOUBLE NOT NULL,
+            relative DOUBLE NOT NULL,
+            p_value DOUBLE NOT NULL,
+            p_adjusted DOUBLE NOT NULL,
+            instances VARCHAR[] NOT NULL,
+            attribution JSON NOT NULL,
+            details JSON NOT NULL,
+            state VARCHAR NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            acked_at BIGINT,
+            resolved_at BIGINT
+        )"""
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE regressions")

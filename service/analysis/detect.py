@@ -1,0 +1,263 @@
+"""Per-function regressions of one run: screen every candidate, correct, then confirm the few.
+
+A function's share of its profile (flat or cum over the profile's total) is the signal: it is
+load-normalized — twice the traffic doubles every function, not the shares — and it turns a
+0.1 % service slowdown into a 5 % rise of one function (FBDetect's observation). Each instance
+is centered on its own baseline, so instances that differ (hardware, traffic mix) pool into one
+test and small effects become visible across a fleet.
+
+The run: (1) one-sided Mann-Whitney U of the recent window against the baseline, per function
+and metric, vectorized over all functions; (2) Benjamini-Hochberg over every test of the run
+(all services); (3) for those left: the change point, the went-away filter (the rise must hold
+for ``persist`` up to the window's end), the cost-shift filter (a caller's other cost fell by
+what this function gained: a refactor moved cost, nothing got slower), the instances showing it
+and the volatile labels (``version``) that changed at the change point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats as sps
+
+from service.analysis.findings import Finding, Tuning
+from service.analysis.panel import Panel, unit_name
+from service.analysis.stats import benjamini_hochberg, change_point, mann_whitney_greater, mean_ci
+from service.types import TimeRange
+
+__all__ = ["Screen", "Verdict", "confirm", "screen"]
+
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+METRICS = ("flat_share", "cum_share")
+
+
+@dataclass(slots=True)
+class Screen:
+    """One panel's first-stage tests: a p-value per (metric, function)."""
+
+    panel: Panel
+    baseline: TimeRange
+    recent: TimeRange
+    base: B  # profiles in the baseline window
+    cur: B  # profiles in the recent window
+    shares: dict[str, F64]  # metric -> (profiles, functions), shares of the profile's total
+    centered: dict[str, F64]  # the same minus each instance's baseline mean
+    level: dict[str, F64]  # metric -> per profile and function: its instance's baseline mean
+    p: dict[str, F64]  # metric -> per function
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A tested rise that passed the correction, with why it is or is not reported."""
+
+    finding: Finding | None
+    panel: Panel
+    function: str
+    metric: str
+    reason: str  # "reported", "went-away", "pending", "cost-shift", "too-small", "explained"
+
+
+def screen(panel: Panel, baseline: TimeRange, recent: TimeRange, t: Tuning) -> Screen | None:
+    """The rank tests of one panel; ``None`` when either window has too few profiles."""
+    ok = panel.total > 0
+    base = ok & (panel.ts >= baseline.start) & (panel.ts < baseline.end)
+    cur = ok & (panel.ts >= recent.start) & (panel.ts < recent.end)
+    if base.sum() < t.min_profiles or cur.sum() < t.min_profiles or not panel.functions:
+        return None
+    safe = np.where(ok, panel.total, 1.0)[:, None]
+    shares = {"flat_share": panel.flat / safe, "cum_share": panel.cum / safe}
+    centered: dict[str, F64] = {}
+    level: dict[str, F64] = {}
+    p: dict[str, F64] = {}
+    n_units = len(panel.units)
+    for m, s in shares.items():
+        # Each instance's baseline mean; an instance with no baseline profile takes the pooled one.
+        sums = np.zeros((n_units, s.shape[1]))
+        np.add.at(sums, panel.unit[base], s[base])
+        counts = np.bincount(panel.unit[base], minlength=n_units).astype(np.float64)[:, None]
+        pooled = s[base].mean(axis=0)
+        unit_mean = np.where(counts > 0, sums / np.maximum(counts, 1.0), pooled)
+        level[m] = unit_mean[panel.unit]
+        centered[m] = s - level[m]
+        x, y = centered[m][cur], centered[m][base]
+        flat_cols = np.all(x == x[:1], axis=0) & np.all(y == x[:1], axis=0)
+        with np.errstate(all="ignore"):
+            pv = sps.mannwhitneyu(x, y, alternative="greater", axis=0, method="asymptotic").pvalue
+        p[m] = np.where(flat_cols | ~np.isfinite(pv), 1.0, pv)
+    return Screen(panel, baseline, recent, base, cur, shares, centered, level, p)
+
+
+def confirm(screens: Sequence[Screen], t: Tuning, tenant: str) -> list[Verdict]:
+    """Benjamini-Hochberg over every test of ``screens``, then the change point and the filters."""
+    flat_p = [sc.p[m] for sc in screens for m in METRICS]
+    if not flat_p:
+        return []
+    adjusted = benjamini_hochberg(np.concatenate(flat_p))
+    out: list[Verdict] = []
+    i = 0
+    for sc in screens:
+        for m in METRICS:
+            n = sc.p[m].size
+            adj = adjusted[i : i + n]
+            for j in np.flatnonzero(adj <= t.alpha):
+                out.append(_confirm_one(sc, m, int(j), float(sc.p[m][j]), float(adj[j]), t, tenant))
+            i += n
+    return _explained(out)
+
+
+def _explained(verdicts: list[Verdict]) -> list[Verdict]:
+    """Keep one finding per cause: a rise that a reported callee accounts for is not reported again.
+
+    A function that got slower raises the cum of every caller up to the root by as much, and its
+    own flat and cum together; reporting each would bury the one that matters. A finding is
+    explained when a reported function below it on the stack (or the same function's flat) rose
+    by at least half as much.
+    """
+    reported = [v for v in verdicts if v.finding is not None]
+    out = []
+    for v in verdicts:
+        f = v.finding
+        if f is None:
+            out.append(v)
+            continue
+        callers = v.panel.callers
+        below = _descendants(v.function, callers, {w.function for w in reported if w.panel is v.panel})
+        explained = any(
+            w is not v
+            and w.panel is v.panel
+            and w.finding is not None
+            and (w.function in below or (w.function == v.function and w.metric == "flat_share"))
+            and w.finding.details["delta_share"] >= 0.5 * f.details["delta_share"]
+            for w in reported
+        )
+        out.append(Verdict(None, v.panel, v.function, v.metric, "explained") if explained else v)
+    return out
+
+
+def _descendants(name: str, callers: dict[str, list[str]], among: set[str]) -> set[str]:
+    """Functions of ``among`` that ``name`` calls, directly or through others of ``among``."""
+    called_by: dict[str, set[str]] = {}
+    for callee, cs in callers.items():
+        if callee in among:
+            for c in cs:
+                called_by.setdefault(c, set()).add(callee)
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for callee in called_by.get(todo.pop(), ()):
+            if callee not in seen and callee != name:
+                seen.add(callee)
+                todo.append(callee)
+    return seen
+
+
+def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tuning, tenant: str) -> Verdict:
+    panel = sc.panel
+    name = panel.functions[j]
+    x = sc.centered[metric][:, j]
+    base_x = x[sc.base]
+    # The change point: in the recent window and a baseline tail as long, in time order.
+    span = sc.recent.end - sc.recent.start
+    near = (panel.ts >= sc.recent.start - span) & (panel.ts < sc.recent.end) & (panel.total > 0)
+    order = np.flatnonzero(near)
+    k, _ = change_point(x[order], min_size=max(3, t.min_profiles // 2))
+    change_ts = int(panel.ts[order[k]]) if k else int(sc.recent.start)
+    after = sc.cur & (panel.ts >= change_ts)
+    delta = float(x[after].mean()) if after.any() else 0.0
+    level = float(sc.level[metric][after, j].mean()) if after.any() else 0.0
+    relative = delta / level if level > 0 else float("inf")
+    if delta < t.min_delta or relative < t.min_relative:
+        return Verdict(None, panel, name, metric, "too-small")
+    # Went-away: the rise must have lasted ``persist`` and still be there at the end.
+    if sc.recent.end - change_ts < t.persist_ns:
+        return Verdict(None, panel, name, metric, "pending")
+    last = sc.cur & (panel.ts >= sc.recent.end - t.persist_ns)
+    if (
+        last.sum() < max(3, t.min_profiles // 2)
+        or float(x[last].mean()) < 0.5 * delta
+        or mann_whitney_greater(x[last], base_x) > t.alpha
+    ):
+        return Verdict(None, panel, name, metric, "went-away")
+    shifted = _cost_shift(sc, j, after, delta, t)
+    if shifted is not None:
+        return Verdict(None, panel, name, metric, "cost-shift")
+    raw = sc.shares[metric][:, j]
+    finding = Finding(
+        kind="regression",
+        tenant=tenant,
+        service=panel.service,
+        profile_type=str(panel.profile_type),
+        function=name,
+        metric=metric,
+        change_ts=change_ts,
+        baseline=mean_ci(raw[sc.base]),
+        current=mean_ci(raw[after]),
+        relative=relative,
+        p_value=p,
+        p_adjusted=p_adj,
+        instances=_instances(sc, metric, j, after, t),
+        attribution=_attribution(panel, change_ts, t),
+        series_ids=sorted({panel.series[i].series_id for i in np.unique(panel.series_index[after])}),
+        details={
+            "delta_share": delta,
+            "baseline_window": [sc.baseline.start, sc.baseline.end],
+            "recent_window": [sc.recent.start, sc.recent.end],
+            "profiles": {"baseline": int(sc.base.sum()), "current": int(after.sum())},
+            "callers": panel.callers.get(name, []),
+        },
+    )
+    return Verdict(finding, panel, name, metric, "reported")
+
+
+def _cost_shift(sc: Screen, j: int, after: B, delta: float, t: Tuning) -> str | None:
+    """A caller whose cost *besides* this function fell by at least half of this function's rise.
+
+    A regression in ``f`` raises every caller's cum by the same amount, leaving the caller's
+    other cost where it was; a refactor that moves work from a sibling (or the caller's own
+    body) into ``f`` lowers it. The other cost is taken relative to everything but ``f``
+    (``(cum_caller - cum_f) / (total - cum_f)``): as a share of the whole profile it would fall
+    under any real regression too, only because ``f`` grew. Returns that caller's name.
+    """
+    panel = sc.panel
+    mine = panel.cum[:, j]
+    rest_total = np.maximum(panel.total - mine, 1.0)
+    for caller in panel.callers.get(panel.functions[j], []):
+        if caller not in panel.functions:
+            continue
+        c = panel.functions.index(caller)
+        rest = (panel.cum[:, c] - mine) / rest_total
+        drop = float(rest[sc.base].mean() - rest[after].mean()) * float(1 - sc.shares["cum_share"][after, j].mean())
+        if drop >= 0.5 * delta and mann_whitney_greater(rest[sc.base], rest[after]) <= t.alpha:
+            return caller
+    return None
+
+
+def _instances(sc: Screen, metric: str, j: int, after: B, t: Tuning) -> list[str]:
+    """Instances whose own rise is significant on its own (one-sided, 5 %)."""
+    panel = sc.panel
+    x = sc.centered[metric][:, j]
+    out = []
+    for u, key in enumerate(panel.units):
+        mine = panel.unit == u
+        cur, base = x[after & mine], x[sc.base & mine]
+        if cur.size >= 3 and base.size >= 3 and cur.mean() > 0 and mann_whitney_greater(cur, base) <= 0.05:
+            out.append(unit_name(key))
+    return out
+
+
+def _attribution(panel: Panel, change_ts: int, t: Tuning) -> dict[str, dict[str, list[str]]]:
+    """Volatile labels (``version``, …) whose values differ just before and just after the change."""
+    w = t.persist_ns
+    before = {int(i) for i in panel.series_index[(panel.ts >= change_ts - w) & (panel.ts < change_ts)]}
+    after = {int(i) for i in panel.series_index[(panel.ts >= change_ts) & (panel.ts < change_ts + w)]}
+    out: dict[str, dict[str, list[str]]] = {}
+    for key in t.volatile:
+        old = {panel.series[i].labels[key] for i in before if key in panel.series[i].labels}
+        new = {panel.series[i].labels[key] for i in after if key in panel.series[i].labels}
+        if old != new and new:
+            out[key] = {"from": sorted(old - new), "to": sorted(new - old)}
+    return out

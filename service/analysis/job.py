@@ -1,0 +1,104 @@
+"""A detection run end to end: read, test, store, resolve, notify. The schedule and the API both call it.
+
+Reading and testing run on a cursor in the caller's thread (a run never holds up ingestion);
+storing goes through the writer thread like every write. Runs are serialized by a lock, so a
+scheduled run and an on-demand one never store the same finding twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.analysis.findings import Tuning
+from service.analysis.records import Record, open_records, resolve, save
+from service.analysis.run import Windows, analyze, returned
+from service.analysis.webhook import Webhook
+from service.config import AnalysisSettings
+from service.store.db import Database
+from service.types import TimeRange, now_ns
+
+__all__ = ["Analyzer", "RunReport", "record_json"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunReport:
+    recent: TimeRange
+    baseline: TimeRange
+    leak: TimeRange
+    tests: int
+    seconds: float
+    records: list[Record] = field(default_factory=list)  # found in this run
+    new: list[int] = field(default_factory=list)  # ids first seen in this run
+    resolved: list[int] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+def record_json(r: Record) -> dict[str, Any]:
+    return {k: getattr(r, k) for k in Record.__slots__}
+
+
+class Analyzer:
+    def __init__(self, db: Database, settings: AnalysisSettings, tenant: str) -> None:
+        self.db = db
+        self.settings = settings
+        self.tenant = tenant
+        self.tuning = Tuning.of(settings)
+        self._lock = threading.Lock()
+        self.webhook = (
+            Webhook(settings.webhook_url, attempts=settings.webhook_attempts, timeout_s=settings.webhook_timeout_s)
+            if settings.webhook_url
+            else None
+        )
+
+    def windows(self, until: int | None = None) -> Windows:
+        s = self.settings
+        return Windows.ending(
+            until if until is not None else now_ns(),
+            int(s.recent_s * 1e9),
+            int(s.baseline_s * 1e9),
+            int(s.baseline_offset_s * 1e9),
+            int(s.leak_window_s * 1e9),
+        )
+
+    def run(self, w: Windows | None = None) -> RunReport:
+        w = w or self.windows()
+        t0 = time.monotonic()
+        with self._lock:
+            with self.db.read(timeout_s=self.settings.timeout_s) as cur:
+                result = analyze(cur, self.tenant, w, self.tuning)
+                back = returned(open_records(cur, self.tenant), result, w, self.tuning)
+            now = now_ns()
+
+            def store(con: Any) -> list[tuple[Record, bool]]:
+                saved = save(con, result.findings, now)
+                resolve(con, back, now)
+                return saved
+
+            saved: list[tuple[Record, bool]] = self.db.writer.call(store).result()  # type: ignore[assignment]
+        report = RunReport(
+            w.recent,
+            w.baseline,
+            w.leak,
+            result.tests,
+            time.monotonic() - t0,
+            [r for r, _ in saved],
+            [r.id for r, new in saved if new],
+            back,
+            result.counts(),
+        )
+        for r, new in saved:
+            if new:
+                log.warning("new %s: %s (p_adj=%.2g)", r.kind, r.title, r.p_adjusted)
+                if self.webhook is not None:
+                    self.webhook.send(record_json(r))
+        return report
+
+    def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.close()

@@ -1,0 +1,155 @@
+"""One analysis run over a tenant's data: which series, which windows, which tests, what is resolved.
+
+Every (service, profile type) pair is one panel: the series sharing a ``service_name`` label
+pooled, each instance centered on its own baseline. Cumulative types (CPU, allocations,
+contention) are tested for per-function regressions, gauges (in-use memory, goroutines) for
+leaks. Of the types one pprof carries together, one is tested: CPU time rather than its sample
+count, allocated bytes rather than objects, contention delay rather than its count; they move
+together, and testing both would double every finding.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import duckdb
+
+from service.analysis.detect import Screen, Verdict, confirm, screen
+from service.analysis.findings import Finding, Tuning
+from service.analysis.leaks import LeakTest, is_leak_type, leak_findings, leak_tests
+from service.analysis.panel import Panel, callers_of, load_panel
+from service.analysis.records import Record
+from service.store.reads import SeriesRow, list_series
+from service.types import ProfileType, TimeRange
+
+__all__ = ["Result", "Windows", "analyze", "returned"]
+
+# Of the sample types one profile carries, the one tested for regressions.
+_PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "block": "delay"}
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    recent: TimeRange
+    baseline: TimeRange
+    leak: TimeRange
+
+    @classmethod
+    def ending(cls, end: int, recent_ns: int, baseline_ns: int, offset_ns: int, leak_ns: int) -> Windows:
+        """``recent`` ends at ``end``; the baseline ends ``offset`` before the recent window starts."""
+        recent = TimeRange(end - recent_ns, end)
+        base_end = recent.start - offset_ns
+        return cls(recent, TimeRange(base_end - baseline_ns, base_end), TimeRange(end - leak_ns, end))
+
+
+@dataclass(slots=True)
+class Result:
+    findings: list[Finding] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    panels: dict[tuple[str, str], Panel] = field(default_factory=dict)  # (service, profile type) -> panel
+    tests: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for v in self.verdicts:
+            out[v.reason] += 1
+        return dict(out)
+
+
+def _tested(series: list[SeriesRow]) -> list[tuple[ProfileType, list[SeriesRow], bool]]:
+    """(profile type, its series, is a leak type) for each pair worth testing."""
+    by_type: dict[ProfileType, list[SeriesRow]] = defaultdict(list)
+    for s in series:
+        by_type[s.profile_type].append(s)
+    names: dict[str, set[str]] = defaultdict(set)
+    for pt in by_type:
+        names[pt.name].add(pt.sample_type)
+    out = []
+    for pt, rows in sorted(by_type.items(), key=lambda kv: str(kv[0])):
+        if is_leak_type(pt.name, pt.sample_type):
+            out.append((pt, rows, True))
+            continue
+        preferred = _PREFERRED.get(pt.name)
+        if preferred is not None and preferred in names[pt.name] and pt.sample_type != preferred:
+            continue
+        if pt.name == "goroutine":
+            continue
+        out.append((pt, rows, False))
+    return out
+
+
+def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) -> Result:
+    """Test every service of ``tenant``; Benjamini-Hochberg runs over all regression tests of the run."""
+    result = Result()
+    by_service: dict[str, list[SeriesRow]] = defaultdict(list)
+    for s in list_series(cur, tenant):
+        by_service[s.labels.get("service_name", "")].append(s)
+    screens: list[Screen] = []
+    leaks: list[LeakTest] = []
+    for service, series in sorted(by_service.items()):
+        for pt, rows, leak in _tested(series):
+            if leak:
+                active = [s for s in rows if s.last_seen >= w.leak.start and s.first_seen < w.leak.end]
+                if not active:
+                    continue
+                panel = load_panel(
+                    cur, pt, service, active, [w.leak], w.leak, min_share=t.min_share, volatile=t.volatile
+                )
+                result.panels[(service, str(pt))] = panel
+                leaks.extend(leak_tests(panel, w.leak, t))
+                continue
+            active = [s for s in rows if s.last_seen >= w.baseline.start and s.first_seen < w.recent.end]
+            if not any(s.last_seen >= w.recent.start for s in active):
+                continue
+            panel = load_panel(
+                cur, pt, service, active, [w.baseline, w.recent], w.recent, min_share=t.min_share, volatile=t.volatile
+            )
+            result.panels[(service, str(pt))] = panel
+            sc = screen(panel, w.baseline, w.recent, t)
+            if sc is not None:
+                screens.append(sc)
+    # Callers only for what passed the screen: the cost-shift filter needs them, nothing else does.
+    result.tests = sum(sc.p[m].size for sc in screens for m in sc.p) + len(leaks)
+    first = confirm(screens, t, tenant)
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for v in first:
+        if v.reason == "reported":
+            wanted[id(v.panel)].add(v.function)
+    if wanted:
+        for sc in screens:
+            names = wanted.get(id(sc.panel))
+            if names:
+                sc.panel.callers = callers_of(cur, sc.panel.series, w.recent, sorted(names))
+        first = confirm(screens, t, tenant)
+    result.verdicts = first
+    result.findings = [v.finding for v in first if v.finding is not None]
+    result.findings += leak_findings(leaks, t, tenant)
+    return result
+
+
+def returned(records: list[Record], result: Result, w: Windows, t: Tuning) -> list[int]:
+    """Open findings not found again whose value is back inside its baseline's interval."""
+    found = {f.key for f in result.findings}
+    out = []
+    for r in records:
+        if r.finding_key in found:
+            continue
+        panel = result.panels.get((r.service, r.profile_type))
+        if panel is None:
+            continue  # no data for it in this run: nothing says it returned
+        window = w.leak if r.kind == "leak" else w.recent
+        tail = (panel.ts >= window.end - t.persist_ns) & (panel.ts < window.end) & (panel.total > 0)
+        if not tail.any():
+            continue
+        if r.kind == "leak":
+            value = float(panel.total[tail].mean())
+        elif r.function not in panel.functions:
+            value = 0.0  # below the candidate floor now
+        else:
+            j = panel.functions.index(r.function)
+            m = panel.flat if r.metric == "flat_share" else panel.cum
+            value = float((m[tail, j] / panel.total[tail]).mean())
+        if value <= r.baseline_hi:
+            out.append(r.id)
+    return out
