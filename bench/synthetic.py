@@ -210,5 +210,5 @@ def to_pprof(model: StackModel, counts: F64, ts_ns: int, *, kind: str = "cpu", d
         m.sample.add(location_id=[f + 1 for f in stack], value=values)
     m.time_nanos = ts_ns
     m.duration_nanos = duration_ns
-    m.string_table.extend(strings)
+    m.string_table.extend(x.encode() for x in strings)
     return gzip.compress(m.SerializeToString(), 1)

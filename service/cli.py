@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -111,6 +112,23 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regressions(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (("service", args.service), ("kind", args.kind), ("state", args.state)) if v}
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        r = client.get("/api/v1/regressions", params=params)
+    if r.status_code != 200:
+        print(f"regressions failed: {r.status_code} {_error(r)}", file=sys.stderr)
+        return 1
+    rows = [("ID", "STATE", "SINCE", "P_ADJ", "INSTANCES", "FINDING")]
+    for f in r.json():
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f["change_ts"] / 1e9))
+        rows.append((f["id"], f["state"], since, f"{f['p_adjusted']:.1e}", str(len(f["instances"])), f["title"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
 def _error(r: httpx.Response) -> str:
     try:
         return str(r.json().get("error", r.text))
@@ -159,6 +177,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=DEFAULT_URL)
     s.add_argument("--timeout", type=float, default=30.0)
     s.set_defaults(func=cmd_targets)
+
+    s = sub.add_parser("regressions", help="list the regression and leak findings of a running server")
+    s.add_argument("--service", help="only this service_name")
+    s.add_argument("--kind", choices=["regression", "leak"])
+    s.add_argument("--state", choices=["open", "acknowledged", "resolved"])
+    s.add_argument("--url", default=DEFAULT_URL)
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.set_defaults(func=cmd_regressions)
     return p
 
 

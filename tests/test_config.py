@@ -63,7 +63,7 @@ def test_errors_from_flags_and_environment_name_them(tmp_path: Path, monkeypatch
             "data_dir: ./d\nretention: 3d\n",
             "2: unknown setting(s) retention; known: data_dir, listen, max_compressed_bytes, max_uncompressed_bytes, "
             "query_timeout_s, write_batch_max, compaction_interval_s, max_range_days, scrape_concurrency, max_samples, "
-            "max_stack_depth, scrape_configs",
+            "max_stack_depth, analysis, scrape_configs",
         ),
         ("- a\n- b\n", "1: the config must be a mapping of settings"),
         ("listen: [a\ndata_dir: x\n", "2: invalid YAML: expected ',' or ']', but got ':'"),

@@ -9,9 +9,7 @@ program is known to do (sha256 hashing on CPU, 20 parked goroutines, mutex conte
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, Server
+from tests.conftest import Server
+from tests.gotarget_run import build, running
 from tests.pprof_tool import go_bin, top, totals
 
-GOTARGET_SRC = REPO / "tests" / "gotarget"
 SERVICE = "gotarget"
 
 
@@ -68,73 +66,12 @@ def top_cum(path: Path, sample_index: str | None = None) -> dict[str, str]:
     return rows
 
 
-def _wait_for_port_file(proc: subprocess.Popen[bytes], port_file: Path, log: Path, deadline: float) -> str:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        if port_file.exists():
-            text = port_file.read_text()
-            if text.endswith("\n"):  # written atomically, but be strict anyway
-                return text.strip()
-        time.sleep(0.02)
-    raise AssertionError(f"gotarget wrote no port file within the deadline: {log.read_text()[-2000:]}")
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"gotarget /healthz never answered 200: {log.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def gotarget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of the running Go target; built with ``go build -trimpath`` and stopped at module end."""
-    go = go_bin()
     work = tmp_path_factory.mktemp("gotarget")
-    binary = work / "gotarget"
-    build = subprocess.run(
-        [go, "build", "-trimpath", "-o", str(binary), "."],
-        cwd=GOTARGET_SRC,
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
-    assert build.returncode == 0, f"go build failed: {build.stderr.decode(errors='replace')}"
-
-    port_file = work / "addr"
-    log = work / "gotarget.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(binary), "-listen", "127.0.0.1:0", "-write-port-file", str(port_file)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        url = "http://" + _wait_for_port_file(proc, port_file, log, deadline)
-        _wait_healthy(proc, url, log, deadline)
+    with running(build(work), work) as url:
         yield url
-    finally:
-        _stop(proc)
-    assert proc.returncode == 0, f"gotarget exited with {proc.returncode} on SIGTERM: {log.read_text()[-2000:]}"
 
 
 @dataclass(frozen=True)

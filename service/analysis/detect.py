@@ -214,25 +214,27 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
 
 
 def _cost_shift(sc: Screen, j: int, after: B, delta: float, t: Tuning) -> str | None:
-    """A caller whose cost *besides* this function fell by at least half of this function's rise.
+    """A sibling (a function sharing a caller) or a caller's own body whose cost fell by at least
+    half of this function's rise: a refactor moved cost into it, nothing got slower.
 
-    A regression in ``f`` raises every caller's cum by the same amount, leaving the caller's
-    other cost where it was; a refactor that moves work from a sibling (or the caller's own
-    body) into ``f`` lowers it. The other cost is taken relative to everything but ``f``
-    (``(cum_caller - cum_f) / (total - cum_f)``): as a share of the whole profile it would fall
-    under any real regression too, only because ``f`` grew. Returns that caller's name.
+    Costs are taken relative to everything but this function (``value / (total - cum_f)``): as a
+    share of the whole profile they would fall under any real regression too, only because this
+    function grew. Returns the name of the function that lost the cost.
     """
     panel = sc.panel
+    name = panel.functions[j]
     mine = panel.cum[:, j]
     rest_total = np.maximum(panel.total - mine, 1.0)
-    for caller in panel.callers.get(panel.functions[j], []):
-        if caller not in panel.functions:
+    callers = set(panel.callers.get(name, []))
+    siblings = {f for f, cs in panel.callers.items() if f != name and f not in callers and callers & set(cs)}
+    scale = float(1 - sc.shares["cum_share"][after, j].mean())
+    for other, values in [(c, panel.flat) for c in sorted(callers)] + [(f, panel.cum) for f in sorted(siblings)]:
+        if other not in panel.functions:
             continue
-        c = panel.functions.index(caller)
-        rest = (panel.cum[:, c] - mine) / rest_total
-        drop = float(rest[sc.base].mean() - rest[after].mean()) * float(1 - sc.shares["cum_share"][after, j].mean())
-        if drop >= 0.5 * delta and mann_whitney_greater(rest[sc.base], rest[after]) <= t.alpha:
-            return caller
+        v = values[:, panel.functions.index(other)] / rest_total
+        drop = float(v[sc.base].mean() - v[after].mean()) * scale
+        if drop >= 0.5 * delta and mann_whitney_greater(v[sc.base], v[after]) <= t.alpha:
+            return other
     return None
 
 

@@ -88,6 +88,8 @@ def _finding(group: list[tuple[LeakTest, float]], t: Tuning, tenant: str) -> Fin
     ts, y = panel.ts[worst.mask].astype(np.float64), panel.total[worst.mask]
     k = hinge_point(ts, y)
     change_ts = int(ts[k])
+    # The rate since growth began: over the whole window a leak younger than it looks slower.
+    since = mann_kendall((ts[k:] - ts[k]) / MINUTE, y[k:]) if y.size - k >= 3 else worst.trend
     mask = np.zeros(len(panel), bool)
     for x, _ in group:
         mask |= x.mask
@@ -112,8 +114,8 @@ def _finding(group: list[tuple[LeakTest, float]], t: Tuning, tenant: str) -> Fin
         attribution={},
         series_ids=sorted({panel.series[i].series_id for i in np.unique(panel.series_index[mask])}),
         details={
-            "per_minute": worst.trend.slope,
-            "per_minute_ci": [worst.trend.slope_lo, worst.trend.slope_hi],
+            "per_minute": since.slope,
+            "per_minute_ci": [since.slope_lo, since.slope_hi],
             "tau": worst.trend.tau,
             "unit": panel.profile_type.sample_unit,
             "per_instance": {names[x.unit]: x.trend.slope for x, _ in group},

@@ -78,7 +78,7 @@ def load_panel(
     ids = id_list(s.series_id for s in series)
     within = " OR ".join(f"(ts >= {int(w.start)} AND ts < {int(w.end)})" for w in windows) or "FALSE"
     prof = cur.execute(
-        f"SELECT series_id, ts, total::DOUBLE FROM profiles WHERE series_id IN ({ids}) AND ({within}) "
+        f"SELECT series_id, ts, total::DOUBLE AS total FROM profiles WHERE series_id IN ({ids}) AND ({within}) "
         "ORDER BY ts, series_id"
     ).fetchnumpy()
     by_id = {s.series_id: i for i, s in enumerate(series)}
@@ -132,22 +132,25 @@ def load_panel(
 def callers_of(
     cur: duckdb.DuckDBPyConnection, series: list[SeriesRow], tr: TimeRange, names: Sequence[str]
 ) -> dict[str, list[str]]:
-    """The functions that call each of ``names`` directly in the stacks sampled in ``tr``.
+    """Who calls whom around ``names`` in the stacks sampled in ``tr``: the direct callers of each
+    name, and the direct callers of every function those callers call (the names' siblings).
 
-    Stacks list frames leaf first, so a frame's caller is the next one; a recursive function's
-    own frames are skipped. Read only for the few functions that passed the tests.
+    Stacks list frames leaf first, so a frame's caller is the next one; recursion is skipped.
+    Read only for the few functions that passed the tests: the cost-shift filter needs them.
     """
     if not names or not series:
         return {}
-    rows = cur.execute(
+    pairs = (
         f"WITH st AS (SELECT DISTINCT stack_id FROM ({values_between('$start', '$end', id_list(s.series_id for s in series))})), "
         "fr AS (SELECT s.stack_id, unnest(s.function_ids) AS fid, generate_subscripts(s.function_ids, 1) AS pos "
         "  FROM stacks s WHERE s.stack_id IN (SELECT stack_id FROM st)), "
-        "named AS (SELECT fr.stack_id, fr.pos, f.name FROM fr JOIN functions f ON f.function_id = fr.fid) "
-        "SELECT DISTINCT a.name, b.name FROM named a JOIN named b ON a.stack_id = b.stack_id AND b.pos = a.pos + 1 "
-        "WHERE a.name IN (SELECT unnest($names)) AND b.name <> a.name",
-        {"start": tr.start, "end": tr.end, "names": list(names)},
-    ).fetchall()
+        "named AS (SELECT fr.stack_id, fr.pos, f.name FROM fr JOIN functions f ON f.function_id = fr.fid), "
+        "edge AS (SELECT DISTINCT a.name AS callee, b.name AS caller FROM named a "
+        "  JOIN named b ON a.stack_id = b.stack_id AND b.pos = a.pos + 1 WHERE b.name <> a.name) "
+        "SELECT callee, caller FROM edge WHERE caller IN "
+        "  (SELECT caller FROM edge WHERE callee IN (SELECT unnest($names)))"
+    )
+    rows = cur.execute(pairs, {"start": tr.start, "end": tr.end, "names": list(names)}).fetchall()
     out: dict[str, list[str]] = defaultdict(list)
     for callee, caller in rows:
         out[callee].append(caller)

@@ -221,7 +221,7 @@ def analyze_now(
 ) -> dict[str, Any]:
     """Tests ``from``..``until`` against the baseline, stores and returns what it finds (as the schedule does)."""
     analyzer: Analyzer = request.app.state.analyzer
-    w = analyzer.windows(time_range(request, "now-1s", until).end if until else None)
+    w = analyzer.windows(time_range(request, None, until).end if until else None)
     if from_ is not None:
         recent = time_range(request, from_, until)
         off = int(analyzer.settings.baseline_offset_s * 1e9)

@@ -30,6 +30,12 @@
 // main.blockedWork (blocks on channel receives) and main.parkedWorker (20
 // goroutines parked on a channel). CPU-bound workers are duty-cycled so the
 // whole process uses roughly one core. There is no randomness.
+//
+// Regression switch: -checksum adds main.checksumWork, which calls
+// main.checksumBlock a fixed number of times per 10 ms tick (count-based, so
+// a slower block costs more CPU, unlike the time-based duty cycles above).
+// With -checksum-slow-after D, every block does -checksum-slow-factor times
+// the work from D after start on: a real regression in one named function.
 package main
 
 import (
@@ -77,6 +83,20 @@ var (
 	sortDuty = [2]time.Duration{3 * time.Millisecond, 17 * time.Millisecond} // ~15%
 )
 
+// The regression switch (see the package comment).
+var (
+	checksumOn         bool
+	checksumSlowAfter  time.Duration
+	checksumSlowFactor int
+	started            time.Time
+)
+
+const (
+	checksumBlocksPerTick = 4
+	checksumBlockBytes    = 64 << 10
+	checksumTick          = 10 * time.Millisecond
+)
+
 var dumpProfiles = []string{"heap", "allocs", "goroutine", "block", "mutex", "threadcreate"}
 
 func main() {
@@ -84,7 +104,11 @@ func main() {
 	portFile := flag.String("write-port-file", "", "after listening, atomically write the actual host:port to this file")
 	outDir := flag.String("out", "", "write profiles to this directory after -duration and exit instead of serving")
 	duration := flag.Duration("duration", 3*time.Second, "how long to run the workload before writing profiles (only with -out)")
+	flag.BoolVar(&checksumOn, "checksum", false, "also run main.checksumWork (the regression switch's victim)")
+	flag.DurationVar(&checksumSlowAfter, "checksum-slow-after", 0, "from this long after start on, main.checksumBlock does more work per call (0: never)")
+	flag.IntVar(&checksumSlowFactor, "checksum-slow-factor", 3, "how many times the work main.checksumBlock does once slowed")
 	flag.Parse()
+	started = time.Now()
 
 	runtime.SetBlockProfileRate(1)
 	runtime.SetMutexProfileFraction(1)
@@ -299,6 +323,9 @@ func startWorkload() (stop func()) {
 	for i := 0; i < numParked; i++ {
 		id := i
 		start("parked", func() { parkedWorker(done, id) })
+	}
+	if checksumOn {
+		start("checksum", func() { checksumWork(done) })
 	}
 
 	var once sync.Once
@@ -525,4 +552,38 @@ func blockedWork(ch <-chan int) {
 func parkedWorker(done <-chan struct{}, id int) {
 	<-done
 	_ = id
+}
+
+//go:noinline
+func checksumWork(done <-chan struct{}) {
+	buf := make([]byte, checksumBlockBytes)
+	fill(buf, 7)
+	var acc uint64
+	for {
+		rounds := 1
+		if checksumSlowAfter > 0 && time.Since(started) >= checksumSlowAfter {
+			rounds = checksumSlowFactor
+		}
+		for i := 0; i < checksumBlocksPerTick; i++ {
+			acc += checksumBlock(buf, rounds)
+		}
+		atomic.AddUint64(&sink, acc)
+		if !idle(done, checksumTick) {
+			return
+		}
+	}
+}
+
+// checksumBlock is a leaf: all of its CPU time is its own (flat).
+//
+//go:noinline
+func checksumBlock(buf []byte, rounds int) uint64 {
+	h := uint64(1469598103934665603)
+	for r := 0; r < rounds; r++ {
+		for _, b := range buf {
+			h ^= uint64(b)
+			h *= 1099511628211
+		}
+	}
+	return h
 }

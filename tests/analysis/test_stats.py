@@ -1,0 +1,73 @@
+"""Each statistical piece against hand-computed values and textbook examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.analysis.stats import (
+    benjamini_hochberg,
+    change_point,
+    hinge_point,
+    mann_kendall,
+    mann_whitney_greater,
+    mean_ci,
+)
+
+
+def test_mann_whitney_exact_small_case() -> None:
+    # Every value of x above every value of y: U = 9, and the one-sided exact p is 1 / C(6, 3) = 0.05.
+    assert mann_whitney_greater(np.array([4.0, 5.0, 6.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(0.05)
+    assert mann_whitney_greater(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])) == pytest.approx(1.0)
+
+
+def test_mann_whitney_constant_samples_are_no_evidence() -> None:
+    assert mann_whitney_greater(np.zeros(50), np.zeros(80)) == 1.0
+    assert mann_whitney_greater(np.zeros(0), np.ones(3)) == 1.0
+
+
+def test_benjamini_hochberg_hand_computed() -> None:
+    # Sorted p: 0.01, 0.02, 0.03, 0.04, 0.05 with m = 5 -> p * m / rank = 0.05 each; the step-up
+    # minimum from the top keeps them all at 0.05.
+    p = np.array([0.05, 0.01, 0.03, 0.02, 0.04])
+    assert benjamini_hochberg(p) == pytest.approx([0.05] * 5)
+    # 0.001 * 3 / 1 = 0.003; 0.02 * 3 / 2 = 0.03; 0.5 * 3 / 3 = 0.5.
+    assert benjamini_hochberg(np.array([0.5, 0.001, 0.02])) == pytest.approx([0.5, 0.003, 0.03])
+
+
+def test_mean_ci_student_t() -> None:
+    est = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    # mean 2.5, sd 1.29099, t(0.975, 3) = 3.18245 -> half width 3.18245 * 1.29099 / 2 = 2.05426
+    assert (est.mean, est.lo, est.hi) == pytest.approx((2.5, 2.5 - 2.05426, 2.5 + 2.05426), abs=1e-4)
+    one = mean_ci(np.array([7.0]))
+    assert (one.lo, one.hi) == (7.0, 7.0)
+
+
+def test_change_point_finds_the_step() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(10, 1, 60), rng.normal(12, 1, 40)])
+    k, t = change_point(x)
+    assert k == pytest.approx(60, abs=2)
+    assert t > 5
+    # A step down is not a rise: the best upward split of a falling series has t <= small.
+    _, t_down = change_point(x[::-1].copy())
+    assert t_down < 3
+    assert change_point(np.ones(4)) == (0, 0.0)
+
+
+def test_hinge_point_finds_where_growth_starts() -> None:
+    t = np.arange(120, dtype=np.float64)
+    y = np.where(t < 70, 100.0, 100.0 + 2.0 * (t - 70))
+    assert hinge_point(t, y) == 70
+
+
+def test_mann_kendall_and_theil_sen() -> None:
+    t = np.arange(10, dtype=np.float64)
+    y = 3.0 * t + np.array([0, 1, -1, 0, 1, -1, 0, 1, -1, 0], dtype=np.float64)
+    tr = mann_kendall(t, y)
+    assert tr.slope == pytest.approx(3.0, abs=0.25)
+    assert tr.tau > 0.9
+    assert tr.p_value < 1e-4
+    assert tr.slope_lo <= tr.slope <= tr.slope_hi
+    flat = mann_kendall(t, np.full(10, 5.0))
+    assert (flat.p_value, flat.slope) == (1.0, 0.0)

@@ -1,0 +1,116 @@
+"""Detection end to end through the store and the API: real pprof bytes in, findings out.
+
+A service's CPU profiles (drawn from real profiles, bench/synthetic.py) are ingested through the
+one ingest entry point; 20 minutes before the end one function gets 50 % slower. ``POST
+/api/v1/analyze`` must find exactly that function, store it, and serve it with its diff, links,
+acknowledgement and annotation; a second service with no change must have no finding.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from bench.synthetic import cpu_model, to_pprof
+from service.types import now_ns
+
+S = 15 * 10**9
+MIN = 60 * 10**9
+
+
+@pytest.fixture(scope="module")
+def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from service.app import create_app
+    from service.config import Settings
+
+    model = cpu_model(corpus)
+    slowed = model.names.index("sort.insertionSort")
+    rng = np.random.default_rng(5)
+    end = (now_ns() // S) * S
+    steps = 2 * 60 * 4 + 120  # 2 h baseline + 30 min recent
+    start = end - steps * S
+    change = steps - 80
+    items = []
+    for svc in ("checkout", "cart"):
+        for i in range(steps):
+            slow = {slowed: 0.5} if svc == "checkout" and i >= change else None
+            version = "v2" if svc == "checkout" and i >= change else "v1"
+            data = to_pprof(model, model.draw(rng, 6000, slow), start + i * S)
+            items.append((data, {"service_name": svc, "instance": "host-1:6060", "version": version}))
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("regressions")))
+    with TestClient(app) as client:
+        ing = client.app.state.ingestor  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name="process_cpu"), items))
+        yield client, start, end, start + change * S
+
+
+def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type: ignore[no-untyped-def]
+    client, start, end, change_ts = stored
+    ms = 10**6
+    r = client.post(
+        "/api/v1/analyze",
+        params={
+            "from": (end - 30 * MIN) // ms,
+            "until": end // ms,
+            "baseline_from": start // ms,
+            "baseline_until": (end - 30 * MIN) // ms,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [(f["service"], f["function"], f["metric"]) for f in body["findings"]] == [
+        ("checkout", "sort.insertionSort", "flat_share")
+    ]
+    f = body["findings"][0]
+    assert body["new"] == [f["id"]]
+    assert abs(f["change_ts"] - change_ts) <= 2 * S
+    assert f["attribution"] == {"version": {"from": ["v1"], "to": ["v2"]}}
+    assert f["instances"] == ["host-1:6060"]
+    assert f["baseline"]["hi"] < f["current"]["lo"]
+    assert 0.3 < f["relative"] < 0.7
+
+    # Seen again: the same finding, not a new one.
+    again = client.post(
+        "/api/v1/analyze",
+        params={
+            "from": (end - 30 * MIN) // ms,
+            "until": end // ms,
+            "baseline_from": start // ms,
+            "baseline_until": (end - 30 * MIN) // ms,
+        },
+    ).json()
+    assert again["new"] == [] and [x["id"] for x in again["findings"]] == [f["id"]]
+
+    listed = client.get("/api/v1/regressions", params={"service": "checkout", "state": "open"}).json()
+    assert [x["id"] for x in listed] == [f["id"]]
+    assert client.get("/api/v1/regressions", params={"service": "cart"}).json() == []
+
+    detail = client.get(f"/api/v1/regressions/{f['id']}").json()
+    assert detail["diff"]["rows"][0]["name"] == "sort.insertionSort"
+    assert detail["diff"]["rows"][0]["change"] > 0
+    export = client.get(detail["links"]["export_diff"])
+    assert export.status_code == 200 and export.content[:2] == b"\x1f\x8b"
+
+    acked = client.post(f"/api/v1/regressions/{f['id']}/ack").json()
+    assert acked["state"] == "acknowledged" and acked["acked_at"]
+    notes = client.get("/api/v1/annotations", params={"from": start // ms, "until": end // ms}).json()
+    assert [n["title"] for n in notes] == [acked["title"]]
+    assert notes[0]["time"] == f["change_ts"] // ms and "v1 -> v2" in notes[0]["text"]
+
+
+def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
+    client, *_ = stored
+    assert client.get("/api/v1/regressions/12345").status_code == 404
+    assert client.post("/api/v1/regressions/12345/ack").status_code == 404
+    r = client.get("/api/v1/regressions/not-a-number")
+    assert r.status_code == 400 and "uint64" in r.json()["error"]
+    assert client.get("/api/v1/regressions", params={"state": "closed"}).status_code == 400
+    r = client.post("/api/v1/analyze", params={"baseline_from": "now-2h"})
+    assert r.status_code == 400 and "both" in r.json()["error"]
+    r = client.post("/api/v1/analyze", params={"from": "now-30m", "baseline_from": "now-1h", "baseline_until": "now"})
+    assert r.status_code == 400 and "before" in r.json()["error"]
