@@ -37,6 +37,11 @@ bench-query: $(VENV)/.test
 bench-collector: $(VENV)/.test
 	$(BIN)/python -m bench.collector
 
+# Detection quality on streams drawn from real profiles: detection rate, delay, false positives, leaks.
+.PHONY: bench-regressions
+bench-regressions: $(VENV)/.test
+	$(BIN)/python -m bench.regressions
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check service tests bench migrations
 	$(BIN)/ruff format --check service tests bench migrations

@@ -27,7 +27,7 @@ from service.pprof import profile_pb2 as pb
 from service.store.reads import SeriesRow
 from service.types import ProfileType
 
-__all__ = ["StackModel", "cpu_model", "gauge_model", "panel_of", "to_pprof"]
+__all__ = ["StackModel", "cpu_model", "draw_many", "gauge_model", "panel_of", "to_pprof"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -79,6 +79,20 @@ class StackModel:
         if np.isfinite(self.kappa):
             mix = rng.dirichlet(mix * self.kappa + 1e-9)
         return rng.multinomial(n_now, mix).astype(np.float64)
+
+
+def draw_many(
+    model: StackModel, rng: np.random.Generator, count: int, n: int, slow: dict[int, float] | None = None
+) -> F64:
+    """``count`` scrapes at once: (count, stacks) sample counts, as :meth:`StackModel.draw` each."""
+    if count == 0:
+        return np.zeros((0, len(model.stacks)))
+    w = model.weights(slow)
+    n_now = rng.poisson(n * w.sum() / model.p.sum(), count)
+    mix = np.broadcast_to(w / w.sum(), (count, w.size))
+    if np.isfinite(model.kappa):
+        mix = rng.dirichlet(w / w.sum() * model.kappa + 1e-9, count)
+    return rng.multinomial(n_now, mix).astype(np.float64)
 
 
 def _frames(prof: pb.Profile) -> list[tuple[tuple[str, ...], list[int]]]:

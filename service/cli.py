@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     except ProfstoreError as exc:
         print(f"profstore: {exc}", file=sys.stderr)
         return 2
+    except httpx.HTTPError as exc:  # the client commands: server down, wrong URL, timeout
+        where = getattr(args, "url", "")
+        print(f"profstore: cannot reach {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

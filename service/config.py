@@ -55,7 +55,13 @@ class AnalysisSettings(BaseModel):
         0.0, ge=0, description="Gap between baseline and recent window (e.g. 604800 - recent_s: same hours a week ago)."
     )
     leak_window_s: float = Field(1800.0, gt=0, description="Window of the leak trend tests, ending at the run's time.")
-    alpha: float = Field(0.01, gt=0, lt=1, description="False discovery rate over all tests of a run.")
+    alpha: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="False discovery rate over all tests of a run; runs repeat every interval_s, so this "
+        "also sets false findings per week (bench/regressions.py measures it).",
+    )
     min_share: float = Field(
         0.005, ge=0, lt=1, description="Cum share of the recent window a function needs to be tested."
     )

@@ -33,6 +33,9 @@ __all__ = ["Screen", "Verdict", "confirm", "screen"]
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 METRICS = ("flat_share", "cum_share")
+# The went-away filter asks whether the rise is still there in the last ``persist`` window
+# alone; it is a check on a rise already established, not a new discovery, hence a plain 5 %.
+WENT_AWAY_P = 0.05
 
 
 @dataclass(slots=True)
@@ -160,9 +163,10 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
     name = panel.functions[j]
     x = sc.centered[metric][:, j]
     base_x = x[sc.base]
-    # The change point: in the recent window and a baseline tail as long, in time order.
+    # The change point: in the last four recent windows, in time order. (A small rise is found
+    # only once it fills most of the recent window, so its start may lie well before it.)
     span = sc.recent.end - sc.recent.start
-    near = (panel.ts >= sc.recent.start - span) & (panel.ts < sc.recent.end) & (panel.total > 0)
+    near = (panel.ts >= sc.recent.end - 4 * span) & (panel.ts < sc.recent.end) & (panel.total > 0)
     order = np.flatnonzero(near)
     k, _ = change_point(x[order], min_size=max(3, t.min_profiles // 2))
     change_ts = int(panel.ts[order[k]]) if k else int(sc.recent.start)
@@ -179,7 +183,7 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
     if (
         last.sum() < max(3, t.min_profiles // 2)
         or float(x[last].mean()) < 0.5 * delta
-        or mann_whitney_greater(x[last], base_x) > t.alpha
+        or mann_whitney_greater(x[last], base_x) > WENT_AWAY_P
     ):
         return Verdict(None, panel, name, metric, "went-away")
     shifted = _cost_shift(sc, j, after, delta, t)

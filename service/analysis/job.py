@@ -40,7 +40,13 @@ class RunReport:
 
 
 def record_json(r: Record) -> dict[str, Any]:
-    return {k: getattr(r, k) for k in Record.__slots__}
+    """A finding as the webhook posts it: ids as decimal strings, so JavaScript keeps every digit."""
+    out = {k: getattr(r, k) for k in Record.__slots__}
+    out["id"] = str(r.id)
+    out["finding_key"] = str(r.finding_key)
+    out["series_ids"] = [str(i) for i in r.series_ids]
+    out["title"] = r.title
+    return out
 
 
 class Analyzer:
@@ -50,6 +56,7 @@ class Analyzer:
         self.tenant = tenant
         self.tuning = Tuning.of(settings)
         self._lock = threading.Lock()
+        self.last: RunReport | None = None  # the latest run's report (scheduled or on demand)
         self.webhook = (
             Webhook(settings.webhook_url, attempts=settings.webhook_attempts, timeout_s=settings.webhook_timeout_s)
             if settings.webhook_url
@@ -92,6 +99,7 @@ class Analyzer:
             back,
             result.counts(),
         )
+        self.last = report
         for r, new in saved:
             if new:
                 log.warning("new %s: %s (p_adj=%.2g)", r.kind, r.title, r.p_adjusted)

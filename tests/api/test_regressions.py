@@ -8,6 +8,7 @@ acknowledgement and annotation; a second service with no change must have no fin
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -114,3 +115,17 @@ def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 400 and "both" in r.json()["error"]
     r = client.post("/api/v1/analyze", params={"from": "now-30m", "baseline_from": "now-1h", "baseline_until": "now"})
     assert r.status_code == 400 and "before" in r.json()["error"]
+
+
+def test_the_schedule_runs_detection(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.config import AnalysisSettings, Settings
+
+    app = create_app(Settings(data_dir=tmp_path, analysis=AnalysisSettings(interval_s=0.2)))
+    with TestClient(app) as client:
+        analyzer = client.app.state.analyzer  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while analyzer.last is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert analyzer.last is not None, "no scheduled run within 20 s"
+        assert analyzer.last.records == [] and analyzer.last.tests == 0  # an empty store: nothing to test
