@@ -2,8 +2,9 @@
 
 Streams are drawn from real profiles (bench/synthetic.py): CPU scrapes every 15 s from the six
 back-to-back profiles of one Go program, heap and goroutine scrapes from real Go profiles. The
-detector is the service's own (``screen`` / ``confirm`` / ``leak_tests`` with the default
-settings: 30 min recent window, 24 h baseline, 10 min persistence, FDR 1 %), run on the same
+detector is the service's own (``regression_screens`` / ``confirm`` / ``leak_tests`` with the
+default settings: 30 min and 2 h recent windows, 24 h baseline, 10 min persistence, FDR 0.1 %
+per run), run on the same
 schedule as the service (every 5 min; leaks every minute as well) over panels shaped as
 ``load_panel`` shapes them (only functions with 0.5 % of the recent window).
 
@@ -28,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic import StackModel, cpu_model, draw_many, gauge_model, panel_of
-from service.analysis.detect import confirm, screen
+from service.analysis.detect import confirm
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import leak_findings, leak_tests
 from service.analysis.panel import Panel
+from service.analysis.run import Windows, regression_screens
 from service.types import ProfileType, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -39,6 +41,7 @@ S = 15 * 10**9
 MIN = 60 * 10**9
 HOUR = 60 * MIN
 RECENT = 30 * MIN
+LONG = 2 * HOUR
 BASELINE = 24 * HOUR
 EVERY = 5 * MIN
 T = Tuning()
@@ -57,13 +60,12 @@ def layout(steps: int, units: int) -> tuple[np.ndarray, np.ndarray]:
     return i * S + u * (S // units), u
 
 
-def window_panel(full: Panel, end: int) -> tuple[Panel, TimeRange, TimeRange]:
+def window_panel(full: Panel, end: int) -> tuple[Panel, Windows]:
     """The rows a run at ``end`` reads, and the columns ``load_panel`` would keep."""
-    recent = TimeRange(end - RECENT, end)
-    base = TimeRange(recent.start - BASELINE, recent.start)
-    lo, hi = np.searchsorted(full.ts, [base.start, end])
+    w = Windows.ending(end, RECENT, BASELINE, 0, RECENT, LONG)
+    lo, hi = np.searchsorted(full.ts, [w.span.start, end])
     r = slice(int(lo), int(hi))
-    rec = full.ts[r] >= recent.start
+    rec = full.ts[r] >= w.recent.start
     share = full.cum[r][rec].sum(axis=0) / max(full.total[r][rec].sum(), 1.0)
     cols = np.flatnonzero(share >= T.min_share)
     p = Panel(
@@ -71,13 +73,12 @@ def window_panel(full: Panel, end: int) -> tuple[Panel, TimeRange, TimeRange]:
         full.total[r], [full.functions[j] for j in cols], full.flat[r][:, cols], full.cum[r][:, cols],
     )  # fmt: skip
     p.callers = full.callers
-    return p, base, recent
+    return p, w
 
 
 def detect(full: Panel, end: int) -> list[Finding]:
-    p, base, recent = window_panel(full, end)
-    sc = screen(p, base, recent, T)
-    return [] if sc is None else [v.finding for v in confirm([sc], T, "bench") if v.finding is not None]
+    p, w = window_panel(full, end)
+    return [v.finding for v in confirm(regression_screens(p, w, T), T, "bench") if v.finding is not None]
 
 
 def regressions(
@@ -91,7 +92,7 @@ def regressions(
     horizon: int,
 ) -> list[tuple]:
     """Per (function, effect): runs found within 30 min, within the horizon, median minutes, median change-point error."""
-    before = int((BASELINE + RECENT) / S)
+    before = int((BASELINE + LONG) / S)
     after = int(horizon / S)
     ts, unit = layout(before + after, units)
     change = before * S
@@ -124,7 +125,7 @@ def regressions(
 
 def false_positives(model: StackModel, rng: np.random.Generator, units: int, n: int, days: float) -> tuple[int, float]:
     """Distinct findings (a key found in consecutive runs is one) over ``days`` of runs on an unchanged stream."""
-    before = int((BASELINE + RECENT) / S)
+    before = int((BASELINE + LONG) / S)
     steps = before + int(days * 24 * HOUR / S)
     ts, unit = layout(steps, units)
     full = panel_of(model, stream(model, rng, steps, units, n, None), ts, unit)

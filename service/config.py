@@ -50,6 +50,12 @@ class AnalysisSettings(BaseModel):
     enabled: bool = Field(True, description="Run detection on a schedule in the serve process.")
     interval_s: float = Field(300.0, gt=0, description="How often the scheduled run starts.")
     recent_s: float = Field(1800.0, gt=0, description="The recent window tested, ending at the run's time.")
+    recent_long_s: float = Field(
+        7200.0,
+        ge=0,
+        description="A second, longer recent window tested in the same run (0: none); small rises that last "
+        "are found in it.",
+    )
     baseline_s: float = Field(86400.0, gt=0, description="Length of the baseline window.")
     baseline_offset_s: float = Field(
         0.0, ge=0, description="Gap between baseline and recent window (e.g. 604800 - recent_s: same hours a week ago)."

@@ -109,7 +109,23 @@ def confirm(screens: Sequence[Screen], t: Tuning, tenant: str) -> list[Verdict]:
             for j in np.flatnonzero(adj <= t.alpha):
                 out.append(_confirm_one(sc, m, int(j), float(sc.p[m][j]), float(adj[j]), t, tenant))
             i += n
-    return _explained(out)
+    return _explained(_best(out))
+
+
+def _best(verdicts: list[Verdict]) -> list[Verdict]:
+    """One verdict per panel, function and metric: the same rise seen in a short and a long window
+    is one finding (the reported one with the smaller adjusted p-value)."""
+    best: dict[tuple[int, str, str], Verdict] = {}
+    for v in verdicts:
+        key = (id(v.panel), v.function, v.metric)
+        old = best.get(key)
+        if old is None or _rank(v) < _rank(old):
+            best[key] = v
+    return list(best.values())
+
+
+def _rank(v: Verdict) -> tuple[int, float]:
+    return (0, v.finding.p_adjusted) if v.finding is not None else (1, 0.0)
 
 
 def _explained(verdicts: list[Verdict]) -> list[Verdict]:

@@ -71,6 +71,7 @@ class Analyzer:
             int(s.baseline_s * 1e9),
             int(s.baseline_offset_s * 1e9),
             int(s.leak_window_s * 1e9),
+            int(s.recent_long_s * 1e9),
         )
 
     def run(self, w: Windows | None = None) -> RunReport:

@@ -2,7 +2,7 @@
 
 Writes run in the writer thread (``Database.writer.call``), like every write; reads take a cursor.
 A finding seen again updates its open row; one that is no longer found and whose value is back
-within its baseline's interval is resolved. Acknowledging keeps a finding listed but marks that
+nearer its baseline than its risen level is resolved. Acknowledging keeps a finding listed but marks that
 someone looked; it still resolves by itself.
 """
 

@@ -23,7 +23,7 @@ from service.analysis.records import Record
 from service.store.reads import SeriesRow, list_series
 from service.types import ProfileType, TimeRange
 
-__all__ = ["Result", "Windows", "analyze", "returned"]
+__all__ = ["Result", "Windows", "analyze", "regression_screens", "returned"]
 
 # Of the sample types one profile carries, the one tested for regressions.
 _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "block": "delay"}
@@ -31,16 +31,47 @@ _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "
 
 @dataclass(frozen=True, slots=True)
 class Windows:
+    """The windows of one run. ``longer`` holds more (recent, baseline) pairs ending at the same time:
+    a small rise that has lasted hours is invisible in 30 minutes of samples but clear in two."""
+
     recent: TimeRange
     baseline: TimeRange
     leak: TimeRange
+    longer: tuple[tuple[TimeRange, TimeRange], ...] = ()
 
     @classmethod
-    def ending(cls, end: int, recent_ns: int, baseline_ns: int, offset_ns: int, leak_ns: int) -> Windows:
-        """``recent`` ends at ``end``; the baseline ends ``offset`` before the recent window starts."""
-        recent = TimeRange(end - recent_ns, end)
-        base_end = recent.start - offset_ns
-        return cls(recent, TimeRange(base_end - baseline_ns, base_end), TimeRange(end - leak_ns, end))
+    def ending(
+        cls, end: int, recent_ns: int, baseline_ns: int, offset_ns: int, leak_ns: int, long_ns: int = 0
+    ) -> Windows:
+        """``recent`` ends at ``end``; each baseline ends ``offset`` before its recent window starts."""
+
+        def pair(length: int) -> tuple[TimeRange, TimeRange]:
+            recent = TimeRange(end - length, end)
+            base_end = recent.start - offset_ns
+            return recent, TimeRange(base_end - baseline_ns, base_end)
+
+        recent, baseline = pair(recent_ns)
+        longer = (pair(long_ns),) if long_ns > recent_ns else ()
+        return cls(recent, baseline, TimeRange(end - leak_ns, end), longer)
+
+    def pairs(self) -> list[tuple[TimeRange, TimeRange]]:
+        return [(self.recent, self.baseline), *self.longer]
+
+    @property
+    def span(self) -> TimeRange:
+        """Everything the regression tests read."""
+        pairs = self.pairs()
+        return TimeRange(min(b.start for _, b in pairs), max(r.end for r, _ in pairs))
+
+
+def regression_screens(panel: Panel, w: Windows, t: Tuning) -> list[Screen]:
+    """The first-stage tests of one panel, one per (recent, baseline) pair."""
+    out = []
+    for recent, baseline in w.pairs():
+        sc = screen(panel, baseline, recent, t)
+        if sc is not None:
+            out.append(sc)
+    return out
 
 
 @dataclass(slots=True)
@@ -99,16 +130,13 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
                 result.panels[(service, str(pt))] = panel
                 leaks.extend(leak_tests(panel, w.leak, t))
                 continue
-            active = [s for s in rows if s.last_seen >= w.baseline.start and s.first_seen < w.recent.end]
+            span = w.span
+            active = [s for s in rows if s.last_seen >= span.start and s.first_seen < span.end]
             if not any(s.last_seen >= w.recent.start for s in active):
                 continue
-            panel = load_panel(
-                cur, pt, service, active, [w.baseline, w.recent], w.recent, min_share=t.min_share, volatile=t.volatile
-            )
+            panel = load_panel(cur, pt, service, active, [span], w.recent, min_share=t.min_share, volatile=t.volatile)
             result.panels[(service, str(pt))] = panel
-            sc = screen(panel, w.baseline, w.recent, t)
-            if sc is not None:
-                screens.append(sc)
+            screens.extend(regression_screens(panel, w, t))
     # Callers only for what passed the screen: the cost-shift filter needs them, nothing else does.
     result.tests = sum(sc.p[m].size for sc in screens for m in sc.p) + len(leaks)
     first = confirm(screens, t, tenant)
@@ -117,10 +145,10 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
         if v.reason == "reported":
             wanted[id(v.panel)].add(v.function)
     if wanted:
-        for sc in screens:
-            names = wanted.get(id(sc.panel))
+        for panel in {id(sc.panel): sc.panel for sc in screens}.values():
+            names = wanted.get(id(panel))
             if names:
-                sc.panel.callers = callers_of(cur, sc.panel.series, w.recent, sorted(names))
+                panel.callers = callers_of(cur, panel.series, w.recent, sorted(names))
         first = confirm(screens, t, tenant)
     result.verdicts = first
     result.findings = [v.finding for v in first if v.finding is not None]
@@ -129,7 +157,12 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
 
 
 def returned(records: list[Record], result: Result, w: Windows, t: Tuning) -> list[int]:
-    """Open findings not found again whose value is back inside its baseline's interval."""
+    """Open findings not found again whose value (over the last ``persist`` window) is back nearer its
+    baseline than the level it rose to: below the midpoint of the two.
+
+    (Not "inside the baseline's confidence interval": that interval is of a mean over a day of
+    profiles, far narrower than the spread of ten minutes' worth, so a fixed function would
+    stay open by chance half the time.)"""
     found = {f.key for f in result.findings}
     out = []
     for r in records:
@@ -150,6 +183,6 @@ def returned(records: list[Record], result: Result, w: Windows, t: Tuning) -> li
             j = panel.functions.index(r.function)
             m = panel.flat if r.metric == "flat_share" else panel.cum
             value = float((m[tail, j] / panel.total[tail]).mean())
-        if value <= r.baseline_hi:
+        if value <= (r.baseline + r.current) / 2:
             out.append(r.id)
     return out

@@ -42,11 +42,19 @@ def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
             version = "v2" if svc == "checkout" and i >= change else "v1"
             data = to_pprof(model, model.draw(rng, 6000, slow), start + i * S)
             items.append((data, {"service_name": svc, "instance": "host-1:6060", "version": version}))
+    # After ``end``: 40 more minutes of checkout with the slowdown fixed (for the resolution test).
+    fixed = [
+        (
+            to_pprof(model, model.draw(rng, 6000), end + i * S),
+            {"service_name": "checkout", "instance": "host-1:6060", "version": "v3"},
+        )
+        for i in range(160)
+    ]
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("regressions")))
     with TestClient(app) as client:
         ing = client.app.state.ingestor  # type: ignore[attr-defined]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name="process_cpu"), items))
+            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name="process_cpu"), items + fixed))
         yield client, start, end, start + change * S
 
 
@@ -102,6 +110,21 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     notes = client.get("/api/v1/annotations", params={"from": start // ms, "until": end // ms}).json()
     assert [n["title"] for n in notes] == [acked["title"]]
     assert notes[0]["time"] == f["change_ts"] // ms and "v1 -> v2" in notes[0]["text"]
+
+    # Fixed in v3: a run over the 30 minutes after that finds nothing and resolves the finding.
+    later = client.post(
+        "/api/v1/analyze",
+        params={
+            "from": (end + 10 * MIN) // ms,
+            "until": (end + 40 * MIN) // ms,
+            "baseline_from": start // ms,
+            "baseline_until": (end - 30 * MIN) // ms,
+        },
+    ).json()
+    assert later["findings"] == [] and later["resolved"] == [f["id"]]
+    done = client.get(f"/api/v1/regressions/{f['id']}").json()
+    assert done["state"] == "resolved" and done["resolved_at"] >= done["acked_at"]
+    assert client.get("/api/v1/regressions", params={"state": "open"}).json() == []
 
 
 def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
