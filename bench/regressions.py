@@ -15,7 +15,9 @@ Reported:
   detect, and the median change-point error in scrape intervals;
 - false positives: distinct findings on control streams (same draws, no change), per
   service-week;
-- leaks: time to detect a 1 MB/min heap leak and a 10 goroutines/min leak.
+- leaks: time to detect a 1 MB/min heap leak and a 10 goroutines/min leak;
+- the real Go program (tests/gotarget) with one function made 2x and 3x slower at a known
+  moment, through a real DuckDB store and the service's own run (``analyze``), and its control.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
+from bench.gotarget import build, running
 from bench.synthetic import StackModel, cpu_model, draw_many, gauge_model, panel_of
 from service.analysis.detect import confirm
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import leak_findings, leak_tests
 from service.analysis.panel import Panel
-from service.analysis.run import Windows, regression_screens
-from service.types import ProfileType, TimeRange
+from service.analysis.run import Windows, analyze, regression_screens
+from service.store.db import Database
+from service.store.ingest import Ingestor
+from service.types import DEFAULT_TENANT, ProfileType, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 S = 15 * 10**9
@@ -188,6 +196,55 @@ def leak_delay(
     return delays, control_findings
 
 
+def go_target(go: str, factors: list[int], before_s: float = 40.0, after_s: float = 50.0) -> list[tuple]:
+    """The real Go program: ``main.checksumBlock`` does ``factor`` times the work from a known moment.
+
+    One-second CPU profiles are pulled back to back and ingested into a DuckDB store; from the
+    switch on, a run every 5 s tests the last 30 s against everything before (persist 10 s), as
+    the schedule would at this scale. Factor 1 is the control. Per factor: found, seconds from
+    the switch to the first run that reports the function, change-point error in seconds, and
+    findings of any other function.
+    """
+    t = Tuning(persist_ns=10 * 10**9, min_profiles=8)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="profstore-bench-go-") as tmp:
+        work = Path(tmp)
+        binary = build(work, go)
+        db = Database(work / "store")
+        ing = Ingestor(db)
+        try:
+            for factor in factors:
+                service = f"gotarget-x{factor}"
+                flags = ["-checksum"]
+                if factor > 1:
+                    flags += ["-checksum-slow-after", f"{3 + before_s}s", "-checksum-slow-factor", str(factor)]
+                hit: tuple[float, float] | None = None
+                others: set[str] = set()
+                with running(binary, work, *flags) as url, httpx.Client(timeout=10) as http:
+                    time.sleep(3)
+                    t0 = time.time_ns()
+                    switch = t0 + int(before_s * 1e9)
+                    next_run = switch + 10 * 10**9
+                    while time.time_ns() < switch + after_s * 1e9:
+                        data = http.get(f"{url}/debug/pprof/profile", params={"seconds": 1}).content
+                        ing.ingest(data, labels={"service_name": service, "instance": "gotarget"})
+                        now = time.time_ns()
+                        if now < next_run:
+                            continue
+                        next_run += 5 * 10**9
+                        w = Windows.ending(now, 30 * 10**9, now - 30 * 10**9 - t0, 0, 30 * 10**9)
+                        with db.read() as cur:
+                            found = [f for f in analyze(cur, DEFAULT_TENANT, w, t).findings if f.service == service]
+                        others |= {f.function for f in found if f.function != "main.checksumBlock"}
+                        mine = [f for f in found if f.function == "main.checksumBlock"]
+                        if mine and hit is None:
+                            hit = ((now - switch) / 1e9, abs(mine[0].change_ts - switch) / 1e9)
+                out.append((factor, hit, sorted(others)))
+        finally:
+            db.close()
+    return out
+
+
 def fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -217,6 +274,8 @@ def main() -> None:
     goroutines = gauge_model(CORPUS / "go119__goroutine.pb.gz", 0)
     heap_delay, heap_fp = leak_delay(heap, "heap", float(1 << 20), rng, 10)
     gr_delay, gr_fp = leak_delay(goroutines, "goroutine", 10.0, rng, 10)
+    go = shutil.which("go")
+    real = go_target(go, [1, 2, 3]) if go else []
     took = time.perf_counter() - t0
 
     print(
@@ -247,6 +306,21 @@ def main() -> None:
             f"max {fmt(max(got) if got else None, '.0f')} min after it started (runs every minute); "
             f"findings on the same streams without a leak: {fp}"
         )
+    print()
+    if not real:
+        print("Go target: go not installed, skipped")
+    for factor, hit, others in real:
+        what = "control (no slowdown)" if factor == 1 else f"main.checksumBlock {factor}x slower"
+        found = (
+            "-"
+            if factor == 1
+            else (
+                "not found"
+                if hit is None
+                else f"found {hit[0]:.0f} s after the switch, change point off by {hit[1]:.0f} s"
+            )
+        )
+        print(f"Go target, {what}: {found}; findings on other functions: {', '.join(others) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.gotarget import build, running
 from tests.conftest import Server
-from tests.gotarget_run import build, running
 from tests.pprof_tool import go_bin, top, totals
 
 SERVICE = "gotarget"
@@ -70,7 +70,7 @@ def top_cum(path: Path, sample_index: str | None = None) -> dict[str, str]:
 def gotarget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of the running Go target; built with ``go build -trimpath`` and stopped at module end."""
     work = tmp_path_factory.mktemp("gotarget")
-    with running(build(work), work) as url:
+    with running(build(work, go_bin()), work) as url:
         yield url
 
 

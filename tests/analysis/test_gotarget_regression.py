@@ -18,9 +18,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.gotarget import build, running
 from service.app import create_app
 from service.config import AnalysisSettings, Settings
-from tests.gotarget_run import build, running
+from tests.pprof_tool import go_bin
 
 BASELINE_S = 30.0
 RECENT_S = 24.0
@@ -29,7 +30,7 @@ WARM_UP_S = 3.0  # the heap and the scheduler settle; profiles from then on
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("gotarget-bin"))
+    return build(tmp_path_factory.mktemp("gotarget-bin"), go_bin())
 
 
 def collect(client: TestClient, url: str, service: str, seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""Build and run ``tests/gotarget`` (the real Go program tests scrape), stopped cleanly afterwards."""
+"""Build and run ``tests/gotarget`` (the real Go program that tests scrape and benches measure), stopped cleanly afterwards."""
 
 from __future__ import annotations
 
@@ -11,25 +11,23 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO
-from tests.pprof_tool import go_bin
-
 __all__ = ["GOTARGET_SRC", "build", "running"]
 
-GOTARGET_SRC = REPO / "tests" / "gotarget"
+GOTARGET_SRC = Path(__file__).resolve().parents[1] / "tests" / "gotarget"
 
 
-def build(work: Path) -> Path:
+def build(work: Path, go: str) -> Path:
     """``go build -trimpath`` of the target into ``work`` (standard library only: no downloads)."""
     binary = work / "gotarget"
     proc = subprocess.run(
-        [go_bin(), "build", "-trimpath", "-o", str(binary), "."],
+        [go, "build", "-trimpath", "-o", str(binary), "."],
         cwd=GOTARGET_SRC,
         capture_output=True,
         timeout=180,
         check=False,
     )
-    assert proc.returncode == 0, f"go build failed: {proc.stderr.decode(errors='replace')}"
+    if proc.returncode != 0:
+        raise RuntimeError(f"go build failed: {proc.stderr.decode(errors='replace')}")
     return binary
 
 
@@ -52,32 +50,33 @@ def running(binary: Path, work: Path, *flags: str) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
-    assert proc.returncode == 0, f"gotarget exited with {proc.returncode} on SIGTERM: {log.read_text()[-2000:]}"
+    if proc.returncode != 0:
+        raise RuntimeError(f"gotarget exited with {proc.returncode} on SIGTERM: {log.read_text()[-2000:]}")
 
 
 def _wait_for_port_file(proc: subprocess.Popen[bytes], port_file: Path, log: Path, deadline: float) -> str:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
         if port_file.exists():
             text = port_file.read_text()
             if text.endswith("\n"):  # written atomically, but be strict anyway
                 return text.strip()
         time.sleep(0.02)
-    raise AssertionError(f"gotarget wrote no port file within the deadline: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"gotarget wrote no port file within the deadline: {log.read_text()[-2000:]}")
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.02)
-    raise AssertionError(f"gotarget /healthz never answered 200: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"gotarget /healthz never answered 200: {log.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
