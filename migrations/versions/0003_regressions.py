@@ -1,10 +1,11 @@
 """Findings of regression and leak detection.
 
-One row per finding. ``finding_key`` hashes what makes two runs' findings the same one (kind,
-tenant, service, profile type, function, metric): a later run that sees it again updates that
-row (``last_seen``, current value, p-values) instead of adding one, and a finding that returned
-to its baseline is ``resolved``; if it comes back after that, it is a new row. Estimates are
-shares of the profile's total for regressions and the total itself for leaks.
+One row per finding. ``finding_key`` hashes what makes two runs' findings the same one: kind,
+tenant, service, profile type, function (not for a leak, whose top site may move) and metric.
+A later run that sees it again updates that row (``last_seen``, current value, p-values) instead
+of adding one; a finding that returned to its baseline is ``resolved``, and if it comes back
+after that, it is a new row. Estimates are shares of the profile's total for regressions and
+the total itself for leaks.
 
 Revision ID: 0003_regressions
 Revises: 0002_stack_rollups

@@ -67,5 +67,8 @@ class Finding:
 
     @property
     def key(self) -> int:
-        text = "\x1f".join((self.kind, self.tenant, self.service, self.profile_type, self.function, self.metric))
+        """Same kind, place, function and metric: the same finding. A leak is one per service and
+        type; its top site may change from run to run as the estimates move."""
+        function = "" if self.kind == "leak" else self.function
+        text = "\x1f".join((self.kind, self.tenant, self.service, self.profile_type, function, self.metric))
         return xxhash.xxh3_64_intdigest(text.encode())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.synthetic import cpu_model, to_pprof
+from bench.synthetic import cpu_model, gauge_model, to_pprof
 from service.types import now_ns
 
 S = 15 * 10**9
@@ -41,12 +41,21 @@ def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
             slow = {slowed: 0.5} if svc == "checkout" and i >= change else None
             version = "v2" if svc == "checkout" and i >= change else "v1"
             data = to_pprof(model, model.draw(rng, 6000, slow), start + i * S)
-            items.append((data, {"service_name": svc, "instance": "host-1:6060", "version": version}))
+            items.append((data, {"service_name": svc, "instance": "host-1:6060", "version": version}, "process_cpu"))
+    # In the last 30 minutes: inventory's heap, leaking 1 MB/min at one allocation site for 15 of them.
+    heap = gauge_model(corpus / "go119__heap.pb.gz", 3)
+    site = int(heap.leaf[0])
+    for i in range(120):
+        levels = heap.p * rng.lognormal(0.0, 0.05, heap.p.size)
+        levels[heap.leaf == site] += max(0, i - 60) * S / MIN * float(1 << 20) / (heap.leaf == site).sum()
+        data = to_pprof(heap, levels, end - (120 - i) * S, kind="heap")
+        items.append((data, {"service_name": "inventory", "instance": "host-2:6060"}, None))
     # After ``end``: 40 more minutes of checkout with the slowdown fixed (for the resolution test).
     fixed = [
         (
             to_pprof(model, model.draw(rng, 6000), end + i * S),
             {"service_name": "checkout", "instance": "host-1:6060", "version": "v3"},
+            "process_cpu",
         )
         for i in range(160)
     ]
@@ -54,12 +63,12 @@ def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
     with TestClient(app) as client:
         ing = client.app.state.ingestor  # type: ignore[attr-defined]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name="process_cpu"), items + fixed))
-        yield client, start, end, start + change * S
+            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name=it[2]), items + fixed))
+        yield client, start, end, start + change * S, heap.names[site]
 
 
 def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type: ignore[no-untyped-def]
-    client, start, end, change_ts = stored
+    client, start, end, change_ts, leak_site = stored
     ms = 10**6
     r = client.post(
         "/api/v1/analyze",
@@ -72,11 +81,21 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [(f["service"], f["function"], f["metric"]) for f in body["findings"]] == [
+    regressions = [f for f in body["findings"] if f["kind"] == "regression"]
+    assert [(f["service"], f["function"], f["metric"]) for f in regressions] == [
         ("checkout", "sort.insertionSort", "flat_share")
     ]
-    f = body["findings"][0]
-    assert body["new"] == [f["id"]]
+    f = regressions[0]
+    assert set(body["new"]) == {x["id"] for x in body["findings"]}
+
+    # The leak: found in inventory's in-use bytes, named by its growing site, at about 1 MB/min.
+    leaks = {x["profile_type"]: x for x in body["findings"] if x["kind"] == "leak"}
+    assert {x["service"] for x in leaks.values()} == {"inventory"}
+    space = leaks["memory:inuse_space:bytes:space:bytes"]
+    assert space["function"] == leak_site and space["metric"] == "total"
+    assert space["details"]["per_minute"] == pytest.approx(1 << 20, rel=0.35)
+    assert abs(space["change_ts"] - (end - 60 * S)) <= 4 * S
+    assert space["details"]["sites"][0]["function"] == leak_site
     assert abs(f["change_ts"] - change_ts) <= 2 * S
     assert f["attribution"] == {"version": {"from": ["v1"], "to": ["v2"]}}
     assert f["instances"] == ["host-1:6060"]
@@ -93,7 +112,7 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
             "baseline_until": (end - 30 * MIN) // ms,
         },
     ).json()
-    assert again["new"] == [] and [x["id"] for x in again["findings"]] == [f["id"]]
+    assert again["new"] == [] and {x["id"] for x in again["findings"]} == {x["id"] for x in body["findings"]}
 
     listed = client.get("/api/v1/regressions", params={"service": "checkout", "state": "open"}).json()
     assert [x["id"] for x in listed] == [f["id"]]
@@ -107,7 +126,9 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
 
     acked = client.post(f"/api/v1/regressions/{f['id']}/ack").json()
     assert acked["state"] == "acknowledged" and acked["acked_at"]
-    notes = client.get("/api/v1/annotations", params={"from": start // ms, "until": end // ms}).json()
+    notes = client.get(
+        "/api/v1/annotations", params={"from": start // ms, "until": end // ms, "service": "checkout"}
+    ).json()
     assert [n["title"] for n in notes] == [acked["title"]]
     assert notes[0]["time"] == f["change_ts"] // ms and "v1 -> v2" in notes[0]["text"]
 
@@ -124,7 +145,7 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     assert later["findings"] == [] and later["resolved"] == [f["id"]]
     done = client.get(f"/api/v1/regressions/{f['id']}").json()
     assert done["state"] == "resolved" and done["resolved_at"] >= done["acked_at"]
-    assert client.get("/api/v1/regressions", params={"state": "open"}).json() == []
+    assert client.get("/api/v1/regressions", params={"state": "open", "service": "checkout"}).json() == []
 
 
 def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
