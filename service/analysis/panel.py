@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from service.store.reads import SeriesRow, id_list, values_between
+from service.store.reads import SeriesRow, id_list, rollups_between, values_between
 from service.types import ProfileType, TimeRange
 
 __all__ = ["Panel", "callers_of", "load_panel", "unit_key", "unit_name"]
@@ -63,23 +63,25 @@ def load_panel(
     profile_type: ProfileType,
     service: str,
     series: list[SeriesRow],
-    windows: Sequence[TimeRange],
+    span: TimeRange,
     recent: TimeRange,
     *,
     min_share: float,
     volatile: Sequence[str],
     functions: Sequence[str] | None = None,
 ) -> Panel:
-    """Profiles of ``series`` inside ``windows``; columns for functions whose cum holds at least
+    """Profiles of ``series`` inside ``span``; columns for functions whose cum holds at least
     ``min_share`` of the ``recent`` window's total (or exactly ``functions`` when given).
 
-    A name's flat and cum sum its function ids, as the time series endpoint does.
+    A name's flat and cum sum its function ids, as the time series endpoint does; two profiles
+    of one series at one time are one row (their sum), as a merge would see them.
     """
     ids = id_list(s.series_id for s in series)
-    within = " OR ".join(f"(ts >= {int(w.start)} AND ts < {int(w.end)})" for w in windows) or "FALSE"
+    bounds = {"start": span.start, "end": span.end}
     prof = cur.execute(
-        f"SELECT series_id, ts, total::DOUBLE AS total FROM profiles WHERE series_id IN ({ids}) AND ({within}) "
-        "ORDER BY ts, series_id"
+        f"SELECT series_id, ts, sum(total)::DOUBLE AS total FROM profiles WHERE series_id IN ({ids}) "
+        "AND ts >= $start AND ts < $end GROUP BY series_id, ts ORDER BY ts, series_id",
+        bounds,
     ).fetchnumpy()
     by_id = {s.series_id: i for i, s in enumerate(series)}
     units: list[tuple[tuple[str, str], ...]] = []
@@ -92,14 +94,14 @@ def load_panel(
             units.append(key)
     sid = np.asarray(prof["series_id"], np.uint64)
     ts = np.asarray(prof["ts"], np.int64)
-    series_index = np.fromiter((by_id[int(x)] for x in sid), np.int64, sid.size)
+    uniq, inverse = np.unique(sid, return_inverse=True)  # a Python lookup per series, not per profile
+    series_index = np.array([by_id[int(u)] for u in uniq], np.int64)[inverse].reshape(-1)
     unit = np.asarray(series_unit, np.int64)[series_index] if sid.size else np.zeros(0, np.int64)
     total = np.asarray(prof["total"], np.float64)
 
     if functions is None:
         rows = cur.execute(
-            "SELECT f.name FROM rollup_values r JOIN functions f USING (function_id) "
-            f"WHERE r.series_id IN ({ids}) AND r.ts >= $start AND r.ts < $end "
+            f"SELECT f.name FROM ({rollups_between('$start', '$end', ids)}) r JOIN functions f USING (function_id) "
             "GROUP BY f.name HAVING sum(r.cum) >= $share * (SELECT sum(total) FROM profiles "
             f"  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end) ORDER BY f.name",
             {"start": recent.start, "end": recent.end, "share": min_share},
@@ -109,20 +111,18 @@ def load_panel(
     flat = np.zeros((ts.size, len(names)), np.float64)
     cum = np.zeros((ts.size, len(names)), np.float64)
     if names and ts.size:
+        # Row numbers in the order of the profiles read above, so values land by fancy indexing.
         vals = cur.execute(
-            "SELECT r.series_id, r.ts, f.name, sum(r.flat)::DOUBLE AS flat, sum(r.cum)::DOUBLE AS cum "
-            "FROM rollup_values r JOIN functions f USING (function_id) "
-            f"WHERE r.series_id IN ({ids}) AND ({within.replace('ts', 'r.ts')}) AND f.name IN (SELECT unnest($names)) "
-            "GROUP BY ALL",
-            {"names": names},
+            "WITH p AS (SELECT series_id, ts, row_number() OVER (ORDER BY ts, series_id) - 1 AS row "
+            f"  FROM profiles WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id, ts), "
+            "fn AS (SELECT function_id, name FROM functions WHERE name IN (SELECT unnest($names))) "
+            "SELECT p.row, fn.name, sum(r.flat)::DOUBLE AS flat, sum(r.cum)::DOUBLE AS cum "
+            f"FROM ({rollups_between('$start', '$end', ids)}) r JOIN fn USING (function_id) JOIN p USING (series_id, ts) "
+            "GROUP BY p.row, fn.name",
+            {**bounds, "names": names},
         ).fetchnumpy()
-        row_of = {(int(s), int(t)): i for i, (s, t) in enumerate(zip(sid.tolist(), ts.tolist(), strict=True))}
         col_of = {n: j for j, n in enumerate(names)}
-        r = np.fromiter(
-            (row_of[(int(s), int(t))] for s, t in zip(vals["series_id"].tolist(), vals["ts"].tolist(), strict=True)),
-            np.int64,
-            len(vals["ts"]),
-        )
+        r = np.asarray(vals["row"], np.int64)
         c = np.fromiter((col_of[n] for n in vals["name"].tolist()), np.int64, len(vals["name"]))
         flat[r, c] = np.asarray(vals["flat"], np.float64)
         cum[r, c] = np.asarray(vals["cum"], np.float64)

@@ -124,9 +124,7 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
                 active = [s for s in rows if s.last_seen >= w.leak.start and s.first_seen < w.leak.end]
                 if not active:
                     continue
-                panel = load_panel(
-                    cur, pt, service, active, [w.leak], w.leak, min_share=t.min_share, volatile=t.volatile
-                )
+                panel = load_panel(cur, pt, service, active, w.leak, w.leak, min_share=t.min_share, volatile=t.volatile)
                 result.panels[(service, str(pt))] = panel
                 leaks.extend(leak_tests(panel, w.leak, t))
                 continue
@@ -134,7 +132,7 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
             active = [s for s in rows if s.last_seen >= span.start and s.first_seen < span.end]
             if not any(s.last_seen >= w.recent.start for s in active):
                 continue
-            panel = load_panel(cur, pt, service, active, [span], w.recent, min_share=t.min_share, volatile=t.volatile)
+            panel = load_panel(cur, pt, service, active, span, w.recent, min_share=t.min_share, volatile=t.volatile)
             result.panels[(service, str(pt))] = panel
             screens.extend(regression_screens(panel, w, t))
     # Callers only for what passed the screen: the cost-shift filter needs them, nothing else does.

@@ -10,7 +10,16 @@ import pyarrow as pa
 
 from service.types import ProfileType, TimeRange
 
-__all__ = ["ExportRows", "SeriesRow", "export_rows", "id_list", "list_profiles", "list_series", "values_between"]
+__all__ = [
+    "ExportRows",
+    "SeriesRow",
+    "export_rows",
+    "id_list",
+    "list_profiles",
+    "list_series",
+    "rollups_between",
+    "values_between",
+]
 
 
 def id_list(ids: Iterable[int]) -> str:
@@ -32,15 +41,27 @@ def values_between(lo: str, hi: str, series: str | None = None) -> str:
     through the view, the aliased branch joins ``samples`` on the source profile without
     bounds, and DuckDB scans every row group of the table instead of skipping by time.
     """
+    return _between("samples", ("stack_id", "labelset_id"), ("value",), lo, hi, series)
+
+
+def rollups_between(lo: str, hi: str, series: str | None = None) -> str:
+    """``series_id, ts, function_id, flat, cum`` for ``lo <= ts < hi``: the ``rollup_values`` view
+    with the bounds in both branches, as :func:`values_between` is to ``sample_values``."""
+    return _between("function_rollup", ("function_id",), ("flat", "cum"), lo, hi, series)
+
+
+def _between(table: str, keys: tuple[str, ...], values: tuple[str, ...], lo: str, hi: str, series: str | None) -> str:
     only = f"AND series_id IN ({series})" if series else ""
     only_p = f"AND p.series_id IN ({series})" if series else ""
+    own = ", ".join([*keys, *(f"{v} * scale AS {v}" for v in values)])
+    aliased = ", ".join([*(f"x.{k}" for k in keys), *(f"x.{v} * p.scale AS {v}" for v in values)])
     return (
-        f"SELECT series_id, ts, stack_id, labelset_id, value * scale AS value FROM samples "
+        f"SELECT series_id, ts, {own} FROM {table} "
         f"WHERE ts >= {lo} AND ts < {hi} {only} "
         "UNION ALL "
-        "SELECT p.series_id, p.ts, x.stack_id, x.labelset_id, x.value * p.scale AS value FROM profiles p "
+        f"SELECT p.series_id, p.ts, {aliased} FROM profiles p "
         "JOIN profiles src ON src.group_id = p.group_id AND src.type_index = p.alias_of "
-        "JOIN samples x ON x.series_id = src.series_id AND x.ts = src.ts "
+        f"JOIN {table} x ON x.series_id = src.series_id AND x.ts = src.ts "
         f"WHERE p.alias_of >= 0 AND p.ts >= {lo} AND p.ts < {hi} AND src.ts >= {lo} AND src.ts < {hi} "
         f"AND x.ts >= {lo} AND x.ts < {hi} {only_p}"
     )
