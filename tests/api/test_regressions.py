@@ -67,20 +67,25 @@ def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
         yield client, start, end, start + change * S, heap.names[site]
 
 
-def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type: ignore[no-untyped-def]
-    client, start, end, change_ts, leak_site = stored
+def analyze(client: TestClient, recent: tuple[int, int], baseline: tuple[int, int]) -> dict:  # type: ignore[type-arg]
     ms = 10**6
     r = client.post(
         "/api/v1/analyze",
         params={
-            "from": (end - 30 * MIN) // ms,
-            "until": end // ms,
-            "baseline_from": start // ms,
-            "baseline_until": (end - 30 * MIN) // ms,
+            "from": recent[0] // ms,
+            "until": recent[1] // ms,
+            "baseline_from": baseline[0] // ms,
+            "baseline_until": baseline[1] // ms,
         },
     )
     assert r.status_code == 200, r.text
-    body = r.json()
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type: ignore[no-untyped-def]
+    client, start, end, change_ts, leak_site = stored
+    ms = 10**6
+    body = analyze(client, (end - 30 * MIN, end), (start, end - 30 * MIN))
     regressions = [f for f in body["findings"] if f["kind"] == "regression"]
     assert [(f["service"], f["function"], f["metric"]) for f in regressions] == [
         ("checkout", "sort.insertionSort", "flat_share")
@@ -103,15 +108,7 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     assert 0.3 < f["relative"] < 0.7
 
     # Seen again: the same finding, not a new one.
-    again = client.post(
-        "/api/v1/analyze",
-        params={
-            "from": (end - 30 * MIN) // ms,
-            "until": end // ms,
-            "baseline_from": start // ms,
-            "baseline_until": (end - 30 * MIN) // ms,
-        },
-    ).json()
+    again = analyze(client, (end - 30 * MIN, end), (start, end - 30 * MIN))
     assert again["new"] == [] and {x["id"] for x in again["findings"]} == {x["id"] for x in body["findings"]}
 
     listed = client.get("/api/v1/regressions", params={"service": "checkout", "state": "open"}).json()
@@ -133,15 +130,7 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     assert notes[0]["time"] == f["change_ts"] // ms and "v1 -> v2" in notes[0]["text"]
 
     # Fixed in v3: a run over the 30 minutes after that finds nothing and resolves the finding.
-    later = client.post(
-        "/api/v1/analyze",
-        params={
-            "from": (end + 10 * MIN) // ms,
-            "until": (end + 40 * MIN) // ms,
-            "baseline_from": start // ms,
-            "baseline_until": (end - 30 * MIN) // ms,
-        },
-    ).json()
+    later = analyze(client, (end + 10 * MIN, end + 40 * MIN), (start, end - 30 * MIN))
     assert later["findings"] == [] and later["resolved"] == [f["id"]]
     done = client.get(f"/api/v1/regressions/{f['id']}").json()
     assert done["state"] == "resolved" and done["resolved_at"] >= done["acked_at"]
