@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["GOTARGET_SRC", "build", "running"]
+__all__ = ["GOTARGET_SRC", "build", "running", "stop_process", "wait_healthy"]
 
 GOTARGET_SRC = Path(__file__).resolve().parents[1] / "tests" / "gotarget"
 
@@ -46,10 +46,10 @@ def running(binary: Path, work: Path, *flags: str) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 15
         url = "http://" + _wait_for_port_file(proc, port_file, log, deadline)
-        _wait_healthy(proc, url, log, deadline)
+        wait_healthy(proc, url, log, deadline)
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"gotarget exited with {proc.returncode} on SIGTERM: {log.read_text()[-2000:]}")
 
@@ -66,7 +66,7 @@ def _wait_for_port_file(proc: subprocess.Popen[bytes], port_file: Path, log: Pat
     raise RuntimeError(f"gotarget wrote no port file within the deadline: {log.read_text()[-2000:]}")
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
@@ -79,7 +79,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: 
     raise RuntimeError(f"gotarget /healthz never answered 200: {log.read_text()[-2000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)

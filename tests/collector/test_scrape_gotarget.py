@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, Server, free_port
+from bench.gotarget import build, stop_process, wait_healthy
+from tests.conftest import Server, free_port
 from tests.pprof_tool import go_bin
-from tests.test_gotarget import _stop, _wait_healthy
 
 INTERVAL_S = 2
 
@@ -35,11 +35,11 @@ class GoTarget:
             self.proc = subprocess.Popen(
                 [str(self.binary), "-listen", f"127.0.0.1:{self.port}"], stdout=out, stderr=subprocess.STDOUT
             )
-        _wait_healthy(self.proc, self.url, self.log, time.monotonic() + 15)
+        wait_healthy(self.proc, self.url, self.log, time.monotonic() + 15)
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process(self.proc)
 
 
 class AllocClock:
@@ -76,16 +76,7 @@ class AllocClock:
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("gobuild") / "gotarget"
-    build = subprocess.run(
-        [go_bin(), "build", "-trimpath", "-o", str(out), "."],
-        cwd=REPO / "tests" / "gotarget",
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
-    assert build.returncode == 0, build.stderr.decode(errors="replace")
-    return out
+    return build(tmp_path_factory.mktemp("gobuild"), go_bin())
 
 
 @pytest.fixture
