@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.analysis.job import Analyzer
+from service.analysis.run import KINDS
 from service.api import errors, ops, query, regressions, rest, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
@@ -108,9 +109,14 @@ def create_app(
         detection = AsyncIOScheduler()
         if settings.analysis.enabled:
             detection.add_job(
-                _analyze, "interval", args=[analyzer], seconds=settings.analysis.interval_s,
+                _analyze, "interval", args=[analyzer, KINDS], seconds=settings.analysis.interval_s,
                 id="analysis", max_instances=1, coalesce=True,
             )  # fmt: skip
+            if settings.analysis.leak_interval_s < settings.analysis.interval_s:
+                detection.add_job(
+                    _analyze, "interval", args=[analyzer, frozenset({"leak"})],
+                    seconds=settings.analysis.leak_interval_s, id="leaks", max_instances=1, coalesce=True,
+                )  # fmt: skip
             detection.start()
         loop = asyncio.get_running_loop()
         hup = False
@@ -157,10 +163,10 @@ def create_app(
     return app
 
 
-async def _analyze(analyzer: Analyzer) -> None:
-    """The scheduled detection run, on a worker thread; a failure is logged and the next run comes anyway."""
+async def _analyze(analyzer: Analyzer, kinds: frozenset[str]) -> None:
+    """A scheduled detection run, on a worker thread; a failure is logged and the next run comes anyway."""
     try:
-        report = await asyncio.get_running_loop().run_in_executor(None, analyzer.run)
+        report = await asyncio.get_running_loop().run_in_executor(None, lambda: analyzer.run(kinds=kinds))
     except Exception:
         log.exception("regression analysis failed; the next run is in %g s", analyzer.settings.interval_s)
         return

@@ -48,7 +48,10 @@ class AnalysisSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run detection on a schedule in the serve process.")
-    interval_s: float = Field(300.0, gt=0, description="How often the scheduled run starts.")
+    interval_s: float = Field(300.0, gt=0, description="How often the scheduled run (regressions and leaks) starts.")
+    leak_interval_s: float = Field(
+        60.0, gt=0, description="How often a leak-only run starts in between (cheap: gauges over leak_window_s)."
+    )
     recent_s: float = Field(1800.0, gt=0, description="The recent window tested, ending at the run's time.")
     recent_long_s: float = Field(
         7200.0,

@@ -15,7 +15,7 @@ from typing import Any
 
 from service.analysis.findings import Tuning
 from service.analysis.records import Record, open_records, resolve, save
-from service.analysis.run import Windows, analyze, returned
+from service.analysis.run import KINDS, Windows, analyze, returned
 from service.analysis.webhook import Webhook
 from service.config import AnalysisSettings
 from service.store.db import Database
@@ -37,6 +37,7 @@ class RunReport:
     new: list[int] = field(default_factory=list)  # ids first seen in this run
     resolved: list[int] = field(default_factory=list)
     verdicts: dict[str, int] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=list)  # what this run tested: regression, leak
 
 
 def record_json(r: Record) -> dict[str, Any]:
@@ -74,13 +75,15 @@ class Analyzer:
             int(s.recent_long_s * 1e9),
         )
 
-    def run(self, w: Windows | None = None) -> RunReport:
+    def run(self, w: Windows | None = None, kinds: frozenset[str] = KINDS) -> RunReport:
+        """One run; ``kinds`` narrows it (the frequent leak-only runs of the schedule)."""
         w = w or self.windows()
         t0 = time.monotonic()
         with self._lock:
             with self.db.read(timeout_s=self.settings.timeout_s) as cur:
-                result = analyze(cur, self.tenant, w, self.tuning)
-                back = returned(open_records(cur, self.tenant), result, w, self.tuning)
+                result = analyze(cur, self.tenant, w, self.tuning, kinds)
+                tested = [r for r in open_records(cur, self.tenant) if r.kind in kinds]
+                back = returned(tested, result, w, self.tuning)
             now = now_ns()
 
             def store(con: Any) -> list[tuple[Record, bool]]:
@@ -99,6 +102,7 @@ class Analyzer:
             [r.id for r, new in saved if new],
             back,
             result.counts(),
+            sorted(kinds),
         )
         self.last = report
         for r, new in saved:

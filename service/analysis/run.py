@@ -23,7 +23,9 @@ from service.analysis.records import Record
 from service.store.reads import SeriesRow, list_series
 from service.types import ProfileType, TimeRange
 
-__all__ = ["Result", "Windows", "analyze", "regression_screens", "returned"]
+__all__ = ["KINDS", "Result", "Windows", "analyze", "regression_screens", "returned"]
+
+KINDS = frozenset({"regression", "leak"})
 
 # Of the sample types one profile carries, the one tested for regressions.
 _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "block": "delay"}
@@ -110,8 +112,11 @@ def _tested(series: list[SeriesRow]) -> list[tuple[ProfileType, list[SeriesRow],
     return out
 
 
-def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) -> Result:
-    """Test every service of ``tenant``; Benjamini-Hochberg runs over all regression tests of the run."""
+def analyze(
+    cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning, kinds: frozenset[str] = KINDS
+) -> Result:
+    """Test every service of ``tenant`` for ``kinds`` (regression, leak); Benjamini-Hochberg runs
+    over all regression tests of the run, and separately over all leak tests."""
     result = Result()
     by_service: dict[str, list[SeriesRow]] = defaultdict(list)
     for s in list_series(cur, tenant):
@@ -120,6 +125,8 @@ def analyze(cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning) 
     leaks: list[LeakTest] = []
     for service, series in sorted(by_service.items()):
         for pt, rows, leak in _tested(series):
+            if ("leak" if leak else "regression") not in kinds:
+                continue
             if leak:
                 active = [s for s in rows if s.last_seen >= w.leak.start and s.first_seen < w.leak.end]
                 if not active:

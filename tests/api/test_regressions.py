@@ -150,15 +150,24 @@ def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 400 and "before" in r.json()["error"]
 
 
-def test_the_schedule_runs_detection(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("interval_s", "leak_interval_s", "kinds"),
+    [(0.2, 60.0, ["leak", "regression"]), (3600.0, 0.2, ["leak"])],
+    ids=["full-runs", "leak-only-runs"],
+)
+def test_the_schedule_runs_detection(
+    tmp_path: Path, interval_s: float, leak_interval_s: float, kinds: list[str]
+) -> None:
     from service.app import create_app
     from service.config import AnalysisSettings, Settings
 
-    app = create_app(Settings(data_dir=tmp_path, analysis=AnalysisSettings(interval_s=0.2)))
+    analysis = AnalysisSettings(interval_s=interval_s, leak_interval_s=leak_interval_s)
+    app = create_app(Settings(data_dir=tmp_path, analysis=analysis))
     with TestClient(app) as client:
         analyzer = client.app.state.analyzer  # type: ignore[attr-defined]
         deadline = time.monotonic() + 20
         while analyzer.last is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert analyzer.last is not None, "no scheduled run within 20 s"
+        assert analyzer.last.kinds == kinds
         assert analyzer.last.records == [] and analyzer.last.tests == 0  # an empty store: nothing to test
