@@ -20,9 +20,8 @@ import xxhash
 from service.analysis.findings import Finding
 from service.types import TimeRange
 
-__all__ = ["STATES", "Record", "ack", "get", "list_records", "open_records", "resolve", "save"]
+__all__ = ["Record", "ack", "get", "list_records", "open_records", "resolve", "save"]
 
-STATES = ("open", "acknowledged", "resolved")
 _COLUMNS = (
     "id, finding_key, tenant, kind, service, profile_type, series_ids, function, metric, change_ts, baseline, "
     "baseline_lo, baseline_hi, current, current_lo, current_hi, relative, p_value, p_adjusted, instances, "

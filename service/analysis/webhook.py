@@ -2,7 +2,7 @@
 
 Deliveries run on their own thread from a queue, so a slow or failing receiver delays nothing
 but its own messages; each is tried ``attempts`` times (1 s, 2 s, 4 s, … apart) and then dropped
-with an error in the log. The body is the finding as ``GET /api/v1/regressions/{id}`` shows it.
+with an error in the log. The body is the finding's stored fields and title (``job.record_json``).
 """
 
 from __future__ import annotations
