@@ -56,6 +56,17 @@ class StackModel:
     def flat_shares(self) -> F64:
         return np.bincount(self.leaf, weights=self.p, minlength=len(self.names)) / self.p.sum()
 
+    def separation(self, f: int, x: float, n: int, recent: int, baseline: int) -> float:
+        """How many standard errors a ``+x`` slowdown of function ``f`` moves its mean flat share,
+        ``recent`` scrapes of ``n`` samples against ``baseline`` scrapes: what any test of shares has
+        to work with. One scrape's share varies as a Dirichlet-multinomial share does,
+        ``p (1 - p) (n + kappa) / (n (kappa + 1))``: sampling noise plus the workload's own drift."""
+        p = float(self.flat_shares()[f])
+        rise = p * (1 + x) / (1 + p * x) - p
+        drift = 1.0 if not np.isfinite(self.kappa) else (n + self.kappa) / (self.kappa + 1)
+        var = p * (1 - p) / n * drift
+        return rise / float(np.sqrt(var * (1 / recent + 1 / baseline)))
+
     def callers(self) -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
         for s in self.stacks:

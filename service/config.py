@@ -74,7 +74,11 @@ class AnalysisSettings(BaseModel):
     min_share: float = Field(
         0.005, ge=0, lt=1, description="Cum share of the recent window a function needs to be tested."
     )
-    min_relative: float = Field(0.01, ge=0, description="Smallest relative rise of a share reported.")
+    min_relative: float = Field(
+        0.005,
+        ge=0,
+        description="Smallest relative rise of a share reported (a +1 % slowdown raises its function's share by 1 % less that share).",
+    )
     min_delta: float = Field(0.0001, ge=0, description="Smallest absolute rise of a share reported.")
     persist_s: float = Field(
         600.0, gt=0, description="A rise must hold this long, up to the run's time, to be reported."

@@ -184,7 +184,7 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
     span = sc.recent.end - sc.recent.start
     near = (panel.ts >= sc.recent.end - 4 * span) & (panel.ts < sc.recent.end) & (panel.total > 0)
     order = np.flatnonzero(near)
-    k, _ = change_point(x[order], min_size=max(3, t.min_profiles // 2))
+    k, _ = change_point(x[order], min_size=max(3, t.min_profiles // 2), ts=panel.ts[order])
     change_ts = int(panel.ts[order[k]]) if k else int(sc.recent.start)
     after = sc.cur & (panel.ts >= change_ts)
     delta = float(x[after].mean()) if after.any() else 0.0

@@ -19,7 +19,7 @@ class Tuning:
 
     alpha: float = 0.001  # false discovery rate over all tests of a run (Benjamini-Hochberg)
     min_share: float = 0.005  # a function's cum share of the recent window to be tested at all
-    min_relative: float = 0.01  # smallest relative rise reported
+    min_relative: float = 0.005  # smallest relative rise reported; +1 % of cost is +(1 - share) % of share
     min_delta: float = 0.0001  # smallest rise of a share, absolute (0.01 percentage points)
     persist_ns: int = 600 * 10**9  # the shift must hold this long (went-away filter)
     min_profiles: int = 8  # per window, else the window is too thin to test

@@ -4,8 +4,8 @@ Why these tests: per-profile shares of a function are skewed and heavy-tailed (a
 sampled a handful of times per profile), so a rank test (Mann-Whitney U) decides "did it rise",
 not a t-test on means. Many functions are tested per run, so p-values are corrected with
 Benjamini-Hochberg, which bounds the share of false findings rather than the chance of any.
-Where the change happened is a split search as Hunter does it (the split with the largest
-Welch t statistic), deterministic unlike E-divisive's permutations. Leaks are monotone trends:
+Where the change happened is a split search as Hunter does it (the least-squares split, scored
+by its t statistic), deterministic unlike E-divisive's permutations. Leaks are monotone trends:
 Mann-Kendall (Kendall's tau against time) says whether one exists, Theil-Sen says how fast,
 both robust to the sawtooth a garbage collector draws.
 """
@@ -78,11 +78,17 @@ def mean_ci(x: F64, level: float = 0.95) -> Estimate:
     return Estimate(m, m - half, m + half)
 
 
-def change_point(x: F64, min_size: int = 3) -> tuple[int, float]:
-    """The split ``k`` (``x[:k]`` before, ``x[k:]`` after) with the largest upward Welch t, and that t.
+def change_point(x: F64, min_size: int = 3, ts: npt.NDArray[np.int64] | None = None) -> tuple[int, float]:
+    """The split ``k`` (``x[:k]`` before, ``x[k:]`` after) that best explains ``x`` as one upward
+    step, and the pooled-variance t statistic of that step.
 
-    Every split with at least ``min_size`` points on each side is scored at once from cumulative
-    sums; (0, 0.0) when the series is too short to split.
+    Best means least squares: the split with the largest between-segment sum of squares
+    ``n1 * n2 / n * (m2 - m1) ** 2``, the maximum-likelihood change point of a mean shift in
+    Gaussian noise. (The largest Welch t is not: a short segment whose few points happen to lie
+    close together has a tiny variance and a huge t, and wins far from the real step.) With
+    ``ts``, splits fall only between distinct times, so instances scraped at one moment stay on
+    one side. Every split with ``min_size`` points on each side is scored at once from
+    cumulative sums; (0, 0.0) when the series is too short or never steps up.
     """
     n = x.size
     if n < 2 * min_size:
@@ -90,18 +96,24 @@ def change_point(x: F64, min_size: int = 3) -> tuple[int, float]:
     c1 = np.cumsum(x)
     c2 = np.cumsum(x * x)
     k = np.arange(min_size, n - min_size + 1)
+    if ts is not None:
+        k = k[ts[k] != ts[k - 1]]
+        if k.size == 0:
+            return 0, 0.0
     n1 = k.astype(np.float64)
     n2 = n - n1
-    s1, q1 = c1[k - 1], c2[k - 1]
-    s2, q2 = c1[-1] - s1, c2[-1] - q1
-    m1, m2 = s1 / n1, s2 / n2
-    v1 = np.maximum(q1 - n1 * m1 * m1, 0.0) / np.maximum(n1 - 1, 1)
-    v2 = np.maximum(q2 - n2 * m2 * m2, 0.0) / np.maximum(n2 - 1, 1)
-    se = np.sqrt(v1 / n1 + v2 / n2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, (m2 - m1) / se, np.where(m2 > m1, np.inf, 0.0))
-    i = int(np.argmax(t))
-    return int(k[i]), float(t[i])
+    s1 = c1[k - 1]
+    m1, m2 = s1 / n1, (c1[-1] - s1) / n2
+    between = n1 * n2 / n * (m2 - m1) ** 2
+    between = np.where(m2 > m1, between, -1.0)
+    i = int(np.argmax(between))
+    if between[i] <= 0:
+        return 0, 0.0
+    within = max(float(c2[-1] - c1[-1] ** 2 / n) - float(between[i]), 0.0)
+    s2 = within / max(n - 2, 1)
+    se = np.sqrt(s2 * (1 / n1[i] + 1 / n2[i]))
+    t = float((m2[i] - m1[i]) / se) if se > 0 else float("inf")
+    return int(k[i]), t
 
 
 def hinge_point(t: F64, y: F64, min_size: int = 3) -> int:

@@ -55,6 +55,25 @@ def test_change_point_finds_the_step() -> None:
     assert change_point(np.ones(4)) == (0, 0.0)
 
 
+def test_change_point_is_not_fooled_by_a_tight_short_segment() -> None:
+    # Four nearly equal values at the end have almost no variance: the largest Welch t sits there,
+    # 36 points after the real step. Least squares weighs the step by how many points it explains.
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(10, 1, 60), rng.normal(11, 1, 36), [11.5, 11.51, 11.49, 11.5]])
+    k, t = change_point(x, min_size=4)
+    assert k == pytest.approx(60, abs=5)
+    assert t > 3
+
+
+def test_change_point_splits_only_between_times() -> None:
+    # Two instances scraped at each moment: a split never separates one moment's profiles.
+    ts = np.repeat(np.arange(50, dtype=np.int64), 2)
+    x = np.where(ts >= 30, 2.0, 1.0) + np.tile([0.1, -0.1], 50)
+    k, _ = change_point(x, ts=ts)
+    assert k == 60 and ts[k] != ts[k - 1]
+    assert change_point(x, ts=np.zeros(100, np.int64)) == (0, 0.0)
+
+
 def test_hinge_point_finds_where_growth_starts() -> None:
     t = np.arange(120, dtype=np.float64)
     y = np.where(t < 70, 100.0, 100.0 + 2.0 * (t - 70))
