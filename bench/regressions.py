@@ -284,7 +284,7 @@ def synthetic(args: argparse.Namespace) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, share, x, units, n, sep30, sep2h, in30, in2h, ttd, cpe in rows:
         print(
-            f"| {name} ({share:.1%}) | +{x:.0%} | {units} | {n:,} | {sep30:.1f} / {sep2h:.1f} σ | {in30:.0%} | {in2h:.0%} | "
+            f"| {name} ({share:.1%}) | +{x:.0%} | {units} | {n:,} | {sep30:.1f} / {sep2h:.1f} SE | {in30:.0%} | {in2h:.0%} | "
             f"{fmt(ttd, '.0f')} min | {fmt(cpe, '.1f')} intervals |"
         )
     print()
