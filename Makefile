@@ -50,10 +50,15 @@ lint: $(VENV)/.test
 openapi: $(VENV)/.run
 	$(BIN)/profstore openapi > openapi.yaml
 
-# Regenerates service/pprof/profile_pb2.py(i) from our own profile.proto (needs the dev extra).
+# Regenerates the Python modules of our own .proto files (needs the dev extra): pprof's format, and
+# Pyroscope's API (service/protocols) with Connect client stubs (*_connect.py, used by the tests).
+PROTOS := service/pprof/profile.proto $(wildcard service/protocols/*/v1/*.proto)
 proto: | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
-	cd service/pprof && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. profile.proto
+	$(BIN)/pip install -q -e '.[dev,test]'
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		--plugin=protoc-gen-connectrpc=$(BIN)/protoc-gen-connectrpc --connectrpc_out=. \
+		--connectrpc_opt=protobuf=google $(PROTOS)
+	rm -f service/pprof/profile_connect.py service/protocols/types/v1/types_connect.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

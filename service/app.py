@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.analysis.job import Analyzer
 from service.analysis.run import KINDS
-from service.api import errors, ops, query, regressions, rest, targets
+from service.api import errors, ops, querier, query, regressions, rest, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import Settings, load_settings
@@ -160,6 +160,7 @@ def create_app(
     app.include_router(targets.router)
     app.include_router(regressions.router)
     app.include_router(ops.router)
+    app.include_router(querier.router)
     return app
 
 

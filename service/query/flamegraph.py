@@ -9,15 +9,15 @@ by name, as Pyroscope orders them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from service.query.stacks import StackSet
+from service.query.stacks import StackSet, under_roots
 
-__all__ = ["Tree", "build_tree", "nested", "pyroscope_levels"]
+__all__ = ["Tree", "build_tree", "diff_levels", "nested", "pyroscope_levels"]
 
 I64 = npt.NDArray[np.int64]
 OTHER = "other"
@@ -77,12 +77,18 @@ def build_tree(s: StackSet, max_nodes: int | None = None) -> Tree:
     return _truncate(tree, max_nodes, other_code) if max_nodes and tree.name.size > max_nodes else tree
 
 
-def _truncate(t: Tree, max_nodes: int, other_code: int) -> Tree:
-    # Parents rank before their children: by total descending, then creation order (shallower first).
-    rank = np.lexsort((np.arange(t.name.size), -t.total))
-    kept = np.zeros(t.name.size, bool)
+def _kept(total: I64, max_nodes: int) -> npt.NDArray[np.bool_]:
+    """The ``max_nodes`` nodes with the largest totals (and the root). Parents rank before their
+    children: by total descending, then creation order (shallower first)."""
+    rank = np.lexsort((np.arange(total.size), -total))
+    kept = np.zeros(total.size, bool)
     kept[rank[:max_nodes]] = True
     kept[0] = True
+    return kept
+
+
+def _truncate(t: Tree, max_nodes: int, other_code: int, kept: npt.NDArray[np.bool_] | None = None) -> Tree:
+    kept = _kept(t.total, max_nodes) if kept is None else kept
     cut = ~kept & (t.parent >= 0)
     cut &= kept[np.maximum(t.parent, 0)]  # the topmost cut node of each cut subtree
     lost = np.bincount(t.parent[cut], weights=t.total[cut], minlength=t.name.size).astype(np.int64)
@@ -142,3 +148,67 @@ def pyroscope_levels(t: Tree) -> dict[str, Any]:
             cx += int(t.total[k])
         stack.extend(reversed(placed))
     return {"names": names, "levels": levels, "total": int(t.total[0]), "max_self": max_self}
+
+
+def diff_levels(left: StackSet | None, right: StackSet | None, max_nodes: int) -> dict[str, Any]:
+    """Pyroscope's diff flame graph: one tree over both sides' stacks, each node as
+    ``[x_left_delta, total_left, self_left, x_right_delta, total_right, self_right, name]`` (x deltas
+    per side as in :func:`pyroscope_levels`). Nodes are kept by their combined total, so both sides
+    keep the same nodes and each side's totals still add up."""
+    empty = {
+        "names": [ROOT],
+        "levels": [[0, 0, 0, 0, 0, 0, 0]],
+        "total": 0,
+        "max_self": 0,
+        "left_ticks": 0,
+        "right_ticks": 0,
+    }
+    sides = [s for s in (left, right) if s is not None]
+    if not sides:
+        return empty
+    both = under_roots([([], s) for s in sides])
+    n_left = left.values.size if left is not None else 0
+    is_left = np.arange(both.values.size) < n_left
+    zero = np.zeros_like(both.values)
+    lt = build_tree(replace(both, values=np.where(is_left, both.values, zero)))
+    rt = build_tree(replace(both, values=np.where(is_left, zero, both.values)))
+    if lt.name.size > max_nodes:
+        kept = _kept(lt.total + rt.total, max_nodes)
+        other = len(both.names) + 1
+        lt, rt = _truncate(lt, max_nodes, other, kept), _truncate(rt, max_nodes, other, kept)
+    kids = lt.children()
+    names = [ROOT]
+    index = {ROOT: 0}
+    levels: list[list[int]] = []
+    ends: list[list[int]] = []  # per depth: end of the last node, left and right
+    stack = [(0, 0, 0, 0)]  # (node, depth, x left, x right)
+    max_self = 0
+    while stack:
+        node, d, xl, xr = stack.pop()
+        label = lt.names[lt.name[node]]
+        if label not in index:
+            index[label] = len(names)
+            names.append(label)
+        if d == len(levels):
+            levels.append([])
+            ends.append([0, 0])
+        tl, sl, tr, sr = int(lt.total[node]), int(lt.self_[node]), int(rt.total[node]), int(rt.self_[node])
+        levels[d] += [xl - ends[d][0], tl, sl, xr - ends[d][1], tr, sr, index[label]]
+        ends[d] = [xl + tl, xr + tr]
+        max_self = max(max_self, sl, sr)
+        cl, cr = xl + sl, xr + sr
+        placed = []
+        for k in kids[node]:
+            placed.append((k, d + 1, cl, cr))
+            cl += int(lt.total[k])
+            cr += int(rt.total[k])
+        stack.extend(reversed(placed))
+    left_ticks, right_ticks = int(lt.total[0]), int(rt.total[0])
+    return {
+        "names": names,
+        "levels": levels,
+        "total": left_ticks + right_ticks,
+        "max_self": max_self,
+        "left_ticks": left_ticks,
+        "right_ticks": right_ticks,
+    }

@@ -99,6 +99,16 @@ class StackSet:
             out = out._keep(depth > 0)
         return out
 
+    def under_call_site(self, path: list[str]) -> StackSet:
+        """Stacks that begin, root first, with the frames ``path`` (Pyroscope's ``StackTraceSelector``
+        call site): the flame graph of what runs below that call path."""
+        keep = self.depth >= len(path)
+        names = np.array(self.names, dtype=object)
+        for i, name in enumerate(path):
+            pos = np.where(keep, self.offsets[1:] - 1 - i, 0)
+            keep &= (names[self.frames[pos]] == name) if self.frames.size else False
+        return self._keep(keep)
+
     def _any_location(self, m: _Match) -> npt.NDArray[np.bool_]:
         hit = (
             (m(self.names) & self.named)[self.frames]
