@@ -75,7 +75,7 @@ class Method:
     """One unary method: its request message type and the handler (run in a worker thread, as it reads the store)."""
 
     request: type[Message]
-    handler: Callable[[Request, Any], Message | bytes]
+    handler: Callable[[Request, Any], Message]
 
 
 def code_of(exc: ProfstoreError) -> str:
@@ -134,11 +134,7 @@ def _decode(body: bytes, encoding: str, codec: str, message: type[Message], limi
     return msg
 
 
-def _encode(out: Message | bytes, codec: str) -> bytes:
-    if isinstance(out, bytes):  # already serialized (a pprof profile built by the export)
-        if codec == PROTO:
-            return out
-        raise InvalidRequest("this method answers binary protobuf only; send application/proto")
+def _encode(out: Message, codec: str) -> bytes:
     if codec == PROTO:
         return out.SerializeToString()
     return json_format.MessageToJson(out, indent=None).encode()

@@ -20,8 +20,8 @@ from fastapi import Request
 from service.api.connect import Method, Unimplemented, service_router
 from service.api.params import TENANT
 from service.errors import InvalidRequest
-from service.pprof.decode import DecodeLimits
 from service.pprof import profile_pb2 as pb
+from service.pprof.decode import DecodeLimits
 from service.pprof.encode import to_message
 from service.protocols.querier.v1 import querier_pb2 as q
 from service.protocols.types.v1 import types_pb2 as t
@@ -213,12 +213,11 @@ def _merged_pprof(request: Request, query: Query, tr: TimeRange, call_site: list
         return to_message(export_profile(cur, query, list_series(cur, TENANT), tr))
 
 
-def select_merge_profile(request: Request, req: q.SelectMergeProfileRequest) -> bytes:
+def select_merge_profile(request: Request, req: q.SelectMergeProfileRequest) -> pb.Profile:
     _no_selection(req.profile_id_selector, req.trace_id_selector)
     query = _query(req.profile_typeID, req.label_selector)
     call_site = _call_site(req.stack_trace_selector if req.HasField("stack_trace_selector") else None)
-    profile = _merged_pprof(request, query, _range(req.start, req.end), call_site)
-    return profile.SerializeToString()
+    return _merged_pprof(request, query, _range(req.start, req.end), call_site)
 
 
 def select_series(request: Request, req: q.SelectSeriesRequest) -> q.SelectSeriesResponse:
