@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.analysis.job import Analyzer
 from service.analysis.run import KINDS
-from service.api import errors, ops, querier, query, regressions, rest, targets
+from service.api import errors, ops, push, querier, query, regressions, rest, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import Settings, load_settings
@@ -161,6 +161,8 @@ def create_app(
     app.include_router(regressions.router)
     app.include_router(ops.router)
     app.include_router(querier.router)
+    app.include_router(push.connect_router)
+    app.include_router(push.router)
     return app
 
 

@@ -1,0 +1,95 @@
+"""Collapsed stacks (``a;b;c 42`` per line, root first) → pprof bytes, so Pyroscope's legacy
+``/ingest?format=folded`` lands through the same ingest as every profile.
+
+The profile type comes from the application name's suffix as Pyroscope reads it (``app.cpu``,
+``app.inuse_space``, …). CPU samples become nanoseconds when a sample rate is given
+(``value * 1e9 / rate``), as Pyroscope scales them, so a folded CPU profile and a pprof one of
+the same program share a profile type and a unit.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+
+from service.errors import ParseError
+from service.pprof import profile_pb2 as pb
+
+__all__ = ["FOLDED_TYPES", "FoldedType", "folded_to_pprof"]
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedType:
+    name: str
+    sample_type: str
+    sample_unit: str
+    period_type: str
+    period_unit: str
+
+
+# Application-name suffix -> what a folded profile of it measures (Pyroscope's legacy names).
+FOLDED_TYPES = {
+    "cpu": FoldedType("process_cpu", "cpu", "nanoseconds", "cpu", "nanoseconds"),
+    "itimer": FoldedType("process_cpu", "cpu", "nanoseconds", "cpu", "nanoseconds"),
+    "wall": FoldedType("wall", "wall", "nanoseconds", "wall", "nanoseconds"),
+    "alloc_objects": FoldedType("memory", "alloc_objects", "count", "space", "bytes"),
+    "alloc_space": FoldedType("memory", "alloc_space", "bytes", "space", "bytes"),
+    "inuse_objects": FoldedType("memory", "inuse_objects", "count", "space", "bytes"),
+    "inuse_space": FoldedType("memory", "inuse_space", "bytes", "space", "bytes"),
+    "goroutines": FoldedType("goroutine", "goroutine", "count", "goroutine", "count"),
+    "mutex_count": FoldedType("mutex", "contentions", "count", "contentions", "count"),
+    "mutex_duration": FoldedType("mutex", "delay", "nanoseconds", "contentions", "count"),
+    "block_count": FoldedType("block", "contentions", "count", "contentions", "count"),
+    "block_duration": FoldedType("block", "delay", "nanoseconds", "contentions", "count"),
+}
+SAMPLES = FoldedType("process_cpu", "samples", "count", "cpu", "nanoseconds")
+MAX_LINES = 1_000_000
+
+
+def folded_to_pprof(text: bytes, kind: FoldedType, *, sample_rate: int, time_nanos: int, duration_nanos: int) -> bytes:
+    """Gzipped pprof of the collapsed stacks in ``text``; equal stacks are summed, as pprof merges them."""
+    scale = 1
+    if kind.sample_type in ("cpu", "wall"):
+        if sample_rate <= 0:
+            kind = SAMPLES if kind.sample_type == "cpu" else kind
+        else:
+            scale = 10**9 // sample_rate
+    stacks: dict[tuple[str, ...], int] = {}
+    lines = text.decode("utf-8", "replace").splitlines()
+    if len(lines) > MAX_LINES:
+        raise ParseError(f"folded profile has {len(lines)} lines; the limit is {MAX_LINES}")
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        stack, _, value = line.rpartition(" ")
+        try:
+            v = int(value)
+        except ValueError:
+            raise ParseError(f"folded line {n}: want 'frame;frame;... <integer>', got {line[:80]!r}") from None
+        frames = tuple(f for f in stack.split(";") if f)
+        if not frames or v < 0:
+            raise ParseError(f"folded line {n}: want 'frame;frame;... <integer>', got {line[:80]!r}")
+        stacks[frames] = stacks.get(frames, 0) + v
+    if not stacks:
+        raise ParseError("folded profile has no stacks")
+    p = pb.Profile()
+    strings: dict[str, int] = {"": 0}
+
+    def s(x: str) -> int:
+        return strings.setdefault(x, len(strings))
+
+    p.sample_type.add(type=s(kind.sample_type), unit=s(kind.sample_unit))
+    p.period_type.type, p.period_type.unit = s(kind.period_type), s(kind.period_unit)
+    p.period = scale if scale > 1 else 1
+    p.time_nanos, p.duration_nanos = time_nanos, duration_nanos
+    ids: dict[str, int] = {}
+    for frames, v in stacks.items():
+        for name in frames:
+            if name not in ids:
+                ids[name] = len(ids) + 1
+                p.function.add(id=ids[name], name=s(name))
+                p.location.add(id=ids[name]).line.add(function_id=ids[name])
+        p.sample.add(location_id=[ids[f] for f in reversed(frames)], value=[v * scale])
+    p.string_table.extend(x.encode() for x in strings)
+    return gzip.compress(p.SerializeToString(), compresslevel=1)
