@@ -41,7 +41,9 @@ def _types(url: str, service: str) -> set[str]:
     return {
         p["id"]
         for p in httpx.get(f"{url}/api/v1/profile-types").json()
-        if httpx.get(f"{url}/api/v1/series", params={"query": p["id"] + f'{{service_name="{service}"}}', "from": "0"}).json()
+        if httpx.get(
+            f"{url}/api/v1/series", params={"query": p["id"] + f'{{service_name="{service}"}}', "from": "0"}
+        ).json()
     }
 
 
@@ -77,14 +79,24 @@ def test_push_plain_gzip_and_json(server: Server, corpus: Path) -> None:
     raw = gzip.decompress(_cpu_pprof(corpus))
     labels = [t.LabelPair(name="__name__", value="process_cpu"), t.LabelPair(name="service_name", value="pushed"),
               t.LabelPair(name="__delta__", value="false"), t.LabelPair(name="otel.scope.name", value="x/y")]  # fmt: skip
-    req = push_pb2.PushRequest(series=[push_pb2.RawProfileSeries(labels=labels, samples=[push_pb2.RawSample(raw_profile=raw, ID="a")])])
+    req = push_pb2.PushRequest(
+        series=[push_pb2.RawProfileSeries(labels=labels, samples=[push_pb2.RawSample(raw_profile=raw, ID="a")])]
+    )
     url = f"{server.url}/push.v1.PusherService/Push"
-    r = httpx.post(url, content=req.SerializeToString(), headers={"Content-Type": "application/proto", "Connect-Protocol-Version": "1"})
+    r = httpx.post(
+        url,
+        content=req.SerializeToString(),
+        headers={"Content-Type": "application/proto", "Connect-Protocol-Version": "1"},
+    )
     assert (r.status_code, r.headers["content-type"], r.content) == (200, "application/proto", b"")
     before = _top(server.url, CPU + '{service_name="pushed"}')
     # The same profile gzipped, the whole body gzipped (as pyroscope-rs sends it): stored once.
     req.series[0].samples[0].raw_profile = gzip.compress(raw)
-    r = httpx.post(url, content=gzip.compress(req.SerializeToString()), headers={"Content-Type": "application/proto", "Content-Encoding": "gzip"})
+    r = httpx.post(
+        url,
+        content=gzip.compress(req.SerializeToString()),
+        headers={"Content-Type": "application/proto", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 200, r.text
     assert _top(server.url, CPU + '{service_name="pushed"}') == before
     body = {"series": [{"labels": [{"name": "service_name", "value": "pushed-json"}],
@@ -103,7 +115,9 @@ def test_push_errors(server: Server) -> None:
     r = httpx.post(url, content=bad.SerializeToString(), headers={"Content-Type": "application/proto"})
     assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
     assert "series 0 (bad)" in r.json()["message"]
-    r = httpx.post(f"{server.url}/push.v1.PusherService/PushV2", content=b"", headers={"Content-Type": "application/proto"})
+    r = httpx.post(
+        f"{server.url}/push.v1.PusherService/PushV2", content=b"", headers={"Content-Type": "application/proto"}
+    )
     assert r.status_code == 501
 
 
@@ -111,7 +125,12 @@ def test_legacy_ingest_multipart_and_folded(server: Server, corpus: Path) -> Non
     data = _cpu_pprof(corpus)
     r = httpx.post(
         f"{server.url}/ingest",
-        params={"name": "multi{env=prod,region=eu-west/1}", "from": "1700000000", "until": "1700000010", "spyName": "gospy"},
+        params={
+            "name": "multi{env=prod,region=eu-west/1}",
+            "from": "1700000000",
+            "until": "1700000010",
+            "spyName": "gospy",
+        },
         files={"profile": ("profile.pprof", data, "application/octet-stream")},
     )
     assert r.status_code == 200, r.text
@@ -129,10 +148,17 @@ def test_legacy_ingest_multipart_and_folded(server: Server, corpus: Path) -> Non
     assert any(s.startswith("mutex:") for s in r.json()["series"]), r.json()
 
     folded = b"main;work;busy 30\nmain;idle 10\nmain;work;busy 20\n"
-    r = httpx.post(f"{server.url}/ingest", params={"name": "fold.cpu{env=test}", "from": "1700000000000", "sampleRate": "100"}, content=folded)
+    r = httpx.post(
+        f"{server.url}/ingest",
+        params={"name": "fold.cpu{env=test}", "from": "1700000000000", "sampleRate": "100"},
+        content=folded,
+    )
     assert r.status_code == 200, r.text
     top = _top(server.url, CPU + '{service_name="fold",env="test"}')
-    assert {k: v for k, v in top.items() if v} == {"busy": 50 * 10**7, "idle": 10 * 10**7}  # samples at 100 Hz are 10 ms each
+    assert {k: v for k, v in top.items() if v} == {
+        "busy": 50 * 10**7,
+        "idle": 10 * 10**7,
+    }  # samples at 100 Hz are 10 ms each
     r = httpx.post(f"{server.url}/ingest", params={"name": "fold.inuse_space"}, content=b"main;alloc 4096\n")
     assert r.status_code == 200, r.text
     assert r.json()["series"] == ["memory:inuse_space:bytes:space:bytes"]
