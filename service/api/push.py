@@ -24,6 +24,7 @@ from service.api.params import TENANT
 from service.errors import InvalidRequest, ProfileError, ProfileTooLarge
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.pprof.folded import FOLDED_TYPES, folded_to_pprof
+from service.pprof.split import split_by_sample_labels
 from service.protocols.push.v1 import push_pb2
 from service.store.ingest import Ingestor, IngestResult
 from service.types import now_ns, parse_time
@@ -37,11 +38,20 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
 
 def _store(
     ingestor: Ingestor, data: bytes, labels: dict[str, str], name: str | None, fallback_ts: int | None
-) -> IngestResult:
-    """Decode, pick the time (the profile's own unless unset or in 1970), store."""
-    env = envelope(decompress(data, ingestor.limits))
-    ts = None if env.header.time_nanos >= YEAR_1971_NS else fallback_ts
-    return ingestor.store(env, labels=labels, name=name, ts=ts, tenant=TENANT, source="push", size=len(data))
+) -> list[IngestResult]:
+    """Decode, split by sample labels, pick the time (the profile's own unless unset or in 1970), store."""
+    raw = decompress(data, ingestor.limits)
+    envelope(raw)  # a bad profile fails here, whole, before any part of it is stored
+    out = []
+    for extra, part in split_by_sample_labels(raw):
+        env = envelope(part)
+        ts = None if env.header.time_nanos >= YEAR_1971_NS else fallback_ts
+        out.append(
+            ingestor.store(
+                env, labels={**labels, **extra}, name=name, ts=ts, tenant=TENANT, source="push", size=len(part)
+            )
+        )
+    return out
 
 
 def _series_labels(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], str | None]:
@@ -220,7 +230,7 @@ async def legacy_ingest(
         labels["pyroscope_spy"] = spy_name
     ingestor: Ingestor = request.app.state.ingestor
     if fmt == "pprof":
-        res = await run_in_threadpool(_store, ingestor, data, labels, profile_name, start)
+        results = await run_in_threadpool(_store, ingestor, data, labels, profile_name, start)
     else:
         base, _, suffix = app.rpartition(".")
         kind = FOLDED_TYPES.get(suffix) if base else None
@@ -234,5 +244,9 @@ async def legacy_ingest(
             time_nanos=when,
             duration_nanos=max((end or when) - when, 0),
         )
-        res = await run_in_threadpool(_store, ingestor, pprof, labels, None, when)
-    return LegacyIngestResponse(series=res.series, samples=res.samples, duplicate=res.duplicate)
+        results = await run_in_threadpool(_store, ingestor, pprof, labels, None, when)
+    return LegacyIngestResponse(
+        series=sorted({s for r in results for s in r.series}),
+        samples=sum(r.samples for r in results),
+        duplicate=all(r.duplicate for r in results),
+    )

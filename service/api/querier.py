@@ -32,7 +32,7 @@ from service.query.plan import plan
 from service.query.selector import Matcher, Query, parse_selector
 from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
-from service.store.reads import SeriesRow, list_series
+from service.store.reads import SeriesRow, id_list, list_series, values_between
 from service.types import ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
@@ -116,15 +116,33 @@ def _call_site(sel: t.StackTraceSelector | None) -> list[str]:
     return [loc.name for loc in sel.call_site]
 
 
-def _stacks(request: Request, query: Query, tr: TimeRange, call_site: list[str]) -> StackSet | None:
-    """The merged stacks of ``query`` (``None`` when nothing matches), aggregated as the REST API does."""
+# Samples whose ``span_id`` label is one of ``$spans``, merged per stack (sum: a span's samples
+# are its own, whatever the profile type).
+_SPAN_STACKS = (
+    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM ({values}) v JOIN labelsets l USING (labelset_id) "
+    "WHERE list_position(l.keys, 'span_id') > 0 "
+    "AND l.strs[list_position(l.keys, 'span_id')] IN (SELECT unnest($spans)) GROUP BY v.stack_id"
+)
+
+
+def _stacks(
+    request: Request, query: Query, tr: TimeRange, call_site: list[str], spans: list[str] | None = None
+) -> StackSet | None:
+    """The merged stacks of ``query`` (``None`` when nothing matches), aggregated as the REST API does;
+    with ``spans``, only the samples labelled with one of those span ids."""
     series = _matching(request, query, tr)
     if not series:
         return None
     ids = [s.series_id for s in series]
     agg = aggregation_for(query.profile_type, None)
+    names = request.app.state.stack_names
     with request.app.state.db.read() as cur:
-        stacks = load_stacks(cur, ids, tr, agg, plan(cur, ids, tr, agg), request.app.state.stack_names)
+        if spans:
+            sql = _SPAN_STACKS.format(values=values_between("$start", "$end", id_list(ids)))
+            merged = cur.execute(sql, {"start": tr.start, "end": tr.end + 1, "spans": spans}).to_arrow_table()
+            stacks = names.name(cur, merged)
+        else:
+            stacks = load_stacks(cur, ids, tr, agg, plan(cur, ids, tr, agg), names)
     return stacks.under_call_site(call_site) if call_site else stacks
 
 
@@ -137,9 +155,9 @@ def _flamegraph(stacks: StackSet | None, max_nodes: int) -> q.FlameGraph:
     )
 
 
-def _no_selection(profile_ids: Iterable[str], trace_ids: Iterable[str], spans: Iterable[str] = ()) -> None:
-    if list(profile_ids) or list(trace_ids) or list(spans):
-        raise Unimplemented("profile, trace and span id selectors are not implemented")
+def _no_selection(profile_ids: Iterable[str], trace_ids: Iterable[str]) -> None:
+    if list(profile_ids) or list(trace_ids):
+        raise Unimplemented("profile and trace id selectors are not implemented; span_selector is")
 
 
 def profile_types(request: Request, req: q.ProfileTypesRequest) -> q.ProfileTypesResponse:
@@ -184,7 +202,7 @@ def series(request: Request, req: q.SeriesRequest) -> q.SeriesResponse:
 def select_merge_stacktraces(
     request: Request, req: q.SelectMergeStacktracesRequest
 ) -> q.SelectMergeStacktracesResponse:
-    _no_selection(req.profile_id_selector, req.trace_id_selector, req.span_selector)
+    _no_selection(req.profile_id_selector, req.trace_id_selector)
     query = _query(req.profile_typeID, req.label_selector)
     tr = _range(req.start, req.end)
     call_site = _call_site(req.stack_trace_selector if req.HasField("stack_trace_selector") else None)
@@ -195,15 +213,28 @@ def select_merge_stacktraces(
     if req.format not in (q.PROFILE_FORMAT_UNSPECIFIED, q.PROFILE_FORMAT_FLAMEGRAPH):
         raise Unimplemented(f"format {q.ProfileFormat.Name(req.format)} is not implemented; use FLAMEGRAPH or PPROF")
     max_nodes = _max_nodes(req)
-    return q.SelectMergeStacktracesResponse(flamegraph=_flamegraph(_stacks(request, query, tr, call_site), max_nodes))
+    stacks = _stacks(request, query, tr, call_site, _spans(req.span_selector))
+    return q.SelectMergeStacktracesResponse(flamegraph=_flamegraph(stacks, max_nodes))
+
+
+def _spans(selector: Iterable[str]) -> list[str] | None:
+    spans = [s.strip() for s in selector if s.strip()]
+    return spans or None
 
 
 def select_merge_span_profile(
     request: Request, req: q.SelectMergeSpanProfileRequest
 ) -> q.SelectMergeSpanProfileResponse:
-    # Spans are sample labels (span_id) that Go's pprof endpoints do not write; profstore keeps
-    # sample labels, but has no span index to select by.
-    raise Unimplemented("span profiles are not implemented: profstore stores no span ids to select by")
+    """The flame graph of the samples of some spans (``span_id`` sample labels, as otel-profiling-go
+    writes them); Tempo's "traces to profiles" asks for it."""
+    if req.format not in (q.PROFILE_FORMAT_UNSPECIFIED, q.PROFILE_FORMAT_FLAMEGRAPH):
+        raise Unimplemented(f"format {q.ProfileFormat.Name(req.format)} is not implemented for span profiles")
+    spans = _spans(req.span_selector)
+    if spans is None:
+        raise InvalidRequest("span_selector is empty: give the span ids whose samples to merge")
+    query = _query(req.profile_typeID, req.label_selector)
+    stacks = _stacks(request, query, _range(req.start, req.end), [], spans)
+    return q.SelectMergeSpanProfileResponse(flamegraph=_flamegraph(stacks, _max_nodes(req)))
 
 
 def _merged_pprof(request: Request, query: Query, tr: TimeRange, call_site: list[str]) -> pb.Profile:
@@ -259,10 +290,11 @@ def select_series(request: Request, req: q.SelectSeriesRequest) -> q.SelectSerie
 def diff(request: Request, req: q.DiffRequest) -> q.DiffResponse:
     sides = []
     for side in (req.left, req.right):
-        _no_selection(side.profile_id_selector, side.trace_id_selector, side.span_selector)
+        _no_selection(side.profile_id_selector, side.trace_id_selector)
         query = _query(side.profile_typeID, side.label_selector)
         call_site = _call_site(side.stack_trace_selector if side.HasField("stack_trace_selector") else None)
-        sides.append((query, _stacks(request, query, _range(side.start, side.end), call_site), _max_nodes(side)))
+        stacks = _stacks(request, query, _range(side.start, side.end), call_site, _spans(side.span_selector))
+        sides.append((query, stacks, _max_nodes(side)))
     if sides[0][0].profile_type != sides[1][0].profile_type:
         raise InvalidRequest("left and right must query the same profile type")
     fg = diff_levels(sides[0][1], sides[1][1], min(sides[0][2], sides[1][2]))

@@ -366,7 +366,8 @@ def test_protocol_errors(loaded: Server) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.json()["flamegraph"]["total"] == "5"
     r = httpx.post(f"{url}/SelectMergeSpanProfile", content=b"", headers=proto)
-    assert (r.status_code, r.json()["code"]) == (501, "unimplemented")
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
+    assert "span_selector" in r.json()["message"]
 
 
 def _varint(v: int) -> bytes:

@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.pprof import profile_pb2 as pb
 from service.protocols.push.v1 import push_pb2
+from service.protocols.querier.v1 import querier_pb2 as q
 from service.protocols.types.v1 import types_pb2 as t
 from tests.conftest import REPO, Server
 
@@ -50,7 +52,7 @@ def _types(url: str, service: str) -> set[str]:
 def test_python_sdk_pushes(server: Server) -> None:
     subprocess.run([sys.executable, str(SDK / "pyroscope_busy.py"), server.url, "5"], check=True, timeout=60)
     assert CPU in _types(server.url, "pyapp")
-    top = _top(server.url, CPU + '{service_name="pyapp",env="test"}')
+    top = _top(server.url, CPU + '{service_name="pyapp",env="test",phase="hot"}')
     assert max(top, key=lambda k: top[k]).startswith("busy_leaf"), top
     assert sum(top.values()) > 2 * 10**9  # about 5 s of one busy core
 
@@ -180,3 +182,63 @@ def test_legacy_ingest_errors(server: Server, params: dict[str, str], body: byte
     r = httpx.post(f"{server.url}/ingest", params=params, content=body)
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
+
+
+def test_sample_labels_become_series_labels_and_spans_stay_selectable(server: Server) -> None:
+    """As Pyroscope splits what SDKs push: dynamic tags (sample labels) become series labels; span_id
+    (and profile_id, renamed to it) stay on the samples, where SelectMergeSpanProfile selects them."""
+    p = pb.Profile()
+    strings = ["", "cpu", "nanoseconds", "main", "hot_path", "cold_path", "phase", "hot", "cold", "span_id", "profile_id",
+               "00000000000000aa", "00000000000000bb"]  # fmt: skip
+    p.string_table.extend(x.encode() for x in strings)
+    p.sample_type.add(type=1, unit=2)
+    p.period_type.type, p.period_type.unit, p.period = 1, 2, 10_000_000
+    p.time_nanos = 1_700_000_000 * 10**9
+    for fid, name in ((1, 3), (2, 4), (3, 5)):
+        p.function.add(id=fid, name=name)
+        p.location.add(id=fid).line.add(function_id=fid)
+    hot = p.sample.add(location_id=[2, 1], value=[30])
+    hot.label.add(key=6, str=7)
+    hot.label.add(key=9, str=11)
+    cold = p.sample.add(location_id=[3, 1], value=[20])
+    cold.label.add(key=6, str=8)
+    cold.label.add(key=10, str=12)  # profile_id: Pyroscope's older name for span_id
+    plain = p.sample.add(location_id=[1], value=[5])
+    plain.label.add(key=9, str=11)
+    labels = [t.LabelPair(name="__name__", value="process_cpu"), t.LabelPair(name="service_name", value="split")]
+    req = push_pb2.PushRequest(
+        series=[
+            push_pb2.RawProfileSeries(labels=labels, samples=[push_pb2.RawSample(raw_profile=p.SerializeToString())])
+        ]
+    )
+    r = httpx.post(
+        f"{server.url}/push.v1.PusherService/Push",
+        content=req.SerializeToString(),
+        headers={"Content-Type": "application/proto"},
+    )
+    assert r.status_code == 200, r.text
+    assert httpx.get(f"{server.url}/api/v1/labels/phase/values", params={"query": '{service_name="split"}'}).json() == [
+        "cold",
+        "hot",
+    ]
+    assert {k: v for k, v in _top(server.url, CPU + '{service_name="split",phase="hot"}').items() if v} == {
+        "hot_path": 30
+    }
+    assert {k: v for k, v in _top(server.url, CPU + '{service_name="split"}').items() if v} == {
+        "hot_path": 30,
+        "cold_path": 20,
+        "main": 5,
+    }
+
+    def span_total(*spans: str) -> int:
+        body = q.SelectMergeSpanProfileRequest(profile_typeID=CPU, label_selector='{service_name="split"}', span_selector=list(spans),
+                                               start=1_699_999_999_000, end=1_700_000_001_000)  # fmt: skip
+        r = httpx.post(f"{server.url}/querier.v1.QuerierService/SelectMergeSpanProfile", content=body.SerializeToString(),
+                       headers={"Content-Type": "application/proto"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return q.SelectMergeSpanProfileResponse.FromString(r.content).flamegraph.total
+
+    assert span_total("00000000000000aa") == 35
+    assert span_total("00000000000000bb") == 20
+    assert span_total("00000000000000aa", "00000000000000bb") == 55
+    assert span_total("00000000000000cc") == 0
