@@ -14,6 +14,7 @@ are chosen in exactly one place, ``service/api/errors.py``.
     ├── InvalidRequest          a parameter a user gave is wrong (selector, time, profile type)
     │   └── UnknownProfileType
     ├── NotFound                a named thing (a finding id) does not exist
+    ├── Unimplemented           a method or option profstore does not offer (Connect's unimplemented)
     ├── StoreError              the database refused a write or read
     └── QueryTimeout            a read ran past its time limit
 """
@@ -32,6 +33,7 @@ __all__ = [
     "ProfstoreError",
     "QueryTimeout",
     "StoreError",
+    "Unimplemented",
     "UnknownProfileType",
 ]
 
@@ -80,6 +82,10 @@ class UnknownProfileType(InvalidRequest):
 
 
 class NotFound(ProfstoreError):
+    pass
+
+
+class Unimplemented(ProfstoreError):
     pass
 
 

@@ -6,7 +6,7 @@ A unary call is a ``POST /<package>.<Service>/<Method>`` whose body is the reque
 gzip-compressed (``Content-Encoding``). The answer is the response message in the same codec
 with exactly that ``Content-Type`` (connect-go rejects parameters such as ``; charset``), or an
 error: a non-200 status and ``{"code", "message"}`` as JSON. Our errors map onto Connect codes
-here, once; nothing else in the service knows the protocol.
+in ``service/api/errors.py``, with the REST statuses; nothing else knows the protocol.
 
 Written on FastAPI rather than mounted from a Connect runtime so that the request size caps,
 the gzip-bomb guard and the error wording are the ones every other endpoint uses; the tests
@@ -26,48 +26,17 @@ from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from service.errors import (
-    IncompatibleProfiles,
-    InvalidRequest,
-    NotFound,
-    ProfileError,
-    ProfileTooLarge,
-    ProfstoreError,
-    QueryTimeout,
-    StoreError,
-)
+from service.api.body import read_body
+from service.api.errors import CONNECT_STATUS, connect_code
+from service.errors import InvalidRequest, ProfstoreError
 from service.pprof.decode import DecodeLimits, decompress
 
-__all__ = ["PROTO", "Method", "Unimplemented", "service_router"]
+__all__ = ["PROTO", "Method", "service_router"]
 
 log = logging.getLogger(__name__)
 
 PROTO = "application/proto"
 JSON = "application/json"
-
-# Connect code -> HTTP status (the protocol's table).
-STATUS = {
-    "canceled": 499,
-    "unknown": 500,
-    "invalid_argument": 400,
-    "deadline_exceeded": 504,
-    "not_found": 404,
-    "already_exists": 409,
-    "permission_denied": 403,
-    "resource_exhausted": 429,
-    "failed_precondition": 400,
-    "aborted": 409,
-    "out_of_range": 400,
-    "unimplemented": 501,
-    "internal": 500,
-    "unavailable": 503,
-    "data_loss": 500,
-    "unauthenticated": 401,
-}
-
-
-class Unimplemented(ProfstoreError):
-    """A method, or an option of one, that profstore does not offer (Connect ``unimplemented``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,43 +47,13 @@ class Method:
     handler: Callable[[Request, Any], Message]
 
 
-def code_of(exc: ProfstoreError) -> str:
-    if isinstance(exc, Unimplemented):
-        return "unimplemented"
-    if isinstance(exc, ProfileTooLarge):
-        return "resource_exhausted"
-    if isinstance(exc, NotFound):
-        return "not_found"
-    if isinstance(exc, ProfileError | InvalidRequest | IncompatibleProfiles):
-        return "invalid_argument"
-    if isinstance(exc, QueryTimeout):
-        return "deadline_exceeded"
-    if isinstance(exc, StoreError):
-        return "unavailable"
-    return "internal"
-
-
 def error(code: str, message: str) -> Response:
-    return Response(json.dumps({"code": code, "message": message}), status_code=STATUS[code], media_type=JSON)
+    return Response(json.dumps({"code": code, "message": message}), status_code=CONNECT_STATUS[code], media_type=JSON)
 
 
 def _codec(content_type: str) -> str | None:
     base = content_type.split(";", 1)[0].strip().lower()
     return {PROTO: PROTO, JSON: JSON}.get(base)
-
-
-async def _read(request: Request, limits: DecodeLimits) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_compressed_bytes:
-        raise ProfileTooLarge(f"request body of {declared} bytes", limits.max_compressed_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_compressed_bytes:
-            raise ProfileTooLarge("request body", limits.max_compressed_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _decode(body: bytes, encoding: str, codec: str, message: type[Message], limits: DecodeLimits) -> Message:
@@ -166,13 +105,13 @@ def service_router(service: str, methods: dict[str, Method], limits: Callable[[R
             return error("unimplemented", f"unsupported Content-Encoding {encoding!r}; use gzip or identity")
         try:
             lim = limits(request)
-            body = await _read(request, lim)
+            body = await read_body(request, lim.max_compressed_bytes)
             msg = _decode(body, encoding, codec, m.request, lim)
             out = await run_in_threadpool(m.handler, request, msg)
             return Response(_encode(out, codec), media_type=codec)
         except ProfstoreError as exc:
-            code = code_of(exc)
-            if STATUS[code] >= 500 and code != "unimplemented":
+            code = connect_code(exc)
+            if CONNECT_STATUS[code] >= 500 and code != "unimplemented":
                 log.error("%s/%s: %s", service, method, exc)
             return error(code, str(exc))
 

@@ -21,14 +21,55 @@ from service.errors import (
     ProfstoreError,
     QueryTimeout,
     StoreError,
+    Unimplemented,
 )
 
-__all__ = ["install", "status_of"]
+__all__ = ["CONNECT_STATUS", "connect_code", "install", "status_of"]
 
 log = logging.getLogger(__name__)
 
 
+# Connect's error codes and the HTTP status each travels with (connectrpc.com/docs/protocol).
+CONNECT_STATUS = {
+    "canceled": 499,
+    "unknown": 500,
+    "invalid_argument": 400,
+    "deadline_exceeded": 504,
+    "not_found": 404,
+    "already_exists": 409,
+    "permission_denied": 403,
+    "resource_exhausted": 429,
+    "failed_precondition": 400,
+    "aborted": 409,
+    "out_of_range": 400,
+    "unimplemented": 501,
+    "internal": 500,
+    "unavailable": 503,
+    "data_loss": 500,
+    "unauthenticated": 401,
+}
+
+
+def connect_code(exc: ProfstoreError) -> str:
+    """The Connect code of one of our errors, for the Connect endpoints (Grafana's and Pyroscope's)."""
+    if isinstance(exc, Unimplemented):
+        return "unimplemented"
+    if isinstance(exc, ProfileTooLarge):
+        return "resource_exhausted"
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, ProfileError | InvalidRequest | IncompatibleProfiles):
+        return "invalid_argument"
+    if isinstance(exc, QueryTimeout):
+        return "deadline_exceeded"
+    if isinstance(exc, StoreError):
+        return "unavailable"
+    return "internal"
+
+
 def status_of(exc: ProfstoreError) -> int:
+    if isinstance(exc, Unimplemented):
+        return 501
     if isinstance(exc, ProfileTooLarge):
         return 413
     if isinstance(exc, NotFound):

@@ -19,9 +19,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from service.api.body import read_body
 from service.api.connect import Method, service_router
 from service.api.params import TENANT
-from service.errors import InvalidRequest, ProfileError, ProfileTooLarge
+from service.errors import InvalidRequest, ProfileError
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.pprof.folded import FOLDED_TYPES, folded_to_pprof
 from service.pprof.split import split_by_sample_labels
@@ -140,19 +141,6 @@ def _mutex_or_block(sample_type_config: bytes | None) -> str | None:
     return None
 
 
-async def _read(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ProfileTooLarge(f"request body of {declared} bytes", limit)
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProfileTooLarge("request body", limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post(
     "/ingest",
     response_model=LegacyIngestResponse,
@@ -224,7 +212,7 @@ async def legacy_ingest(
             await config.read() if config is not None and not isinstance(config, str) else None
         )
     else:
-        data = await _read(request, settings.max_compressed_bytes)
+        data = await read_body(request, settings.max_compressed_bytes)
     labels = {"service_name": app, **tags} if fmt == "pprof" else {}
     if spy_name:
         labels["pyroscope_spy"] = spy_name

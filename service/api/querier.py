@@ -17,9 +17,9 @@ from collections.abc import Iterable
 
 from fastapi import Request
 
-from service.api.connect import Method, Unimplemented, service_router
+from service.api.connect import Method, service_router
 from service.api.params import TENANT
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, Unimplemented
 from service.pprof import profile_pb2 as pb
 from service.pprof.decode import DecodeLimits
 from service.pprof.encode import to_message

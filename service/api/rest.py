@@ -9,8 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from service.api.body import read_body
 from service.api.params import TENANT, FromParam, QueryParam, UntilParam, known_types, time_range
-from service.errors import InvalidRequest, ProfileTooLarge
+from service.errors import InvalidRequest
 from service.pprof.encode import encode
 from service.query.export import diff_profile, export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
@@ -58,20 +59,6 @@ def _series(request: Request) -> list[SeriesRow]:
         return list_series(cur, TENANT)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ProfileTooLarge(f"request body of {declared} bytes", limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProfileTooLarge("request body", limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post(
     "/ingest",
     response_model=IngestResponse,
@@ -108,7 +95,7 @@ async def ingest(
     settings = request.app.state.settings
     series_labels = parse_labels(labels)
     when = parse_time(ts, "ts") if ts else None
-    data = await _body(request, settings.max_compressed_bytes)
+    data = await read_body(request, settings.max_compressed_bytes)
     ingestor: Ingestor = request.app.state.ingestor
     res = await run_in_threadpool(ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=TENANT)
     return IngestResponse(
