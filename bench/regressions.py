@@ -3,7 +3,7 @@
 Streams are drawn from real profiles (bench/synthetic.py): CPU scrapes every 15 s from the six
 back-to-back profiles of one Go program, heap and goroutine scrapes from real Go profiles. The
 detector is the service's own (``regression_screens`` / ``confirm`` / ``leak_tests`` with the
-default settings: 30 min and 2 h recent windows, 24 h baseline, 10 min persistence, FDR 0.1 %
+default settings: 30 min and 2 h recent windows, 24 h baseline, 10 min persistence, FDR 0.01 %
 per run), run on the same
 schedule as the service (every 5 min; leaks every minute as well) over panels shaped as
 ``load_panel`` shapes them (only functions with 0.5 % of the recent window).
@@ -210,7 +210,7 @@ def go_target(go: str, factors: list[int], before_s: float = 60.0, after_s: floa
     the switch to the first run that reports the function, change-point error in seconds, and
     findings of any other function.
     """
-    t = Tuning(persist_ns=10 * 10**9, min_profiles=8)
+    t = Tuning(persist_ns=10 * 10**9, min_profiles=8, alpha=0.001)  # one short run, as in the e2e test
     out = []
     with tempfile.TemporaryDirectory(prefix="profstore-bench-go-") as tmp:
         work = Path(tmp)

@@ -65,7 +65,7 @@ class AnalysisSettings(BaseModel):
     )
     leak_window_s: float = Field(1800.0, gt=0, description="Window of the leak trend tests, ending at the run's time.")
     alpha: float = Field(
-        0.001,
+        0.0001,
         gt=0,
         lt=1,
         description="False discovery rate over all tests of a run; runs repeat every interval_s, so this "

@@ -17,7 +17,7 @@ __all__ = ["Finding", "Tuning"]
 class Tuning:
     """Detection settings in nanoseconds and fractions (built from :class:`service.config.AnalysisSettings`)."""
 
-    alpha: float = 0.001  # false discovery rate over all tests of a run (Benjamini-Hochberg)
+    alpha: float = 0.0001  # false discovery rate over all tests of a run (Benjamini-Hochberg); see config
     min_share: float = 0.005  # a function's cum share of the recent window to be tested at all
     min_relative: float = 0.005  # smallest relative rise reported; +1 % of cost is +(1 - share) % of share
     min_delta: float = 0.0001  # smallest rise of a share, absolute (0.01 percentage points)

@@ -104,7 +104,7 @@ def test_a_rise_that_went_away_is_not_reported(model: StackModel) -> None:
 def test_a_young_rise_waits_for_persist(model: StackModel) -> None:
     f = top_functions(model)[3]
     steps = int(4.5 * HOUR / S)
-    p, base, recent = stream(model, {f: 2.0}, change=steps - 32)  # 8 min old, persist is 10 min
+    p, base, recent = stream(model, {f: 2.0}, change=steps - 38)  # 9.5 min old, persist is 10 min
     sc = screen(p, base, recent, T)
     assert sc is not None
     verdicts = confirm([sc], T, "default")

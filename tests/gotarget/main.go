@@ -88,13 +88,13 @@ var (
 	checksumOn         bool
 	checksumSlowAfter  time.Duration
 	checksumSlowFactor int
+	checksumBlocks     int
 	started            time.Time
 )
 
 const (
-	checksumBlocksPerTick = 4
-	checksumBlockBytes    = 64 << 10
-	checksumTick          = 10 * time.Millisecond
+	checksumBlockBytes = 64 << 10
+	checksumTick       = 10 * time.Millisecond
 )
 
 var dumpProfiles = []string{"heap", "allocs", "goroutine", "block", "mutex", "threadcreate"}
@@ -107,6 +107,7 @@ func main() {
 	flag.BoolVar(&checksumOn, "checksum", false, "also run main.checksumWork (the regression switch's victim)")
 	flag.DurationVar(&checksumSlowAfter, "checksum-slow-after", 0, "from this long after start on, main.checksumBlock does more work per call (0: never)")
 	flag.IntVar(&checksumSlowFactor, "checksum-slow-factor", 3, "how many times the work main.checksumBlock does once slowed")
+	flag.IntVar(&checksumBlocks, "checksum-blocks", 4, "main.checksumBlock calls per 10 ms tick (its share of the CPU)")
 	flag.Parse()
 	started = time.Now()
 
@@ -564,7 +565,7 @@ func checksumWork(done <-chan struct{}) {
 		if checksumSlowAfter > 0 && time.Since(started) >= checksumSlowAfter {
 			rounds = checksumSlowFactor
 		}
-		for i := 0; i < checksumBlocksPerTick; i++ {
+		for i := 0; i < checksumBlocks; i++ {
 			acc += checksumBlock(buf, rounds)
 		}
 		atomic.AddUint64(&sink, acc)
