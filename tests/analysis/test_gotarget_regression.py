@@ -86,7 +86,11 @@ def test_the_slowed_function_is_named(client: TestClient, binary: Path, tmp_path
     mine = [f for f in body["findings"] if f["service"] == "slowed"]
     # One finding, naming the function (as its flat or its cum share: it is a leaf, both rise);
     # its callers' cum rose by as much and is explained by it, not reported again.
-    assert [f["function"] for f in mine] == ["main.checksumBlock"], (body["verdicts"], body["tests"], [f["function"] for f in body["findings"]])
+    assert [f["function"] for f in mine] == ["main.checksumBlock"], (
+        body["verdicts"],
+        body["tests"],
+        [f["function"] for f in body["findings"]],
+    )
     f = mine[0]
     # 3x the work of a function holding s of the CPU takes its share to 3s / (1 + 2s): at the few
     # percent it holds here, well over 1.5x.
