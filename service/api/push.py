@@ -225,14 +225,18 @@ async def legacy_ingest(
         service = base if kind is not None else app
         labels = {"service_name": service, **tags, **labels}
         when = start if start is not None else now_ns()
-        pprof = folded_to_pprof(
-            decompress(data, ingestor.limits),
-            kind or FOLDED_TYPES["cpu"],
-            sample_rate=sample_rate,
-            time_nanos=when,
-            duration_nanos=max((end or when) - when, 0),
-        )
-        results = await run_in_threadpool(_store, ingestor, pprof, labels, None, when)
+
+        def convert_and_store() -> list[IngestResult]:
+            pprof = folded_to_pprof(
+                decompress(data, ingestor.limits),
+                kind or FOLDED_TYPES["cpu"],
+                sample_rate=sample_rate,
+                time_nanos=when,
+                duration_nanos=max((end or when) - when, 0),
+            )
+            return _store(ingestor, pprof, labels, None, when)
+
+        results = await run_in_threadpool(convert_and_store)  # parsing text is CPU work: off the event loop
     return LegacyIngestResponse(
         series=sorted({s for r in results for s in r.series}),
         samples=sum(r.samples for r in results),
