@@ -85,6 +85,7 @@ def _stamp(t: Pending, labels: dict[str, str], ts: int, first: bool) -> Pending:
         series=series,
         profiles=profiles,
         entities=st.entities if first else None,
+        generation=st.generation,
     )
     return replace(t, meta=meta, staged=staged)
 

@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from service import __version__
 from service.analysis.job import Analyzer
 from service.analysis.run import KINDS
-from service.api import errors, ops, push, querier, query, regressions, rest, targets
+from service.api import auth, errors, ops, push, querier, query, regressions, rest, storage, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
-from service.config import Settings, load_settings
+from service.config import RetentionSettings, Settings, load_settings
 from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
@@ -29,8 +29,8 @@ from service.query.stacks import StackNames
 from service.store.compaction import compact
 from service.store.db import Database
 from service.store.ingest import Ingestor
+from service.store.retention import expire
 from service.store.staging import warm_up
-from service.types import DEFAULT_TENANT as TENANT
 from service.types import now_ns
 
 __all__ = ["create_app"]
@@ -65,8 +65,8 @@ def create_app(
         app.state.db = db
         app.state.ingestor = ingestor
 
-        def sink(env: Envelope, labels: Mapping[str, str], name: str) -> int:
-            return ingestor.store(env, labels=labels, name=name, source="scrape").samples
+        def sink(env: Envelope, labels: Mapping[str, str], name: str, tenant: str) -> int:
+            return ingestor.store(env, labels=labels, name=name, tenant=tenant, source="scrape").samples
 
         collector = Collector(
             sink,
@@ -96,7 +96,7 @@ def create_app(
                 log.error("reload refused, the running configuration stays: %s", exc)
 
         app.state.reload = reload
-        analyzer = Analyzer(db, settings.analysis, TENANT)
+        analyzer = Analyzer(db, settings.analysis)
         app.state.analyzer = analyzer
         # Compiled kernels load (or compile, on a fresh checkout) before the first scrape is due.
         await asyncio.get_running_loop().run_in_executor(None, warm_up)
@@ -106,6 +106,7 @@ def create_app(
         gc.freeze()
         await collector.start(settings.scrape_configs, base_dir)
         rollups = asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s))
+        retention = asyncio.get_running_loop().create_task(_expire_every(db, settings.retention))
         detection = AsyncIOScheduler()
         if settings.analysis.enabled:
             detection.add_job(
@@ -138,9 +139,10 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
             if detection.running:
                 detection.shutdown(wait=False)
-            rollups.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rollups
+            for task in (rollups, retention):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await collector.stop()
             analyzer.close()
             db.close()  # the writer drains its queue and commits before the file closes
@@ -155,11 +157,13 @@ def create_app(
     app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query
     app.state.metrics = metrics
     errors.install(app)
+    app.add_middleware(auth.Auth, settings=settings.auth)
     app.include_router(rest.router)
     app.include_router(query.router)
     app.include_router(targets.router)
     app.include_router(regressions.router)
     app.include_router(ops.router)
+    app.include_router(storage.router)
     app.include_router(querier.router)
     app.include_router(push.connect_router)
     app.include_router(push.router)
@@ -187,3 +191,15 @@ async def _compact_every(db: Database, interval_s: float) -> None:
             await asyncio.wrap_future(db.writer.call(lambda con: compact(con, now_ns())))
         except Exception:
             log.exception("compacting stack rollups failed; retrying in %g s", interval_s)
+
+
+async def _expire_every(db: Database, settings: RetentionSettings) -> None:
+    """Delete what is past retention (in the writer thread, between batches): at start, then every interval."""
+    while True:
+        try:
+            out = await asyncio.wrap_future(db.writer.call(lambda con: expire(con, settings, now_ns(), db.known)))
+            if any(out.deleted.values()):  # type: ignore[attr-defined]
+                log.info("retention: deleted %s in %.1f s", out.deleted, out.seconds)  # type: ignore[attr-defined]
+        except Exception:
+            log.exception("retention failed; retrying in %g s", settings.interval_s)
+        await asyncio.sleep(settings.interval_s)

@@ -1,13 +1,16 @@
-"""``profstore``: serve, migrate, ingest, export, targets, openapi."""
+"""``profstore``: serve, migrate, ingest, export, targets, regressions, token, openapi."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -30,9 +33,23 @@ def _settings(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.api.auth import is_loopback
     from service.app import create_app
 
     settings = _settings(args)
+    if not settings.auth.tokens and not is_loopback(settings.host):
+        if not args.insecure_no_auth:
+            print(
+                f"profstore: refusing to serve {settings.listen} without authentication: anyone who reaches it could "
+                "read and write every tenant's profiles. Configure auth.tokens (see `profstore token`), listen on "
+                "127.0.0.1, or pass --insecure-no-auth.",
+                file=sys.stderr,
+            )
+            return 2
+        logging.getLogger("profstore").warning(
+            "serving %s WITHOUT AUTHENTICATION (--insecure-no-auth): every client may read and write every tenant",
+            settings.listen,
+        )
     flags = {"data_dir": args.data_dir, "listen": args.listen}
     app = create_app(settings, config_path=args.config, overrides={k: v for k, v in flags.items() if v is not None})
     # One worker only: a DuckDB file admits a single process.
@@ -57,9 +74,32 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from service.api.auth import hash_token
+
+    token = secrets.token_urlsafe(32)
+    print(f"token:  {token}")
+    print("config (auth.tokens):")
+    scopes = ", ".join(args.scopes)
+    tenants = ", ".join(f'"{t}"' for t in args.tenants)
+    print(f"  - {{name: {args.name}, sha256: {hash_token(token)}, scopes: [{scopes}], tenants: [{tenants}]}}")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    """A client of a running server, with the token (``--token`` or ``PROFSTORE_TOKEN``) and tenant."""
+    headers = {}
+    token = args.token or os.environ.get("PROFSTORE_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if args.tenant:
+        headers["X-Scope-OrgID"] = args.tenant
+    return httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     failed = 0
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+    with _client(args) as client:
         for f in args.files:
             params = {"labels": args.labels}
             if args.name:
@@ -79,7 +119,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     params = {"query": args.query, "from": args.from_, "until": args.until}
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+    with _client(args) as client:
         r = client.get("/api/v1/export", params={k: v for k, v in params.items() if v})
     if r.status_code != 200:
         print(f"export failed: {r.status_code} {_error(r)}", file=sys.stderr)
@@ -90,12 +130,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
-        r = client.get("/api/v1/targets")
-    if r.status_code != 200:
-        print(f"targets failed: {r.status_code} {_error(r)}", file=sys.stderr)
+    body = _get_json(args, "/api/v1/targets", "targets")
+    if body is None:
         return 1
-    body = r.json()
     rows = [("JOB", "INSTANCE", "PROFILE", "HEALTH", "LAST SCRAPE", "DURATION", "FAILS", "LAST ERROR")]
     for t in body["targets"]:
         err = f"{t['last_error_kind']}: {t['last_error']}" if t["health"] == "down" else ""
@@ -104,9 +141,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
             f"{t['last_duration_s']:.2f}s" if t["last_duration_s"] is not None else "-",
             str(t["consecutive_failures"]), err[:100],
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    _table(rows)
     for err in body.get("file_sd_errors", []):
         print(f"file_sd: {err}", file=sys.stderr)
     return 0
@@ -114,19 +149,60 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_regressions(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("service", args.service), ("kind", args.kind), ("state", args.state)) if v}
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
-        r = client.get("/api/v1/regressions", params=params)
-    if r.status_code != 200:
-        print(f"regressions failed: {r.status_code} {_error(r)}", file=sys.stderr)
+    findings = _get_json(args, "/api/v1/regressions", "regressions", params)
+    if findings is None:
         return 1
     rows = [("ID", "STATE", "SINCE", "P_ADJ", "INSTANCES", "FINDING")]
-    for f in r.json():
+    for f in findings:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f["change_ts"] / 1e9))
         rows.append((f["id"], f["state"], since, f"{f['p_adjusted']:.1e}", str(len(f["instances"])), f["title"]))
+    _table(rows)
+    return 0
+
+
+def cmd_storage(args: argparse.Namespace) -> int:
+    body = _get_json(args, "/api/v1/storage", "storage")
+    if body is None:
+        return 1
+    print(f"database file: {body['file_bytes'] / 2**20:.1f} MiB")
+    _table(
+        [("TABLE", "ROWS", "MIB")] + [(t["name"], str(t["rows"]), f"{t['bytes'] / 2**20:.1f}") for t in body["tables"]]
+    )
+
+    def day(ns: int | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ns / 1e9)) if ns else "-"
+
+    _table(
+        [("TENANT", "SERIES", "PROFILES", "OLDEST", "OLDEST RAW", "NEWEST")]
+        + [
+            (
+                t["tenant"],
+                str(t["series"]),
+                str(t["profiles"]),
+                day(t["oldest"]),
+                day(t["oldest_raw"]),
+                day(t["newest"]),
+            )
+            for t in body["tenants"]
+        ]
+    )
+    return 0
+
+
+def _get_json(args: argparse.Namespace, path: str, what: str, params: dict[str, str] | None = None) -> Any:
+    """The JSON answer of a GET, or None after printing why it failed."""
+    with _client(args) as client:
+        r = client.get(path, params=params)
+    if r.status_code != 200:
+        print(f"{what} failed: {r.status_code} {_error(r)}", file=sys.stderr)
+        return None
+    return r.json()
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    return 0
 
 
 def _error(r: httpx.Response) -> str:
@@ -140,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profstore", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    def client_flags(sp: argparse.ArgumentParser, timeout: float) -> None:
+        sp.add_argument("--url", default=DEFAULT_URL)
+        sp.add_argument("--timeout", type=float, default=timeout)
+        sp.add_argument("--token", help="API token (default: $PROFSTORE_TOKEN)")
+        sp.add_argument("--tenant", help="tenant (X-Scope-OrgID); default: the token's only tenant, else anonymous")
+
     def storage_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", type=Path, help="YAML settings file")
         sp.add_argument("--data-dir", type=Path, help="directory of the DuckDB file (default ./data)")
@@ -147,11 +229,24 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP server (applies migrations first)")
     storage_flags(s)
     s.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4040)")
+    s.add_argument(
+        "--insecure-no-auth", action="store_true", help="serve off loopback without auth.tokens (logged at each start)"
+    )
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("migrate", help="apply database migrations")
     storage_flags(s)
     s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("storage", help="rows and bytes per table and data per tenant of a running server")
+    client_flags(s, 60.0)
+    s.set_defaults(func=cmd_storage)
+
+    s = sub.add_parser("token", help="make a new API token and print it with its auth.tokens entry")
+    s.add_argument("--name", default="client", help="who holds it")
+    s.add_argument("--scopes", nargs="+", choices=["read", "write", "admin"], default=["read"])
+    s.add_argument("--tenants", nargs="+", default=["*"], help="tenants it may use (* = all)")
+    s.set_defaults(func=cmd_token)
 
     s = sub.add_parser("openapi", help="print the OpenAPI document (YAML)")
     s.set_defaults(func=cmd_openapi)
@@ -160,8 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--labels", default="{}", help='series labels, e.g. {service_name="checkout"}')
     s.add_argument("--name", help="profile name (inferred when absent)")
-    s.add_argument("--url", default=DEFAULT_URL)
-    s.add_argument("--timeout", type=float, default=60.0)
+    client_flags(s, 60.0)
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("export", help="fetch a merged pprof from a running server")
@@ -169,21 +263,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="from_", help="start (RFC 3339, unix s/ms, now-1h)")
     s.add_argument("--until", help="end (default now)")
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--url", default=DEFAULT_URL)
-    s.add_argument("--timeout", type=float, default=300.0)
+    client_flags(s, 300.0)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("targets", help="show the scrape targets of a running server and their health")
-    s.add_argument("--url", default=DEFAULT_URL)
-    s.add_argument("--timeout", type=float, default=30.0)
+    client_flags(s, 30.0)
     s.set_defaults(func=cmd_targets)
 
     s = sub.add_parser("regressions", help="list the regression and leak findings of a running server")
     s.add_argument("--service", help="only this service_name")
     s.add_argument("--kind", choices=["regression", "leak"])
     s.add_argument("--state", choices=["open", "acknowledged", "resolved"])
-    s.add_argument("--url", default=DEFAULT_URL)
-    s.add_argument("--timeout", type=float, default=30.0)
+    client_flags(s, 30.0)
     s.set_defaults(func=cmd_regressions)
     return p
 

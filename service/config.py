@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -25,9 +25,12 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from service.collector.config import ScrapeConfig, config_error
 from service.errors import InvalidRequest
 from service.pprof.decode import DecodeLimits
+from service.types import check_tenant
 
 __all__ = [
     "AnalysisSettings",
+    "AuthSettings",
+    "RetentionSettings",
     "Settings",
     "error_path",
     "full_loc",
@@ -101,6 +104,93 @@ class AnalysisSettings(BaseModel):
     webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook request.")
 
 
+Scope = Literal["read", "write", "admin"]
+
+
+class TokenConfig(BaseModel):
+    """One API token (``auth.tokens[]``): only its SHA-256 is configured, so the file holds no secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Who holds it; named in logs, never the token itself.")
+    sha256: str = Field(description="Hex SHA-256 of the token (`profstore token` makes a token and its hash).")
+    scopes: list[Scope] = Field(
+        min_length=1, description="read (queries), write (ingest, push, ack), admin (everything, reload, storage)."
+    )
+    tenants: list[str] = Field(["*"], min_length=1, description="Tenants it may use; `*` is every tenant.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.strip().lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("sha256 must be 64 hex digits (the SHA-256 of the token, not the token)")
+        return v
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t != "*":
+                try:
+                    check_tenant(t)
+                except InvalidRequest as exc:
+                    raise ValueError(str(exc)) from None
+        return v
+
+
+class AuthSettings(BaseModel):
+    """Access control (``auth:`` in the YAML). No tokens: every request is allowed (refused off loopback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: list[TokenConfig] = Field(default_factory=list, description="API tokens; empty = no authentication.")
+    public_healthz: bool = Field(True, description="`/healthz` answers without a token (load balancers).")
+    public_metrics: bool = Field(True, description="`/metrics` answers without a token (Prometheus).")
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: list[TokenConfig]) -> list[TokenConfig]:
+        seen: set[str] = set()
+        for i, t in enumerate(tokens):
+            if t.sha256 in seen:
+                raise config_error(f"token {t.name!r} has the same sha256 as an earlier token", i, "sha256")
+            seen.add(t.sha256)
+        return tokens
+
+
+class RetentionRule(BaseModel):
+    """One override (``retention.rules[]``): the first rule matching a series' tenant and profile type wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field("*", description="A tenant id, or `*` for any.")
+    profile_type: str = Field("*", description="A profile type (`memory:inuse_space:bytes:space:bytes`), or `*`.")
+    days: float = Field(gt=0, description="How long raw profiles of the matching series are kept.")
+
+
+class RetentionSettings(BaseModel):
+    """How long data is kept (``retention:`` in the YAML); an hourly job deletes what is older."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: float = Field(31.0, gt=0, description="Raw profiles (samples) kept by default, per tenant and type.")
+    rules: list[RetentionRule] = Field(default_factory=list, description="Overrides per tenant and profile type.")
+    rollup_days: float = Field(
+        400.0,
+        gt=0,
+        description="Per-function and stack rollups and profile totals (long-range queries, detection) are kept "
+        "this long, and at least as long as the raw data.",
+    )
+    interval_s: float = Field(3600.0, gt=0, description="How often the retention job runs.")
+
+    def raw_days(self, tenant: str, profile_type: str) -> float:
+        for r in self.rules:
+            if r.tenant in ("*", tenant) and r.profile_type in ("*", profile_type):
+                return r.days
+        return self.days
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
@@ -113,6 +203,9 @@ class Settings(BaseSettings):
         256 << 20, gt=0, description="Largest profile after gunzip; stops gzip bombs (413 above)."
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Reads running longer are interrupted and answered 503.")
+    request_body_timeout_s: float = Field(
+        60.0, gt=0, description="A request body must arrive within this time (408 after): slow clients hold nothing."
+    )
     write_batch_max: int = Field(256, gt=0, description="Most profiles the writer commits in one transaction.")
     compaction_interval_s: float = Field(
         60.0, gt=0, description="How often minute and hour stack rollups are brought up to date."
@@ -133,6 +226,10 @@ class Settings(BaseSettings):
     )
     analysis: AnalysisSettings = Field(
         default_factory=AnalysisSettings, description="Regression and leak detection (see the table below)."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API tokens and public endpoints (below).")
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="How long raw profiles and rollups are kept (below)."
     )
     scrape_configs: list[ScrapeConfig] = Field(
         default_factory=list,

@@ -12,7 +12,8 @@ are chosen in exactly one place, ``service/api/errors.py``.
     │   └── ProfileTooLarge     over a configured size cap (compressed or uncompressed)
     ├── IncompatibleProfiles    merge of profiles with different sample/period types
     ├── InvalidRequest          a parameter a user gave is wrong (selector, time, profile type)
-    │   └── UnknownProfileType
+    │   ├── UnknownProfileType
+    │   └── RequestTimeout      the request body did not arrive in time (slow client)
     ├── NotFound                a named thing (a finding id) does not exist
     ├── Unimplemented           a method or option profstore does not offer (Connect's unimplemented)
     ├── StoreError              the database refused a write or read
@@ -32,6 +33,7 @@ __all__ = [
     "ProfileTooLarge",
     "ProfstoreError",
     "QueryTimeout",
+    "RequestTimeout",
     "StoreError",
     "Unimplemented",
     "UnknownProfileType",
@@ -78,6 +80,10 @@ class InvalidRequest(ProfstoreError):
 
 
 class UnknownProfileType(InvalidRequest):
+    pass
+
+
+class RequestTimeout(InvalidRequest):
     pass
 
 

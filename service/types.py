@@ -13,10 +13,30 @@ from decimal import Decimal
 
 from service.errors import InvalidRequest
 
-__all__ = ["DEFAULT_TENANT", "ProfileType", "TimeRange", "now_ns", "parse_time"]
+__all__ = ["DEFAULT_TENANT", "ProfileType", "TimeRange", "check_tenant", "now_ns", "parse_time"]
 
-# Tenants arrive with access control; until then every push, scrape and query is this one.
+# The tenant of a request without X-Scope-OrgID, as Pyroscope names it with multitenancy off.
 DEFAULT_TENANT = "anonymous"
+
+# Tenant ids as Pyroscope (Cortex's tenant package) accepts them: at most 150 of these characters.
+_TENANT = re.compile(r"^[a-zA-Z0-9!\-_.*'()]{1,150}$")
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a valid tenant id; else InvalidRequest saying why.
+
+    ``|`` joins tenants for a cross-tenant query in Pyroscope; profstore never mixes tenants' data,
+    so it is refused with its own message.
+    """
+    if "|" in tenant:
+        raise InvalidRequest(f"tenant {tenant!r}: cross-tenant queries (a|b) are not supported; name one tenant")
+    if tenant in (".", "..") or not _TENANT.match(tenant):
+        raise InvalidRequest(
+            f"invalid tenant id {tenant[:160]!r}: want 1-150 characters of letters, digits and !-_.*'() "
+            "(not '.' or '..')"
+        )
+    return tenant
+
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-]*$")
 

@@ -60,10 +60,14 @@ def test_errors_from_flags_and_environment_name_them(tmp_path: Path, monkeypatch
         ("listen: nowhere\n", "1: listen: listen must be HOST:PORT, got 'nowhere'"),
         ("data_dir: ./d\nquery_timeout_s: -1\n", "2: query_timeout_s: Input should be greater than 0 (got -1)"),
         (
-            "data_dir: ./d\nretention: 3d\n",
-            "2: unknown setting(s) retention; known: data_dir, listen, max_compressed_bytes, max_uncompressed_bytes, "
-            "query_timeout_s, write_batch_max, compaction_interval_s, max_range_days, scrape_concurrency, max_samples, "
-            "max_stack_depth, analysis, scrape_configs",
+            "data_dir: ./d\nkeep_for: 3d\n",
+            "2: unknown setting(s) keep_for; known: data_dir, listen, max_compressed_bytes, max_uncompressed_bytes, "
+            "query_timeout_s, request_body_timeout_s, write_batch_max, compaction_interval_s, max_range_days, scrape_concurrency, max_samples, "
+            "max_stack_depth, analysis, auth, retention, scrape_configs",
+        ),
+        (
+            "data_dir: ./d\nretention: {days: 0}\n",
+            "2: retention.days: Input should be greater than 0 (got 0)",
         ),
         ("- a\n- b\n", "1: the config must be a mapping of settings"),
         ("listen: [a\ndata_dir: x\n", "2: invalid YAML: expected ',' or ']', but got ':'"),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.analysis.findings import Tuning
+from service.analysis.findings import Finding, Tuning
 from service.analysis.records import Record, open_records, resolve, save
 from service.analysis.run import KINDS, Windows, analyze, returned
 from service.analysis.webhook import Webhook
@@ -40,6 +41,21 @@ class RunReport:
     kinds: list[str] = field(default_factory=list)  # what this run tested: regression, leak
 
 
+def _storing(findings: list[Finding], back: list[int], now: int) -> Callable[[Any], list[tuple[Record, bool]]]:
+    """The writer's part of a run: store the findings (new or seen again) and resolve the returned ones."""
+
+    def store(con: Any) -> list[tuple[Record, bool]]:
+        saved = save(con, findings, now)
+        resolve(con, back, now)
+        return saved
+
+    return store
+
+
+def _tenants(cur: Any) -> list[str]:
+    return [t for (t,) in cur.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant").fetchall()]
+
+
 def record_json(r: Record) -> dict[str, Any]:
     """A finding as the webhook posts it: ids as decimal strings, so JavaScript keeps every digit."""
     out = {k: getattr(r, k) for k in Record.__slots__}
@@ -51,10 +67,9 @@ def record_json(r: Record) -> dict[str, Any]:
 
 
 class Analyzer:
-    def __init__(self, db: Database, settings: AnalysisSettings, tenant: str) -> None:
+    def __init__(self, db: Database, settings: AnalysisSettings) -> None:
         self.db = db
         self.settings = settings
-        self.tenant = tenant
         self.tuning = Tuning.of(settings)
         self._lock = threading.Lock()
         self.last: RunReport | None = None  # the latest run's report (scheduled or on demand)
@@ -75,35 +90,29 @@ class Analyzer:
             int(s.recent_long_s * 1e9),
         )
 
-    def run(self, w: Windows | None = None, kinds: frozenset[str] = KINDS) -> RunReport:
-        """One run; ``kinds`` narrows it (the frequent leak-only runs of the schedule)."""
+    def run(self, w: Windows | None = None, kinds: frozenset[str] = KINDS, tenant: str | None = None) -> RunReport:
+        """One run over ``tenant``, or over every tenant with data, each on its own (tests, false
+        discovery rate, findings); ``kinds`` narrows it (the frequent leak-only runs of the schedule)."""
         w = w or self.windows()
         t0 = time.monotonic()
+        report = RunReport(w.recent, w.baseline, w.leak, 0, 0.0, kinds=sorted(kinds))
         with self._lock:
             with self.db.read(timeout_s=self.settings.timeout_s) as cur:
-                result = analyze(cur, self.tenant, w, self.tuning, kinds)
-                tested = [r for r in open_records(cur, self.tenant) if r.kind in kinds]
-                back = returned(tested, result, w, self.tuning)
-            now = now_ns()
-
-            def store(con: Any) -> list[tuple[Record, bool]]:
-                saved = save(con, result.findings, now)
-                resolve(con, back, now)
-                return saved
-
-            saved: list[tuple[Record, bool]] = self.db.writer.call(store).result()  # type: ignore[assignment]
-        report = RunReport(
-            w.recent,
-            w.baseline,
-            w.leak,
-            result.tests,
-            time.monotonic() - t0,
-            [r for r, _ in saved],
-            [r.id for r, new in saved if new],
-            back,
-            result.counts(),
-            sorted(kinds),
-        )
+                tenants = [tenant] if tenant is not None else _tenants(cur)
+            saved: list[tuple[Record, bool]] = []
+            for one in tenants:
+                with self.db.read(timeout_s=self.settings.timeout_s) as cur:
+                    result = analyze(cur, one, w, self.tuning, kinds)
+                    tested = [r for r in open_records(cur, one) if r.kind in kinds]
+                    back = returned(tested, result, w, self.tuning)
+                saved += self.db.writer.call(_storing(result.findings, back, now_ns())).result()
+                report.tests += result.tests
+                report.resolved += back
+                for reason, n in result.counts().items():
+                    report.verdicts[reason] = report.verdicts.get(reason, 0) + n
+        report.seconds = time.monotonic() - t0
+        report.records = [r for r, _ in saved]
+        report.new = [r.id for r, new in saved if new]
         self.last = report
         for r, new in saved:
             if new:

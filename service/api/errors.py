@@ -20,6 +20,7 @@ from service.errors import (
     ProfileTooLarge,
     ProfstoreError,
     QueryTimeout,
+    RequestTimeout,
     StoreError,
     Unimplemented,
 )
@@ -54,6 +55,8 @@ def connect_code(exc: ProfstoreError) -> str:
     """The Connect code of one of our errors, for the Connect endpoints (Grafana's and Pyroscope's)."""
     if isinstance(exc, Unimplemented):
         return "unimplemented"
+    if isinstance(exc, RequestTimeout):
+        return "deadline_exceeded"
     if isinstance(exc, ProfileTooLarge):
         return "resource_exhausted"
     if isinstance(exc, NotFound):
@@ -70,6 +73,8 @@ def connect_code(exc: ProfstoreError) -> str:
 def status_of(exc: ProfstoreError) -> int:
     if isinstance(exc, Unimplemented):
         return 501
+    if isinstance(exc, RequestTimeout):
+        return 408
     if isinstance(exc, ProfileTooLarge):
         return 413
     if isinstance(exc, NotFound):

@@ -11,10 +11,9 @@ from service.errors import InvalidRequest
 from service.query.selector import Query as ParsedQuery
 from service.query.selector import parse_query
 from service.store.reads import SeriesRow, list_series
-from service.types import DEFAULT_TENANT, TimeRange
+from service.types import TimeRange
 
 __all__ = [
-    "TENANT",
     "FromParam",
     "GroupByParam",
     "QueryParam",
@@ -24,8 +23,6 @@ __all__ = [
     "select_series",
     "time_range",
 ]
-
-TENANT = DEFAULT_TENANT
 
 QueryParam = Annotated[
     str,
@@ -70,10 +67,10 @@ def known_types(series: list[SeriesRow]) -> str:
     return ", ".join(known) if known else "none stored yet"
 
 
-def select_series(cur: duckdb.DuckDBPyConnection, query: str) -> tuple[ParsedQuery, list[SeriesRow]]:
-    """The parsed query and its matching series; an unknown profile type is a 400 listing the known ones."""
+def select_series(cur: duckdb.DuckDBPyConnection, tenant: str, query: str) -> tuple[ParsedQuery, list[SeriesRow]]:
+    """The parsed query and its matching series of ``tenant``; an unknown profile type is a 400 listing the known ones."""
     q = parse_query(query)
-    series = list_series(cur, TENANT)
+    series = list_series(cur, tenant)
     if not any(s.profile_type == q.profile_type for s in series):
         raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
     return q, [s for s in series if s.profile_type == q.profile_type and q.matches(s.labels)]

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from service.api.auth import tenant_of
 from service.api.body import read_body
 from service.api.connect import Method, service_router
-from service.api.params import TENANT
 from service.errors import InvalidRequest, ProfileError
 from service.pprof.decode import DecodeLimits, decompress, envelope
 from service.pprof.folded import FOLDED_TYPES, folded_to_pprof
@@ -38,7 +38,12 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
 
 
 def _store(
-    ingestor: Ingestor, data: bytes, labels: dict[str, str], name: str | None, fallback_ts: int | None
+    ingestor: Ingestor,
+    tenant: str,
+    data: bytes,
+    labels: dict[str, str],
+    name: str | None,
+    fallback_ts: int | None,
 ) -> list[IngestResult]:
     """Decode, split by sample labels, pick the time (the profile's own unless unset or in 1970), store."""
     raw = decompress(data, ingestor.limits)
@@ -49,7 +54,7 @@ def _store(
         ts = None if env.header.time_nanos >= YEAR_1971_NS else fallback_ts
         out.append(
             ingestor.store(
-                env, labels={**labels, **extra}, name=name, ts=ts, tenant=TENANT, source="push", size=len(part)
+                env, labels={**labels, **extra}, name=name, ts=ts, tenant=tenant, source="push", size=len(part)
             )
         )
     return out
@@ -78,7 +83,7 @@ def push(request: Request, req: push_pb2.PushRequest) -> push_pb2.PushResponse:
         labels, name = _series_labels([(lp.name, lp.value) for lp in series.labels])
         for sample in series.samples:
             try:
-                _store(ingestor, sample.raw_profile, labels, name, now_ns())
+                _store(ingestor, tenant_of(request), sample.raw_profile, labels, name, now_ns())
             except ProfileError as exc:
                 raise type(exc)(f"series {i} ({labels.get('service_name', '')}): {exc}") from exc
     return push_pb2.PushResponse()
@@ -218,13 +223,14 @@ async def legacy_ingest(
         labels["pyroscope_spy"] = spy_name
     ingestor: Ingestor = request.app.state.ingestor
     if fmt == "pprof":
-        results = await run_in_threadpool(_store, ingestor, data, labels, profile_name, start)
+        results = await run_in_threadpool(_store, ingestor, tenant_of(request), data, labels, profile_name, start)
     else:
         base, _, suffix = app.rpartition(".")
         kind = FOLDED_TYPES.get(suffix) if base else None
         service = base if kind is not None else app
         labels = {"service_name": service, **tags, **labels}
         when = start if start is not None else now_ns()
+        tenant = tenant_of(request)
 
         def convert_and_store() -> list[IngestResult]:
             pprof = folded_to_pprof(
@@ -234,7 +240,7 @@ async def legacy_ingest(
                 time_nanos=when,
                 duration_nanos=max((end or when) - when, 0),
             )
-            return _store(ingestor, pprof, labels, None, when)
+            return _store(ingestor, tenant, pprof, labels, None, when)
 
         results = await run_in_threadpool(convert_and_store)  # parsing text is CPU work: off the event loop
     return LegacyIngestResponse(

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 
 from fastapi import Request
 
+from service.api.auth import tenant_of
 from service.api.connect import Method, service_router
-from service.api.params import TENANT
 from service.errors import InvalidRequest, Unimplemented
 from service.pprof import profile_pb2 as pb
 from service.pprof.decode import DecodeLimits
@@ -75,7 +75,7 @@ def _selectors(matchers: Iterable[str]) -> list[tuple[Matcher, ...]]:
 def _series(request: Request, tr: TimeRange, matchers: Iterable[str] = ()) -> list[SeriesRow]:
     selectors = _selectors(matchers)
     with request.app.state.db.read() as cur:
-        rows = list_series(cur, TENANT)
+        rows = list_series(cur, tenant_of(request))
     out = []
     for s in rows:
         if s.last_seen < tr.start or s.first_seen > tr.end:
@@ -241,7 +241,7 @@ def _merged_pprof(request: Request, query: Query, tr: TimeRange, call_site: list
     if call_site:
         raise Unimplemented("stack_trace_selector is not implemented for pprof answers")
     with request.app.state.db.read() as cur:
-        return to_message(export_profile(cur, query, list_series(cur, TENANT), tr))
+        return to_message(export_profile(cur, query, list_series(cur, tenant_of(request)), tr))
 
 
 def select_merge_profile(request: Request, req: q.SelectMergeProfileRequest) -> pb.Profile:
@@ -313,7 +313,7 @@ def diff(request: Request, req: q.DiffRequest) -> q.DiffResponse:
 def profile_stats(request: Request, req: t.GetProfileStatsRequest) -> t.GetProfileStatsResponse:
     with request.app.state.db.read() as cur:
         oldest, newest = cur.execute(
-            "SELECT min(first_seen), max(last_seen) FROM series WHERE tenant = $tenant", {"tenant": TENANT}
+            "SELECT min(first_seen), max(last_seen) FROM series WHERE tenant = $tenant", {"tenant": tenant_of(request)}
         ).fetchone() or (None, None)
     if oldest is None or newest is None:
         return t.GetProfileStatsResponse(data_ingested=False, oldest_profile_time=0, newest_profile_time=0)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from service.analysis.job import Analyzer, RunReport
 from service.analysis.records import Record, ack, get, list_records
 from service.analysis.run import Windows
-from service.api.params import TENANT, FromParam, UntilParam, time_range
+from service.api.auth import tenant_of
+from service.api.params import FromParam, UntilParam, time_range
 from service.api.query import DiffResponse, Filters, get_diff
 from service.errors import InvalidRequest, NotFound
 from service.types import TimeRange, now_ns
@@ -177,14 +178,14 @@ def list_regressions(
 ) -> list[dict[str, Any]]:
     tr = time_range(request, from_, until) if from_ or until else None
     with request.app.state.db.read() as cur:
-        rows = list_records(cur, TENANT, service=service, kind=kind, state=state, tr=tr, limit=limit)
+        rows = list_records(cur, tenant_of(request), service=service, kind=kind, state=state, tr=tr, limit=limit)
     return [_out(r) for r in rows]
 
 
 @router.get("/regressions/{rid}", response_model=RegressionDetail, summary="One finding, with its diff")
 def get_regression(request: Request, response: Response, rid: str) -> dict[str, Any]:
     with request.app.state.db.read() as cur:
-        r = get(cur, TENANT, _id(rid))
+        r = get(cur, tenant_of(request), _id(rid))
     if r is None:
         raise NotFound(f"no finding with id {rid}")
     out = _out(r)
@@ -203,7 +204,7 @@ def get_regression(request: Request, response: Response, rid: str) -> dict[str, 
 @router.post("/regressions/{rid}/ack", response_model=RegressionOut, summary="Acknowledge a finding")
 def ack_regression(request: Request, rid: str) -> dict[str, Any]:
     key = _id(rid)
-    r = request.app.state.db.writer.call(lambda con: ack(con, TENANT, key, now_ns())).result()
+    r = request.app.state.db.writer.call(lambda con: ack(con, tenant_of(request), key, now_ns())).result()
     if r is None:
         raise NotFound(f"no finding with id {rid}")
     return _out(r)
@@ -234,7 +235,7 @@ def analyze_now(
         if base.end > w.recent.start:
             raise InvalidRequest("the baseline must end before the recent window starts")
         w = Windows(w.recent, base, w.leak)
-    report: RunReport = analyzer.run(w)
+    report: RunReport = analyzer.run(w, tenant=tenant_of(request))
     return {
         "recent": [report.recent.start, report.recent.end],
         "baseline": [report.baseline.start, report.baseline.end],
@@ -258,7 +259,7 @@ def get_annotations(
     """One annotation per finding seen in the range: a region from the change point to when it was last seen."""
     tr = time_range(request, from_, until)
     with request.app.state.db.read() as cur:
-        rows = list_records(cur, TENANT, service=service, tr=tr)
+        rows = list_records(cur, tenant_of(request), service=service, tr=tr)
     out = []
     for r in rows:
         text = (

@@ -9,8 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from service.api.auth import tenant_of
 from service.api.body import read_body
-from service.api.params import TENANT, FromParam, QueryParam, UntilParam, known_types, time_range
+from service.api.params import FromParam, QueryParam, UntilParam, known_types, time_range
 from service.errors import InvalidRequest
 from service.pprof.encode import encode
 from service.query.export import diff_profile, export_profile
@@ -56,7 +57,7 @@ class StoredProfile(BaseModel):
 
 def _series(request: Request) -> list[SeriesRow]:
     with request.app.state.db.read() as cur:
-        return list_series(cur, TENANT)
+        return list_series(cur, tenant_of(request))
 
 
 @router.post(
@@ -97,7 +98,9 @@ async def ingest(
     when = parse_time(ts, "ts") if ts else None
     data = await read_body(request, settings.max_compressed_bytes)
     ingestor: Ingestor = request.app.state.ingestor
-    res = await run_in_threadpool(ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=TENANT)
+    res = await run_in_threadpool(
+        ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=tenant_of(request)
+    )
     return IngestResponse(
         profile_ids=[str(i) for i in res.profile_ids],
         series=res.series,
@@ -141,7 +144,7 @@ def export(
     if (base_from is None) != (base_until is None) or (base_query is not None and base_from is None):
         raise InvalidRequest("a diff export needs both base_from and base_until (and base_query only with them)")
     with request.app.state.db.read() as cur:
-        series = list_series(cur, TENANT)
+        series = list_series(cur, tenant_of(request))
         if not any(s.profile_type == q.profile_type for s in series):
             raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
         profile = export_profile(cur, q, series, tr)
@@ -234,7 +237,9 @@ def profiles(
     tr = time_range(request, from_, until)
     with request.app.state.db.read() as cur:
         series = {
-            s.series_id: s for s in list_series(cur, TENANT) if s.profile_type == q.profile_type and q.matches(s.labels)
+            s.series_id: s
+            for s in list_series(cur, tenant_of(request))
+            if s.profile_type == q.profile_type and q.matches(s.labels)
         }
         rows: list[Any] = list_profiles(cur, list(series), tr, limit) if series else []
     return [

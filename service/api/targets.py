@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from service.api.auth import tenant_of
 from service.collector.jobs import Collector
 
 __all__ = ["router"]
@@ -58,8 +59,11 @@ class Reloaded(BaseModel):
 def targets(request: Request) -> Targets:
     collector: Collector = request.app.state.collector
     out = []
+    tenant = tenant_of(request)
     for h in sorted(collector.health.snapshot(), key=lambda h: h.spec.key):
         s = h.spec
+        if s.tenant != tenant:
+            continue
         query = "&".join(f"{k}={v}" for k, v in s.params.items())
         out.append(
             Target(

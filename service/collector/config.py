@@ -22,6 +22,9 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from service.errors import InvalidRequest
+from service.types import DEFAULT_TENANT, check_tenant
+
 __all__ = [
     "DEFAULT_PPROF",
     "DEFAULT_SCRAPE_INTERVAL_S",
@@ -285,6 +288,7 @@ class ProfileEndpoint:
 
 class ScrapeConfig(_Strict):
     job_name: str = Field(min_length=1, description="Unique across scrape_configs; the `job` label.")
+    tenant: str = Field(DEFAULT_TENANT, description="The tenant whose data the job's profiles are.")
     scrape_interval: Duration = Field(DEFAULT_SCRAPE_INTERVAL_S, description="How often each endpoint is scraped.")
     scrape_timeout: Duration = Field(
         DEFAULT_SCRAPE_TIMEOUT_S, description="HTTP timeout; at most scrape_interval (default 10s or the interval)."
@@ -293,6 +297,14 @@ class ScrapeConfig(_Strict):
     static_configs: list[TargetGroup] = Field(default_factory=list)
     file_sd_configs: list[FileSDConfig] = Field(default_factory=list)
     profiling_config: ProfilingConfig = Field(default_factory=ProfilingConfig)
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, tenant: str) -> str:
+        try:
+            return check_tenant(tenant)
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("scheme")
     @classmethod

@@ -42,8 +42,8 @@ __all__ = ["Collector", "Sink"]
 
 log = logging.getLogger(__name__)
 
-# Stores one scraped profile: (parsed profile, series labels, profile name) -> samples stored.
-Sink = Callable[[Envelope, Mapping[str, str], str], int]
+# Stores one scraped profile: (parsed profile, series labels, profile name, tenant) -> samples stored.
+Sink = Callable[[Envelope, Mapping[str, str], str, str], int]
 
 _SD_CHECK_S = 2.0  # how often file_sd files are checked for changes (a stat per file)
 
@@ -310,7 +310,7 @@ class Collector:
         if prepared.envelope is None:
             return prepared.outcome, 0, prepared.notes
         try:
-            samples = self._sink(prepared.envelope, spec.labels, stored_name(spec))
+            samples = self._sink(prepared.envelope, spec.labels, stored_name(spec), spec.tenant)
         except ProfileError as exc:
             raise ScrapeFailed("malformed", str(exc)) from None
         except StoreError as exc:

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from service.collector.config import FileSDConfig, ScrapeConfig, TargetGroup
 from service.config import located_errors, parse_yaml, read_text
 from service.errors import InvalidRequest
+from service.types import DEFAULT_TENANT
 
 __all__ = ["TargetGroup", "TargetSpec", "expand", "file_sd_matches", "file_sd_paths", "read_file_sd"]
 
@@ -45,6 +46,7 @@ class TargetSpec:
     timeout_s: float
     labels: dict[str, str]  # service_name, job, instance and the target's labels
     keep_sample_types: tuple[tuple[str, str], ...] | None
+    tenant: str = DEFAULT_TENANT  # whose data the scrapes are (the job's tenant)
 
     @property
     def key(self) -> str:
@@ -129,6 +131,7 @@ def expand(
                         timeout_s=e.timeout_s,
                         labels=dict(sorted(labels.items())),
                         keep_sample_types=e.keep_sample_types,
+                        tenant=cfg.tenant,
                     )
                 )
     return specs

@@ -9,6 +9,7 @@ by name, as Pyroscope orders them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy.typing as npt
 
 from service.query.stacks import StackSet, under_roots
 
-__all__ = ["Tree", "build_tree", "diff_levels", "nested", "pyroscope_levels"]
+__all__ = ["Tree", "build_tree", "diff_levels", "nested_json", "pyroscope_levels"]
 
 I64 = npt.NDArray[np.int64]
 OTHER = "other"
@@ -104,19 +105,29 @@ def _truncate(t: Tree, max_nodes: int, other_code: int, kept: npt.NDArray[np.boo
     ) if n_kept else t  # fmt: skip
 
 
-def nested(t: Tree) -> dict[str, Any]:
-    """``{name, self, total, children: [...]}`` from the root."""
+def nested_json(t: Tree) -> str:
+    """``{"name", "self", "total", "children": [...]}`` from the root, as JSON text.
+
+    Written by an explicit stack, not by recursion: a stack 1,000 frames deep (pprof allows any
+    depth; scrapes keep 1,024) would exceed Python's recursion limit in a recursive builder, in
+    pydantic and in the ``json`` encoder alike.
+    """
     kids = t.children()
-
-    def node(i: int) -> dict[str, Any]:
-        return {
-            "name": t.names[t.name[i]],
-            "self": int(t.self_[i]),
-            "total": int(t.total[i]),
-            "children": [node(k) for k in kids[i]],
-        }
-
-    return node(0)
+    out: list[str] = []
+    todo: list[int | str] = [0]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        name = json.dumps(t.names[t.name[item]])
+        out.append(f'{{"name":{name},"self":{int(t.self_[item])},"total":{int(t.total[item])},"children":[')
+        todo.append("]}")
+        for n, k in enumerate(reversed(kids[item])):
+            todo.append(k)
+            if n < len(kids[item]) - 1:
+                todo.append(",")
+    return "".join(out)
 
 
 def pyroscope_levels(t: Tree) -> dict[str, Any]:

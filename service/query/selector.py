@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.errors import InvalidRequest
+from service.query.regex import compile_regex
 from service.types import ProfileType
 
 __all__ = ["Matcher", "Query", "parse_labels", "parse_query", "parse_selector"]
@@ -25,13 +27,11 @@ class Matcher:
     name: str
     op: str
     value: str
+    _rx: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise InvalidRequest(f"invalid regex {self.value!r} for label {self.name!r}: {exc}") from None
+            object.__setattr__(self, "_rx", compile_regex(self.value, f"label {self.name!r}"))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")
@@ -39,7 +39,7 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = re.fullmatch(self.value, v) is not None
+        hit = self._rx.fullmatch(v) is not None
         return hit if self.op == "=~" else not hit
 
 

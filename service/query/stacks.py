@@ -11,20 +11,20 @@ frames of their own); an unsymbolized one is ``[binary]`` after its mapping's fi
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from service.errors import InvalidRequest
 from service.pprof.batch import expand
 from service.query.aggregation import Aggregation
 from service.query.export import flat_lists
 from service.query.plan import Plan
+from service.query.regex import compile_regex
 from service.store.ids import ids_of_blobs
 from service.store.reads import id_list
 from service.types import TimeRange
@@ -193,7 +193,7 @@ def under_roots(groups: list[tuple[list[str], StackSet]]) -> StackSet:
 class _Match:
     """A regex evaluated once per distinct name."""
 
-    def __init__(self, rx: re.Pattern[str]) -> None:
+    def __init__(self, rx: Any) -> None:
         self._rx = rx
 
     def __call__(self, names: list[str]) -> npt.NDArray[np.bool_]:
@@ -201,10 +201,7 @@ class _Match:
 
 
 def _matcher(pattern: str, what: str) -> _Match:
-    try:
-        return _Match(re.compile(pattern))
-    except re.error as exc:
-        raise InvalidRequest(f"invalid {what} regex {pattern!r}: {exc}") from None
+    return _Match(compile_regex(pattern, what))
 
 
 def _hits(m: _Match, names: list[str], codes: I64) -> npt.NDArray[np.bool_]:

@@ -46,6 +46,8 @@ class KnownIds:
         self._arrays: dict[str, U64] = {}
         self._limit = limit
         self._lock = threading.Lock()  # one adder at a time; readers need none
+        # Bumped by clear(): rows staged against an older generation may omit ids deleted since.
+        self.generation = 0
 
     def unknown(self, kind: str, ids: U64) -> npt.NDArray[np.bool_]:
         known = self._arrays.get(kind)
@@ -53,6 +55,12 @@ class KnownIds:
             return np.ones(ids.size, bool)
         at = np.minimum(np.searchsorted(known, ids), known.size - 1)
         return known[at] != ids
+
+    def clear(self) -> None:
+        """Forget everything: retention deleted rows, so "known to be committed" no longer holds."""
+        with self._lock:
+            self._arrays = {}
+            self.generation += 1
 
     def add(self, kind: str, ids: U64) -> None:
         if ids.size == 0 or self._limit <= 0:

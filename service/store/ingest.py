@@ -39,6 +39,23 @@ class IngestResult:
     duplicate: bool
 
 
+# Series label limits, Pyroscope's defaults (validation.Limits): a series is its labels, and
+# every query lists them, so unbounded ones would make one push cost every later read.
+MAX_LABEL_NAMES = 30
+MAX_LABEL_NAME_LENGTH = 1024
+MAX_LABEL_VALUE_LENGTH = 2048
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    if len(labels) > MAX_LABEL_NAMES:
+        raise InvalidRequest(f"series has {len(labels)} labels; at most {MAX_LABEL_NAMES} are allowed")
+    for k, v in labels.items():
+        if len(k) > MAX_LABEL_NAME_LENGTH:
+            raise InvalidRequest(f"label name {k[:64]!r}... is {len(k)} characters; at most {MAX_LABEL_NAME_LENGTH}")
+        if len(v) > MAX_LABEL_VALUE_LENGTH:
+            raise InvalidRequest(f"value of label {k[:64]!r} is {len(v)} characters; at most {MAX_LABEL_VALUE_LENGTH}")
+
+
 class Ingestor:
     def __init__(self, db: Database, limits: DecodeLimits | None = None, metrics: Metrics | None = None) -> None:
         self.db = db
@@ -75,6 +92,7 @@ class Ingestor:
         size: int | None = None,
     ) -> IngestResult:
         """Store a parsed profile (the collector parses what it scrapes itself)."""
+        check_labels(labels)
         with self._decoding:
             h = env.header
             if not h.sample_types:

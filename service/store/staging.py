@@ -65,10 +65,12 @@ class Staged:
     series: list[dict[str, object]]
     profiles: list[dict[str, object]]
     entities: dict[str, pa.Table] | None  # interned rows not known to be committed when staged
+    generation: int  # of the KnownIds consulted; the writer restages rows older than a retention run
 
 
 def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds) -> Staged:
     """Build the rows of one validated, digested profile (in the ingest thread)."""
+    generation = known.generation  # read before the ids are looked up, so a clear in between is noticed
     h, d, ids = env.header, prepared.digest, prepared.ids
     pts = profile_types_of(h, meta.name)
     if not pts:
@@ -91,6 +93,7 @@ def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds) -> Sta
         series=series,
         profiles=profiles,
         entities=entities,
+        generation=generation,
     )
 
 

@@ -216,7 +216,7 @@ class Writer:
                 todo.append((p, fut))
         if not todo:
             return []
-        if all(p.staged is not None for p, _ in todo):
+        if all(p.staged is not None and p.staged.generation == self._known.generation for p, _ in todo):
             # Rows built in the ingest threads: only the concatenation is left.
             def fast(ok: list[tuple[Pending, Future[WriteResult]]] = todo) -> Rows:
                 return assemble([p.staged for p, _ in ok], self._known)  # type: ignore[misc]

@@ -44,6 +44,14 @@ def _config(path: Path, server: str, closed: str) -> Path:
     static_configs: [{{targets: ["{server}"], labels: {{service_name: healthy}}}}]
     profiling_config: {{path_prefix: /ok}}"""
     ]
+    # The same target for another tenant: its profiles and its health are that tenant's only.
+    jobs.append(
+        f"""  - job_name: tenanted
+    tenant: team-x
+    scrape_interval: 1s
+    static_configs: [{{targets: ["{server}"]}}]
+    profiling_config: {{path_prefix: /ok, pprof_config: {ONLY["goroutine"]}}}"""
+    )
     # A CPU scrape held open past its interval: the next run must be skipped and counted.
     jobs.append(
         f"""  - job_name: overlap
@@ -156,3 +164,14 @@ def test_profstore_targets_prints_the_table(scraping: tuple[Server, FaultServer]
     refused = next(line for line in lines if line.startswith("refused "))
     assert " down " in refused and "connection_refused: connection refused" in refused
     assert any(line.startswith("ok ") and " up " in line for line in lines)
+
+
+def test_a_job_scrapes_into_its_tenant(scraping: tuple[Server, FaultServer]) -> None:
+    server, _ = scraping
+    query = {"query": 'goroutine:goroutine:count:goroutine:count{job="tenanted"}', "from": "now-1h", "until": "now+1h"}
+    theirs = httpx.get(f"{server.url}/api/v1/profiles", params=query, headers={"X-Scope-OrgID": "team-x"}, timeout=10)
+    assert theirs.status_code == 200 and len(theirs.json()) >= 1, theirs.text
+    assert httpx.get(f"{server.url}/api/v1/profiles", params=query, timeout=10).json() == []
+    assert ("tenanted", "goroutine") not in _targets(server)
+    team = httpx.get(f"{server.url}/api/v1/targets", headers={"X-Scope-OrgID": "team-x"}, timeout=10).json()
+    assert [(t["job"], t["health"]) for t in team["targets"]] == [("tenanted", "up")]

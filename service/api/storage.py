@@ -1,0 +1,72 @@
+"""Storage lifecycle endpoints (admin scope): what the database holds, and retention on demand."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from service.api.auth import visible_tenants
+from service.store import usage
+from service.store.retention import Expired, expire
+from service.types import now_ns
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+
+
+class TableOut(BaseModel):
+    name: str
+    rows: int
+    bytes: int = Field(description="Blocks of the table in the file as of the last checkpoint, in bytes.")
+
+
+class TenantOut(BaseModel):
+    tenant: str
+    series: int
+    profiles: int = Field(description="Stored profiles (one per series and time), raw or rolled up.")
+    oldest: int | None = Field(description="Oldest profile kept (ns since the epoch), raw or rolled up.")
+    newest: int | None
+    oldest_raw: int | None = Field(description="Oldest profile whose samples are kept (older: rollups only).")
+
+
+class StorageOut(BaseModel):
+    file_bytes: int = Field(description="The DuckDB file and its write-ahead log on disk.")
+    tables: list[TableOut]
+    tenants: list[TenantOut] = Field(description="The tenants the token may see.")
+
+
+class ExpireOut(BaseModel):
+    deleted: dict[str, int] = Field(description="Rows deleted per table.")
+    seconds: float
+
+
+@router.get("/storage", response_model=StorageOut, summary="Size per table, rows, oldest and newest data per tenant")
+def storage(request: Request) -> StorageOut:
+    db = request.app.state.db
+    allowed = visible_tenants(request)
+    with db.read() as cur:
+        tables = usage.tables(cur)
+        tenants = [t for t in usage.tenants(cur) if allowed is None or t.tenant in allowed]
+    return StorageOut(
+        file_bytes=db.size_bytes(),
+        tables=[TableOut(name=t.name, rows=t.rows, bytes=t.bytes) for t in tables],
+        tenants=[
+            TenantOut(
+                tenant=t.tenant, series=t.series, profiles=t.profiles, oldest=t.oldest, newest=t.newest,
+                oldest_raw=t.oldest_raw,
+            )
+            for t in tenants
+        ],
+    )  # fmt: skip
+
+
+@router.post("/storage/expire", response_model=ExpireOut, summary="Run the retention job now")
+async def expire_now(request: Request) -> ExpireOut:
+    """Deletes what is past retention for every tenant (as the hourly job does) and returns the counts."""
+    db = request.app.state.db
+    settings = request.app.state.settings.retention
+    fut = db.writer.call(lambda con: expire(con, settings, now_ns(), db.known))
+    out: Expired = await run_in_threadpool(fut.result)
+    return ExpireOut(deleted=out.deleted, seconds=out.seconds)
