@@ -1,4 +1,4 @@
-"""``profstore``: serve, migrate, ingest, export, targets, regressions, token, openapi."""
+"""``profstore``: serve, migrate, ingest, export, targets, regressions, storage, backup, restore, token, openapi."""
 
 from __future__ import annotations
 
@@ -71,6 +71,29 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     sys.stdout.write(yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    target = Path(args.dir).absolute()
+    with _client(args) as client:
+        r = client.post("/api/v1/storage/backup", params={"dir": str(target)})
+    if r.status_code != 200:
+        print(f"backup failed: {r.status_code} {_error(r)}", file=sys.stderr)
+        return 1
+    body = r.json()
+    rows = sum(body["tables"].values())
+    print(f"backed up {rows} rows of {len(body['tables'])} tables to {target} in {body['seconds']:.1f} s")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from service.store.backup import restore
+    from service.store.db import DB_FILE
+
+    settings = _settings(args)
+    tables = restore(Path(args.dir).absolute(), settings.data_dir / DB_FILE)
+    print(f"restored {sum(tables.values())} rows of {len(tables)} tables into {settings.data_dir / DB_FILE}")
     return 0
 
 
@@ -241,6 +264,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("storage", help="rows and bytes per table and data per tenant of a running server")
     client_flags(s, 60.0)
     s.set_defaults(func=cmd_storage)
+
+    s = sub.add_parser("backup", help="write a consistent backup of a running server into a new directory")
+    s.add_argument("dir", help="directory to create (on the server's machine)")
+    client_flags(s, 3600.0)
+    s.set_defaults(func=cmd_backup)
+
+    s = sub.add_parser("restore", help="rebuild an empty data directory from a backup (server stopped)")
+    s.add_argument("dir", help="a directory written by `profstore backup`")
+    storage_flags(s)
+    s.set_defaults(func=cmd_restore)
 
     s = sub.add_parser("token", help="make a new API token and print it with its auth.tokens entry")
     s.add_argument("--name", default="client", help="who holds it")

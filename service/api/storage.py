@@ -1,13 +1,17 @@
-"""Storage lifecycle endpoints (admin scope): what the database holds, and retention on demand."""
+"""Storage lifecycle endpoints (admin scope): what the database holds, retention on demand, backups."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from service.api.auth import visible_tenants
-from service.store import usage
+from service.store import backup, usage
 from service.store.retention import Expired, expire
 from service.types import now_ns
 
@@ -70,3 +74,22 @@ async def expire_now(request: Request) -> ExpireOut:
     fut = db.writer.call(lambda con: expire(con, settings, now_ns(), db.known))
     out: Expired = await run_in_threadpool(fut.result)
     return ExpireOut(deleted=out.deleted, seconds=out.seconds)
+
+
+class BackupOut(BaseModel):
+    dir: str
+    tables: dict[str, int] = Field(description="Rows per table in the backup.")
+    seconds: float
+
+
+@router.post("/storage/backup", response_model=BackupOut, summary="Write a consistent backup while serving")
+def backup_now(
+    request: Request,
+    dir: Annotated[str, Query(description="Absolute path, on the server, of a directory to create for the backup.")],
+) -> BackupOut:
+    """One read transaction exports every table as Parquet (EXPORT DATABASE); writes go on meanwhile.
+    `profstore restore DIR` rebuilds a data directory from it."""
+    t0 = time.monotonic()
+    with request.app.state.db.read(timeout_s=3600) as cur:
+        tables = backup.export(cur, Path(dir))
+    return BackupOut(dir=dir, tables=tables, seconds=time.monotonic() - t0)

@@ -23,12 +23,12 @@ _OPTIONS.log_errors = False  # a bad pattern is the caller's 400, not a line on 
 _OPTIONS.max_mem = 8 << 20  # bytes of compiled program; a larger one is refused as too complex
 
 
-def compile_regex(pattern: str, what: str) -> Any:
-    """The compiled pattern (``search``/``fullmatch`` as in ``re``); InvalidRequest naming ``what`` if unusable."""
+def compile_regex(pattern: str, invalid: str) -> Any:
+    """The compiled pattern (``search``/``fullmatch`` as in ``re``); else InvalidRequest("<invalid>: why")."""
     if len(pattern) > MAX_PATTERN:
-        raise InvalidRequest(f"{what} regex of {len(pattern)} characters is longer than {MAX_PATTERN}")
+        raise InvalidRequest(f"{invalid}: {len(pattern)} characters, longer than {MAX_PATTERN}")
     try:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise InvalidRequest(f"invalid {what} regex {pattern[:200]!r}: {detail}") from None
+        raise InvalidRequest(f"{invalid}: {detail}") from None

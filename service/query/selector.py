@@ -31,7 +31,9 @@ class Matcher:
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
-            object.__setattr__(self, "_rx", compile_regex(self.value, f"label {self.name!r}"))
+            object.__setattr__(
+                self, "_rx", compile_regex(self.value, f"invalid regex {self.value[:200]!r} for label {self.name!r}")
+            )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")

@@ -201,7 +201,7 @@ class _Match:
 
 
 def _matcher(pattern: str, what: str) -> _Match:
-    return _Match(compile_regex(pattern, what))
+    return _Match(compile_regex(pattern, f"invalid {what} regex {pattern[:200]!r}"))
 
 
 def _hits(m: _Match, names: list[str], codes: I64) -> npt.NDArray[np.bool_]:

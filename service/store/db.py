@@ -36,21 +36,37 @@ class Database:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
         migrate.upgrade(self.path)
+        self._con = self._connect()
+        self.read_timeout_s = read_timeout_s
+        self.known = KnownIds()
+        self.writer = Writer(
+            self._con.cursor(), self.known, max_batch=max_batch, observe=observe_batch, reopen=self._reopen
+        )
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            self._con = duckdb.connect(
+            return duckdb.connect(
                 str(self.path),
                 config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"},
             )
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        self.read_timeout_s = read_timeout_s
-        self.known = KnownIds()
-        self.writer = Writer(self._con.cursor(), self.known, max_batch=max_batch, observe=observe_batch)
+
+    def _reopen(self) -> duckdb.DuckDBPyConnection:
+        """Close the invalidated instance (its cursors fail and are closed by their readers) and open
+        the file again; the writer calls this in its own thread and gets its new cursor."""
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()
+        self._con = self._connect()
+        return self._con.cursor()
 
     @contextlib.contextmanager
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor for one request; interrupted (→ ``QueryTimeout``) when it runs too long."""
-        cur = self._con.cursor()
+        try:
+            cur = self._con.cursor()
+        except duckdb.Error as exc:  # closed a moment ago by a reopen
+            raise StoreError(f"read failed: {exc}; retry") from exc
         limit = self.read_timeout_s if timeout_s is None else timeout_s
         fired = threading.Event()
 
@@ -68,6 +84,7 @@ class Database:
                 raise QueryTimeout(
                     f"query ran longer than {limit:g} s and was stopped; narrow the time range or selector"
                 ) from exc
+            self.writer.mark_invalid(exc)
             raise StoreError(f"read failed: {exc}") from exc
         finally:
             timer.cancel()

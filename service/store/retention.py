@@ -13,6 +13,7 @@ as committed may just have been deleted — and a checkpoint returns the freed b
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -87,7 +88,8 @@ def expire(con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int
                     out.deleted[table] = _count(con.execute(f"DELETE FROM {table} WHERE {predicate}"))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction itself
+                con.execute("ROLLBACK")
             raise
     finally:
         con.unregister("_cut")

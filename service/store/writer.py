@@ -89,8 +89,13 @@ class Writer:
         max_batch: int = 256,
         max_wait_s: float = 0.02,
         observe: Callable[[float, int], None] | None = None,
+        reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
     ) -> None:
         self._con = con
+        # A failed checkpoint (disk full) invalidates the whole DuckDB instance until it is opened
+        # again; ``reopen`` does that (replaying the WAL: everything committed is kept).
+        self._reopen = reopen
+        self._fatal: str | None = None  # why the connection is unusable, until reopened
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._known = known
         self._max_batch = max_batch
@@ -132,6 +137,8 @@ class Writer:
             first = self._queue.get()
             if first is None:
                 return
+            if self._fatal is not None:
+                self._recover()
             if isinstance(first, Task):
                 self._task(first)
                 continue
@@ -154,6 +161,13 @@ class Writer:
             t0 = time.monotonic()
             jobs: list[Job] = []
             leaders: list[int] = []
+            if self._fatal is not None:
+                _fail(batch, self._unavailable())
+                if task is not None:
+                    self._task(task)
+                if stop:
+                    return
+                continue
             try:
                 jobs, leaders = self._build(batch)
             except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
@@ -174,12 +188,46 @@ class Writer:
                 return
 
     def _task(self, task: Task) -> None:
+        if self._fatal is not None:
+            task.done.set_exception(self._unavailable())
+            return
         try:
             task.done.set_result(task.run(self._con))
-        except Exception as exc:  # the caller gets it; the thread lives on
+        except Exception as exc:  # the caller gets it, typed; the thread lives on
+            self._note_fatal(exc)
             with contextlib.suppress(duckdb.Error):
                 self._con.execute("ROLLBACK")
-            task.done.set_exception(exc)
+            task.done.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
+
+    def mark_invalid(self, exc: BaseException) -> None:
+        """A reader saw the instance invalidated: reopen before the next write (and wake the thread to)."""
+        if self._note_fatal(exc):
+            self.call(lambda con: None)
+
+    def _note_fatal(self, exc: BaseException) -> bool:
+        if isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc):
+            if self._fatal is None:  # the first error says why; later ones only that it is invalidated
+                log.error("the database is unusable until reopened: %s", exc)
+                self._fatal = str(exc).splitlines()[0][:300]
+            return True
+        return False
+
+    def _unavailable(self) -> StoreError:
+        return StoreError(f"database unavailable after a failed write ({self._fatal}); writes resume once it reopens")
+
+    def _recover(self) -> None:
+        """Open the database again after a fatal error; on failure the next batch or task tries again."""
+        if self._reopen is None:
+            return
+        try:
+            self._con = self._reopen()
+        except Exception as exc:
+            log.error("reopening the database failed (%s); retrying with the next write", exc)
+            time.sleep(0.5)  # a queue of writes must not spin on a disk that is still full
+            return
+        self._known.clear()  # a fresh start: ids are checked against the file again
+        log.warning("database reopened after: %s", self._fatal)
+        self._fatal = None
 
     def _release(self, groups: list[int]) -> None:
         with self._lock:
@@ -241,8 +289,8 @@ class Writer:
         """Build the rows of ``ok`` and commit them as one transaction; if that fails, each profile alone."""
         try:
             self._transaction(build(), ok)
-        except Exception:
-            if len(ok) == 1:
+        except Exception as exc:
+            if len(ok) == 1 or self._note_fatal(exc):
                 raise
             # One profile must not take its batch down with it: store each alone, so only the
             # one that fails gets the error.
@@ -254,6 +302,7 @@ class Writer:
                         raise errs[0]
                     self._transaction(normalize_batch(one, [p.meta], self._known), [(p, fut)])
                 except Exception as exc:
+                    self._note_fatal(exc)
                     fut.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
 
     def _transaction(self, rows: Rows, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
