@@ -1,7 +1,10 @@
-"""SIGKILL during a stream of ingests: every acknowledged profile survives, no partial one appears.
+"""SIGKILL under mixed load, 20 rounds: every acknowledged profile survives, no partial one appears,
+and queries equal a reference computed from the acknowledged inputs.
 
-A real ``profstore serve`` takes ingests from three client threads; it is killed at a random
-moment, restarted on the same file, and the database is checked against what was acknowledged.
+A real ``profstore serve`` scrapes a real HTTP target every second while REST ingest clients,
+a Connect Push client and a query client run against it; it is killed at a random moment,
+restarted on the same file, and after the last round the database is checked against what was
+acknowledged.
 """
 
 from __future__ import annotations
@@ -9,15 +12,23 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import httpx
 
+from service.pprof.decode import decode
+from service.pprof.encode import encode
+from service.pprof.model import Profile
+from service.protocols.push.v1 import push_pb2
+from tests.collector.fault_server import FaultServer
 from tests.conftest import Server
 
-ROUNDS = 3
+ROUNDS = 20
 FILES = ["go119__cpu_10s.pb.gz", "go119__heap.pb.gz", "pyro__go.cpu.labels.pb.gz", "gpprof__sample.cpu.pb.gz"]
+CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+BASE_MS = (int(time.time()) - 3 * 86400) * 1000  # recent: retention (31 days) runs at every start
 
 
 def _stream(url: str, corpus: Path, worker: int, acked: list[tuple[str, int]], stop: threading.Event) -> None:
@@ -26,7 +37,7 @@ def _stream(url: str, corpus: Path, worker: int, acked: list[tuple[str, int]], s
     with httpx.Client(base_url=url, timeout=10) as client:
         while not stop.is_set():
             name, data = payloads[n % len(payloads)]
-            ts = 1_700_000_000_000 + worker * 10_000_000 + n  # unique per request and round, in ms
+            ts = BASE_MS + worker * 1_000_000 + n  # unique per request and round, in ms (all in the past)
             n += 1
             try:
                 r = client.post(
@@ -40,13 +51,55 @@ def _stream(url: str, corpus: Path, worker: int, acked: list[tuple[str, int]], s
                 acked.append((name, ts * 10**6))
 
 
+def _push(url: str, corpus: Path, worker: int, acked: list[tuple[str, int]], stop: threading.Event) -> None:
+    """Pyroscope's Push: the profile's own time_nanos, made unique per request."""
+    profile = decode((corpus / FILES[0]).read_bytes())
+    n = 0
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not stop.is_set():
+            ts = (BASE_MS + 500_000 + worker * 1_000_000 + n) * 10**6
+            n += 1
+            raw = _with_time(profile, ts)
+            req = push_pb2.PushRequest()
+            series = req.series.add()
+            series.labels.add(name="service_name", value="crash-push")
+            series.samples.add(raw_profile=raw)
+            try:
+                r = client.post(
+                    "/push.v1.PusherService/Push",
+                    content=req.SerializeToString(),
+                    headers={"Content-Type": "application/proto"},
+                )
+            except httpx.HTTPError:
+                return
+            if r.status_code == 200:
+                acked.append(("push", ts))
+
+
+def _with_time(profile: Profile, ts: int) -> bytes:
+    return encode(replace(profile, time_nanos=ts))
+
+
+def _query(url: str, errors: list[str], stop: threading.Event) -> None:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not stop.is_set():
+            for path in ("/api/v1/flamegraph", "/api/v1/top", "/api/v1/profile-types"):
+                try:
+                    r = client.get(path, params={"query": CPU + "{}", "from": "now-7d", "until": "now"})
+                except httpx.HTTPError:
+                    return
+                if r.status_code >= 500:
+                    errors.append(f"{path}: {r.status_code} {r.text[:200]}")
+
+
 def _check(db_file: Path, acked: list[tuple[str, int]]) -> None:
     con = duckdb.connect(str(db_file), read_only=True)
     try:
         stored = {
             (labels["file"], ts)
             for labels, ts in con.execute(
-                "SELECT s.labels, p.ts FROM profiles p JOIN series s USING (series_id)"
+                "SELECT s.labels, p.ts FROM profiles p JOIN series s USING (series_id) "
+                "WHERE s.labels['service_name'] = 'crash'"
             ).fetchall()
         }
         missing = [a for a in acked if a not in stored]
@@ -62,7 +115,10 @@ def _check(db_file: Path, acked: list[tuple[str, int]]) -> None:
             "SELECT p.profile_id, p.total, s.v, r.flat FROM profiles p "
             "LEFT JOIN (SELECT series_id, ts, sum(value) v FROM sample_values GROUP BY ALL) s USING (series_id, ts) "
             "LEFT JOIN (SELECT series_id, ts, sum(flat) flat FROM rollup_values GROUP BY ALL) r USING (series_id, ts) "
-            "WHERE p.total <> coalesce(s.v, 0) OR p.total <> coalesce(r.flat, 0)"
+            "JOIN series x USING (series_id) "
+            # Rollups count located samples only; the corpus files ingested here have no others.
+            "WHERE p.total <> coalesce(s.v, 0) OR (x.labels['service_name'] = 'crash' AND p.total <> coalesce(r.flat, 0)) "
+            "OR coalesce(r.flat, 0) > p.total"
         ).fetchall()
         assert not bad, bad[:5]
         dangling = con.execute(
@@ -82,38 +138,88 @@ def _check(db_file: Path, acked: list[tuple[str, int]]) -> None:
         con.close()
 
 
-def test_sigkill_loses_no_acknowledged_profile(tmp_path: Path, corpus: Path) -> None:
+def _scrape_config(path: Path, target: str) -> Path:
+    path.write_text(
+        "analysis: {enabled: false}\n"
+        "scrape_configs:\n"
+        "  - job_name: scraped\n"
+        "    scrape_interval: 1s\n"
+        f"    static_configs: [{{targets: ['{target}']}}]\n"
+        "    profiling_config: {path_prefix: /ok, pprof_config: {process_cpu: {enabled: false}, "
+        "block: {enabled: false}, mutex: {enabled: false}}}\n"
+    )
+    return path
+
+
+def _cpu_total(data: bytes) -> int:
+    p = decode(data)
+    i = [t.type for t in p.sample_types].index("cpu")
+    return int(p.samples.values[:, i].sum())
+
+
+def test_sigkill_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path, corpus: Path) -> None:
     data_dir = tmp_path / "data"
     acked: list[tuple[str, int]] = []
+    query_errors: list[str] = []
     rng = random.Random(42)
-    for rnd in range(ROUNDS):
-        srv = Server(data_dir).start()
-        stop = threading.Event()
-        workers = [threading.Thread(target=_stream, args=(srv.url, corpus, 3 * rnd + w, acked, stop)) for w in range(3)]
-        for w in workers:
-            w.start()
-        time.sleep(rng.uniform(1.0, 2.5))
-        srv.kill()
-        stop.set()
-        for w in workers:
-            w.join(15)
-    assert len(acked) > 20, "the load was too light to mean anything"
-    _check(data_dir / "profstore.duckdb", acked)
-    # And the server comes back up on the killed file and serves what was acknowledged.
-    srv = Server(data_dir).start()
+    with FaultServer(corpus, 1 << 20).running() as target:
+        config = _scrape_config(tmp_path / "profstore.yaml", target.address)
+        for rnd in range(ROUNDS):
+            srv = Server(data_dir, config).start()
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=_stream, args=(srv.url, corpus, 3 * rnd + w, acked, stop)) for w in range(2)
+            ]
+            threads.append(threading.Thread(target=_push, args=(srv.url, corpus, rnd, acked, stop)))
+            threads.append(threading.Thread(target=_query, args=(srv.url, query_errors, stop)))
+            for t in threads:
+                t.start()
+            time.sleep(rng.uniform(0.8, 2.0))
+            srv.kill()
+            stop.set()
+            for t in threads:
+                t.join(15)
+    assert len(acked) > 100, "the load was too light to mean anything"
+    assert not query_errors, query_errors[:3]
+    _check(data_dir / "profstore.duckdb", [a for a in acked if a[0] != "push"])
+    con = duckdb.connect(str(data_dir / "profstore.duckdb"), read_only=True)
     try:
-        r = httpx.get(
-            f"{srv.url}/api/v1/profiles",
-            params={
-                "query": 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="crash"}',
-                "from": "0",
-                "limit": 100000,
-            },
-        )
-        assert r.status_code == 200
-        # Every acknowledged one; also those committed but killed before their answer went out
-        # (at most one in flight per client and round): their clients would retry, idempotently.
-        acked_cpu = sum(1 for name, _ in acked if "heap" not in name)
-        assert acked_cpu <= len(r.json()) <= acked_cpu + 3 * ROUNDS
+        scraped = con.execute(
+            "SELECT count(*) FROM profiles p JOIN series s USING (series_id) WHERE s.labels['job'] = 'scraped'"
+        ).fetchone()[0]
+        pushed = {
+            ts for (ts,) in con.execute(
+                "SELECT p.ts FROM profiles p JOIN series s USING (series_id) "
+                "WHERE s.labels['service_name'] = 'crash-push' AND s.profile_type = $t", {"t": CPU},
+            ).fetchall()
+        }  # fmt: skip
+    finally:
+        con.close()
+    assert scraped > 0, "the scrapes never stored anything"
+    assert {ts for name, ts in acked if name == "push"} <= pushed
+
+    # The server comes back up on the killed file; its answers equal what the inputs it stored add up to.
+    srv = Server(data_dir, config).start()
+    try:
+        totals = {f: _cpu_total((corpus / f).read_bytes()) for f in FILES if "cpu" in f}
+        for f, each in totals.items():
+            sel = f'{{service_name="crash",file="{f}"}}'
+            params = {"query": CPU + sel, "from": str(BASE_MS // 1000 - 60), "until": "now", "limit": 100000}
+            stored = httpx.get(f"{srv.url}/api/v1/profiles", params=params, timeout=30).json()
+            acked_f = sum(1 for name, _ in acked if name == f)
+            # Every acknowledged one; also those committed but killed before their answer went out
+            # (at most one in flight per client and round): their clients would retry, idempotently.
+            assert acked_f <= len(stored) <= acked_f + 2 * ROUNDS
+            fg = httpx.get(
+                f"{srv.url}/api/v1/flamegraph", params={k: v for k, v in params.items() if k != "limit"}, timeout=60
+            )
+            assert fg.status_code == 200, fg.text
+            assert fg.json()["total"] == each * len(stored), f
+        push_total = httpx.get(
+            f"{srv.url}/api/v1/flamegraph",
+            params={"query": CPU + '{service_name="crash-push"}', "from": str(BASE_MS // 1000 - 60), "until": "now"},
+            timeout=60,
+        ).json()["total"]
+        assert push_total == totals[FILES[0]] * len(pushed)
     finally:
         srv.stop()

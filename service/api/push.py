@@ -48,16 +48,12 @@ def _store(
     """Decode, split by sample labels, pick the time (the profile's own unless unset or in 1970), store."""
     raw = decompress(data, ingestor.limits)
     envelope(raw)  # a bad profile fails here, whole, before any part of it is stored
-    out = []
+    parts = []
     for extra, part in split_by_sample_labels(raw):
         env = envelope(part)
         ts = None if env.header.time_nanos >= YEAR_1971_NS else fallback_ts
-        out.append(
-            ingestor.store(
-                env, labels={**labels, **extra}, name=name, ts=ts, tenant=tenant, source="push", size=len(part)
-            )
-        )
-    return out
+        parts.append((env, {**labels, **extra}, ts))
+    return ingestor.store_together(parts, name=name, tenant=tenant, source="push", size=len(data))
 
 
 def _series_labels(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], str | None]:

@@ -228,7 +228,8 @@ def _stacks(
         q, series = select_series(cur, tenant_of(request), query)
         agg = aggregation_for(q.profile_type, f.aggregation)
         keys = group_labels(group_by, series)
-        for key, ids in sorted(_members(series, keys or []).items()) or [((), [])]:
+        # No series match: one empty group (its label values "", as for a series without them).
+        for key, ids in sorted(_members(series, keys or []).items()) or [(("",) * len(keys or ()), [])]:
             p = plan(cur, ids, tr, agg, raw=f.raw)
             stacks = load_stacks(cur, ids, tr, agg, p, request.app.state.stack_names)
             groups.append(
@@ -380,7 +381,7 @@ def get_diff(
         agg = aggregation_for(q.profile_type, filters.aggregation)
         keys = group_labels(group_by, [*series, *base_series]) or []
         now, then = _members(series, keys), _members(base_series, keys)
-        for key in sorted(now.keys() | then.keys()) or [()]:
+        for key in sorted(now.keys() | then.keys()) or [("",) * len(keys)]:
             ids, base_ids = now.get(key, []), then.get(key, [])
             current, base, used = _two_windows(
                 db, request.app.state.stack_names, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw

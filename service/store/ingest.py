@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -92,28 +92,50 @@ class Ingestor:
         size: int | None = None,
     ) -> IngestResult:
         """Store a parsed profile (the collector parses what it scrapes itself)."""
-        check_labels(labels)
-        with self._decoding:
-            h = env.header
-            if not h.sample_types:
-                raise InvalidRequest("profile has no sample types; nothing to store")
-            name = name or infer_name(h.sample_types, h.period_type)
-            types = [str(pt) for pt in profile_types_of(h, name)]
-            when = ts if ts is not None else (h.time_nanos or now_ns())
-            meta = Meta(tenant, dict(labels), name, when, xxhash.xxh3_64_intdigest(env.raw), source)
-            prepared = prepare(env)
-            staged = stage(env, prepared, meta, self.db.known) if prepared is not None else None
-            pending = Pending(env, meta, staged)
-        result = self.db.writer.submit(pending).result()
-        item = result.item
-        if self.metrics is not None and item is not None:
-            self.metrics.ingested_profiles.labels(source).inc()
-            self.metrics.ingested_bytes.labels(source).inc(len(env.raw) if size is None else size)
-            self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
-        return IngestResult(
-            profile_ids=item.profile_ids if item else profile_ids_of(meta.group_id, len(types)),
-            series=types,
-            samples=item.sample_rows if item else 0,
-            ts=when,
-            duplicate=result.duplicate,
-        )
+        return self.store_together([(env, labels, ts)], name=name, tenant=tenant, source=source, size=size)[0]
+
+    def store_together(
+        self,
+        parts: Sequence[tuple[Envelope, Mapping[str, str], int | None]],
+        *,
+        name: str | None = None,
+        tenant: str = DEFAULT_TENANT,
+        source: str = "push",
+        size: int | None = None,
+    ) -> list[IngestResult]:
+        """Store profiles (env, series labels, time) in one transaction: the parts a push was split
+        into by sample labels are all stored, or none (a crash never leaves half a push)."""
+        pending: list[tuple[Pending, list[str]]] = []
+        for env, labels, ts in parts:
+            check_labels(labels)
+            with self._decoding:
+                h = env.header
+                if not h.sample_types:
+                    raise InvalidRequest("profile has no sample types; nothing to store")
+                named = name or infer_name(h.sample_types, h.period_type)
+                types = [str(pt) for pt in profile_types_of(h, named)]
+                when = ts if ts is not None else (h.time_nanos or now_ns())
+                meta = Meta(tenant, dict(labels), named, when, xxhash.xxh3_64_intdigest(env.raw), source)
+                prepared = prepare(env)
+                staged = stage(env, prepared, meta, self.db.known) if prepared is not None else None
+                pending.append((Pending(env, meta, staged), types))
+        futures = self.db.writer.submit_together([p for p, _ in pending])
+        out = []
+        for (p, types), fut in zip(pending, futures, strict=True):
+            result = fut.result()
+            item = result.item
+            if self.metrics is not None and item is not None:
+                self.metrics.ingested_profiles.labels(source).inc()
+                raw = len(p.envelope.raw) if size is None else size // len(parts)
+                self.metrics.ingested_bytes.labels(source).inc(raw)
+                self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
+            out.append(
+                IngestResult(
+                    profile_ids=item.profile_ids if item else profile_ids_of(p.meta.group_id, len(types)),
+                    series=types,
+                    samples=item.sample_rows if item else 0,
+                    ts=p.meta.ts,
+                    duplicate=result.duplicate,
+                )
+            )
+        return out

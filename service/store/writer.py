@@ -100,19 +100,24 @@ class Writer:
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[tuple[Pending, Future[WriteResult]] | Task | None] = queue.Queue()
+        self._queue: queue.Queue[list[tuple[Pending, Future[WriteResult]]] | Task | None] = queue.Queue()
         self._inflight: dict[int, Future[WriteResult]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
         self._thread.start()
 
     def submit(self, item: Pending) -> Future[WriteResult]:
-        fut: Future[WriteResult] = Future()
+        return self.submit_together([item])[0]
+
+    def submit_together(self, items: list[Pending]) -> list[Future[WriteResult]]:
+        """Profiles committed in one transaction (the parts of one push): all are stored or none."""
+        futs: list[Future[WriteResult]] = [Future() for _ in items]
         if not self._thread.is_alive():
-            fut.set_exception(StoreError("the writer is stopped"))
-            return fut
-        self._queue.put((item, fut))
-        return fut
+            for fut in futs:
+                fut.set_exception(StoreError("the writer is stopped"))
+            return futs
+        self._queue.put(list(zip(items, futs, strict=True)))
+        return futs
 
     def call(self, run: Callable[[duckdb.DuckDBPyConnection], object]) -> Future[object]:
         """Run ``run(connection)`` in the writer thread, after the profiles submitted before it."""
@@ -142,7 +147,7 @@ class Writer:
             if isinstance(first, Task):
                 self._task(first)
                 continue
-            batch = [first]
+            batch = list(first)  # a group is never split across batches
             deadline = time.monotonic() + self._max_wait_s
             stop = False
             task: Task | None = None
@@ -157,7 +162,7 @@ class Writer:
                 if isinstance(nxt, Task):
                     task = nxt  # after this batch, in submission order
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             t0 = time.monotonic()
             jobs: list[Job] = []
             leaders: list[int] = []

@@ -502,7 +502,7 @@ HINT = "(use e.g. 500ms, 15s, 1m, 1h30m)"
                 scrape_intervall: 15s
             """,
             3,
-            "scrape_configs[0].scrape_intervall: unknown key 'scrape_intervall'; allowed here: job_name, "
+            "scrape_configs[0].scrape_intervall: unknown key 'scrape_intervall'; allowed here: job_name, tenant, "
             "scrape_interval, scrape_timeout, scheme, static_configs, file_sd_configs, profiling_config",
             id="unknown-job-key",
         ),
