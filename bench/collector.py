@@ -15,7 +15,10 @@ with a fresh data dir, lets it run for ``--duration`` seconds after it is health
   (request arrival minus scheduled time; the schedule's phase comes from ``next_run``);
 - CPU and memory of the profstore process (``/proc/<pid>/stat`` and ``status`` every second),
   and of the simulator, so it is visible that it is not the bottleneck;
-- profiles stored and the data dir's size.
+- profiles stored and the data dir's size;
+- ``--query-clients`` (default 20) clients querying from the second interval on (flame graphs, top, time series,
+  catalogue, the Connect querier Grafana calls), each sending its next query when the last one
+  answered: queries answered, p50/p99/max latency, and any 5xx.
 
 Everything runs in a temporary directory that is removed at the end (``--keep`` keeps it, with
 the server's log, the config and the simulator's request log), also on errors and Ctrl-C.
@@ -69,6 +72,59 @@ LIST_TYPES = {
     "mutex": "mutex:contentions:count:contentions:count",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# What the query clients ask, in turn: what a dashboard and an engineer ask during an incident.
+QUERIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/api/v1/flamegraph", {"query": f'process_cpu:cpu:nanoseconds:cpu:nanoseconds{{job="{JOB}"}}', "from": "now-5m"}),
+    ("GET", "/api/v1/top", {"query": f'memory:inuse_space:bytes:space:bytes{{job="{JOB}"}}', "from": "now-5m", "limit": 20}),
+    ("GET", "/api/v1/timeseries", {"query": f'goroutine:goroutine:count:goroutine:count{{job="{JOB}"}}', "from": "now-15m", "step": 15}),
+    ("GET", "/api/v1/profile-types", {}),
+    ("GET", "/api/v1/labels/instance/values", {}),
+    ("POST", "/querier.v1.QuerierService/SelectMergeStacktraces", {}),
+]  # fmt: skip
+
+
+class QueryLoad:
+    """Closed-loop query clients: each sends its next query when the previous one is answered."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.results: list[tuple[float, int, str]] = []  # (seconds, status, path); status 0 = no answer
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def start(self) -> QueryLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+
+    def _run(self, i: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=120) as client:
+            n = i
+            while not self._stop.is_set():
+                method, path, params = QUERIES[n % len(QUERIES)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    if method == "GET":
+                        r = client.get(path, params=params)
+                    else:
+                        now_ms = int(time.time() * 1000)
+                        body = {"profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                                "labelSelector": f'{{job="{JOB}"}}', "start": now_ms - 300_000, "end": now_ms}  # fmt: skip
+                        r = client.post(path, json=body)
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = 0
+                with self._lock:
+                    self.results.append((time.perf_counter() - t0, status, path))
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -391,6 +447,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", default="5,50", help="latency of the snapshot endpoints, uniform LO,HI ms")
     ap.add_argument("--grace", type=float, default=5, help="seconds a run due before the end may take to arrive")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, config, request log)")
+    ap.add_argument("--query-clients", type=int, default=20, help="concurrent query clients; default 20")
     args = ap.parse_args()
     # Also SIGINT: a shell starting the bench in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -400,6 +457,7 @@ def main() -> None:
     sim: Simulator | None = None
     srv: Profstore | None = None
     sampler: Sampler | None = None
+    load: QueryLoad | None = None
     try:
         t = time.perf_counter()
         sim = Simulator(work, args.targets, args.latency_ms)
@@ -439,9 +497,13 @@ def main() -> None:
             )
             if at >= end:
                 break
+            if load is None:  # from the second interval on, when every type has been stored once
+                load = QueryLoad(srv.url, args.query_clients).start()
             k += 1
 
-        # The end: targets and metrics, then the stragglers' grace, then stop the fleet.
+        # The end: the query clients stop, then targets and metrics, the stragglers' grace, the fleet.
+        if load is not None:
+            load.stop()
         t = time.perf_counter()
         targets: list[dict[str, Any]] | None = None
         try:
@@ -470,7 +532,7 @@ def main() -> None:
 
         report(
             args, srv, sampler, healthy, end, polls, final, after, schedule, targets, targets_s, requests, sim_usage,
-            listed, data_bytes,
+            listed, data_bytes, load.results if load is not None else [],
         )  # fmt: skip
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
@@ -482,6 +544,8 @@ def main() -> None:
     finally:
         if sampler is not None:
             sampler.stop()
+        if load is not None:
+            load.stop()
         if sim is not None:
             stop_process(sim.proc, signal.SIGTERM, 30)
         if srv is not None:
@@ -508,6 +572,7 @@ def report(
     sim_usage: dict[str, Any],
     listed: dict[str, int],
     data_bytes: int,
+    queries: list[tuple[float, int, str]],
 ) -> None:
     interval = float(args.interval)
     keys = len(schedule)
@@ -685,6 +750,24 @@ def report(
                 "target simulator",
                 f"{sim_cpu:.0%} of a core",
                 f"{sim_usage.get('requests', 0):,} requests, {sim_usage.get('cpu_s', math.nan):.1f} CPU s in all",
+            ]
+        )
+    )
+    answered = [s for s, status, _ in queries if status == 200]
+    errors5 = sum(1 for _, status, _ in queries if status >= 500)
+    failed: dict[str, int] = defaultdict(int)
+    for _, status, path in queries:
+        if status != 200 and status < 500:
+            failed[f"{status or 'no answer'} {path}"] += 1
+    others = ", ".join(f"{k} x{n}" for k, n in sorted(failed.items())) or "none"
+    out.append(
+        row(
+            [
+                f"queries ({args.query_clients} clients)",
+                f"{len(answered):,} answered, p50 {quantile(answered, 0.5) * 1e3:,.0f} ms, "
+                f"p99 {quantile(answered, 0.99) * 1e3:,.0f} ms, max {max(answered, default=math.nan) * 1e3:,.0f} ms",
+                f"5xx: {errors5}; other failures: {others}; "
+                f"{len(QUERIES)} kinds in turn (flame graph, top, time series, catalogue, Connect merge)",
             ]
         )
     )
