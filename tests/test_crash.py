@@ -180,6 +180,7 @@ def test_sigkill_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path, cor
             for t in threads:
                 t.join(15)
     assert len(acked) > 100, "the load was too light to mean anything"
+    print(f"crash: {ROUNDS} SIGKILL rounds, {len(acked)} acknowledged profiles, {len(query_errors)} query 5xx")
     assert not query_errors, query_errors[:3]
     _check(data_dir / "profstore.duckdb", [a for a in acked if a[0] != "push"])
     con = duckdb.connect(str(data_dir / "profstore.duckdb"), read_only=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.collector.fault_server import FaultServer
 from tests.conftest import Server
 
 FILE = "go119__heap.pb.gz"
@@ -36,9 +37,25 @@ def _stored(url: str) -> set[int]:
     return {p["ts"] // 10**9 for p in r.json()}
 
 
+def _scrape_errors(url: str) -> list[str]:
+    body = httpx.get(f"{url}/api/v1/targets", timeout=10).json()
+    return [f"{t['last_error_kind']}: {t['last_error']}" for t in body["targets"] if t["last_error_kind"]]
+
+
 def test_disk_full_fails_writes_cleanly_and_recovers(tmp_path: Path, corpus: Path) -> None:
+    with FaultServer(corpus, 1 << 20).running() as target:
+        _run(tmp_path, corpus, target.address)
+
+
+def _run(tmp_path: Path, corpus: Path, target: str) -> None:
     config = tmp_path / "profstore.yaml"
-    config.write_text("analysis: {enabled: false}\nretention: {days: 31, rollup_days: 31}\n")
+    config.write_text(
+        "analysis: {enabled: false}\nretention: {days: 31, rollup_days: 31}\n"
+        "scrape_configs:\n  - job_name: scraped\n    scrape_interval: 1s\n"
+        f"    static_configs: [{{targets: ['{target}']}}]\n"
+        "    profiling_config: {path_prefix: /ok, pprof_config: {process_cpu: {enabled: false}, memory: {enabled: false}, "
+        "block: {enabled: false}, mutex: {enabled: false}}}\n"
+    )
     srv = Server(tmp_path / "data", config).start()
     assert srv.proc is not None
     data = (corpus / FILE).read_bytes()
@@ -81,6 +98,8 @@ def test_disk_full_fails_writes_cleanly_and_recovers(tmp_path: Path, corpus: Pat
         assert len(failures) == 3, "the disk never filled"
         assert all("File too large" in f or "database unavailable" in f for f in failures), failures
         assert acked <= _stored(srv.url)
+        time.sleep(2)  # a scrape or two meets the full disk too: the target says why it failed
+        assert any(e.startswith("store: ") and "File too large" in e for e in _scrape_errors(srv.url))
 
         resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         for i in range(3):
@@ -89,6 +108,9 @@ def test_disk_full_fails_writes_cleanly_and_recovers(tmp_path: Path, corpus: Pat
             acked.add(NOW_S - 100 + i)
         assert acked <= _stored(srv.url)
         assert httpx.post(f"{srv.url}/api/v1/storage/expire", timeout=60).status_code == 200
+        time.sleep(2)  # the next scrapes store again
+        health = httpx.get(f"{srv.url}/api/v1/targets", timeout=10).json()["targets"]
+        assert [t["health"] for t in health] == ["up"], health
         assert old not in _stored(srv.url)
     finally:
         srv.stop()

@@ -105,7 +105,7 @@ class Analyzer:
                     result = analyze(cur, one, w, self.tuning, kinds)
                     tested = [r for r in open_records(cur, one) if r.kind in kinds]
                     back = returned(tested, result, w, self.tuning)
-                saved += self.db.writer.call(_storing(result.findings, back, now_ns())).result()
+                saved += self.db.writer.call(_storing(result.findings, back, now_ns())).result()  # type: ignore[arg-type]
                 report.tests += result.tests
                 report.resolved += back
                 for reason, n in result.counts().items():
