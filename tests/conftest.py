@@ -84,22 +84,15 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
+    def command(self, host: str = "127.0.0.1") -> list[str]:
+        cmd = [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(self.data_dir)]
+        cmd += ["--listen", f"{host}:{self.port}"]
+        return cmd + (["--config", str(self.config)] if self.config is not None else [])
+
     def start(self) -> Server:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        cmd = [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--listen",
-            f"127.0.0.1:{self.port}",
-        ]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,6 +21,7 @@ import duckdb
 from service import __version__
 from service.errors import InvalidRequest, StoreError
 from service.store import migrate
+from service.store.usage import table_names
 
 __all__ = ["MANIFEST", "export", "restore"]
 
@@ -28,14 +29,7 @@ MANIFEST = "profstore-backup.json"
 
 
 def _counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    names = [
-        r[0]
-        for r in cur.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
-            "ORDER BY table_name"
-        ).fetchall()
-    ]
-    return {n: int(cur.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}  # type: ignore[index]
+    return {n: int(cur.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in table_names(cur)}  # type: ignore[index]
 
 
 def export(cur: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:

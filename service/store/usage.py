@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-__all__ = ["TableUsage", "TenantUsage", "tables", "tenants"]
+__all__ = ["TableUsage", "TenantUsage", "table_names", "tables", "tenants"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +26,19 @@ class TenantUsage:
     oldest_raw: int | None  # the oldest time that still has samples (older ones have rollups only)
 
 
+def table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """The database's own tables (not temporary ones, not attached databases'), by name."""
+    rows = cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
+        "ORDER BY table_name"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def tables(cur: duckdb.DuckDBPyConnection) -> list[TableUsage]:
     block = int(cur.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])  # type: ignore[index]
-    names = [
-        r[0]
-        for r in cur.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
-            "ORDER BY table_name"
-        ).fetchall()
-    ]
     out = []
-    for name in names:
+    for name in table_names(cur):
         rows = int(cur.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])  # type: ignore[index]
         blocks = cur.execute(
             "SELECT count(DISTINCT block_id) FROM pragma_storage_info($t) WHERE persistent AND block_id >= 0",

@@ -21,7 +21,7 @@ from service.api.auth import hash_token
 from service.protocols.push.v1 import push_pb2
 from service.protocols.querier.v1 import querier_pb2 as q
 from tests.api.test_connect import CPU, _cpu_profile
-from tests.conftest import REPO, Server, free_port
+from tests.conftest import REPO, Server
 
 T0 = 1_700_000_000_000
 TOKENS = {
@@ -216,34 +216,26 @@ def test_health_and_metrics_are_public_by_default(srv: Server) -> None:
     assert httpx.get(f"{srv.url}/metrics").status_code == 200
 
 
-def _serve(tmp_path: Path, *flags: str) -> subprocess.Popen[bytes]:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--listen",
-        f"0.0.0.0:{port}",
-    ]
-    proc = subprocess.Popen([*cmd, *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
-    proc.port = port  # type: ignore[attr-defined]
-    return proc
+def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``profstore serve`` on every address (not loopback), without tokens."""
+    srv = Server(tmp_path / "data")
+    proc = subprocess.Popen(
+        [*srv.command("0.0.0.0"), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
+    )
+    return proc, srv.port
 
 
 def test_serving_off_loopback_without_tokens_needs_insecure_no_auth(tmp_path: Path) -> None:
-    proc = _serve(tmp_path)
+    proc, _ = _serve(tmp_path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert b"refusing to serve 0.0.0.0" in out and b"--insecure-no-auth" in out
-    proc = _serve(tmp_path, "--insecure-no-auth")
+    proc, port = _serve(tmp_path, "--insecure-no-auth")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{proc.port}/healthz", timeout=1).status_code == 200:  # type: ignore[attr-defined]
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
