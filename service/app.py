@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.analysis.job import Analyzer
 from service.analysis.run import KINDS
-from service.api import auth, errors, ops, push, querier, query, regressions, rest, storage, targets
+from service.api import auth, errors, limits, ops, push, querier, query, regressions, rest, storage, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import RetentionSettings, Settings, load_settings
@@ -157,7 +157,8 @@ def create_app(
     app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query
     app.state.metrics = metrics
     errors.install(app)
-    app.add_middleware(auth.Auth, settings=settings.auth)
+    app.add_middleware(limits.QueryLimit, limit=settings.max_concurrent_queries)
+    app.add_middleware(auth.Auth, settings=settings.auth)  # added last: runs first, refused requests never queue
     app.include_router(rest.router)
     app.include_router(query.router)
     app.include_router(targets.router)

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
         256 << 20, gt=0, description="Largest profile after gunzip; stops gzip bombs (413 above)."
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Reads running longer are interrupted and answered 503.")
+    max_concurrent_queries: int = Field(
+        2, gt=0, description="Queries running at once; more wait their turn, so ingestion keeps its share of CPU."
+    )
     request_body_timeout_s: float = Field(
         60.0, gt=0, description="A request body must arrive within this time (408 after): slow clients hold nothing."
     )

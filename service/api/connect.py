@@ -107,8 +107,9 @@ def service_router(service: str, methods: dict[str, Method], limits: Callable[[R
             lim = limits(request)
             body = await read_body(request, lim.max_compressed_bytes)
             msg = _decode(body, encoding, codec, m.request, lim)
-            out = await run_in_threadpool(m.handler, request, msg)
-            return Response(_encode(out, codec), media_type=codec)
+            # Encoding a large flame graph (JSON above all) takes long: off the event loop, with the handler.
+            body = await run_in_threadpool(lambda: _encode(m.handler(request, msg), codec))
+            return Response(body, media_type=codec)
         except ProfstoreError as exc:
             code = connect_code(exc)
             if CONNECT_STATUS[code] >= 500 and code != "unimplemented":
