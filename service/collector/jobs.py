@@ -12,7 +12,9 @@ recorded in the health book.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import os
 import ssl
 import time
@@ -38,7 +40,7 @@ from service.errors import ProfileError, ProfstoreError, StoreError
 from service.metrics import Metrics
 from service.pprof.decode import DecodeLimits, Envelope
 
-__all__ = ["Collector", "Sink"]
+__all__ = ["Collector", "Sink", "within_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Collector:
         # httpcore a scan of all of them per request, which starved the event loop.
         self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self._store_locks: dict[str, asyncio.Lock] = {}
+        self._fetch_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Shared: building a TLS context (loading the CA bundle) takes ~25 ms, per client it
         # blocked the event loop for seconds when a fleet's first scrapes started.
@@ -141,6 +144,7 @@ class Collector:
                 self._scheduler.remove_job(key)
             self._starts.pop(key, None)
             self._store_locks.pop(key, None)
+            self._fetch_locks.pop(key, None)
         used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
         for target in set(self._clients) - used:  # closed once its last scrape has let go of it
             self._spawn(self._clients.pop(target).aclose())
@@ -156,7 +160,7 @@ class Collector:
                 args=[key],
                 id=key,
                 name=f"scrape {key}",
-                max_instances=1,
+                max_instances=2 if "seconds" in spec.params else 1,  # see _run
                 coalesce=True,
                 misfire_grace_time=max(1, int(spec.interval_s)),
                 replace_existing=True,
@@ -247,27 +251,35 @@ class Collector:
 
     async def _run(self, key: str) -> None:
         """The scheduled job: fetch only. Storing runs on in the background, so a CPU scrape whose
-        fetch takes most of the interval does not make the next run skip."""
+        fetch takes most of the interval does not make the next run skip.
+
+        A profiling-window endpoint (CPU) may have its next run start while its fetch is still
+        finishing (a busy loop resumed it late): that run waits for the fetch, then profiles for a
+        window shortened by its lateness (``within_interval``), instead of being skipped.
+        """
         spec = self._specs.get(key)
         if spec is None or self._sem is None or self._idle is None:
             return
         self._busy(+1)
         try:
-            start = self._starts.get(spec.key)
-            if start is not None:
-                self._metrics.scrape_lateness.observe(max(0.0, (time.time() - start) % spec.interval_s))
-            at_ns = time.time_ns()
-            t0 = time.monotonic()
-            try:
-                async with self._sem:
-                    fetched = await fetch(self._client(spec), spec, self._limits.max_compressed_bytes)
-            except ScrapeFailed as exc:
-                self._failed(spec, at_ns, time.monotonic() - t0, exc.kind, exc.message)
-                return
-            except Exception as exc:  # a bug must not stop the scheduler: record it, log it, go on
-                log.exception("scrape %s failed unexpectedly", spec.key)
-                self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
-                return
+            async with self._fetch_locks.setdefault(key, asyncio.Lock()):  # one fetch at a time per target x type
+                start = self._starts.get(spec.key)
+                if start is not None:
+                    late = max(0.0, (time.time() - start) % spec.interval_s)
+                    self._metrics.scrape_lateness.observe(late)
+                    spec = within_interval(spec, late)
+                at_ns = time.time_ns()
+                t0 = time.monotonic()
+                try:
+                    async with self._sem:
+                        fetched = await fetch(self._client(spec), spec, self._limits.max_compressed_bytes)
+                except ScrapeFailed as exc:
+                    self._failed(spec, at_ns, time.monotonic() - t0, exc.kind, exc.message)
+                    return
+                except Exception as exc:  # a bug must not stop the scheduler: record it, log it, go on
+                    log.exception("scrape %s failed unexpectedly", spec.key)
+                    self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
+                    return
             self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
             self._busy(+1)
             self._spawn(self._store_later(spec, fetched.data, at_ns, t0))
@@ -318,3 +330,18 @@ class Collector:
         except ProfstoreError as exc:
             raise ScrapeFailed("store", str(exc)) from None
         return prepared.outcome, samples, prepared.notes
+
+
+def within_interval(spec: TargetSpec, late_s: float) -> TargetSpec:
+    """``spec`` with its profiling window (``?seconds=``) shortened by a late start, whole seconds.
+
+    A CPU scrape profiles for interval - 1 s; started more than that second late (a busy event
+    loop), it would still run when the next one is due, and that one would be skipped. Ending on
+    time with a slightly shorter profile loses less: the profile says its own duration.
+    """
+    seconds = spec.params.get("seconds")
+    slack = spec.interval_s - int(seconds) if seconds is not None and seconds.isdigit() else None
+    if seconds is None or slack is None or late_s <= slack / 2:
+        return spec
+    shorter = max(1, int(seconds) - math.ceil(late_s))
+    return dataclasses.replace(spec, params={**spec.params, "seconds": str(shorter)})

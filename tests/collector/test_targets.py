@@ -238,3 +238,15 @@ def test_file_groups_go_to_the_jobs_whose_globs_match(tmp_path: Path) -> None:
     assert file_sd_matches(sd_a, tmp_path, str(tmp_path / "a" / "t.json"))
     assert not file_sd_matches(sd_a, tmp_path, str(tmp_path / "b" / "t.yaml"))
     assert not file_sd_matches(sd_a, tmp_path, str(tmp_path / "a" / "sub" / "t.json"))  # * stays in one directory
+
+
+def test_a_late_cpu_scrape_shortens_its_window_to_end_in_time() -> None:
+    from service.collector.jobs import within_interval
+
+    cpu = TargetSpec("d", "h:1", "process_cpu", "http://h:1/p", {"seconds": "14"}, True, 15.0, 24.0, {}, None)
+    assert within_interval(cpu, 0.3) is cpu  # within the second of slack
+    assert within_interval(cpu, 0.6).params == {"seconds": "13"}
+    assert within_interval(cpu, 1.4).params == {"seconds": "12"}
+    assert within_interval(cpu, 20.0).params == {"seconds": "1"}
+    heap = TargetSpec("d", "h:1", "memory", "http://h:1/a", {}, False, 15.0, 10.0, {}, None)
+    assert within_interval(heap, 5.0) is heap
