@@ -151,6 +151,20 @@ def _scrape_config(path: Path, target: str) -> Path:
     return path
 
 
+def _present_after_restart(url: str, acked: list[tuple[str, int]]) -> None:
+    """Every CPU profile acknowledged in the rounds before is listed by the restarted server."""
+    r = httpx.get(
+        f"{url}/api/v1/profiles",
+        params={"query": CPU + '{service_name="crash"}', "from": str(BASE_MS // 1000 - 60), "until": "now",
+                "limit": 100000},
+        timeout=30,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    listed = {(p["labels"]["file"], p["ts"]) for p in r.json()}
+    want = {(name, ts) for name, ts in acked if "cpu" in name}
+    assert want <= listed, f"{len(want - listed)} acknowledged profiles missing after a restart"
+
+
 def _cpu_total(data: bytes) -> int:
     p = decode(data)
     i = [t.type for t in p.sample_types].index("cpu")
@@ -166,6 +180,7 @@ def test_sigkill_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path, cor
         config = _scrape_config(tmp_path / "profstore.yaml", target.address)
         for rnd in range(ROUNDS):
             srv = Server(data_dir, config).start()
+            _present_after_restart(srv.url, acked)
             stop = threading.Event()
             threads = [
                 threading.Thread(target=_stream, args=(srv.url, corpus, 3 * rnd + w, acked, stop)) for w in range(2)
