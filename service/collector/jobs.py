@@ -217,8 +217,10 @@ class Collector:
 
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         spec = self._specs.get(event.job_id)
-        if spec is None:
-            return
+        if spec is not None:
+            self._skipped(spec)
+
+    def _skipped(self, spec: TargetSpec) -> None:
         self.health.skipped(spec.key)
         self._metrics.scrapes_skipped.labels(spec.job, spec.profile).inc()
         log.warning("scrape %s skipped: the previous one is still running (or the loop was busy)", spec.key)
@@ -254,15 +256,23 @@ class Collector:
         fetch takes most of the interval does not make the next run skip.
 
         A profiling-window endpoint (CPU) may have its next run start while its fetch is still
-        finishing (a busy loop resumed it late): that run waits for the fetch, then profiles for a
-        window shortened by its lateness (``within_interval``), instead of being skipped.
+        finishing (a busy loop resumed it late): that run waits for the fetch a little (a quarter
+        of the interval, at most 2 s), then profiles for a window shortened by its lateness
+        (``within_interval``). A fetch that holds on longer (a hanging target) makes it skip.
         """
         spec = self._specs.get(key)
         if spec is None or self._sem is None or self._idle is None:
             return
         self._busy(+1)
+        lock = self._fetch_locks.setdefault(key, asyncio.Lock())  # one fetch at a time per target x type
         try:
-            async with self._fetch_locks.setdefault(key, asyncio.Lock()):  # one fetch at a time per target x type
+            try:
+                async with asyncio.timeout(min(2.0, spec.interval_s / 4)):
+                    await lock.acquire()
+            except TimeoutError:
+                self._skipped(spec)
+                return
+            try:
                 start = self._starts.get(spec.key)
                 if start is not None:
                     late = max(0.0, (time.time() - start) % spec.interval_s)
@@ -280,6 +290,8 @@ class Collector:
                     log.exception("scrape %s failed unexpectedly", spec.key)
                     self._failed(spec, at_ns, time.monotonic() - t0, "internal", f"{type(exc).__name__}: {exc}")
                     return
+            finally:
+                lock.release()
             self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
             self._busy(+1)
             self._spawn(self._store_later(spec, fetched.data, at_ns, t0))
