@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from service.api.auth import tenant_of
 from service.api.body import read_body
 from service.api.params import FromParam, QueryParam, UntilParam, known_types, time_range
+from service.api.query import AggregationParam
 from service.errors import InvalidRequest
 from service.pprof.encode import encode
 from service.query.export import diff_profile, export_profile
@@ -114,8 +115,10 @@ async def ingest(
     "/export",
     summary="Merged pprof of all matching profiles",
     description="A gzipped pprof (`go tool pprof` reads it) of every stored profile matching `query` in the range, "
-    "merged as `go tool pprof -proto` merges. All sample types stored together come back; the default sample "
-    "type is the queried one. With `base_from`/`base_until`, the diff against that window: base samples negated "
+    "merged as `go tool pprof -proto` merges, each series' profiles combined as `aggregation` says: by default "
+    "cumulative types are summed and gauges (in-use memory, goroutines, threads) are the average scrape of each "
+    "series, so `go tool pprof -top` shows what `/api/v1/top` shows. All sample types stored together come back "
+    "(without `aggregation`, each with its own default); the default sample type is the queried one. With `base_from`/`base_until`, the diff against that window: base samples negated "
     "and labelled `pprof::base=true`, which `go tool pprof` reports as it reports `-diff_base`.",
     response_class=Response,
     responses={
@@ -138,6 +141,7 @@ def export(
     base_query: Annotated[
         str | None, Query(description="Selector of the base window when it differs from `query` (same profile type)")
     ] = None,
+    aggregation: AggregationParam = None,
 ) -> Response:
     q = parse_query(query)
     tr = time_range(request, from_, until)
@@ -147,12 +151,12 @@ def export(
         series = list_series(cur, tenant_of(request))
         if not any(s.profile_type == q.profile_type for s in series):
             raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
-        profile = export_profile(cur, q, series, tr)
+        profile = export_profile(cur, q, series, tr, aggregation)
         if base_from is not None:
             bq = parse_query(base_query) if base_query else q
             if bq.profile_type != q.profile_type:
                 raise InvalidRequest("base_query must select the same profile type as query")
-            base = export_profile(cur, bq, series, time_range(request, base_from, base_until))
+            base = export_profile(cur, bq, series, time_range(request, base_from, base_until), aggregation)
             profile = diff_profile(profile, base)
     return Response(
         encode(profile),

@@ -12,7 +12,7 @@ import enum
 
 from service.types import ProfileType
 
-__all__ = ["Aggregation", "aggregation_for", "is_gauge"]
+__all__ = ["Aggregation", "aggregation_for", "averaged_sample_types", "is_gauge"]
 
 # Sample types that are a snapshot at scrape time rather than a count over the interval.
 _GAUGES = frozenset({"inuse_space", "inuse_objects", "goroutine", "goroutines", "threadcreate"})
@@ -26,9 +26,29 @@ class Aggregation(enum.StrEnum):
     LAST = "last"  # gauges: each series' latest scrape in the range
 
 
+_GAUGE_NAMES = frozenset({"goroutine", "threadcreate"})
+
+
 def is_gauge(pt: ProfileType) -> bool:
-    return pt.sample_type in _GAUGES or pt.name in ("goroutine", "threadcreate")
+    return pt.sample_type in _GAUGES or pt.name in _GAUGE_NAMES
 
 
 def aggregation_for(pt: ProfileType, asked: Aggregation | None) -> Aggregation:
     return asked or (Aggregation.AVG if is_gauge(pt) else Aggregation.SUM)
+
+
+def averaged_sample_types(pt: ProfileType, asked: Aggregation | None) -> frozenset[str] | None:
+    """The sample types of an export of ``pt`` that average over each series' scrapes (None: every type).
+
+    An export carries every sample type stored with the queried one (a heap profile has in-use
+    gauges and cumulative allocations side by side). Asked for an aggregation, every type gets
+    it; by default each type gets its own default, so ``-sample_index`` on the export shows what
+    ``top`` shows for that type.
+    """
+    if asked is Aggregation.AVG:
+        return None
+    if asked is not None:
+        return frozenset()
+    if pt.name in _GAUGE_NAMES:
+        return None
+    return _GAUGES

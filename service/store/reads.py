@@ -101,7 +101,7 @@ class ExportRows:
     """Everything needed to rebuild one merged pprof, as Arrow tables keyed by content hash."""
 
     headers: pa.Table  # one row per selected source profile (group)
-    samples: pa.Table  # stack_id, labelset_id, sample_type, value
+    samples: pa.Table  # stack_id, labelset_id, sample_type, value (summed types), mean (averaged types)
     stacks: pa.Table
     locations: pa.Table
     functions: pa.Table
@@ -109,19 +109,44 @@ class ExportRows:
     labelsets: pa.Table
 
 
-def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange) -> ExportRows:
+def export_rows(
+    cur: duckdb.DuckDBPyConnection,
+    series_ids: list[int],
+    tr: TimeRange,
+    *,
+    latest_only: bool = False,
+    averaged: frozenset[str] | None = frozenset(),
+) -> ExportRows:
     """Select the profiles of ``series_ids`` in ``tr`` and every sample type stored with them.
 
     A pprof with several sample types was stored as one series per type sharing a ``group_id``;
-    the sibling series are pulled back in so a heap export has its four types again.
+    the sibling series are pulled back in so a heap export has its four types again. A group
+    belongs to one series of the queried type, so it inherits that series' aggregation:
+    ``latest_only`` keeps each series' latest profile (and any at the same time), and the sample
+    types named in ``averaged`` (every type when None) come as ``mean``, the sum of each profile's
+    value over its series' number of profiles in the range; the others as the integer ``value``.
     """
     params = {"start": tr.start, "end": tr.end}
     cur.execute(
-        "CREATE OR REPLACE TEMP TABLE _groups AS "
-        "SELECT p.series_id, p.ts, p.group_id, p.sample_types[p.type_index + 1] || chr(31) || p.sample_units[p.type_index + 1] AS sample_type "
-        "FROM profiles p WHERE p.group_id IN ("
-        f"  SELECT group_id FROM profiles WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end)",
+        "CREATE OR REPLACE TEMP TABLE _picked AS "
+        "SELECT group_id, ts, count(*) OVER (PARTITION BY series_id) AS n, max(ts) OVER (PARTITION BY series_id) AS last_ts "
+        f"FROM profiles WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end",
         params,
+    )
+    average, avg_params = (
+        "list_contains($averaged, p.sample_types[p.type_index + 1])",
+        {"averaged": sorted(averaged or ())},
+    )
+    if latest_only or averaged == frozenset():
+        average, avg_params = "FALSE", {}
+    elif averaged is None:
+        average, avg_params = "TRUE", {}
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _groups AS "
+        "SELECT p.series_id, p.ts, p.group_id, p.sample_types[p.type_index + 1] || chr(31) || p.sample_units[p.type_index + 1] AS sample_type, "
+        f"k.n, {average} AS averaged "
+        "FROM profiles p JOIN _picked k USING (group_id)" + (" WHERE k.ts = k.last_ts" if latest_only else ""),
+        avg_params,
     )
     headers = cur.execute(
         "SELECT group_id, any_value(sample_types) AS sample_types, any_value(sample_units) AS sample_units, "
@@ -132,8 +157,10 @@ def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeR
     ).to_arrow_table()
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _x_samples AS "
-        "SELECT s.stack_id, s.labelset_id, g.sample_type, sum(s.value)::BIGINT AS value FROM sample_values s "
-        "JOIN (SELECT DISTINCT series_id, ts, sample_type FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
+        "SELECT s.stack_id, s.labelset_id, g.sample_type, "
+        "sum(s.value) FILTER (WHERE NOT g.averaged)::BIGINT AS value, "
+        "sum(s.value / g.n) FILTER (WHERE g.averaged)::DOUBLE AS mean FROM sample_values s "
+        "JOIN (SELECT DISTINCT series_id, ts, sample_type, n, averaged FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
         "GROUP BY ALL"
     )
     cur.execute(
@@ -160,6 +187,6 @@ def export_rows(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeR
         "SELECT * FROM labelsets WHERE labelset_id IN (SELECT DISTINCT labelset_id FROM _x_samples) "
         "QUALIFY row_number() OVER (PARTITION BY labelset_id) = 1"
     ).to_arrow_table()
-    for name in ("_groups", "_x_samples", "_x_stacks", "_x_locations"):
+    for name in ("_picked", "_groups", "_x_samples", "_x_stacks", "_x_locations"):
         cur.execute(f"DROP TABLE IF EXISTS {name}")
     return ExportRows(headers, samples, stacks, locations, functions, mappings, labelsets)
