@@ -210,9 +210,7 @@ async def _no_route(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     body: dict[str, str] = (
-        {"code": "unimplemented", "message": message}
-        if path.startswith(_CONNECT_PREFIXES)
-        else {"error": message}
+        {"code": "unimplemented", "message": message} if path.startswith(_CONNECT_PREFIXES) else {"error": message}
     )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
