@@ -248,7 +248,7 @@ def _after(cursor: str, order: str) -> tuple[int, int, int]:
         key = (int(ts), int(sid), int(pid))
     except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidRequest(bad) from exc
-    if kind not in ("n", "o"):
+    if kind not in ("n", "o") or not (-(2**63) <= key[0] < 2**63 and min(key[1:]) >= 0 and max(key[1:]) < 2**64):
         raise InvalidRequest(bad)
     if kind != order[0]:
         other = "newest" if kind == "n" else "oldest"

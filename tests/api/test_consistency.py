@@ -322,6 +322,11 @@ def test_a_profile_stored_while_paging_does_not_shift_the_pages(listed: Listed) 
             "invalid cursor 'not a cursor': pass the next_cursor of the previous page unchanged",
         ),
         ("eDoxOjI6Mw", "newest", "invalid cursor 'eDoxOjI6Mw': pass the next_cursor of the previous page unchanged"),
+        (
+            "bjoxOjE4NDQ2NzQ0MDczNzA5NTUxNjE2OjM",
+            "newest",
+            "invalid cursor 'bjoxOjE4NDQ2NzQ0MDczNzA5NTUxNjE2OjM': pass the next_cursor of the previous page unchanged",
+        ),
     ],
 )
 def test_a_bad_cursor_is_a_400(listed: Listed, cursor: str, order: str, message: str) -> None:
