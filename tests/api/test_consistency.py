@@ -10,7 +10,6 @@ Expected values are worked out by hand from the profiles each test stores.
 
 from __future__ import annotations
 
-import gzip
 from typing import Any
 
 import httpx
@@ -19,10 +18,10 @@ from connectrpc.compat import google_protobuf_json_codec
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.pprof import profile_pb2 as pb
 from service.protocols.querier.v1 import querier_connect as qc
 from service.protocols.querier.v1 import querier_pb2 as q
 from service.protocols.types.v1 import types_pb2 as t
+from tests.api.test_connect import _cpu_profile
 from tests.conftest import Server
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
@@ -32,27 +31,8 @@ T0 = 1_700_000_000 * S  # aligned on every step used below
 
 
 def _cpu(stacks: list[tuple[list[str], int]]) -> bytes:
-    """A CPU pprof with the given root-first stacks and values."""
-    p = pb.Profile()
-    strings = [b""]
-
-    def s(x: str) -> int:
-        strings.append(x.encode())
-        return len(strings) - 1
-
-    p.sample_type.add(type=s("cpu"), unit=s("nanoseconds"))
-    p.period_type.type, p.period_type.unit = s("cpu"), s("nanoseconds")
-    p.period = 10_000_000
-    ids: dict[str, int] = {}
-    for frames, value in stacks:
-        for name in frames:
-            if name not in ids:
-                ids[name] = len(ids) + 1
-                p.function.add(id=ids[name], name=s(name))
-                p.location.add(id=ids[name]).line.add(function_id=ids[name])
-        p.sample.add(location_id=[ids[f] for f in reversed(frames)], value=[value])
-    p.string_table.extend(strings)
-    return gzip.compress(p.SerializeToString())
+    """A CPU pprof with the given root-first stacks and values; its time comes from the ingest's ``ts``."""
+    return _cpu_profile(stacks, 0)
 
 
 def _ingest(http: httpx.Client | TestClient, data: bytes, labels: str, ts: int) -> None:
