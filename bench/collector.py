@@ -520,7 +520,9 @@ def main() -> None:
         time.sleep(1)  # scrapes cut off by the fleet's end finish failing; nothing new is stored after
         listed = {
             p: len(
-                srv.get("/api/v1/profiles", {"query": f'{q}{{job="{JOB}"}}', "limit": 100_000, "from": "now-1d"}).json()
+                srv.get(
+                    "/api/v1/profiles", {"query": f'{q}{{job="{JOB}"}}', "limit": 100_000, "from": "now-1d"}
+                ).json()["profiles"]
             )
             for p, q in LIST_TYPES.items()
         }

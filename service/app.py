@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.analysis.job import Analyzer
@@ -168,7 +170,49 @@ def create_app(
     app.include_router(querier.router)
     app.include_router(push.connect_router)
     app.include_router(push.router)
+    app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
+    app.add_exception_handler(StarletteHTTPException, _no_route)
     return app
+
+
+# Connect clients read {"code", "message"}; everything else, the REST API's {"error"}.
+_CONNECT_PREFIXES = ("/querier.v1.", "/push.v1.")
+
+
+async def _index(request: Request) -> JSONResponse:
+    """Where to go from ``/``: until a UI serves it, a browser pointed at the server (the first thing a
+    new user tries) gets the way to the docs and the API rather than an error."""
+    return JSONResponse(
+        {
+            "name": "profstore",
+            "version": __version__,
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "api": "/api/v1",
+            "metrics": "/metrics",
+            "health": "/healthz",
+        }
+    )
+
+
+async def _no_route(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 (no route) and 405 (route, not this method) in the API's error shape,
+    naming what was asked and where the API is; its ``Allow`` header is kept."""
+    assert isinstance(exc, StarletteHTTPException)
+    method, path = request.method, request.url.path
+    if exc.status_code == 404 and path.startswith("/api/v1/"):
+        message = f"no route {method} {path}; the endpoints are listed at /docs"
+    elif exc.status_code == 404:
+        message = f"no route {method} {path}; the API is under /api/v1 (see /docs)"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {method} is not allowed on {path}; allowed: {allowed or 'none'} (see /docs)"
+    else:
+        message = str(exc.detail)
+    body: dict[str, str] = (
+        {"code": "unimplemented", "message": message} if path.startswith(_CONNECT_PREFIXES) else {"error": message}
+    )
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _analyze(analyzer: Analyzer, kinds: frozenset[str]) -> None:

@@ -1,14 +1,30 @@
 """Prometheus metrics of one profstore process, on its own registry.
 
 One registry per app (not prometheus-client's global one), so tests can run several apps in a
-process and every ``/metrics`` shows only its own numbers.
+process and every ``/metrics`` shows only its own numbers. The process, platform and garbage
+collector collectors that the global registry carries are added to it, so resident memory, CPU
+seconds and open file descriptors are there as for any Prometheus client.
+
+No ``_created`` series: in the text format each counter and histogram would carry a second
+series of its creation time, which doubles the series count and which Prometheus only reads
+from OpenMetrics (where it is a field, not a series) anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 __all__ = ["Metrics"]
 
@@ -18,8 +34,15 @@ _LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 
 class Metrics:
     def __init__(self) -> None:
+        # A process-wide switch of prometheus-client, read at every collection: this process's
+        # registries are all profstore's.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The global registry's own collectors, stateless: registering them here too is how
+        # prometheus-client's docs add them to a custom registry.
+        for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(c)
         self.scrapes = Counter(
             "profstore_scrapes", "Scrapes by job, profile type and outcome (ok or an error kind).",
             ["job", "profile", "outcome"], registry=r,

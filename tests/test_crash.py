@@ -160,7 +160,7 @@ def _present_after_restart(url: str, acked: list[tuple[str, int]]) -> None:
         timeout=30,
     )  # fmt: skip
     assert r.status_code == 200, r.text
-    listed = {(p["labels"]["file"], p["ts"]) for p in r.json()}
+    listed = {(p["labels"]["file"], p["ts"]) for p in r.json()["profiles"]}
     want = {(name, ts) for name, ts in acked if "cpu" in name}
     assert want <= listed, f"{len(want - listed)} acknowledged profiles missing after a restart"
 
@@ -221,7 +221,7 @@ def test_sigkill_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path, cor
         for f, each in totals.items():
             sel = f'{{service_name="crash",file="{f}"}}'
             params = {"query": CPU + sel, "from": str(BASE_MS // 1000 - 60), "until": "now", "limit": 100000}
-            stored = httpx.get(f"{srv.url}/api/v1/profiles", params=params, timeout=30).json()
+            stored = httpx.get(f"{srv.url}/api/v1/profiles", params=params, timeout=30).json()["profiles"]
             acked_f = sum(1 for name, _ in acked if name == f)
             # Every acknowledged one; also those committed but killed before their answer went out
             # (at most one in flight per client and round): their clients would retry, idempotently.

@@ -34,7 +34,7 @@ def _stored(url: str) -> set[int]:
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    return {p["ts"] // 10**9 for p in r.json()}
+    return {p["ts"] // 10**9 for p in r.json()["profiles"]}
 
 
 def _scrape_errors(url: str) -> list[str]:

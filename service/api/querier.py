@@ -268,16 +268,16 @@ def select_series(request: Request, req: q.SelectSeriesRequest) -> q.SelectSerie
         if req.HasField("aggregation") and req.aggregation == t.TIME_SERIES_AGGREGATION_TYPE_AVERAGE
         else Aggregation.SUM
     )
-    matching = _matching(request, query, tr)
+    # The first point holds the step before start: series seen only then count too.
+    matching = _matching(request, query, TimeRange(tr.start - step + 1, tr.end))
     group_by = list(req.group_by)
-    # Buckets (t - step, t]: ours are [s, s + step), so start them one step minus 1 ns early.
-    shifted = TimeRange(tr.start - step + 1, tr.end)
+    # timeseries() labels each step by its end, (t - step, t], as Pyroscope does: the REST API's points too.
     with request.app.state.db.read() as cur:
-        lines = timeseries(cur, matching, shifted, step, agg, group_by=group_by)
+        lines = timeseries(cur, matching, tr, step, agg, group_by=group_by)
     out = [
         t.Series(
             labels=[t.LabelPair(name=k, value=v) for k, v in sorted(line.labels.items())],
-            points=[t.Point(value=p.value, timestamp=(p.ts + step - 1) // MS) for p in line.points],
+            points=[t.Point(value=p.value, timestamp=p.ts // MS) for p in line.points],
         )
         for line in lines
     ]

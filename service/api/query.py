@@ -46,6 +46,7 @@ router = APIRouter(prefix="/api/v1")
 
 MAX_POINTS = 11_000  # per line, as Prometheus caps a range query
 MAX_NODES = 1_048_576
+DEFAULT_NODES = 8192  # also what max_nodes=0 means, as in Pyroscope's SelectMergeStacktraces
 
 AggregationParam = Annotated[
     Aggregation | None,
@@ -100,6 +101,10 @@ class TopRowOut(BaseModel):
 class TopGroup(BaseModel):
     labels: dict[str, str] = Field(description="The group's value of each `group_by` label")
     total: int = Field(description="The group's sum before focus/ignore/hide: the 100 % of its percentages")
+    functions: int = Field(
+        description="Functions in the group's table before `limit` (flat or cum not zero): more than the rows "
+        "when the table was cut"
+    )
     rows: list[TopRowOut]
 
 
@@ -108,6 +113,11 @@ class TopResponse(BaseModel):
     aggregation: Aggregation
     total: int = Field(
         description="Sum of all stacks before focus/ignore/hide: the 100 % of the percentages, as pprof's"
+    )
+    functions: int = Field(
+        description="Functions in the table before `limit` (flat or cum not zero, after focus/ignore/hide): more "
+        "than the rows when the table was cut. With `group_by`, the sum of the groups' (the rows of all tables "
+        "without `limit`)"
     )
     rows: list[TopRowOut] = Field(description="The table; empty with `group_by`, which gives one per group")
     groups: list[TopGroup] | None = Field(
@@ -138,7 +148,11 @@ class FlamegraphResponse(BaseModel):
 
 
 class PointOut(BaseModel):
-    ts: int = Field(description="Start of the step, unix nanoseconds")
+    ts: int = Field(
+        description="End of the step, unix nanoseconds: the point holds the profiles of (ts - step, ts], as "
+        "Pyroscope's SelectSeries (and so Grafana) labels them. Points sit at `from` + k x step; the first, at "
+        "`from`, holds the step before `from`; steps without profiles have no point"
+    )
     value: float
 
 
@@ -157,12 +171,22 @@ class TimeseriesResponse(BaseModel):
 
 class DiffRowOut(BaseModel):
     name: str
-    base: int
-    current: int
-    base_percent: float = Field(description="Share of the base window's total, in percent")
-    current_percent: float
-    change: float = Field(description="current - base: in shares of each window's total when normalized")
-    relative: float | None = Field(description="change / base; null when the function is new")
+    base: int = Field(description="The function's flat (or cum, with `by=cum`) in the base window, in sample units")
+    current: int = Field(description="The same in the current window")
+    base_percent: float = Field(description="base / the base window's total x 100, two decimals as in top")
+    current_percent: float = Field(description="current / the current window's total x 100, two decimals")
+    change: int = Field(
+        description="current - base, in the profile's sample unit (nanoseconds, bytes, count …), whatever "
+        "`normalize` says; with `normalize=false` the rows are sorted by its absolute value"
+    )
+    change_points: float = Field(
+        description="current_percent - base_percent in percentage points (computed before rounding, two decimals); "
+        "with `normalize=true` (the default) the rows are sorted by its absolute value"
+    )
+    relative: float | None = Field(
+        description="current / base - 1 of what is compared: of the shares with `normalize=true`, of the values "
+        "with `normalize=false` (0.5 = half as much again); null when the function is new"
+    )
 
 
 class DiffGroup(BaseModel):
@@ -175,7 +199,10 @@ class DiffGroup(BaseModel):
 class DiffResponse(BaseModel):
     profile_type: str
     aggregation: Aggregation
-    normalized: bool
+    normalized: bool = Field(
+        description="The `normalize` asked for: true compares shares (`change_points`, `relative` of shares), "
+        "false compares values (`change`, `relative` of values)"
+    )
     base_total: int
     current_total: int
     rows: list[DiffRowOut] = Field(description="The comparison; empty with `group_by`, which gives one per group")
@@ -257,12 +284,15 @@ def get_top(
     pt, agg, groups = _stacks(request, response, query, tr, filters, group_by=group_by)
     tables = []
     for g in groups:
-        rows, total = top(g.stacks, order, limit, g.before)
-        tables.append(TopGroup(labels=g.labels, total=total, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]))  # fmt: skip
+        rows, total, functions = top(g.stacks, order, limit, g.before)
+        tables.append(TopGroup(labels=g.labels, total=total, functions=functions, rows=[TopRowOut.model_validate(r, from_attributes=True) for r in rows]))  # fmt: skip
     if group_by is None:
-        return TopResponse(profile_type=pt, aggregation=agg, total=tables[0].total, rows=tables[0].rows)
+        return TopResponse(profile_type=pt, aggregation=agg, total=tables[0].total, functions=tables[0].functions, rows=tables[0].rows)  # fmt: skip
     tables.sort(key=lambda t: -t.total)
-    return TopResponse(profile_type=pt, aggregation=agg, total=sum(t.total for t in tables), rows=[], groups=tables)
+    return TopResponse(
+        profile_type=pt, aggregation=agg, total=sum(t.total for t in tables),
+        functions=sum(t.functions for t in tables), rows=[], groups=tables,
+    )  # fmt: skip
 
 
 @router.get("/flamegraph", response_model=FlamegraphResponse, summary="Merged call tree")
@@ -276,11 +306,12 @@ def get_flamegraph(
     max_nodes: Annotated[
         int,
         Query(
-            ge=1,
+            ge=0,
             le=MAX_NODES,
-            description="Keep the nodes with the largest totals; the cut children of a parent become one `other` node",
+            description="Keep the nodes with the largest totals; the cut children of a parent become one `other` "
+            "node. 0 means the default, 8192, as in Pyroscope's API",
         ),
-    ] = 8192,
+    ] = DEFAULT_NODES,
     format: Annotated[
         Literal["tree", "pyroscope"],
         Query(description="`tree`: nested JSON; `pyroscope`: the `names` + `levels` layout Grafana reads"),
@@ -292,7 +323,7 @@ def get_flamegraph(
         stacks = groups[0].stacks
     else:
         stacks = under_roots([([f"{k}={v}" for k, v in g.labels.items()], g.stacks) for g in groups])
-    tree = build_tree(stacks, max_nodes)
+    tree = build_tree(stacks, max_nodes or DEFAULT_NODES)
     out = FlamegraphResponse(profile_type=pt, aggregation=agg, total=stacks.total)
     if format == "pyroscope":
         out.flamebearer = PyroscopeFlamegraph.model_validate(pyroscope_levels(tree))
@@ -391,13 +422,7 @@ def get_diff(
             rows, bt, ct = diff(
                 base.filter(*pprof_filters), current.filter(*pprof_filters), normalize=normalize, by=by, limit=limit
             )
-            out_rows = [
-                DiffRowOut(
-                    name=r.name, base=r.base, current=r.current, base_percent=r.base_share,
-                    current_percent=r.current_share, change=r.change, relative=r.relative,
-                )
-                for r in rows
-            ]  # fmt: skip
+            out_rows = [DiffRowOut.model_validate(r, from_attributes=True) for r in rows]
             tables.append(
                 DiffGroup(labels=dict(zip(keys, key, strict=True)), base_total=bt, current_total=ct, rows=out_rows)
             )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import base64
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -229,33 +230,82 @@ def label_values(
     return sorted({s.labels[name] for s in _filter(_series(request), query, from_, until) if name in s.labels})
 
 
-@router.get("/profiles", response_model=list[StoredProfile], summary="Individual stored profiles")
+class ProfilesPage(BaseModel):
+    profiles: list[StoredProfile] = Field(description="At most `limit` profiles, in the order asked for")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (with the same query, range and order) for the next page; null on the last page"
+    )
+    truncated: bool = Field(description="True when more profiles match than `limit`: the list was cut")
+
+
+def _cursor(order: str, row: Any) -> str:
+    """The opaque key of a page's last row: the order it belongs to, then ``ts, series_id, profile_id``."""
+    raw = f"{order[0]}:{int(row[2])}:{int(row[1])}:{int(row[0])}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _after(cursor: str, order: str) -> tuple[int, int, int]:
+    bad = f"invalid cursor {cursor!r}: pass the next_cursor of the previous page unchanged"
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, ts, sid, pid = raw.split(":")
+        key = (int(ts), int(sid), int(pid))
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidRequest(bad) from exc
+    if kind not in ("n", "o") or not (-(2**63) <= key[0] < 2**63 and min(key[1:]) >= 0 and max(key[1:]) < 2**64):
+        raise InvalidRequest(bad)
+    if kind != order[0]:
+        other = "newest" if kind == "n" else "oldest"
+        raise InvalidRequest(f"the cursor belongs to order={other}, not order={order}: keep the order while paging")
+    return key
+
+
+@router.get("/profiles", response_model=ProfilesPage, summary="Individual stored profiles, a page at a time")
 def profiles(
     request: Request,
     query: QueryParam,
     from_: FromParam = None,
     until: UntilParam = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-) -> list[StoredProfile]:
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Profiles per page")] = 1000,
+    order: Annotated[
+        Literal["newest", "oldest"],
+        Query(description="`newest` first (default) or `oldest` first; equal times by series, then profile id"),
+    ] = "newest",
+    cursor: Annotated[
+        str | None, Query(description="The `next_cursor` of the previous page, to continue where it stopped")
+    ] = None,
+) -> ProfilesPage:
     q = parse_query(query)
     tr = time_range(request, from_, until)
+    after = _after(cursor, order) if cursor else None
     with request.app.state.db.read() as cur:
         series = {
             s.series_id: s
             for s in list_series(cur, tenant_of(request))
             if s.profile_type == q.profile_type and q.matches(s.labels)
         }
-        rows: list[Any] = list_profiles(cur, list(series), tr, limit) if series else []
-    return [
-        StoredProfile(
-            id=str(r[0]),
-            ts=r[2],
-            profile_type=str(series[r[1]].profile_type),
-            labels=series[r[1]].labels,
-            duration_ns=r[3],
-            period=r[4],
-            total=r[5],
-            samples=r[6],
+        # One row more than the page: whether there is a next page, without counting them all.
+        rows: list[Any] = (
+            list_profiles(cur, list(series), tr, limit + 1, newest_first=order == "newest", after=after)
+            if series
+            else []
         )
-        for r in rows
-    ]
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    return ProfilesPage(
+        profiles=[
+            StoredProfile(
+                id=str(r[0]),
+                ts=r[2],
+                profile_type=str(series[r[1]].profile_type),
+                labels=series[r[1]].labels,
+                duration_ns=r[3],
+                period=r[4],
+                total=r[5],
+                samples=r[6],
+            )
+            for r in rows
+        ],
+        next_cursor=_cursor(order, rows[-1]) if truncated else None,
+        truncated=truncated,
+    )

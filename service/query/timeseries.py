@@ -5,6 +5,12 @@ Both come from per-profile numbers computed at ingest (``profiles.total`` and th
 Within a step, profiles of one series combine by the query's :class:`Aggregation` (sum for
 cumulative types; the average scrape, or the last, for gauges); series are then summed per
 ``group_by`` group. Steps without any profile of a series have no point for it.
+
+Steps are labelled by their end, as Pyroscope's ``SelectSeries`` labels them (Grafana draws what
+it gets, so the REST API and the Connect API must agree): points sit at ``start + k * step``
+(k >= 0) and each holds the profiles of ``(t - step, t]``. The first point, at ``start``, holds the
+step before it, as Pyroscope reads one step before ``start``; a profile after the last whole step
+lands on the next label, past ``end``, rather than being dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ __all__ = ["Point", "Series", "timeseries"]
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    ts: int  # start of the step, unix nanoseconds
+    ts: int  # end of the step, unix nanoseconds: the point holds the profiles of (ts - step, ts]
     value: float
 
 
@@ -70,15 +76,22 @@ def timeseries(
     function: str | None = None,
     value: str = "flat",
 ) -> list[Series]:
-    """One line per series, or per distinct value of the ``group_by`` labels (missing labels are "")."""
+    """One line per series, or per distinct value of the ``group_by`` labels (missing labels are "").
+
+    Points are labelled by the end of their step (see the module docstring): the profiles read are
+    those of ``(tr.start - step, tr.end]``.
+    """
     if not series:
         return []
     ids = id_list(s.series_id for s in series)
     values = (_VALUES_TOTAL if function is None else _VALUES_FUNCTION).format(
         ids=ids, col="cum" if value == "cum" else "flat"
     )
+    # The SQL buckets are [lo + b * step, lo + (b + 1) * step): with lo one step minus 1 ns before the
+    # start, bucket b is (start + (b - 1) * step, start + b * step], labelled start + b * step.
+    lo = tr.start - step_ns + 1
     params: dict[str, object] = {
-        "start": tr.start,
+        "start": lo,
         "end": tr.end,
         "step": step_ns,
         "agg": aggregation.value,

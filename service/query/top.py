@@ -43,13 +43,17 @@ class TopRow:
 
 @dataclass(frozen=True, slots=True)
 class DiffRow:
+    """One function in both windows; the two kinds of change carry their unit in their name, so a
+    reader never has to know whether the diff was normalized to read them."""
+
     name: str
     base: int
     current: int
-    base_share: float  # of the base window's total
-    current_share: float
-    change: float  # current - base, in shares when normalized, else in values
-    relative: float | None  # change / base (None: new in the current window)
+    base_percent: float  # of the base window's total, two decimals as in top
+    current_percent: float
+    change: int  # current - base, in the profile's sample unit, whatever normalize says
+    change_points: float  # current_percent - base_percent from the unrounded shares, in percentage points
+    relative: float | None  # of what is compared (shares when normalized, values when not): current / base - 1
 
 
 def function_totals(s: StackSet) -> FunctionTotals:
@@ -91,8 +95,9 @@ def _pct(v: int | float, total: int) -> float:
 
 def top(
     s: StackSet, order: str = "flat", limit: int | None = None, total: int | None = None
-) -> tuple[list[TopRow], int]:
-    """Rows sorted as pprof sorts them (by ``order``, then the other, then name), and the total.
+) -> tuple[list[TopRow], int, int]:
+    """Rows sorted as pprof sorts them (by ``order``, then the other, then name), the total, and how
+    many functions there are (flat or cum not zero) before ``limit`` cuts the rows.
 
     Percentages are of ``total`` when given: pprof's are of the profile before focus, ignore and hide.
     """
@@ -119,7 +124,7 @@ def top(
                 _pct(ft.cum[i], ft.total),
             )
         )
-    return rows, ft.total
+    return rows, ft.total, int(used.size)
 
 
 def diff(
@@ -127,8 +132,9 @@ def diff(
 ) -> tuple[list[DiffRow], int, int]:
     """Per function, base vs current ``by`` (flat or cum), largest absolute change first.
 
-    Normalized (the default), the change is in shares of each window's total, so a window with
-    more load does not look like a regression everywhere.
+    Normalized (the default), shares of each window's total are compared (``change_points`` orders
+    the rows and ``relative`` is of shares), so a window with more load does not look like a
+    regression everywhere; otherwise the values (``change``).
     """
     fb, fc = function_totals(base), function_totals(current)
     vb = dict(zip(fb.names, (fb.flat if by == "flat" else fb.cum).tolist(), strict=True))
@@ -138,18 +144,22 @@ def diff(
         b, c = vb.get(name, 0), vc.get(name, 0)
         sb = b / fb.total if fb.total else 0.0
         sc = c / fc.total if fc.total else 0.0
-        change = (sc - sb) if normalize else float(c - b)
-        base_term = sb if normalize else float(b)
+        compared = (sc - sb, sb) if normalize else (float(c - b), float(b))
         rows.append(
-            DiffRow(
-                name,
-                b,
-                c,
-                round(100.0 * sb, 4),
-                round(100.0 * sc, 4),
-                change,
-                (change / base_term) if base_term else None,
+            (
+                abs(compared[0]),
+                DiffRow(
+                    name,
+                    b,
+                    c,
+                    round(100.0 * sb, 2),
+                    round(100.0 * sc, 2),
+                    c - b,
+                    round(100.0 * (sc - sb), 2),
+                    compared[0] / compared[1] if compared[1] else None,
+                ),
             )
         )
-    rows.sort(key=lambda r: (-abs(r.change), r.name))
-    return (rows[:limit] if limit is not None else rows), fb.total, fc.total
+    rows.sort(key=lambda r: (-r[0], r[1].name))
+    out = [r for _, r in rows]
+    return (out[:limit] if limit is not None else out), fb.total, fc.total

@@ -88,12 +88,37 @@ def list_series(
     return [SeriesRow(int(r[0]), ProfileType.parse(r[1]), dict(r[2]), r[3], r[4]) for r in rows]
 
 
-def list_profiles(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, limit: int) -> list[tuple]:
-    return cur.execute(
+def list_profiles(
+    cur: duckdb.DuckDBPyConnection,
+    series_ids: list[int],
+    tr: TimeRange,
+    limit: int,
+    *,
+    newest_first: bool = True,
+    after: tuple[int, int, int] | None = None,
+) -> list[tuple]:
+    """Profiles of ``series_ids`` in ``tr``, ordered by ``(ts, series_id, profile_id)`` (descending when
+    ``newest_first``), starting after the key ``after`` of the previous page's last row.
+
+    A keyset, not an offset: a page costs the same however deep it is, and profiles stored while
+    a client pages (always newer ones) neither repeat nor shift the rows of the next page.
+    """
+    desc = "DESC" if newest_first else "ASC"
+    sql = (
         "SELECT profile_id, series_id, ts, duration_ns, period, total, sample_count, source FROM profiles "
-        f"WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end ORDER BY ts, series_id LIMIT $limit",
-        {"start": tr.start, "end": tr.end, "limit": limit},
-    ).fetchall()
+        f"WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end"
+    )
+    params: dict[str, object] = {"start": tr.start, "end": tr.end, "limit": limit}
+    if after is not None:
+        op = "<" if newest_first else ">"
+        # The bare ts bound lets DuckDB skip row groups by their min/max before the exact keyset test.
+        sql += (
+            f" AND ts {op}= $ts AND (ts {op} $ts OR (ts = $ts AND (series_id {op} $sid "
+            f"OR (series_id = $sid AND profile_id {op} $pid))))"
+        )
+        params.update(ts=after[0], sid=after[1], pid=after[2])
+    sql += f" ORDER BY ts {desc}, series_id {desc}, profile_id {desc} LIMIT $limit"
+    return cur.execute(sql, params).fetchall()
 
 
 @dataclass(slots=True)

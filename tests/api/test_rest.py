@@ -31,12 +31,12 @@ def test_same_bytes_twice_are_stored_once(client: TestClient) -> None:
     first = post(client, data, ts="1700000000").json()
     second = post(client, data, ts="1700000000").json()
     assert second["duplicate"] and second["profile_ids"] == first["profile_ids"]
-    listed = client.get("/api/v1/profiles", params={"query": CPU + "{}", "from": "0"}).json()
+    listed = client.get("/api/v1/profiles", params={"query": CPU + "{}", "from": "0"}).json()["profiles"]
     assert len(listed) == 1
     assert listed[0]["total"] == 70_000_000 and listed[0]["labels"] == {"service_name": "api"}
     # A different time is a different profile.
     post(client, data, ts="1700000015")
-    assert len(client.get("/api/v1/profiles", params={"query": CPU + "{}", "from": "0"}).json()) == 2
+    assert len(client.get("/api/v1/profiles", params={"query": CPU + "{}", "from": "0"}).json()["profiles"]) == 2
 
 
 def test_ts_defaults_to_time_nanos(client: TestClient) -> None:
@@ -171,7 +171,7 @@ def test_concurrent_ingests_each_get_their_own_answer(server) -> None:  # type: 
             assert r.status_code == 200, r.text
     listed = httpx.get(
         f"{server.url}/api/v1/profiles", params={"query": CPU + '{service_name="concurrent"}', "from": "0"}
-    ).json()
+    ).json()["profiles"]
     assert len(listed) == 16
 
 

@@ -111,7 +111,7 @@ def _profiles(server: Server, ptype: str) -> list[dict]:  # type: ignore[type-ar
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    return sorted(r.json(), key=lambda p: p["ts"])
+    return sorted(r.json()["profiles"], key=lambda p: p["ts"])
 
 
 def _targets(server: Server) -> dict[str, dict]:  # type: ignore[type-arg]

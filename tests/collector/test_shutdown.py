@@ -50,7 +50,7 @@ def test_sigterm_drains_a_running_scrape_into_the_database(corpus: Path, tmp_pat
             f"{again.url}/api/v1/profiles",
             params={"query": 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{job="delayed"}', "from": "now-1h"},
             timeout=10,
-        ).json()
+        ).json()["profiles"]
         assert len(stored) == 1, stored
     finally:
         again.stop()
