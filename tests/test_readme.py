@@ -118,7 +118,15 @@ esac
 exec {shlex.quote(str(real_profstore))} "$@"
 """,
         "curl": f"""#!/bin/sh
-# An example whose request is refused has broken: fail, and show what the server said.
+# An example whose request is refused has broken: fail, and show what the server said. curl refuses
+# --fail-with-body beside the example's own -f/--fail, which fails on errors already.
+for arg in "$@"; do
+    case "$arg" in
+        --fail|--fail-with-body|--fail-early) exec {shlex.quote(real_curl)} "$@" ;;
+        --*) ;;
+        -*f*) exec {shlex.quote(real_curl)} "$@" ;;
+    esac
+done
 exec {shlex.quote(real_curl)} --fail-with-body "$@"
 """,
     }
