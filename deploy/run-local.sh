@@ -15,7 +15,8 @@ if command -v go >/dev/null 2>&1; then
     .venv/gotarget -listen 127.0.0.1:6060 &
     demo_pid=$!
     echo "demo Go service: http://127.0.0.1:6060/debug/pprof/ (pid $demo_pid), scraped every 15 s"
-    echo "see it: curl -s http://127.0.0.1:4040/api/v1/targets ; .venv/bin/profstore targets"
+    echo "see it: .venv/bin/profstore targets ; curl -s 'http://127.0.0.1:4040/api/v1/targets'"
+    echo "its CPU profiler is busy with profstore's scrapes; for CPU profiles by hand: .venv/gotarget -out DIR (see README)"
 else
     echo "Go is not installed, so no demo service runs. To scrape your own Go services, edit"
     echo "profstore.example.yaml: put their host:port under scrape_configs[].static_configs[].targets"
