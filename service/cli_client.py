@@ -275,18 +275,18 @@ def cmd_top(args: argparse.Namespace) -> int:
     sample_type, unit = _sample(body["profile_type"])
     _out(f"Type: {sample_type}")
     _out(f"Aggregation: {body['aggregation']}")
-    functions = body.get("functions")
-    if body.get("groups") is None:
-        lines = top_lines(body["rows"], body["total"], unit)
-        if isinstance(functions, int) and functions > len(body["rows"]):
-            lines.insert(1, f"Showing top {len(body['rows'])} nodes out of {functions}")
+    groups = body.get("groups")
+    if groups is None:
+        groups = [{"labels": None, "rows": body["rows"], "total": body["total"], "functions": body.get("functions")}]
+    for g in groups:
+        if g["labels"] is not None:
+            _out()
+            _out(f"Group: {format_labels(g['labels'])}")
+        lines = top_lines(g["rows"], g["total"], unit)
+        functions = g.get("functions")
+        if isinstance(functions, int) and functions > len(g["rows"]):  # as pprof says it, when --limit cut the table
+            lines.insert(1, f"Showing top {len(g['rows'])} nodes out of {functions}")
         for line in lines:
-            _out(line)
-        return 0
-    for g in body["groups"]:
-        _out()
-        _out(f"Group: {format_labels(g['labels'])}")
-        for line in top_lines(g["rows"], g["total"], unit):
             _out(line)
     return 0
 
