@@ -97,8 +97,9 @@ def test_ingest_and_export_through_the_cli(server: Server, corpus: Path, tmp_pat
     assert done.stdout == "" and done.stderr == f"wrote {out.stat().st_size} bytes to {out}\n"
     assert totals(out) == totals(heap)
     assert top(out, "inuse_space") == top(heap, "inuse_space")
-    bad = cli("export", "--query", "cpu{}", "--url", server.url, "-o", str(out))
-    assert re.match(r"profstore: export: 400 .*invalid profile type 'cpu'", one_error_line(bad))
+    bad = cli("export", "--query", "nosuchtype{}", "--url", server.url, "-o", str(out))
+    line = one_error_line(bad)
+    assert line.startswith("profstore: export: 400 ") and "nosuchtype" in line
 
 
 @pytest.mark.parametrize("output", ["-", "/dev/stdout"])
