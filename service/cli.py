@@ -1,29 +1,49 @@
-"""``profstore``: serve, migrate, ingest, export, targets, regressions, storage, backup, restore, token, openapi."""
+"""profstore: store Go pprof profiles, query them, and export what `go tool pprof` reads.
+
+Server: serve, migrate, backup, restore, storage, targets, regressions, token, openapi.
+Profiles: ingest, export, top, diff, series (against a running server: --url or $PROFSTORE_URL).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
+import importlib.metadata
 import logging
 import os
 import secrets
+import socket
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
 
+from service.cli_client import (
+    DEFAULT_URL,
+    Failed,
+    cmd_backup,
+    cmd_diff,
+    cmd_export,
+    cmd_ingest,
+    cmd_regressions,
+    cmd_series,
+    cmd_storage,
+    cmd_targets,
+    cmd_top,
+    describe_os_error,
+    server_url,
+)
 from service.errors import ProfstoreError
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 __all__ = ["main"]
 
-DEFAULT_URL = "http://127.0.0.1:4040"
 
-
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     from service.config import load_settings
 
     return load_settings(
@@ -31,11 +51,26 @@ def _settings(args: argparse.Namespace):
     )
 
 
+def _port_free(host: str, port: int) -> None:
+    """Refuse early when the address is taken: uvicorn would find out only after opening the database."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Failed(f"{host}:{port} is already in use by another process; pass another --listen") from exc
+            raise Failed(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}") from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.auth import is_loopback
     from service.app import create_app
+    from service.store import migrate
+    from service.store.db import DB_FILE
 
     settings = _settings(args)
     if not settings.auth.tokens and not is_loopback(settings.host):
@@ -51,6 +86,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serving %s WITHOUT AUTHENTICATION (--insecure-no-auth): every client may read and write every tenant",
             settings.listen,
         )
+    # Open (and migrate) the file here, before uvicorn: a data dir in use by another server is then one line
+    # (DataDirInUse) instead of uvicorn's startup traceback.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.data_dir / DB_FILE)
+    _port_free(settings.host, settings.port)
     flags = {"data_dir": args.data_dir, "listen": args.listen}
     app = create_app(settings, config_path=args.config, overrides={k: v for k, v in flags.items() if v is not None})
     # One worker only: a DuckDB file admits a single process.
@@ -60,11 +100,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from service.store import migrate
+    from service.store.db import DB_FILE
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.data_dir / "profstore.duckdb")
-    print(f"migrated {settings.data_dir / 'profstore.duckdb'} to head")
+    migrate.upgrade(settings.data_dir / DB_FILE)
+    print(f"migrated {settings.data_dir / DB_FILE} to head")
     return 0
 
 
@@ -72,19 +113,6 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     sys.stdout.write(yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True))
-    return 0
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    target = Path(args.dir).absolute()
-    with _client(args) as client:
-        r = client.post("/api/v1/storage/backup", params={"dir": str(target)})
-    if r.status_code != 200:
-        print(f"backup failed: {r.status_code} {_error(r)}", file=sys.stderr)
-        return 1
-    body = r.json()
-    rows = sum(body["tables"].values())
-    print(f"backed up {rows} rows of {len(body['tables'])} tables to {target} in {body['seconds']:.1f} s")
     return 0
 
 
@@ -110,224 +138,226 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> httpx.Client:
-    """A client of a running server, with the token (``--token`` or ``PROFSTORE_TOKEN``) and tenant."""
-    headers = {}
-    token = args.token or os.environ.get("PROFSTORE_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if args.tenant:
-        headers["X-Scope-OrgID"] = args.tenant
-    return httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers)
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
-    failed = 0
-    with _client(args) as client:
-        for f in args.files:
-            params = {"labels": args.labels}
-            if args.name:
-                params["name"] = args.name
-            r = client.post("/api/v1/ingest", params=params, content=Path(f).read_bytes())
-            if r.status_code == 200:
-                body = r.json()
-                print(
-                    f"{f}: {body['samples']} samples in {', '.join(body['series'])}"
-                    + (" (already stored)" if body["duplicate"] else "")
-                )
-            else:
-                failed += 1
-                print(f"{f}: {r.status_code} {_error(r)}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    params = {"query": args.query, "from": args.from_, "until": args.until}
-    with _client(args) as client:
-        r = client.get("/api/v1/export", params={k: v for k, v in params.items() if v})
-    if r.status_code != 200:
-        print(f"export failed: {r.status_code} {_error(r)}", file=sys.stderr)
-        return 1
-    Path(args.output).write_bytes(r.content)
-    print(f"wrote {len(r.content)} bytes to {args.output}")
-    return 0
-
-
-def cmd_targets(args: argparse.Namespace) -> int:
-    body = _get_json(args, "/api/v1/targets", "targets")
-    if body is None:
-        return 1
-    rows = [("JOB", "INSTANCE", "PROFILE", "HEALTH", "LAST SCRAPE", "DURATION", "FAILS", "LAST ERROR")]
-    for t in body["targets"]:
-        err = f"{t['last_error_kind']}: {t['last_error']}" if t["health"] == "down" else ""
-        rows.append((
-            t["job"], t["instance"], t["profile"], t["health"], (t["last_scrape"] or "-")[:19],
-            f"{t['last_duration_s']:.2f}s" if t["last_duration_s"] is not None else "-",
-            str(t["consecutive_failures"]), err[:100],
-        ))  # fmt: skip
-    _table(rows)
-    for err in body.get("file_sd_errors", []):
-        print(f"file_sd: {err}", file=sys.stderr)
-    return 0
-
-
-def cmd_regressions(args: argparse.Namespace) -> int:
-    params = {k: v for k, v in (("service", args.service), ("kind", args.kind), ("state", args.state)) if v}
-    findings = _get_json(args, "/api/v1/regressions", "regressions", params)
-    if findings is None:
-        return 1
-    rows = [("ID", "STATE", "SINCE", "P_ADJ", "INSTANCES", "FINDING")]
-    for f in findings:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f["change_ts"] / 1e9))
-        rows.append((f["id"], f["state"], since, f"{f['p_adjusted']:.1e}", str(len(f["instances"])), f["title"]))
-    _table(rows)
-    return 0
-
-
-def cmd_storage(args: argparse.Namespace) -> int:
-    body = _get_json(args, "/api/v1/storage", "storage")
-    if body is None:
-        return 1
-    print(f"database file: {body['file_bytes'] / 2**20:.1f} MiB")
-    _table(
-        [("TABLE", "ROWS", "MIB")] + [(t["name"], str(t["rows"]), f"{t['bytes'] / 2**20:.1f}") for t in body["tables"]]
-    )
-
-    def day(ns: int | None) -> str:
-        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ns / 1e9)) if ns else "-"
-
-    _table(
-        [("TENANT", "SERIES", "PROFILES", "OLDEST", "OLDEST RAW", "NEWEST")]
-        + [
-            (
-                t["tenant"],
-                str(t["series"]),
-                str(t["profiles"]),
-                day(t["oldest"]),
-                day(t["oldest_raw"]),
-                day(t["newest"]),
-            )
-            for t in body["tenants"]
-        ]
-    )
-    return 0
-
-
-def _get_json(args: argparse.Namespace, path: str, what: str, params: dict[str, str] | None = None) -> Any:
-    """The JSON answer of a GET, or None after printing why it failed."""
-    with _client(args) as client:
-        r = client.get(path, params=params)
-    if r.status_code != 200:
-        print(f"{what} failed: {r.status_code} {_error(r)}", file=sys.stderr)
-        return None
-    return r.json()
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-
-
-def _error(r: httpx.Response) -> str:
+def _version() -> str:
     try:
-        return str(r.json().get("error", r.text))
-    except (json.JSONDecodeError, AttributeError):
-        return r.text[:300]
+        return importlib.metadata.version("profstore")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+TIME_HELP = "RFC 3339 (2026-12-06T13:00:00Z), unix seconds or ms, or relative (now-1h, now-1h30m)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="profstore", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="profstore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--version", action="version", version=f"profstore {_version()}")
+    p.add_argument("--debug", action="store_true", help="on an error, print the Python stack trace too")
+    # --debug also after the command; SUPPRESS keeps a subcommand from resetting the global flag to False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, example: str | None = None) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name, help=help, description=help[:1].upper() + help[1:] + ".", parents=[common],
+            epilog=f"example:\n  {example}" if example else None, formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sp.set_defaults(subparser=sp)
+        return sp
 
     def client_flags(sp: argparse.ArgumentParser, timeout: float) -> None:
-        sp.add_argument("--url", default=DEFAULT_URL)
-        sp.add_argument("--timeout", type=float, default=timeout)
+        sp.add_argument("--url", metavar="URL", help=f"the server (default: $PROFSTORE_URL, else {DEFAULT_URL})")
+        sp.add_argument(
+            "--timeout", type=float, default=timeout, metavar="SECONDS",
+            help=f"how long to wait for the server's answer (default: {timeout:g})",
+        )  # fmt: skip
         sp.add_argument("--token", help="API token (default: $PROFSTORE_TOKEN)")
         sp.add_argument("--tenant", help="tenant (X-Scope-OrgID); default: the token's only tenant, else anonymous")
 
     def storage_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", type=Path, help="YAML settings file")
-        sp.add_argument("--data-dir", type=Path, help="directory of the DuckDB file (default ./data)")
+        sp.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file")
+        sp.add_argument("--data-dir", type=Path, metavar="DIR", help="directory of the DuckDB file (default ./data)")
 
-    s = sub.add_parser("serve", help="run the HTTP server (applies migrations first)")
+    def window_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--from", dest="from_", metavar="TIME", help=f"start (default now-1h): {TIME_HELP}")
+        sp.add_argument("--until", metavar="TIME", help="end, same formats (default now)")
+
+    def stack_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--limit", type=int, metavar="N", help="rows to show (default 100)")
+        sp.add_argument("--focus", metavar="REGEX", help="keep stacks with a frame matching REGEX (pprof's -focus)")
+        sp.add_argument("--ignore", metavar="REGEX", help="drop stacks with a frame matching REGEX (pprof's -ignore)")
+        sp.add_argument("--hide", metavar="REGEX", help="drop frames matching REGEX from every stack (pprof's -hide)")
+        aggregation_flag(sp)
+        sp.add_argument("--group-by", metavar="LABELS", help="one table per value of these labels, e.g. pod,region")
+
+    def aggregation_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--aggregation", choices=["sum", "avg", "last"],
+            help="how a series' profiles combine over the range (default: sum for cpu/alloc/block/mutex, "
+            "avg for in-use memory, goroutines, threads)",
+        )  # fmt: skip
+
+    query_help = 'a profile type and a label selector, TYPE{label="value", ...} (see the example)'
+    heap = "'memory:inuse_space:bytes:space:bytes{service_name=\"api\"}'"
+    cpu = "'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name=\"api\"}'"
+
+    s = command("serve", "run the HTTP server (applies migrations first)")
     storage_flags(s)
-    s.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:4040)")
+    s.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:4040)")
     s.add_argument(
         "--insecure-no-auth", action="store_true", help="serve off loopback without auth.tokens (logged at each start)"
     )
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("migrate", help="apply database migrations")
+    s = command("migrate", "apply database migrations (the server stopped)")
     storage_flags(s)
     s.set_defaults(func=cmd_migrate)
 
-    s = sub.add_parser("storage", help="rows and bytes per table and data per tenant of a running server")
-    client_flags(s, 60.0)
-    s.set_defaults(func=cmd_storage)
-
-    s = sub.add_parser("backup", help="write a consistent backup of a running server into a new directory")
-    s.add_argument("dir", help="directory to create (on the server's machine)")
-    client_flags(s, 3600.0)
-    s.set_defaults(func=cmd_backup)
-
-    s = sub.add_parser("restore", help="rebuild an empty data directory from a backup (server stopped)")
-    s.add_argument("dir", help="a directory written by `profstore backup`")
-    storage_flags(s)
-    s.set_defaults(func=cmd_restore)
-
-    s = sub.add_parser("token", help="make a new API token and print it with its auth.tokens entry")
-    s.add_argument("--name", default="client", help="who holds it")
-    s.add_argument("--scopes", nargs="+", choices=["read", "write", "admin"], default=["read"])
-    s.add_argument("--tenants", nargs="+", default=["*"], help="tenants it may use (* = all)")
-    s.set_defaults(func=cmd_token)
-
-    s = sub.add_parser("openapi", help="print the OpenAPI document (YAML)")
-    s.set_defaults(func=cmd_openapi)
-
-    s = sub.add_parser("ingest", help="send pprof files to a running server")
-    s.add_argument("files", nargs="+")
-    s.add_argument("--labels", default="{}", help='series labels, e.g. {service_name="checkout"}')
-    s.add_argument("--name", help="profile name (inferred when absent)")
+    s = command(
+        "ingest",
+        "send pprof files to a running server",
+        "curl -s localhost:6060/debug/pprof/heap | profstore ingest - --labels '{service_name=\"api\"}'",
+    )
+    s.add_argument("files", nargs="+", metavar="FILE", help="pprof files (gzipped or not); - reads stdin")
+    s.add_argument(
+        "--labels", default="{}", metavar="LABELS",
+        help='series labels, e.g. {service_name="checkout"}; without service_name, the file name is used',
+    )  # fmt: skip
+    s.add_argument("--name", help="profile name, e.g. block or mutex (inferred when absent)")
     client_flags(s, 60.0)
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("export", help="fetch a merged pprof from a running server")
-    s.add_argument("--query", required=True, help="<profile type>{<selector>}")
-    s.add_argument("--from", dest="from_", help="start (RFC 3339, unix s/ms, now-1h)")
-    s.add_argument("--until", help="end (default now)")
-    s.add_argument("-o", "--output", required=True)
+    s = command(
+        "export",
+        "fetch the merged pprof of a query (what `go tool pprof` reads)",
+        f"profstore export {heap} --from now-1h -o heap.pb.gz && go tool pprof -top heap.pb.gz",
+    )
+    s.add_argument("query", nargs="?", metavar="QUERY", help=query_help)
+    s.add_argument("--query", dest="query_flag", metavar="QUERY", help="the same as the positional QUERY")
+    window_flags(s)
+    aggregation_flag(s)
+    s.add_argument("--base-from", metavar="TIME", help="with --base-until: the diff against this base window")
+    s.add_argument("--base-until", metavar="TIME", help="end of the base window")
+    s.add_argument("--base-query", metavar="QUERY", help="the base window's query when it differs from QUERY")
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the .pb.gz; - for stdout")
     client_flags(s, 300.0)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("targets", help="show the scrape targets of a running server and their health")
+    s = command(
+        "top", "top functions of a query, as `go tool pprof -top` prints them", f"profstore top {cpu} --from now-15m"
+    )
+    s.add_argument("query", metavar="QUERY", help=query_help)
+    window_flags(s)
+    s.add_argument("--order", choices=["flat", "cum"], default="flat", help="sort by flat (default) or cum")
+    stack_flags(s)
+    client_flags(s, 60.0)
+    s.set_defaults(func=cmd_top)
+
+    s = command(
+        "diff",
+        "per function: a base window against the current one",
+        f"profstore diff {cpu} --from now-1h --base-from now-25h --base-until now-24h",
+    )
+    s.add_argument("query", metavar="QUERY", help=query_help)
+    window_flags(s)
+    s.add_argument("--base-from", required=True, metavar="TIME", help="start of the base window")
+    s.add_argument("--base-until", required=True, metavar="TIME", help="end of the base window")
+    s.add_argument("--base-query", metavar="QUERY", help="the base window's query when it differs from QUERY")
+    s.add_argument("--by", choices=["flat", "cum"], default="flat", help="compare flat (default) or cum")
+    s.add_argument("--no-normalize", action="store_true", help="compare raw values, not shares of each window's total")
+    stack_flags(s)
+    client_flags(s, 60.0)
+    s.set_defaults(func=cmd_diff)
+
+    s = command(
+        "series",
+        "the series a query matches, with their first and last profile",
+        "profstore series 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{}' --from now-1d",
+    )
+    s.add_argument("query", metavar="QUERY", help=query_help)
+    window_flags(s)
+    client_flags(s, 60.0)
+    s.set_defaults(func=cmd_series)
+
+    s = command("targets", "the scrape targets of a running server and their health")
     client_flags(s, 30.0)
     s.set_defaults(func=cmd_targets)
 
-    s = sub.add_parser("regressions", help="list the regression and leak findings of a running server")
-    s.add_argument("--service", help="only this service_name")
-    s.add_argument("--kind", choices=["regression", "leak"])
-    s.add_argument("--state", choices=["open", "acknowledged", "resolved"])
+    s = command("regressions", "the regression and leak findings of a running server")
+    s.add_argument("--service", metavar="NAME", help="only this service_name")
+    s.add_argument("--kind", choices=["regression", "leak"], help="only this kind")
+    s.add_argument("--state", choices=["open", "acknowledged", "resolved"], help="only this state")
     client_flags(s, 30.0)
     s.set_defaults(func=cmd_regressions)
+
+    s = command("storage", "rows and bytes per table and data per tenant of a running server")
+    client_flags(s, 60.0)
+    s.set_defaults(func=cmd_storage)
+
+    s = command("backup", "write a consistent backup of a running server into a new directory")
+    s.add_argument("dir", metavar="DIR", help="directory to create (on the server's machine)")
+    client_flags(s, 3600.0)
+    s.set_defaults(func=cmd_backup)
+
+    s = command("restore", "rebuild an empty data directory from a backup (the server stopped)")
+    s.add_argument("dir", metavar="DIR", help="a directory written by `profstore backup`")
+    storage_flags(s)
+    s.set_defaults(func=cmd_restore)
+
+    s = command("token", "make a new API token and print it with its auth.tokens entry")
+    s.add_argument("--name", default="client", help="who holds it")
+    s.add_argument("--scopes", nargs="+", choices=["read", "write", "admin"], default=["read"], help="what it may do")
+    s.add_argument("--tenants", nargs="+", default=["*"], metavar="TENANT", help="tenants it may use (* = all)")
+    s.set_defaults(func=cmd_token)
+
+    s = command("openapi", "print the OpenAPI document (YAML)")
+    s.set_defaults(func=cmd_openapi)
     return p
 
 
+def describe(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line a user can act on, for any error a command let through."""
+    url = server_url(getattr(args, "url", None))
+    if isinstance(exc, Failed | ProfstoreError):
+        text = str(exc)
+    elif isinstance(exc, httpx.TimeoutException):
+        text = f"{url} did not answer within {args.timeout:g} s; raise --timeout"
+    elif isinstance(exc, httpx.ConnectError):
+        reason = str(exc).split("] ", 1)[-1].lower() or "connection failed"
+        text = f"cannot reach {url}: {reason}; is `profstore serve` running there? (--url or $PROFSTORE_URL)"
+    elif isinstance(exc, httpx.HTTPError):
+        text = f"cannot reach {url}: {exc}"
+    elif isinstance(exc, OSError):
+        text = describe_os_error(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc} (--debug shows where)"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error ends as one line on stderr and exit 1 (usage errors: argparse's exit 2;
+    Ctrl-C: 130); ``--debug`` lets the stack trace through instead."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines per scrape otherwise
     args = _parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args))
-    except ProfstoreError as exc:
-        print(f"profstore: {exc}", file=sys.stderr)
-        return 2
-    except httpx.HTTPError as exc:  # the client commands: server down, wrong URL, timeout
-        where = getattr(args, "url", "")
-        print(f"profstore: cannot reach {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("profstore: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `profstore top … | head`: the reader left; nothing more to say, not even at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"profstore: {describe(exc, args)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

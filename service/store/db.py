@@ -50,7 +50,7 @@ class Database:
                 config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"},
             )
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            raise (migrate.in_use(self.path, exc) or StoreError(f"cannot open {self.path}: {exc}")) from exc
 
     def _reopen(self) -> duckdb.DuckDBPyConnection:
         """Close the invalidated instance (its cursors fail and are closed by their readers) and open

@@ -161,8 +161,8 @@ def test_profstore_targets_prints_the_table(scraping: tuple[Server, FaultServer]
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:4] == ["JOB", "INSTANCE", "PROFILE", "HEALTH"]
-    refused = next(line for line in lines if line.startswith("refused "))
-    assert " down " in refused and "connection_refused: connection refused" in refused
+    at = next(i for i, line in enumerate(lines) if line.startswith("refused "))
+    assert " down " in lines[at] and "last error (connection_refused): connection refused" in lines[at + 1]
     assert any(line.startswith("ok ") and " up " in line for line in lines)
 
 

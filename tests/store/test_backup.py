@@ -75,7 +75,7 @@ def test_backup_while_writing_then_restore(tmp_path: Path, corpus: Path) -> None
     out = _cli("restore", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "restored"))
     assert out.returncode == 0, out.stderr
     refused = _cli("restore", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "restored"))
-    assert refused.returncode == 2 and "restore into an empty data directory" in refused.stderr
+    assert refused.returncode == 1 and "restore into an empty data directory" in refused.stderr
     dst = Server(tmp_path / "restored").start()
     try:
         assert _answers(dst.url) == before
@@ -100,9 +100,9 @@ def test_a_damaged_backup_is_refused(tmp_path: Path) -> None:
         src.stop()
     (tmp_path / "bk" / "samples.parquet").write_bytes(b"not parquet")
     out = _cli("restore", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "restored"))
-    assert out.returncode == 2 and "restore from" in out.stderr
+    assert out.returncode == 1 and "restore from" in out.stderr
     assert not (tmp_path / "restored" / "profstore.duckdb").exists()
-    assert _cli("restore", str(tmp_path), "--data-dir", str(tmp_path / "c")).returncode == 2
+    assert _cli("restore", str(tmp_path), "--data-dir", str(tmp_path / "c")).returncode == 1
 
 
 @pytest.mark.parametrize("bad", ["relative/dir"])
