@@ -411,3 +411,15 @@ def test_a_text_body_is_refused_with_its_first_line(client: TestClient) -> None:
         garbage
         == "parsing profile: unrecognized profile format: not a pprof protobuf, nor a legacy format go tool pprof reads"
     )
+
+
+def test_a_range_over_the_limit_names_the_parameters(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.config import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data", max_range_days=1))) as c:
+        r = c.get(
+            "/api/v1/diff",
+            params={"query": "cpu", "base_from": "2027-01-01T00:00:00Z", "base_until": "2027-01-03T00:00:00Z"},
+        )
+        assert _error(r, 400) == "time range base_from..base_until of 2.0 days exceeds the maximum of 1 days"
