@@ -127,7 +127,7 @@ def time_range(
 
 def known_types(series: list[SeriesRow]) -> str:
     known = sorted({str(s.profile_type) for s in series})
-    return ", ".join(known) if known else "none stored yet"
+    return ", ".join(known) if known else "none yet"
 
 
 def select_series(
@@ -150,16 +150,16 @@ def select_series(
     of_type = [s for s in series if s.profile_type == q.profile_type]
     matched = [s for s in of_type if q.matches(s.labels)]
     if require and not matched:
-        raise NotFound(no_match_message(q, of_type, series))
+        raise NotFound(_no_match(q, of_type, series))
     return q, matched
 
 
-def no_match_message(q: ParsedQuery, of_type: list[SeriesRow], series: list[SeriesRow]) -> str:
+def _no_match(q: ParsedQuery, of_type: list[SeriesRow], series: list[SeriesRow]) -> str:
     """``no series of T match {…}; did you mean service_name="demo"? (service_name has: checkout, demo)``."""
     head = f"no series of {q.profile_type} match {_clip(format_selector(q.matchers))}"
     if not of_type:
         return f"{head}: none of this type is stored; stored: {known_types(series)}"
-    hints = [h for m in q.matchers if not any(m.matches(s.labels) for s in of_type) for h in [_hint(m, of_type)]]
+    hints = [_hint(m, of_type) for m in q.matchers if not any(m.matches(s.labels) for s in of_type)]
     if not hints:
         return f"{head}: each matcher matches some series of this type, but no series matches all of them"
     return f"{head}; " + "; ".join(hints)
