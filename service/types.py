@@ -27,6 +27,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "resolve_profile_type",
+    "unknown_type_message",
 ]
 
 # The tenant of a request without X-Scope-OrgID, as Pyroscope names it with multitenancy off.
