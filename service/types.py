@@ -210,12 +210,17 @@ def parse_duration(text: str, what: str, *, bare_seconds: bool = True) -> int:
     The sign of a plain number is kept: whether a negative value makes sense is the caller's to say.
     """
     t = text.strip()
+    ns: int | None = None
     if bare_seconds and _SECONDS.fullmatch(t):
-        return int(Decimal(t) * 10**9)
-    if _DURATION.fullmatch(t):
-        return sum(int(Decimal(n) * _UNIT_NS[u]) for n, u in _DURATION_PART.findall(t))
-    plain = " or a number of seconds" if bare_seconds else ""
-    raise InvalidRequest(f"invalid {what} {text!r}: want a duration like 15s, 1m, 1h30m or 500ms{plain}")
+        ns = int(Decimal(t) * 10**9)
+    elif _DURATION.fullmatch(t):
+        ns = sum(int(Decimal(n) * _UNIT_NS[u]) for n, u in _DURATION_PART.findall(t))
+    if ns is None:
+        plain = " or a number of seconds" if bare_seconds else ""
+        raise InvalidRequest(f"invalid {what} {text!r}: want a duration like 15s, 1m, 1h30m or 500ms{plain}")
+    if abs(ns) >= 2**63:  # past what a timestamp holds (292 years): no range is that long
+        raise InvalidRequest(f"invalid {what} {text[:100]!r}: longer than 292 years")
+    return ns
 
 
 _RELATIVE = re.compile(r"^now(?:\s*([-+])\s*(\S+))?$")

@@ -224,6 +224,8 @@ def test_relative_times_take_compound_durations(loaded: TestClient) -> None:
     assert _error(loaded.get("/api/v1/timeseries", params={"query": "cpu", "step": "fast"}), 400) == (
         "invalid step 'fast': want a duration like 15s, 1m, 1h30m or 500ms or a number of seconds"
     )
+    huge = loaded.get("/api/v1/timeseries", params={"query": "cpu", "step": "-1.7976931348623157e+308"})
+    assert _error(huge, 400) == "invalid step '-1.7976931348623157e+308': longer than 292 years"
     assert _error(loaded.get("/api/v1/top", params={"query": "cpu", "from": "now-1x"}), 400) == (
         "invalid from 'now-1x': want now-<duration> such as now-1h, now-1h30m or now-15m"
     )
