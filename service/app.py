@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.analysis.job import Analyzer
 from service.analysis.run import KINDS
-from service.api import auth, errors, limits, ops, push, querier, query, regressions, rest, storage, targets
+from service.api import auth, errors, limits, ops, params, push, querier, query, regressions, rest, storage, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import RetentionSettings, Settings, load_settings
@@ -154,6 +154,8 @@ def create_app(
         version=__version__,
         description="Continuous-profiling storage for Go pprof endpoints: pprof in, DuckDB, pprof out.",
         lifespan=lifespan,
+        # Every REST endpoint refuses query parameters it does not declare (a typo is not ignored).
+        dependencies=[Depends(params.reject_unknown_params)],
     )
     app.state.settings = settings
     app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query

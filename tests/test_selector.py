@@ -35,8 +35,8 @@ def test_escapes_and_quotes() -> None:
         ('process_cpu:cpu:nanoseconds:cpu:nanoseconds{a~"x"}', "position 45: expected one of =, !=, =~, !~, got '~'"),
         ('process_cpu:cpu:nanoseconds:cpu:nanoseconds{a="x}', 'expected closing ", got end of input'),
         (
-            'process_cpu{a="x"}',
-            "invalid profile type 'process_cpu': want name:sample_type:unit:period_type:period_unit",
+            'cpux{a="x"}',
+            'unknown profile type "cpux"; did you mean "cpu" (process_cpu:cpu:nanoseconds:cpu:nanoseconds)?',
         ),
     ],
 )

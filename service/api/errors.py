@@ -7,6 +7,8 @@ the server's own trouble (503 when storage or a time limit stops a request).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +27,7 @@ from service.errors import (
     Unimplemented,
 )
 
-__all__ = ["CONNECT_STATUS", "connect_code", "install", "status_of"]
+__all__ = ["CONNECT_STATUS", "connect_code", "install", "status_of", "validation_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,54 @@ def status_of(exc: ProfstoreError) -> int:
     return 500
 
 
+# What a parameter that failed pydantic's check of this kind should be, by pydantic's error type.
+_WANTED = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "json_invalid": "valid JSON",
+}
+# Bounds, by pydantic's error type: the context key holding the bound and how to say it.
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+    "string_too_long": ("max_length", "at most {} characters"),
+    "string_too_short": ("min_length", "at least {} characters"),
+}
+
+
+def validation_problem(err: Mapping[str, Any]) -> str:
+    """One of FastAPI's validation errors as a sentence that names the parameter the user sent.
+
+    ``loc`` is (where, name, …): ``("query", "base_from")`` reads ``base_from is required``, where
+    pydantic's own words were ``Field required`` and named no one.
+    """
+    loc = [str(x) for x in err.get("loc", ())]
+    where, path = (loc[0], loc[1:]) if loc else ("request", [])
+    name = ".".join(path) or ("the body" if where == "body" else where)
+    kind, ctx = err.get("type", ""), err.get("ctx") or {}
+    if kind == "missing":
+        return f"{name} is required"
+    got = err.get("input")
+    shown = f" {got!r}" if isinstance(got, str | int | float) and len(str(got)) <= 200 else ""
+    if kind in ("literal_error", "enum"):
+        return f"invalid {name}{shown}: want {ctx.get('expected', 'one of the documented values')}"
+    if kind in _WANTED:
+        return f"invalid {name}{shown}: want {_WANTED[kind]}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        bound = ctx.get(key)
+        return f"invalid {name}{shown}: want " + (words.format(bound) if "{}" in words else f"{words} {bound}")
+    msg = str(err.get("msg", "invalid value"))
+    return f"invalid {name}{shown}: {msg[:1].lower()}{msg[1:]}"
+
+
 def install(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProfstoreError)
@@ -98,11 +148,8 @@ def install(app: FastAPI) -> None:
         # FastAPI answers a parameter that fails its declared type or bounds with 422 and a
         # list of dicts; bad input here is a 400 with one sentence, like every other.
         assert isinstance(exc, RequestValidationError)
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body"))
-            problems.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
-        return JSONResponse({"error": "invalid parameter " + "; ".join(problems)}, status_code=400)
+        problems = [validation_problem(err) for err in exc.errors()]
+        return JSONResponse({"error": "; ".join(dict.fromkeys(problems))}, status_code=400)
 
     app.add_exception_handler(ProfstoreError, handle)
     app.add_exception_handler(RequestValidationError, invalid)

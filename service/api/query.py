@@ -32,13 +32,12 @@ from service.errors import InvalidRequest
 from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested_json, pyroscope_levels
 from service.query.plan import plan
-from service.query.selector import parse_query
 from service.query.stacks import StackNames, StackSet, load_stacks, merge_stacks, under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
 from service.store.db import Database
 from service.store.reads import SeriesRow, id_list
-from service.types import TimeRange
+from service.types import TimeRange, parse_duration
 
 __all__ = ["router"]
 
@@ -355,7 +354,9 @@ def get_timeseries(
     query: QueryParam,
     from_: FromParam = None,
     until: UntilParam = None,
-    step: Annotated[float | None, Query(description="Step in seconds; default: the range / 500, at least 15 s")] = None,
+    step: Annotated[
+        str | None, Query(description="Step: `15s`, `1m`, `1h30m` or seconds; default: the range / 500, at least 15 s")
+    ] = None,
     group_by: GroupByParam = None,
     function: Annotated[
         str | None, Query(description="A function name: its flat or cum per step instead of the series total")
@@ -364,7 +365,7 @@ def get_timeseries(
     aggregation: AggregationParam = None,
 ) -> TimeseriesResponse:
     tr = time_range(request, from_, until)
-    step_ns = _step_ns(step, tr)
+    step_ns = _step_ns(parse_duration(step, "step") / 1e9 if step is not None else None, tr)
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, tenant_of(request), query)
         groups = group_labels(group_by, series)
@@ -399,16 +400,17 @@ def get_diff(
     limit: Annotated[int, Query(ge=1, le=100_000, description="Rows to return (per group)")] = 100,
     group_by: GroupByParam = None,
 ) -> DiffResponse:
-    if base_query is not None and parse_query(base_query).profile_type != parse_query(query).profile_type:
-        raise InvalidRequest("base_query must select the same profile type as query")
-    tr, base_tr = time_range(request, from_, until), time_range(request, base_from, base_until)
+    tr = time_range(request, from_, until)
+    base_tr = time_range(request, base_from, base_until, names=("base_from", "base_until"))
     db = request.app.state.db
     pprof_filters = (filters.focus, filters.ignore, filters.hide)
     tables: list[DiffGroup] = []
     resolutions: list[str] = []
     with db.read() as cur:
         q, series = select_series(cur, tenant_of(request), query)
-        base_series = series if base_query is None else select_series(cur, tenant_of(request), base_query)[1]
+        bq, base_series = (q, series) if base_query is None else select_series(cur, tenant_of(request), base_query)
+        if bq.profile_type != q.profile_type:
+            raise InvalidRequest(f"base_query must select the same profile type as query ({q.profile_type})")
         agg = aggregation_for(q.profile_type, filters.aggregation)
         keys = group_labels(group_by, [*series, *base_series]) or []
         now, then = _members(series, keys), _members(base_series, keys)
@@ -471,7 +473,7 @@ def _two_windows(
 def get_series(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> list[Any]:
     tr = time_range(request, from_, until)
     with request.app.state.db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query)
+        q, series = select_series(cur, tenant_of(request), query, require=False)
         if not series:
             return []
         rows = cur.execute(

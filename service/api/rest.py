@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from service.api.auth import tenant_of
 from service.api.body import read_body
-from service.api.params import FromParam, QueryParam, UntilParam, known_types, time_range
+from service.api.params import FromParam, QueryParam, UntilParam, require_profiles, select_series, time_range
 from service.api.query import AggregationParam
 from service.errors import InvalidRequest
 from service.pprof.encode import encode
@@ -144,20 +144,20 @@ def export(
     ] = None,
     aggregation: AggregationParam = None,
 ) -> Response:
-    q = parse_query(query)
     tr = time_range(request, from_, until)
     if (base_from is None) != (base_until is None) or (base_query is not None and base_from is None):
         raise InvalidRequest("a diff export needs both base_from and base_until (and base_query only with them)")
     with request.app.state.db.read() as cur:
-        series = list_series(cur, tenant_of(request))
-        if not any(s.profile_type == q.profile_type for s in series):
-            raise InvalidRequest(f'unknown profile type "{q.profile_type}"; known: {known_types(series)}')
+        q, series = select_series(cur, tenant_of(request), query)
+        require_profiles(cur, q, series, tr, ("from", "until"))
         profile = export_profile(cur, q, series, tr, aggregation)
         if base_from is not None:
-            bq = parse_query(base_query) if base_query else q
+            bq, base_series = select_series(cur, tenant_of(request), base_query) if base_query else (q, series)
             if bq.profile_type != q.profile_type:
-                raise InvalidRequest("base_query must select the same profile type as query")
-            base = export_profile(cur, bq, series, time_range(request, base_from, base_until), aggregation)
+                raise InvalidRequest(f"base_query must select the same profile type as query ({q.profile_type})")
+            base_tr = time_range(request, base_from, base_until, names=("base_from", "base_until"))
+            require_profiles(cur, bq, base_series, base_tr, ("base_from", "base_until"))
+            base = export_profile(cur, bq, base_series, base_tr, aggregation)
             profile = diff_profile(profile, base)
     return Response(
         encode(profile),
@@ -191,7 +191,7 @@ def _filter(series: list[SeriesRow], selector: str | None, from_: str | None, un
         if selector.lstrip().startswith("{"):
             matchers = parse_selector(selector)
         else:
-            q = parse_query(selector)
+            q = parse_query(selector, {s.profile_type for s in series})
             matchers, ptype = q.matchers, q.profile_type
     return [
         s
@@ -275,7 +275,7 @@ def profiles(
         str | None, Query(description="The `next_cursor` of the previous page, to continue where it stopped")
     ] = None,
 ) -> ProfilesPage:
-    q = parse_query(query)
+    q = parse_query(query, {s.profile_type for s in _series(request)})
     tr = time_range(request, from_, until)
     after = _after(cursor, order) if cursor else None
     with request.app.state.db.read() as cur:

@@ -13,6 +13,7 @@ too (the slow, exact path), which also words real corruption.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def envelope(raw: bytes) -> Envelope:
         # pprof tries protobuf first, then its legacy text and binary formats; so do we.
         if looks_legacy(raw):
             return envelope(to_message(parse_legacy(raw)).SerializeToString())
-        raise ParseError(f"unrecognized profile format: {_guess(raw)}")
+        raise ParseError(_guess(raw))
     strings = _strings(list(view.string_table))
 
     def s(code: int, where: str) -> str:
@@ -220,13 +221,36 @@ def _exact(env: Envelope) -> Profile:
 
 
 def _guess(raw: bytes) -> str:
-    """Name what the bytes look like, so the error helps whoever pointed us at the wrong URL."""
+    """Name what the bytes look like, so the error helps whoever pointed us at the wrong URL.
+
+    Plain text is usually an error message from the profiled program itself — Go's
+    ``/debug/pprof/profile`` answers ``Could not enable CPU profiling: cpu profiling already in
+    use`` while another CPU profile runs — so its first line is shown: it says what went wrong.
+    """
     head = raw[:256].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<")):
-        return "looks like HTML, not a pprof protobuf"
+        return "unrecognized profile format: looks like HTML, not a pprof protobuf"
     if head.startswith((b"{", b"[")):
-        return "looks like JSON, not a pprof protobuf"
-    return "not a pprof protobuf, nor a legacy format go tool pprof reads"
+        return "unrecognized profile format: looks like JSON, not a pprof protobuf"
+    line = _text_line(raw)
+    if line is not None:
+        return f"not a pprof profile: the body is text: {json.dumps(line, ensure_ascii=False)}"
+    return "unrecognized profile format: not a pprof protobuf, nor a legacy format go tool pprof reads"
+
+
+def _text_line(raw: bytes, limit: int = 200) -> str | None:
+    """The first non-blank line (at most ``limit`` characters) when the bytes are printable UTF-8 text."""
+    head = raw[:4096]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # invalid, not merely a character cut at the 4 KiB mark
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if not text.strip() or any(not ch.isprintable() and ch not in "\t\n\r" for ch in text):
+        return None
+    line = next(ln.strip() for ln in text.splitlines() if ln.strip())
+    return line if len(line) <= limit else line[:limit] + "…"
 
 
 def _strings(raw: list[bytes]) -> list[str]:

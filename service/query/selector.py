@@ -6,16 +6,17 @@ fully anchored (``=~"a"`` matches ``a``, not ``abc``), as in Prometheus.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import InvalidRequest
 from service.query.regex import compile_regex
-from service.types import ProfileType
+from service.types import ProfileType, resolve_profile_type
 
-__all__ = ["Matcher", "Query", "parse_labels", "parse_query", "parse_selector"]
+__all__ = ["Matcher", "Query", "format_selector", "parse_labels", "parse_query", "parse_selector"]
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _OPS = ("=~", "!~", "!=", "=")
@@ -34,6 +35,9 @@ class Matcher:
             object.__setattr__(
                 self, "_rx", compile_regex(self.value, f"invalid regex {self.value[:200]!r} for label {self.name!r}")
             )
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{json.dumps(self.value, ensure_ascii=False)}"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")
@@ -147,9 +151,19 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def parse_query(text: str) -> Query:
-    """Parse ``<profile type>{<selector>}``; the selector may be omitted."""
+def format_selector(matchers: tuple[Matcher, ...]) -> str:
+    """The matchers as a selector a user could type again: ``{service_name="demo",env=~"prod|eu"}``."""
+    return "{" + ",".join(str(m) for m in matchers) + "}"
+
+
+def parse_query(text: str, stored: Collection[ProfileType] | None = None) -> Query:
+    """Parse ``<profile type>{<selector>}``; the selector may be omitted.
+
+    The profile type may be a short name (``heap``) or a partial ID (``memory:inuse_space``): the
+    query carries the full type it resolves to, completed from the ``stored`` types first (see
+    :func:`~service.types.resolve_profile_type`).
+    """
     brace = text.find("{")
     head = text if brace < 0 else text[:brace]
     matchers = () if brace < 0 else parse_selector(text[brace:], brace)
-    return Query(ProfileType.parse(head.strip()), matchers)
+    return Query(resolve_profile_type(head.strip(), stored), matchers)

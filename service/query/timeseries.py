@@ -15,16 +15,18 @@ lands on the next label, past ``end``, rather than being dropped.
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import duckdb
 
+from service.errors import InvalidRequest
 from service.query.aggregation import Aggregation
-from service.store.reads import SeriesRow, id_list
+from service.store.reads import SeriesRow, function_exists, function_names, id_list
 from service.types import TimeRange
 
-__all__ = ["Point", "Series", "timeseries"]
+__all__ = ["Point", "Series", "check_function", "timeseries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ def timeseries(
     """
     if not series:
         return []
+    if function is not None:
+        check_function(cur, series, tr, function)
     ids = id_list(s.series_id for s in series)
     values = (_VALUES_TOTAL if function is None else _VALUES_FUNCTION).format(
         ids=ids, col="cum" if value == "cum" else "flat"
@@ -113,3 +117,26 @@ def timeseries(
         Series(dict(k), [Point(tr.start + b * step_ns, pts[b]) for b in sorted(pts)])
         for k, pts in sorted(lines.items())
     ]
+
+
+def check_function(cur: duckdb.DuckDBPyConnection, series: list[SeriesRow], tr: TimeRange, function: str) -> None:
+    """InvalidRequest when no stored function has the name ``function``, with the names meant.
+
+    Names are exact (``crypto/sha256.block``), so a short one (``sha256.block``) matched nothing
+    and answered zeros — a flat line that looks like a real measurement. A name that exists but
+    is not on these stacks in the range still answers zeros: the function did not run.
+    Suggestions are the functions of the matching series in the range whose name ends in the
+    given one after a ``/`` or ``.``, else the closest spellings.
+    """
+    if function_exists(cur, function):
+        return
+    names = function_names(cur, [s.series_id for s in series], tr)
+    meant = [n for n in names if n.endswith(("/" + function, "." + function))][:3]
+    meant = meant or difflib.get_close_matches(function, names, n=3, cutoff=0.6)
+    hint = ""
+    if meant:
+        quoted = [f'"{n}"' for n in meant]
+        hint = (
+            "; did you mean " + (quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]) + "?"
+        )
+    raise InvalidRequest(f'no function named "{function}" in the matching series{hint}')

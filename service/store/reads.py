@@ -14,9 +14,12 @@ __all__ = [
     "ExportRows",
     "SeriesRow",
     "export_rows",
+    "function_exists",
+    "function_names",
     "id_list",
     "list_profiles",
     "list_series",
+    "profiles_around",
     "rollups_between",
     "values_between",
 ]
@@ -215,3 +218,40 @@ def export_rows(
     for name in ("_picked", "_groups", "_x_samples", "_x_stacks", "_x_locations"):
         cur.execute(f"DROP TABLE IF EXISTS {name}")
     return ExportRows(headers, samples, stacks, locations, functions, mappings, labelsets)
+
+
+def profiles_around(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange
+) -> tuple[int, int | None, int | None]:
+    """How many profiles of ``series_ids`` lie in ``tr``, the newest before it and the oldest after it.
+
+    What an empty answer needs to say where the data is instead. One pass over ``profiles`` (a row
+    per stored profile, not per sample), reading only the ``series_id`` and ``ts`` columns.
+    """
+    if not series_ids:
+        return 0, None, None
+    row = cur.execute(
+        "SELECT count(*) FILTER (WHERE ts BETWEEN $start AND $end), max(ts) FILTER (WHERE ts < $start), "
+        f"min(ts) FILTER (WHERE ts > $end) FROM profiles WHERE series_id IN ({id_list(series_ids)})",
+        {"start": tr.start, "end": tr.end},
+    ).fetchone()
+    assert row is not None  # an aggregate always has a row
+    return int(row[0]), row[1], row[2]
+
+
+def function_exists(cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether any stored function has exactly this name (a scan of the small ``functions`` table)."""
+    return cur.execute("SELECT 1 FROM functions WHERE name = $name LIMIT 1", {"name": name}).fetchone() is not None
+
+
+def function_names(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange) -> list[str]:
+    """The distinct names of the functions on stacks of ``series_ids`` in ``tr``, for suggesting one."""
+    if not series_ids:
+        return []
+    rollups = rollups_between("$lo", "$hi", id_list(series_ids))
+    rows = cur.execute(
+        f"SELECT DISTINCT name FROM functions WHERE function_id IN (SELECT DISTINCT function_id FROM ({rollups})) "
+        "ORDER BY name",
+        {"lo": tr.start, "hi": tr.end + 1},
+    ).fetchall()
+    return [r[0] for r in rows]
