@@ -48,13 +48,14 @@ def _error(r: Any, status: int) -> str:
 
 CHECKED = ("/api/v1/", "/-/")
 # Routes outside /api/v1 and /-/: Pyroscope's and Connect's (SDKs send parameters of their own) and
-# the probes. A new route lands in neither list and fails the test below until it is placed.
+# the probes and the landing page. A new route lands in neither list and fails the test below until it is placed.
 UNCHECKED = {
     "/ingest",
     "/querier.v1.QuerierService/{method}",
     "/push.v1.PusherService/{method}",
     "/healthz",
     "/metrics",
+    "/",
 }
 
 
@@ -321,13 +322,14 @@ def test_search_endpoints_answer_an_empty_list(loaded: TestClient) -> None:
     q = 'heap{service_name="dmeo"}'
     for path, params in [
         ("/api/v1/series", {"query": q, **AROUND}),
-        ("/api/v1/profiles", {"query": q, **AROUND}),
         ("/api/v1/labels", {"query": q}),
         ("/api/v1/labels/service_name/values", {"query": q}),
         ("/api/v1/series", {"query": "goroutine"}),
     ]:
         r = loaded.get(path, params=params)
         assert (r.status_code, r.json()) == (200, []), (path, r.text)
+    r = loaded.get("/api/v1/profiles", params={"query": q, **AROUND})
+    assert (r.status_code, r.json()) == (200, {"profiles": [], "next_cursor": None, "truncated": False}), r.text
     assert loaded.get("/api/v1/labels/service_name/values", params={"query": "heap"}).json() == ["checkout", "demo"]
 
 
