@@ -9,6 +9,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# First, so a second `make run` stops at the data directory's lock ("in use by another process (PID …)")
+# before it starts a second demo.
+"$BIN/profstore" migrate --data-dir ./data
+
 if command -v go >/dev/null 2>&1; then
     echo "building the demo Go service (tests/gotarget) ..."
     (cd tests/gotarget && go build -trimpath -o ../../.venv/gotarget .)
@@ -22,5 +26,4 @@ else
     echo "profstore.example.yaml: put their host:port under scrape_configs[].static_configs[].targets"
     echo "(they must import net/http/pprof), then run 'make run' again or POST /-/reload."
 fi
-"$BIN/profstore" migrate --data-dir ./data
 "$BIN/profstore" serve --config profstore.example.yaml --data-dir ./data --listen 127.0.0.1:4040
