@@ -52,7 +52,7 @@ def corpus_files() -> list[CorpusFile]:
 def corpus() -> Path:
     if not (CORPUS / "MANIFEST.tsv").exists():
         pytest.skip(
-            f"the shared pprof corpus is absent ({CORPUS}); it lives next to the repository in ../shared/corpus"
+            f"needs the pprof corpus of many producers, which is not part of this repository (looked for {CORPUS})"
         )
     return CORPUS
 

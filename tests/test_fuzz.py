@@ -28,7 +28,9 @@ FUZZ = settings(max_examples=400, deadline=2000, derandomize=True, suppress_heal
 
 def _seeds() -> list[bytes]:
     if not (CORPUS / "MANIFEST.tsv").exists():
-        pytest.skip(f"the shared pprof corpus is absent ({CORPUS}); it lives next to the repository")
+        pytest.skip(
+            f"needs the pprof corpus of many producers, which is not part of this repository (looked for {CORPUS})"
+        )
     return [gzip.decompress((CORPUS / name).read_bytes()) for name in SEEDS]
 
 
