@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient
 from bench.gotarget import build, running
 from service.app import create_app
 from service.config import Settings
+from service.pprof import profile_pb2 as pb
+from service.protocols.querier.v1 import querier_pb2 as q
 from tests.pprof_tool import go_bin, top_values
 
 # kind -> (endpoint, ingest name, scrapes)
@@ -179,3 +181,38 @@ def test_a_diff_export_takes_the_aggregation_of_both_windows(stored: TestClient,
     assert {n: v for n, v in ref.items() if v} == {
         n: now.get(n, 0) - base.get(n, 0) for n in now.keys() | base.keys() if now.get(n, 0) != base.get(n, 0)
     }
+
+
+def test_grafanas_merged_pprof_is_the_merge_of_its_flame_graph(stored: TestClient, tmp_path: Path) -> None:
+    """Connect's SelectMergeProfile (Grafana's "export as pprof") merges as the export does by default."""
+
+    def call(method: str, req: Any, answer: Any) -> Any:
+        r = stored.post(
+            f"/querier.v1.QuerierService/{method}",
+            content=req.SerializeToString(),
+            headers={"Content-Type": "application/proto"},
+        )
+        assert r.status_code == 200, r.text
+        return answer.FromString(r.content)
+
+    span = {"start": T0 // 10**6 - 1000, "end": T0 // 10**6 + 3_600_000}
+    for ptype, unit in (
+        ("memory:inuse_space:bytes:space:bytes", "bytes"),
+        ("goroutine:goroutine:count:goroutine:count", "count"),
+    ):
+        selector = '{service_name="agg"}'
+        merged = call(
+            "SelectMergeProfile",
+            q.SelectMergeProfileRequest(profile_typeID=ptype, label_selector=selector, **span),
+            pb.Profile,
+        )
+        path = tmp_path / f"{ptype.split(':')[0]}.pb"
+        path.write_bytes(merged.SerializeToString())
+        flame = call(
+            "SelectMergeStacktraces",
+            q.SelectMergeStacktracesRequest(profile_typeID=ptype, label_selector=selector, **span),
+            q.SelectMergeStacktracesResponse,
+        )
+        api = _top(stored, ptype + selector)
+        assert api["aggregation"] == "avg"
+        assert _total(path, ptype.split(":")[1], unit) == flame.flamegraph.total == api["total"] > 0
