@@ -116,28 +116,6 @@ def _find(sorted_hashes: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -
     return np.where(sorted_hashes[pos] == keys, pos + 1, 0).astype(np.int64)
 
 
-def round_per_stack(stack: npt.NDArray[np.uint64], mean: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """Whole units for averaged values, one row per (stack, label set), that add up per stack to the
-    stack's rounded total: what ``top`` and the flame graph show, since they round per stack.
-
-    Each row gets its floor, and the units the stack's rounded total has beyond the floors go to
-    its rows with the largest fractions (largest-remainder rounding), so no row moves by a unit
-    or more and ``go tool pprof`` on the export sums to exactly the API's numbers.
-    """
-    floor = np.floor(mean)
-    ustack, inv = np.unique(stack, return_inverse=True)
-    inv = inv.reshape(-1)
-    total, floors = np.zeros(ustack.size), np.zeros(ustack.size)
-    np.add.at(total, inv, mean)
-    np.add.at(floors, inv, floor)
-    extra = (np.rint(total) - floors).astype(np.int64)  # 0 <= extra <= rows of the stack
-    order = np.lexsort((-(mean - floor), inv))  # by stack, then largest fraction first
-    rank = np.empty(order.size, np.int64)
-    starts = np.searchsorted(inv[order], np.arange(ustack.size))
-    rank[order] = np.arange(order.size) - starts[inv[order]]
-    return floor.astype(np.int64) + (rank < extra[inv])
-
-
 def build_profile(rows: ExportRows, q: Query) -> Profile:
     h = rows.headers
     if h.num_rows == 0:
@@ -157,18 +135,7 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     pair = np.stack([ids_of_blobs(s["stack_id"])[keep], ids_of_blobs(s["labelset_id"])[keep]], axis=1)
     upair, inv = np.unique(pair, axis=0, return_inverse=True) if pair.size else (pair, np.zeros(0, np.int64))
     values = np.zeros((upair.shape[0], len(common)), np.int64)
-    summed = s["value"].to_numpy(zero_copy_only=False)[keep]
-    is_sum = ~np.isnan(summed)
-    np.add.at(values, (inv.reshape(-1)[is_sum], col[keep][is_sum]), summed[is_sum].astype(np.int64))
-    if not is_sum.all():
-        means = np.zeros(values.shape, np.float64)
-        np.add.at(
-            means,
-            (inv.reshape(-1)[~is_sum], col[keep][~is_sum]),
-            s["mean"].to_numpy(zero_copy_only=False)[keep][~is_sum],
-        )
-        for c in np.flatnonzero(np.bincount(col[keep][~is_sum], minlength=len(common))):
-            values[:, c] += round_per_stack(upair[:, 0], means[:, c])
+    np.add.at(values, (inv.reshape(-1), col[keep]), s["value"].to_numpy()[keep])
     nz = values.any(axis=1)
     upair, values = upair[nz], values[nz]
 

@@ -26,7 +26,7 @@ from service.query.export import flat_lists
 from service.query.plan import Plan
 from service.query.regex import compile_regex
 from service.store.ids import ids_of_blobs
-from service.store.reads import id_list
+from service.store.reads import id_list, rounded_quotient
 from service.types import TimeRange
 
 __all__ = ["StackNames", "StackSet", "load_stacks", "merge_stacks", "under_roots"]
@@ -224,10 +224,14 @@ _LAST = (
     "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM sample_values v JOIN l USING (series_id, ts) "
     "GROUP BY v.stack_id"
 )
+# Each series' average scrape of a stack, rounded exactly to whole units, summed over series: the
+# export rounds the same way, so top and `go tool pprof` on the export agree to the unit.
 _AVG = (
-    "WITH n AS (SELECT series_id, count(*)::DOUBLE AS n FROM profiles "
-    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id) "
-    "SELECT u.stack_id, sum(u.value / n.n) AS value FROM ({union}) u JOIN n USING (series_id) GROUP BY u.stack_id"
+    "WITH n AS (SELECT series_id, count(*) AS n FROM profiles "
+    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id), "
+    "per AS (SELECT u.stack_id, u.series_id, sum(u.value)::HUGEINT AS v FROM ({union}) u GROUP BY ALL) "
+    f"SELECT per.stack_id, sum({rounded_quotient('per.v', 'n.n')})::DOUBLE AS value "
+    "FROM per JOIN n USING (series_id) GROUP BY per.stack_id"
 )
 _SUM = "SELECT stack_id, sum(value)::DOUBLE AS value FROM ({union}) GROUP BY stack_id"
 

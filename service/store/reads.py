@@ -21,6 +21,7 @@ __all__ = [
     "list_series",
     "profiles_around",
     "rollups_between",
+    "rounded_quotient",
     "values_between",
 ]
 
@@ -68,6 +69,19 @@ def _between(table: str, keys: tuple[str, ...], values: tuple[str, ...], lo: str
         f"WHERE p.alias_of >= 0 AND p.ts >= {lo} AND p.ts < {hi} AND src.ts >= {lo} AND src.ts < {hi} "
         f"AND x.ts >= {lo} AND x.ts < {hi} {only_p}"
     )
+
+
+def rounded_quotient(v: str, n: str) -> str:
+    """SQL for the integer ``v / n`` rounded half to even, computed exactly (``n`` > 0).
+
+    Gauges are averaged over each series' scrapes; in floating point, one third three times plus a
+    half is 1.4999… in one summation order and 1.5 in another, so top and the export of the same
+    query rounded the same stack to different units. Integer arithmetic rounds it one way only.
+    DuckDB's ``//`` and ``%`` truncate towards zero, hence the floor through a non-negative remainder.
+    """
+    rem = f"((({v}) % ({n}) + ({n})) % ({n}))"
+    floor = f"((({v}) - {rem}) // ({n}))"
+    return f"({floor} + CASE WHEN 2 * {rem} > ({n}) OR (2 * {rem} = ({n}) AND {floor} % 2 <> 0) THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +143,7 @@ class ExportRows:
     """Everything needed to rebuild one merged pprof, as Arrow tables keyed by content hash."""
 
     headers: pa.Table  # one row per selected source profile (group)
-    samples: pa.Table  # stack_id, labelset_id, sample_type, value (summed types), mean (averaged types)
+    samples: pa.Table  # stack_id, labelset_id, sample_type, value
     stacks: pa.Table
     locations: pa.Table
     functions: pa.Table
@@ -151,8 +165,8 @@ def export_rows(
     the sibling series are pulled back in so a heap export has its four types again. A group
     belongs to one series of the queried type, so it inherits that series' aggregation:
     ``latest_only`` keeps each series' latest profile (and any at the same time), and the sample
-    types named in ``averaged`` (every type when None) come as ``mean``, the sum of each profile's
-    value over its series' number of profiles in the range; the others as the integer ``value``.
+    types named in ``averaged`` (every type when None) are each series' average profile, rounded
+    to whole units per stack as ``top`` rounds it; the others are summed.
     """
     params = {"start": tr.start, "end": tr.end}
     cur.execute(
@@ -183,13 +197,26 @@ def export_rows(
         "any_value(doc_url) AS doc_url, any_value(drop_frames) AS drop_frames, any_value(keep_frames) AS keep_frames, "
         "min(ts) AS ts FROM profiles WHERE group_id IN (SELECT group_id FROM _groups) GROUP BY group_id ORDER BY ts, group_id"
     ).to_arrow_table()
+    # Averaged types: each series' average scrape per (stack, label set), in whole units that add up,
+    # per stack, to the series' rounded average of the stack (what top sums over series): every row
+    # gets its floor, and the units left go to the rows with the largest remainders.
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _x_samples AS "
-        "SELECT s.stack_id, s.labelset_id, g.sample_type, "
-        "sum(s.value) FILTER (WHERE NOT g.averaged)::BIGINT AS value, "
-        "sum(s.value / g.n) FILTER (WHERE g.averaged)::DOUBLE AS mean FROM sample_values s "
-        "JOIN (SELECT DISTINCT series_id, ts, sample_type, n, averaged FROM _groups) g ON s.series_id = g.series_id AND s.ts = g.ts "
-        "GROUP BY ALL"
+        "WITH per AS ("
+        "  SELECT g.series_id, s.stack_id, s.labelset_id, g.sample_type, g.n, g.averaged, sum(s.value)::HUGEINT AS v "
+        "  FROM sample_values s JOIN (SELECT DISTINCT series_id, ts, sample_type, n, averaged FROM _groups) g "
+        "  ON s.series_id = g.series_id AND s.ts = g.ts GROUP BY ALL), "
+        "parts AS (SELECT *, (v - r) // n AS q FROM (SELECT *, ((v % n) + n) % n AS r FROM per WHERE averaged)), "
+        "shares AS ("
+        "  SELECT *, sum(v) OVER w AS vs, sum(q) OVER w AS qs, "
+        "  row_number() OVER (PARTITION BY series_id, stack_id, sample_type ORDER BY r DESC, labelset_id) AS rank "
+        "  FROM parts WINDOW w AS (PARTITION BY series_id, stack_id, sample_type)) "
+        "SELECT stack_id, labelset_id, sample_type, sum(value)::BIGINT AS value FROM ("
+        "  SELECT stack_id, labelset_id, sample_type, v AS value FROM per WHERE NOT averaged "
+        "  UNION ALL "
+        f"  SELECT stack_id, labelset_id, sample_type, q + CASE WHEN rank <= {rounded_quotient('vs', 'n')} - qs THEN 1 ELSE 0 END "
+        "  FROM shares"
+        ") GROUP BY ALL"
     )
     cur.execute(
         "CREATE OR REPLACE TEMP TABLE _x_stacks AS SELECT stack_id, location_ids FROM stacks "
