@@ -34,10 +34,10 @@ from bench.fleet import BASES, variants, varint
 from service.app import create_app
 from service.config import Settings
 from service.pprof.decode import decompress, envelope
-from service.store.compaction import compact
 from service.store.digest import prepare
 from service.store.ids import KnownIds
 from service.store.normalize import Meta, Normalized, profile_ids_of, profile_types_of, series_id_of
+from service.store.stack_rollups import compact
 from service.store.staging import Staged, stage
 from service.store.writer import Pending
 from service.types import DEFAULT_TENANT

@@ -37,11 +37,11 @@ import numpy as np
 
 from bench.gotarget import build, running
 from bench.synthetic import StackModel, cpu_model, draw_many, gauge_model, panel_of
+from service.analysis.analyze import Windows, analyze, regression_screens
 from service.analysis.detect import confirm
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import leak_findings, leak_tests
 from service.analysis.panel import Panel
-from service.analysis.run import Windows, analyze, regression_screens
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.types import DEFAULT_TENANT, ProfileType, TimeRange

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
-from service.analysis.job import Analyzer
-from service.analysis.run import KINDS
+from service.analysis.analyze import KINDS
+from service.analysis.runner import Analyzer
 from service.api import auth, errors, limits, ops, params, push, querier, query, regressions, rest, storage, targets
 from service.collector.jobs import Collector
 from service.collector.scrape import warm_up as warm_up_scrapes
@@ -28,10 +28,10 @@ from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
 from service.query.stacks import StackNames
-from service.store.compaction import compact
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.retention import expire
+from service.store.stack_rollups import compact
 from service.store.staging import warm_up
 from service.types import now_ns
 

@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
-from service.collector.config import ScrapeConfig, config_error
 from service.errors import InvalidRequest
-from service.pprof.decode import DecodeLimits
-from service.types import check_tenant
+from service.scrape_config import ScrapeConfig, config_error
+from service.types import DecodeLimits, check_tenant
 
 __all__ = [
     "AnalysisSettings",

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "KNOWN_PROFILE_TYPES",
     "PROFILE_TYPE_ALIASES",
+    "DecodeLimits",
     "ProfileType",
     "TimeRange",
     "check_tenant",
@@ -29,6 +30,18 @@ __all__ = [
     "resolve_profile_type",
     "unknown_type_message",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Size caps on a profile body. The uncompressed cap is what stops gzip bombs: a 50 KiB body can inflate to GiBs.
+
+    Here, not in ``pprof/``, because settings build it and settings sit below ``pprof`` in the import layers.
+    """
+
+    max_compressed_bytes: int = 64 << 20
+    max_uncompressed_bytes: int = 256 << 20
+
 
 # The tenant of a request without X-Scope-OrgID, as Pyroscope names it with multitenancy off.
 DEFAULT_TENANT = "anonymous"

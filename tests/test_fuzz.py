@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.errors import ProfstoreError
-from service.pprof.decode import DecodeLimits, decode, decode_batch, decompress, envelope
+from service.pprof.decode import decode, decode_batch, decompress, envelope
 from service.query.selector import parse_query
 from service.store.digest import prepare
+from service.types import DecodeLimits
 from tests.conftest import CORPUS
 
 LIMITS = DecodeLimits(1 << 20, 8 << 20)

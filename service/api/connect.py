@@ -29,7 +29,8 @@ from google.protobuf.message import DecodeError, Message
 from service.api.body import read_body
 from service.api.errors import CONNECT_STATUS, connect_code
 from service.errors import InvalidRequest, ProfstoreError
-from service.pprof.decode import DecodeLimits, decompress
+from service.pprof.decode import decompress
+from service.types import DecodeLimits
 
 __all__ = ["PROTO", "Method", "service_router"]
 

@@ -23,12 +23,12 @@ from service.api.auth import tenant_of
 from service.api.body import read_body
 from service.api.connect import Method, service_router
 from service.errors import InvalidRequest, ProfileError
-from service.pprof.decode import DecodeLimits, decompress, envelope
+from service.pprof.decode import decompress, envelope
 from service.pprof.folded import FOLDED_TYPES, folded_to_pprof
 from service.pprof.split import split_by_sample_labels
 from service.protocols.push.v1 import push_pb2
 from service.store.ingest import Ingestor, IngestResult
-from service.types import now_ns, parse_time
+from service.types import DecodeLimits, now_ns, parse_time
 
 __all__ = ["SERVICE", "connect_router", "router"]
 

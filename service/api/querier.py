@@ -21,7 +21,6 @@ from service.api.auth import tenant_of
 from service.api.connect import Method, service_router
 from service.errors import InvalidRequest, Unimplemented
 from service.pprof import profile_pb2 as pb
-from service.pprof.decode import DecodeLimits
 from service.pprof.encode import to_message
 from service.protocols.querier.v1 import querier_pb2 as q
 from service.protocols.types.v1 import types_pb2 as t
@@ -33,7 +32,7 @@ from service.query.selector import Matcher, Query, parse_selector
 from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
 from service.store.reads import SeriesRow, id_list, list_series, values_between
-from service.types import ProfileType, TimeRange, now_ns
+from service.types import DecodeLimits, ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
 

@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from service.analysis.job import Analyzer, RunReport
+from service.analysis.analyze import Windows
 from service.analysis.records import Record, ack, get, list_records
-from service.analysis.run import Windows
+from service.analysis.runner import Analyzer, RunReport
 from service.api.auth import tenant_of
 from service.api.params import FromParam, UntilParam, time_range
 from service.api.query import DiffResponse, Filters, get_diff

@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from service.hashing import content_ids, hash_fields, hash_strings, mix
 from service.pprof.batch import bases, expand, rows_of
+from service.pprof.hashing import content_ids, hash_fields, hash_strings, mix
 from service.pprof.model import LabelSet, Profile, Samples, ValueType
 
 __all__ = ["CUMULATIVE_TYPES", "DeltaResult", "Deltas", "identities"]

@@ -31,14 +31,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from service import __version__
-from service.collector.config import ScrapeConfig
 from service.collector.delta import Deltas
 from service.collector.health import HealthBook
 from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
 from service.errors import ProfileError, ProfstoreError, StoreError
 from service.metrics import Metrics
-from service.pprof.decode import DecodeLimits, Envelope
+from service.pprof.decode import Envelope
+from service.scrape_config import ScrapeConfig
+from service.types import DecodeLimits
 
 __all__ = ["Collector", "Sink", "within_interval"]
 

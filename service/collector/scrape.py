@@ -19,9 +19,10 @@ from service.collector.delta import CUMULATIVE_TYPES, Deltas
 from service.collector.targets import TargetSpec
 from service.errors import DecompressError, ParseError, ProfileError, ProfileTooLarge
 from service.pprof.batch import expand
-from service.pprof.decode import DecodeLimits, Envelope, decompress, envelope, resolve
+from service.pprof.decode import Envelope, decompress, envelope, resolve
 from service.pprof.encode import to_message
 from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType
+from service.types import DecodeLimits
 
 __all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name", "warm_up"]
 

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from service.collector.config import FileSDConfig, ScrapeConfig, TargetGroup
 from service.config import located_errors, parse_yaml, read_text
 from service.errors import InvalidRequest
+from service.scrape_config import FileSDConfig, ScrapeConfig, TargetGroup
 from service.types import DEFAULT_TENANT
 
 __all__ = ["TargetGroup", "TargetSpec", "expand", "file_sd_matches", "file_sd_paths", "read_file_sd"]

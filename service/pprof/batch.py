@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from service.hashing import mix
+from service.pprof.hashing import mix
 from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples
 
 __all__ = ["Header", "ProfileBatch", "Resolved", "bases", "expand", "rows_of"]

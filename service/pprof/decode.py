@@ -6,7 +6,7 @@ validation ("malformed profile: …"). Compression is sniffed from the gzip magi
 file name: several real profiles named ``.pb.gz`` are raw protobuf.
 
 upb parses the envelope (header, string table); the repeated messages (samples, locations,
-functions, mappings) are decoded into columns by :mod:`service.pprof.wire`, compiled code that
+functions, mappings) are decoded into columns by :mod:`service.pprof.decode_fast`, compiled code that
 runs in the caller's thread without the GIL. When their encoding is unusual, upb decodes them
 too (the slow, exact path), which also words real corruption.
 """
@@ -24,17 +24,17 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileError, ProfileTooLarge
+from service.pprof import decode_fast
 from service.pprof import profile_pb2 as pb
-from service.pprof import wire
 from service.pprof.batch import ProfileBatch, Resolved, bases
+from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
-from service.pprof.exact import decode_exact
 from service.pprof.legacy import looks_legacy, parse_legacy
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType
 from service.pprof.validate import invalid_profiles
+from service.types import DecodeLimits
 
 __all__ = [
-    "DecodeLimits",
     "Entities",
     "Envelope",
     "decode",
@@ -49,14 +49,6 @@ __all__ = [
 
 GZIP_MAGIC = b"\x1f\x8b"
 I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
-    """Size caps. The uncompressed cap is what stops gzip bombs: a 50 KiB body can inflate to GiBs."""
-
-    max_compressed_bytes: int = 64 << 20
-    max_uncompressed_bytes: int = 256 << 20
 
 
 def is_gzip(data: bytes) -> bool:
@@ -103,7 +95,7 @@ class Envelope:
     view: pb.ProfileView
     header: Header
     strings: list[str]
-    columns: wire.Columns | None  # None: unusual encoding, decoded by upb
+    columns: decode_fast.Columns | None  # None: unusual encoding, decoded by upb
 
 
 def envelope(raw: bytes) -> Envelope:
@@ -149,8 +141,8 @@ def envelope(raw: bytes) -> Envelope:
         doc_url=s(view.doc_url, "doc_url"),
     )
     try:
-        cols: wire.Columns | None = wire.columns(raw)
-    except wire.Unsupported:
+        cols: decode_fast.Columns | None = decode_fast.columns(raw)
+    except decode_fast.Unsupported:
         cols = None
     return Envelope(raw, view, header, strings, cols)
 
@@ -183,7 +175,7 @@ def decode_batch(envs: list[Envelope]) -> tuple[ProfileBatch, list[ProfileError 
     errors: list[ProfileError | None] = [None] * len(envs)
     try:
         batch = _fast(envs)
-    except wire.Unsupported:
+    except decode_fast.Unsupported:
         # Some profile is encoded unusually: decode each alone, with upb where it must be.
         profiles = []
         for i, e in enumerate(envs):
@@ -209,7 +201,7 @@ def decode_batch(envs: list[Envelope]) -> tuple[ProfileBatch, list[ProfileError 
 def _one(env: Envelope) -> Profile:
     try:
         batch = _fast([env])
-    except wire.Unsupported:
+    except decode_fast.Unsupported:
         return _exact(env)
     if invalid_profiles(batch, batch.resolve()):
         return _exact(env)
@@ -293,11 +285,11 @@ class Entities:
 
 
 def entities(envs: Sequence[Envelope]) -> Entities:
-    """Concatenate the columns of envelopes decoded by :mod:`service.pprof.wire` (none may be ``None``)."""
-    cols: list[wire.Columns] = []
+    """Concatenate the columns of envelopes decoded by :mod:`service.pprof.decode_fast` (none may be ``None``)."""
+    cols: list[decode_fast.Columns] = []
     for e in envs:
         if e.columns is None:
-            raise wire.Unsupported("decoded by upb")
+            raise decode_fast.Unsupported("decoded by upb")
         cols.append(e.columns)
     string_base = bases([len(e.strings) for e in envs])
     sb = string_base[:-1]
@@ -310,13 +302,13 @@ def entities(envs: Sequence[Envelope]) -> Entities:
         table = np.concatenate(parts) if parts else np.zeros((0, width), np.int64)
         return table, base, np.repeat(sb, np.diff(base))
 
-    lab, label_base, lab_sb = rows("labels", wire.LABEL_W)
+    lab, label_base, lab_sb = rows("labels", decode_fast.LABEL_W)
     strc = lab[:, 2]
-    m, mapping_base, m_sb = rows("mappings", wire.MAPPING_W)
-    f, function_base, f_sb = rows("functions", wire.FUNCTION_W)
-    loc, location_base, _ = rows("locations", wire.LOCATION_W)
-    lines = _cat([c.lines for c in cols], np.int64).reshape(-1, wire.LINE_W)
-    mappings, functions, locations = wire.parts(m, f, loc, lines)
+    m, mapping_base, m_sb = rows("mappings", decode_fast.MAPPING_W)
+    f, function_base, f_sb = rows("functions", decode_fast.FUNCTION_W)
+    loc, location_base, _ = rows("locations", decode_fast.LOCATION_W)
+    lines = _cat([c.lines for c in cols], np.int64).reshape(-1, decode_fast.LINE_W)
+    mappings, functions, locations = decode_fast.parts(m, f, loc, lines)
     mappings.filename = mappings.filename + m_sb
     mappings.build_id = mappings.build_id + m_sb
     functions.name = functions.name + f_sb

@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import MalformedProfile
-from service.hashing import mix
 from service.pprof.batch import ProfileBatch, Resolved
+from service.pprof.hashing import mix
 from service.pprof.model import Profile
 
 __all__ = ["check_valid", "invalid_profiles"]

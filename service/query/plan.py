@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import duckdb
 
 from service.query.aggregation import Aggregation
-from service.store.compaction import NS, RESOLUTIONS
 from service.store.reads import id_list, values_between
+from service.store.stack_rollups import NS, RESOLUTIONS
 from service.types import TimeRange
 
 __all__ = ["Plan", "plan"]

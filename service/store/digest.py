@@ -17,12 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import MalformedProfile
-from service.hashing import ContentIds, combine_one, content_ids, hash_strings
 from service.jit import jit
-from service.pprof import wire
+from service.pprof import decode_fast
 from service.pprof.decode import Envelope, envelope
+from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
-from service.pprof.exact import decode_exact
+from service.pprof.hashing import ContentIds, combine_one, content_ids, hash_strings
 from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType
 
 __all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare", "warm_up"]
@@ -118,7 +118,7 @@ def warm_up() -> Envelope:
     return env  # for the next stage's kernels (service.store.staging.warm_up)
 
 
-def check(c: wire.Columns, n_types: int, n_strings: int) -> bool:
+def check(c: decode_fast.Columns, n_types: int, n_strings: int) -> bool:
     """pprof's validity rules on one profile's columns (the exact decoder words what is wrong)."""
     return bool(
         _check(
@@ -180,7 +180,7 @@ def _check(value_counts, n_types, n_strings, mappings, functions, labels, locati
     return True
 
 
-def digest(c: wire.Columns, ids: ContentIds, n_types: int) -> Digest:
+def digest(c: decode_fast.Columns, ids: ContentIds, n_types: int) -> Digest:
     """Normalize one valid profile (see :func:`check`)."""
     line_offsets = np.zeros(c.locations.shape[0] + 1, np.int64)
     np.cumsum(c.locations[:, 4], out=line_offsets[1:])

@@ -19,13 +19,13 @@ import xxhash
 
 from service.errors import InvalidRequest
 from service.metrics import Metrics
-from service.pprof.decode import DecodeLimits, Envelope, decompress, envelope
+from service.pprof.decode import Envelope, decompress, envelope
 from service.store.db import Database
 from service.store.digest import prepare
 from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
 from service.store.staging import stage
 from service.store.writer import Pending
-from service.types import DEFAULT_TENANT, now_ns
+from service.types import DEFAULT_TENANT, DecodeLimits, now_ns
 
 __all__ = ["IngestResult", "Ingestor"]
 

@@ -25,13 +25,13 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from service.errors import InvalidRequest
-from service.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
 from service.pprof.batch import ProfileBatch, expand
 from service.pprof.decode import Envelope, entities
+from service.pprof.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile
 from service.store.digest import Prepared
+from service.store.function_rollups import rollup
 from service.store.ids import KnownIds, blob_ids
-from service.store.rollup import rollup
 from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES, rollup_table, samples_table
 from service.types import ProfileType
 

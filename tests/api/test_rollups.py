@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.store.compaction import compact
+from service.store.stack_rollups import compact
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 INUSE = "memory:inuse_space:bytes:space:bytes"

@@ -10,9 +10,10 @@ import pytest
 from service.collector.delta import Deltas
 from service.collector.scrape import ScrapeFailed, prepare
 from service.collector.targets import TargetSpec
-from service.pprof.decode import DecodeLimits, decode, decompress, resolve
+from service.pprof.decode import decode, decompress, resolve
 from service.pprof.encode import encode
 from service.pprof.model import Samples
+from service.types import DecodeLimits
 from tests.pprof_tool import totals
 
 

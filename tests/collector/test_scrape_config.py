@@ -7,9 +7,9 @@ from textwrap import dedent
 
 import pytest
 
-from service.collector.config import ProfileEndpoint, ScrapeConfig, format_duration, parse_duration
 from service.config import load_settings
 from service.errors import InvalidRequest
+from service.scrape_config import ProfileEndpoint, ScrapeConfig, format_duration, parse_duration
 
 
 def _jobs(tmp_path: Path, text: str) -> list[ScrapeConfig]:

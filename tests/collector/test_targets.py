@@ -8,9 +8,9 @@ from textwrap import dedent
 
 import pytest
 
-from service.collector.config import FileSDConfig, ScrapeConfig
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_matches, file_sd_paths, read_file_sd
 from service.config import load_settings
+from service.scrape_config import FileSDConfig, ScrapeConfig
 
 
 def _configs(tmp_path: Path, text: str) -> list[ScrapeConfig]:

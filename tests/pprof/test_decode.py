@@ -11,7 +11,8 @@ import pytest
 
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileTooLarge
 from service.pprof import profile_pb2 as pb
-from service.pprof.decode import DecodeLimits, decode
+from service.pprof.decode import decode
+from service.types import DecodeLimits
 
 
 def minimal() -> pb.Profile:

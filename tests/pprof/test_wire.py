@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from service.errors import ProfileError
+from service.pprof import decode_fast as wire
 from service.pprof import profile_pb2 as pb
-from service.pprof import wire
 from service.pprof.decode import decompress, envelope, parse
+from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
-from service.pprof.exact import decode_exact
 from tests.pprof.test_decode import minimal
 
 

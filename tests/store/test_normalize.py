@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from service.hashing import ContentIds
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch
 from service.pprof.decode import decode_batch, decompress, envelope, parse
-from service.pprof.exact import decode_exact
+from service.pprof.decode_exact import decode_exact
+from service.pprof.hashing import ContentIds
 from service.store.digest import envelope_ids, prepare
 from service.store.ids import KnownIds
 from service.store.normalize import (

@@ -1,4 +1,4 @@
-"""One analysis run over a tenant's data: which series, which windows, which tests, what is resolved.
+"""What one analysis finds in a tenant's data: which series, windows and tests, what is resolved. It only reads.
 
 Every (service, profile type) pair is one panel: the series sharing a ``service_name`` label
 pooled, each instance centered on its own baseline. Cumulative types (CPU, allocations,

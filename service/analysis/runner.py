@@ -1,4 +1,4 @@
-"""A detection run end to end: read, test, store, resolve, notify. The schedule and the API both call it.
+"""Runs detection end to end: analyze, store, resolve, notify. The schedule and the API both call it.
 
 Reading and testing run on a cursor in the caller's thread (a run never holds up ingestion);
 storing goes through the writer thread like every write. Runs are serialized by a lock, so a
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.analysis.analyze import KINDS, Windows, analyze, returned
 from service.analysis.findings import Finding, Tuning
 from service.analysis.records import Record, open_records, resolve, save
-from service.analysis.run import KINDS, Windows, analyze, returned
 from service.analysis.webhook import Webhook
 from service.config import AnalysisSettings
 from service.store.db import Database

@@ -1,4 +1,8 @@
-"""What to scrape: ``scrape_configs`` as Parca and Prometheus users write them.
+"""What to scrape: the ``scrape_configs`` settings, as Parca and Prometheus users write them.
+
+A settings model beside :mod:`service.config`, in the base layer (``tests/test_imports.py``): the
+settings embed it, and the collector reads it and the settings without the settings importing the
+collector.
 
 A job names targets (``static_configs``, ``file_sd_configs``) and the pprof endpoints to scrape on
 each (``profiling_config.pprof_config``). The endpoints a job does not mention come from

@@ -1,4 +1,4 @@
-"""The exact decoding path: upb objects, one Python step per message.
+"""The exact, slow decoder of a profile's repeated messages: upb objects, errors worded as pprof words them.
 
 Used for a profile the column-wise decoder cannot take (an unusual but valid encoding) and to
 word the error of a profile the batch checks found faulty: every check here has pprof's
@@ -16,8 +16,8 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from service.errors import MalformedProfile, ParseError
-from service.hashing import mix, set_hashes
 from service.pprof import profile_pb2 as pb
+from service.pprof.hashing import mix, set_hashes
 from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
 from service.pprof.validate import check_valid
 

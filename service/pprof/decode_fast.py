@@ -1,4 +1,4 @@
-"""Column-wise decoding of a pprof message's repeated fields, compiled with numba.
+"""The fast decoder of a profile's repeated messages: straight into columns, compiled with numba.
 
 upb parses a profile in C, but reading its samples, locations, functions and mappings back
 from Python costs about 1 µs per element (research/dependencies.md §3), several times the

@@ -1,5 +1,8 @@
 """64-bit content hashes, shared by decoding (dedupe inside a profile) and storage (ids).
 
+In ``pprof/`` because the ids are hashes of the decoded model's entities; the store and the collector
+import them from here, never the other way round.
+
 Ids are hashes of content, never sequences: ingest is idempotent and two writers on two
 machines (the DuckLake path) agree on every id without talking. Everything is built on
 MurmurHash3's 64-bit finalizer. Strings (8 bytes at a time) and the ids derived from them —
