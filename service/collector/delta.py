@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from service.pprof.batch import bases, expand, rows_of
+from service.pprof.batch import expand, rows_of
 from service.pprof.hashing import content_ids, hash_fields, hash_strings, mix
-from service.pprof.model import LabelSet, Profile, Samples, ValueType
+from service.pprof.model import LabelSet, Profile, Samples, ValueType, offsets_of
 
 __all__ = ["CUMULATIVE_TYPES", "DeltaResult", "Deltas", "identities"]
 
@@ -117,7 +117,7 @@ def identities(p: Profile) -> U64:
     s, loc, fn, mp = p.samples, p.locations, p.functions, p.mappings
 
     def rows(ref_ids: U64, def_ids: U64) -> I64:
-        return rows_of(np.zeros(ref_ids.size, np.int64), ref_ids, def_ids, bases([def_ids.size]))
+        return rows_of(np.zeros(ref_ids.size, np.int64), ref_ids, def_ids, offsets_of([def_ids.size]))
 
     no_labels = np.zeros(0, np.int64)
     ids = content_ids(
@@ -198,7 +198,7 @@ def _apply(series: _Series, p: Profile, cols: I64, scraped_at_ns: int) -> DeltaR
     s = p.samples
     depth = np.diff(s.offsets)[rep]
     samples = Samples(
-        bases(depth),
+        offsets_of(depth),
         s.location_ids[expand(s.offsets[rep], depth)],
         out[kept],
         s.labelset_index[rep],

@@ -21,7 +21,7 @@ from service.errors import DecompressError, ParseError, ProfileError, ProfileToo
 from service.pprof.batch import expand
 from service.pprof.decode import Envelope, decompress, envelope, resolve
 from service.pprof.encode import to_message
-from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType
+from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
 from service.types import DecodeLimits
 
 __all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name", "warm_up"]
@@ -243,8 +243,7 @@ def _keep(profile: Profile, keep: tuple[tuple[str, str], ...]) -> Profile:
     nz = np.flatnonzero(np.any(values != 0, axis=1))
     starts, ends = s.offsets[:-1][nz], s.offsets[1:][nz]
     idx = expand(starts, ends - starts)
-    offsets = np.zeros(nz.size + 1, np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
+    offsets = offsets_of(ends - starts)
     profile.samples = Samples(offsets, s.location_ids[idx], values[nz], s.labelset_index[nz], s.labelsets)
     profile.sample_types = tuple(profile.sample_types[i] for i in cols)
     if profile.default_sample_type not in {st.type for st in profile.sample_types}:
@@ -257,8 +256,7 @@ def _truncate(profile: Profile, depth: int) -> Profile:
     s = profile.samples
     n = s.depths()
     keep = np.minimum(n, depth)
-    offsets = np.zeros(keep.size + 1, np.int64)
-    np.cumsum(keep, out=offsets[1:])
+    offsets = offsets_of(keep)
     rows = expand(s.offsets[:-1], keep)
     profile.samples = Samples(offsets, s.location_ids[rows], s.values, s.labelset_index, s.labelsets)
     return profile

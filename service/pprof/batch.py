@@ -18,19 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from service.pprof.hashing import mix
-from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples
+from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples, offsets_of
 
-__all__ = ["Header", "ProfileBatch", "Resolved", "bases", "expand", "rows_of"]
+__all__ = ["Header", "ProfileBatch", "Resolved", "expand", "rows_of"]
 
 T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-
-
-def bases(counts: Sequence[int] | I64) -> I64:
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(np.asarray(counts, np.int64), out=out[1:])
-    return out
 
 
 def expand(starts: I64, counts: I64) -> I64:
@@ -110,9 +104,9 @@ class ProfileBatch:
         if not profiles:
             return cls.empty()
         width = max((len(p.sample_types) for p in profiles), default=0)
-        string_base = bases([len(p.strings) for p in profiles])
-        sample_base = bases([len(p.samples) for p in profiles])
-        loc_base = bases([len(p.locations) for p in profiles])
+        string_base = offsets_of([len(p.strings) for p in profiles])
+        sample_base = offsets_of([len(p.samples) for p in profiles])
+        loc_base = offsets_of([len(p.locations) for p in profiles])
         depth = np.concatenate([p.samples.depths() for p in profiles]) if profiles else np.zeros(0, np.int64)
         owners, keys, strs, nums, units = [], [], [], [], []
         strings: list[str] = []
@@ -150,7 +144,7 @@ class ProfileBatch:
             strings=strings,
             string_base=string_base,
             sample_base=sample_base,
-            offsets=bases(depth.tolist()),
+            offsets=offsets_of(depth),
             location_ids=np.concatenate([p.samples.location_ids for p in profiles])
             if profiles
             else np.zeros(0, np.uint64),
@@ -166,14 +160,14 @@ class ProfileBatch:
             ),
             label_num=np.array(nums, np.int64),
             label_unit=np.array(units, np.int64) + np.array(label_base, np.int64),
-            mapping_base=bases([len(p.mappings) for p in profiles]),
+            mapping_base=offsets_of([len(p.mappings) for p in profiles]),
             mappings=_concat(Mappings, [p.mappings for p in profiles], ("filename", "build_id"), sb),
-            function_base=bases([len(p.functions) for p in profiles]),
+            function_base=offsets_of([len(p.functions) for p in profiles]),
             functions=_concat(Functions, [p.functions for p in profiles], ("name", "system_name", "filename"), sb),
             location_base=loc_base,
             locations=replace(
                 _concat(Locations, [p.locations for p in profiles], (), sb, skip=("line_offsets",)),
-                line_offsets=bases(np.concatenate([np.diff(p.locations.line_offsets) for p in profiles]).tolist()),
+                line_offsets=offsets_of(np.concatenate([np.diff(p.locations.line_offsets) for p in profiles])),
             ),
         )
 

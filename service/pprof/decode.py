@@ -26,11 +26,11 @@ from google.protobuf.message import DecodeError
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileError, ProfileTooLarge
 from service.pprof import decode_fast
 from service.pprof import profile_pb2 as pb
-from service.pprof.batch import ProfileBatch, Resolved, bases
+from service.pprof.batch import ProfileBatch, Resolved
 from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType, offsets_of
 from service.pprof.validate import invalid_profiles
 from service.types import DecodeLimits
 
@@ -291,14 +291,14 @@ def entities(envs: Sequence[Envelope]) -> Entities:
         if e.columns is None:
             raise decode_fast.Unsupported("decoded by upb")
         cols.append(e.columns)
-    string_base = bases([len(e.strings) for e in envs])
+    string_base = offsets_of([len(e.strings) for e in envs])
     sb = string_base[:-1]
-    sample_base = bases([c.sample_locations.size for c in cols])
+    sample_base = offsets_of([c.sample_locations.size for c in cols])
 
     def rows(name: str, width: int) -> tuple[I64, I64, I64]:
         """All profiles' rows of one packed output, the base per profile, and each row's string base."""
         parts = [getattr(c, name) for c in cols]
-        base = bases([p.shape[0] for p in parts])
+        base = offsets_of([p.shape[0] for p in parts])
         table = np.concatenate(parts) if parts else np.zeros((0, width), np.int64)
         return table, base, np.repeat(sb, np.diff(base))
 
@@ -363,7 +363,7 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
         strings=ent.strings,
         string_base=ent.string_base,
         sample_base=ent.sample_base,
-        offsets=bases(_cat([c.sample_locations for c in cols], np.int64)),
+        offsets=offsets_of(_cat([c.sample_locations for c in cols], np.int64)),
         location_ids=_cat([c.location_ids for c in cols], np.uint64),
         values=values,
         label_owner=owner,

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from service.errors import MalformedProfile, ParseError
 from service.pprof import profile_pb2 as pb
 from service.pprof.hashing import mix, set_hashes
-from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType
+from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType, offsets_of
 from service.pprof.validate import check_valid
 
 __all__ = ["decode_exact"]
@@ -63,8 +63,7 @@ def _slow(raw: bytes) -> _Columns:
     n = len(samples)
     loc_lists = [s.location_id for s in samples]
     depth = np.fromiter(map(len, loc_lists), np.int64, count=n)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(depth, out=offsets[1:])
+    offsets = offsets_of(depth)
     val_lists = [s.value for s in samples]
     counts = np.fromiter(map(len, val_lists), np.int64, count=n)
     labels = [(i, lb) for i, s in enumerate(samples) for lb in s.label]
@@ -74,8 +73,7 @@ def _slow(raw: bytes) -> _Columns:
 
     loc_msgs = msg.location
     line_counts = np.fromiter((len(loc.line) for loc in loc_msgs), np.int64, count=len(loc_msgs))
-    line_off = np.zeros(len(loc_msgs) + 1, np.int64)
-    np.cumsum(line_counts, out=line_off[1:])
+    line_off = offsets_of(line_counts)
     lines = [ln for loc in loc_msgs for ln in loc.line]
     ms, fs = msg.mapping, msg.function
     return _Columns(

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.jit import jit
-from service.pprof.model import Functions, Locations, Mappings
+from service.pprof.model import Functions, Locations, Mappings, offsets_of
 
 __all__ = ["Columns", "Unsupported", "columns", "parts", "rows_of"]
 
@@ -76,8 +76,7 @@ def parts(mappings: I64, functions: I64, locations: I64, lines: I64) -> tuple[Ma
     def i(column: I64) -> I64:
         return column
 
-    line_offsets = np.zeros(loc.shape[0] + 1, np.int64)
-    np.cumsum(loc[:, 4], out=line_offsets[1:])
+    line_offsets = offsets_of(loc[:, 4])
     return (
         Mappings(u(m[:, 0]), u(m[:, 1]), u(m[:, 2]), u(m[:, 3]), i(m[:, 4]), i(m[:, 5]), m[:, 6:10] != 0),
         Functions(u(f[:, 0]), i(f[:, 1]), i(f[:, 2]), i(f[:, 3]), i(f[:, 4])),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import ParseError
-from service.pprof.model import Label, Location, Mapping, Profile, Samples, ValueType
+from service.pprof.model import Label, Location, Mapping, Profile, Samples, ValueType, offsets_of
 from service.pprof.validate import check_valid
 
 __all__ = ["looks_legacy", "parse_legacy"]
@@ -432,7 +432,7 @@ def _build(raw: _Raw, cpu: bool) -> Profile:
                 del st[1]
     sets = {b: i + 1 for i, b in enumerate(dict.fromkeys(raw.blocksizes))}
     samples = Samples(
-        offsets=np.cumsum([0] + [len(st) for st in raw.stacks], dtype=np.int64),
+        offsets=offsets_of([len(st) for st in raw.stacks]),
         location_ids=np.array([ids[a] for st in raw.stacks for a in st], np.uint64),
         values=np.array(raw.values, np.int64).reshape(len(raw.values), len(raw.sample_types)),
         labelset_index=np.array([sets[b] for b in raw.blocksizes] or np.zeros(len(raw.stacks)), np.int32),

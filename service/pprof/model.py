@@ -35,6 +35,7 @@ __all__ = [
     "Samples",
     "StringTable",
     "ValueType",
+    "offsets_of",
 ]
 
 I64 = npt.NDArray[np.int64]
@@ -142,6 +143,18 @@ def _u64(values: Sequence[int] | npt.ArrayLike) -> U64:
     return np.asarray(values, dtype=np.uint64).reshape(-1)
 
 
+def offsets_of(counts: Sequence[int] | npt.ArrayLike) -> I64:
+    """Offsets of rows with these lengths: row ``i`` of a ragged column is ``values[offsets[i] : offsets[i + 1]]``.
+
+    The one layout of every ragged column here (a sample's stack, a location's lines, a profile's rows
+    in a batch), as Arrow's list arrays have it; ``offsets[-1]`` is the total.
+    """
+    lengths = np.asarray(counts, np.int64).reshape(-1)
+    out = np.zeros(lengths.size + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
 def _i64(values: Sequence[int] | npt.ArrayLike) -> I64:
     return np.asarray(values, dtype=np.int64).reshape(-1)
 
@@ -236,9 +249,7 @@ class Locations:
 
     @classmethod
     def of(cls, items: Sequence[Location]) -> Locations:
-        counts = _i64([len(loc.lines) for loc in items])
-        offsets = np.zeros(counts.size + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = offsets_of([len(loc.lines) for loc in items])
         lines = [ln for loc in items for ln in loc.lines]
         return cls(
             _u64([loc.id for loc in items]),
@@ -291,9 +302,7 @@ class Samples:
     def of(cls, rows: Sequence[tuple[Sequence[int], Sequence[int], LabelSet]], num_types: int) -> Samples:
         """Build from ``(location_ids, values, labels)`` rows (by hand, in tests and converters)."""
         labelsets: dict[LabelSet, int] = {(): 0}
-        depth = _i64([len(r[0]) for r in rows])
-        offsets = np.zeros(depth.size + 1, np.int64)
-        np.cumsum(depth, out=offsets[1:])
+        offsets = offsets_of([len(r[0]) for r in rows])
         return cls(
             offsets,
             _u64([x for r in rows for x in r[0]]),

@@ -28,6 +28,7 @@ from service.pprof.model import (
     Samples,
     StringTable,
     ValueType,
+    offsets_of,
 )
 from service.query.aggregation import Aggregation, aggregation_for, averaged_sample_types
 from service.query.selector import Query
@@ -196,8 +197,7 @@ def build_profile(rows: ExportRows, q: Query) -> Profile:
     st_new = _find(loc_sorted, st_locs.to_numpy().astype(np.uint64)).astype(np.uint64)
     which = st_order[_find(st_sorted, upair[:, 0]) - 1] if upair.size else np.zeros(0, np.int64)
     depth = st_off[which + 1] - st_off[which]
-    offsets = np.zeros(which.size + 1, np.int64)
-    np.cumsum(depth, out=offsets[1:])
+    offsets = offsets_of(depth)
     location_ids = st_new[expand(st_off[which], depth)]
 
     # Label sets.

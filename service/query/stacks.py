@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from service.pprof.batch import expand
+from service.pprof.model import offsets_of
 from service.query.aggregation import Aggregation
 from service.query.export import flat_lists
 from service.query.plan import Plan
@@ -94,7 +95,7 @@ class StackSet:
             depth = np.bincount(out.owners()[~hidden], minlength=out.values.size)
             kept = ~hidden
             out = StackSet(
-                out.names, out.named, _offsets(depth), out.frames[kept], out.files[kept], out.loc_file[kept], out.inst[kept], out.values
+                out.names, out.named, offsets_of(depth), out.frames[kept], out.files[kept], out.loc_file[kept], out.inst[kept], out.values
             )  # fmt: skip
             out = out._keep(depth > 0)
         return out
@@ -122,14 +123,14 @@ class StackSet:
         depth = self.depth[rows]
         at = expand(self.offsets[:-1][rows], depth)
         return StackSet(
-            self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], values
+            self.names, self.named, offsets_of(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], values
         )  # fmt: skip
 
     def _keep(self, sel: npt.NDArray[np.bool_]) -> StackSet:
         depth = self.depth[sel]
         at = expand(self.offsets[:-1][sel], depth)
         return StackSet(
-            self.names, self.named, _offsets(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], self.values[sel]
+            self.names, self.named, offsets_of(depth), self.frames[at], self.files[at], self.loc_file[at], self.inst[at], self.values[sel]
         )  # fmt: skip
 
 
@@ -163,7 +164,7 @@ def under_roots(groups: list[tuple[list[str], StackSet]]) -> StackSet:
         root_codes = np.array([intern(r, False) for r in reversed(roots)], np.int64)  # leaf first: outermost last
         n_st, k = s.values.size, root_codes.size
         # Each stack's own frames, then its group's; positions in the combined frame arrays.
-        new_off = _offsets(s.depth + k)
+        new_off = offsets_of(s.depth + k)
         own = expand(new_off[:-1], s.depth)
         tail = expand(new_off[:-1] + s.depth, np.full(n_st, k, np.int64))
         size = int(new_off[-1])
@@ -187,7 +188,7 @@ def under_roots(groups: list[tuple[list[str], StackSet]]) -> StackSet:
 
     depth = np.concatenate(depths) if depths else np.zeros(0, np.int64)
     value = np.concatenate(values) if values else np.zeros(0, np.int64)
-    return StackSet(names, np.array(named, bool), _offsets(depth), cat(0), cat(1), cat(2), cat(3), value)
+    return StackSet(names, np.array(named, bool), offsets_of(depth), cat(0), cat(1), cat(2), cat(3), value)
 
 
 class _Match:
@@ -210,12 +211,6 @@ def _hits(m: _Match, names: list[str], codes: I64) -> npt.NDArray[np.bool_]:
         return np.zeros(0, bool)
     match = np.append(m(names), False)  # code -1 reads the appended False
     return match[codes]
-
-
-def _offsets(counts: I64) -> I64:
-    out = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 _LAST = (
@@ -441,7 +436,7 @@ def _name_frames(
     n_lines = np.diff(line_off)
     line_rows = _lookup(ids_of_blobs(line_fn), ids_of_blobs(functions["function_id"]))
     loc_depth = np.maximum(n_lines, 1)
-    loc_off = _offsets(loc_depth)
+    loc_off = offsets_of(loc_depth)
     loc_frames = np.empty(int(loc_depth.sum()), np.int64)
     loc_files = np.full(loc_frames.size, -1, np.int64)
     has = n_lines > 0
@@ -465,5 +460,5 @@ def _name_frames(
     named = np.zeros(len(names), bool)
     named[fn_codes] = True
     return StackSet(
-        names, named, _offsets(per_stack), loc_frames[at], loc_files[at], np.repeat(loc_map_file[rows], loc_depth[rows]), inst, values
+        names, named, offsets_of(per_stack), loc_frames[at], loc_files[at], np.repeat(loc_map_file[rows], loc_depth[rows]), inst, values
     )  # fmt: skip

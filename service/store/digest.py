@@ -23,7 +23,7 @@ from service.pprof.decode import Envelope, envelope
 from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
 from service.pprof.hashing import ContentIds, combine_one, content_ids, hash_strings
-from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType
+from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
 
 __all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare", "warm_up"]
 
@@ -81,8 +81,7 @@ def envelope_ids(env: Envelope) -> ContentIds | None:
     if c is None:
         return None
     mappings, functions, locations = c.parts()
-    offsets = np.zeros(c.sample_locations.size + 1, np.int64)
-    np.cumsum(c.sample_locations, out=offsets[1:])
+    offsets = offsets_of(c.sample_locations)
     lab = c.labels
     return content_ids(
         hash_strings(env.strings),
@@ -182,10 +181,8 @@ def _check(value_counts, n_types, n_strings, mappings, functions, labels, locati
 
 def digest(c: decode_fast.Columns, ids: ContentIds, n_types: int) -> Digest:
     """Normalize one valid profile (see :func:`check`)."""
-    line_offsets = np.zeros(c.locations.shape[0] + 1, np.int64)
-    np.cumsum(c.locations[:, 4], out=line_offsets[1:])
-    s_offsets = np.zeros(c.sample_locations.size + 1, np.int64)
-    np.cumsum(c.sample_locations, out=s_offsets[1:])
+    line_offsets = offsets_of(c.locations[:, 4])
+    s_offsets = offsets_of(c.sample_locations)
     return Digest(
         *_digest(
             c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),

@@ -12,17 +12,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.pprof.batch import expand
+from service.pprof.model import offsets_of
 
 __all__ = ["rollup"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-
-
-def _offsets(counts: I64) -> I64:
-    out = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 def rollup(
@@ -43,10 +38,10 @@ def rollup(
     stack_of = np.repeat(np.arange(st_nfn.size), st_nfn)
     pairs = np.unique(stack_of * nf + fd)  # distinct (stack, function), by stack
     dn = np.bincount(pairs // nf, minlength=st_nfn.size)
-    do = _offsets(dn)
+    do = offsets_of(dn)
     pf = pairs % nf
     leaf = (
-        np.where(leaf_has_fn, fd[np.minimum(_offsets(st_nfn)[:-1], fd.size - 1)], -1)
+        np.where(leaf_has_fn, fd[np.minimum(offsets_of(st_nfn)[:-1], fd.size - 1)], -1)
         if fd.size
         else np.full(st_nfn.size, -1)
     )

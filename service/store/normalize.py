@@ -28,7 +28,7 @@ from service.errors import InvalidRequest
 from service.pprof.batch import ProfileBatch, expand
 from service.pprof.decode import Envelope, entities
 from service.pprof.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
-from service.pprof.model import Functions, Header, Locations, Mappings, Profile
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile, offsets_of
 from service.store.digest import Prepared
 from service.store.function_rollups import rollup
 from service.store.ids import KnownIds, blob_ids
@@ -163,13 +163,7 @@ def _group(keys: U64) -> tuple[I64, I64]:
 
 
 def _lists(counts: I64, values: pa.Array) -> pa.ListArray:
-    return pa.ListArray.from_arrays(pa.array(_offsets(counts), pa.int32()), values)
-
-
-def _offsets(counts: I64) -> I64:
-    out = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
+    return pa.ListArray.from_arrays(pa.array(offsets_of(counts), pa.int32()), values)
 
 
 def normalize(
@@ -276,9 +270,9 @@ def merge_batch(b: ProfileBatch, ids: ContentIds) -> Merged:
     st_elem = elem[expand(b.offsets[st_rep], st_depth)]  # location row of each frame
     frame_nfn = np.diff(loc.line_offsets)[st_elem]
     st_fn = ids.line_function[expand(loc.line_offsets[st_elem], frame_nfn)]  # inlined lines, innermost first
-    st_nfn = np.diff(_offsets(frame_nfn)[_offsets(st_depth)])
+    st_nfn = np.diff(offsets_of(frame_nfn)[offsets_of(st_depth)])
     # The leaf location's innermost function takes the flat value; an unsymbolized leaf gives it to none.
-    leaf_has_fn = (st_depth > 0) & (frame_nfn[np.minimum(_offsets(st_depth)[:-1], max(frame_nfn.size - 1, 0))] > 0)
+    leaf_has_fn = (st_depth > 0) & (frame_nfn[np.minimum(offsets_of(st_depth)[:-1], max(frame_nfn.size - 1, 0))] > 0)
 
     # Scale: per profile and type, the gcd of its values.
     scale = np.ones((n, max(width, 1)), np.int64)
@@ -465,7 +459,7 @@ def entity_tables(mg: Merged, known: KnownIds | None = None) -> tuple[dict[str, 
 
     rows: dict[str, pa.Table] = {}
     sr = np.flatnonzero(fresh("stack", mg.st_ids))
-    st_off, fn_off = _offsets(mg.st_depth), _offsets(mg.st_nfn)
+    st_off, fn_off = offsets_of(mg.st_depth), offsets_of(mg.st_nfn)
     rows["stacks"] = pa.table(
         {
             "stack_id": blob_ids(mg.st_ids[sr]),
