@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from service.errors import InvalidRequest, NotFound, UnknownProfileType
 from service.query.selector import Matcher, format_selector, parse_query
 from service.query.selector import Query as ParsedQuery
-from service.store.reads import SeriesRow, list_series, profiles_around
-from service.types import KNOWN_PROFILE_TYPES, TimeRange, format_time, unknown_type_message
+from service.store.reads import LabelMatcher, SeriesRow, find_series, profiles_around, stored_types
+from service.types import KNOWN_PROFILE_TYPES, ProfileType, TimeRange, format_time, unknown_type_message
 
 __all__ = [
     "FromParam",
@@ -29,6 +29,7 @@ __all__ = [
     "UntilParam",
     "group_labels",
     "known_types",
+    "label_matchers",
     "reject_unknown_params",
     "require_profiles",
     "select_series",
@@ -125,9 +126,14 @@ def time_range(
     return tr
 
 
-def known_types(series: list[SeriesRow]) -> str:
-    known = sorted({str(s.profile_type) for s in series})
+def known_types(stored: Iterable[ProfileType]) -> str:
+    known = sorted({str(pt) for pt in stored})
     return ", ".join(known) if known else "none yet"
+
+
+def label_matchers(matchers: Iterable[Matcher]) -> list[LabelMatcher]:
+    """Parsed (and so validated) matchers as the store matches them."""
+    return [(m.name, m.op, m.value) for m in matchers]
 
 
 def select_series(
@@ -141,24 +147,22 @@ def select_series(
     would otherwise answer zeros, or export an empty profile, that look like real answers.
     Search endpoints (series, profiles, labels) pass ``require=False``: empty is their answer.
     """
-    series = list_series(cur, tenant)
-    stored = {s.profile_type for s in series}
+    stored = stored_types(cur, tenant)
     q = parse_query(query, stored)
     if q.profile_type not in stored and str(q.profile_type) not in KNOWN_PROFILE_TYPES:
         head = query[: query.find("{")] if "{" in query else query
         raise UnknownProfileType(unknown_type_message(head.strip(), stored))
-    of_type = [s for s in series if s.profile_type == q.profile_type]
-    matched = [s for s in of_type if q.matches(s.labels)]
+    matched = find_series(cur, tenant, q.profile_type, [label_matchers(q.matchers)])
     if require and not matched:
-        raise NotFound(_no_match(q, of_type, series))
+        raise NotFound(_no_match(q, find_series(cur, tenant, q.profile_type), stored))
     return q, matched
 
 
-def _no_match(q: ParsedQuery, of_type: list[SeriesRow], series: list[SeriesRow]) -> str:
+def _no_match(q: ParsedQuery, of_type: list[SeriesRow], stored: set[ProfileType]) -> str:
     """``no series of T match {…}; did you mean service_name="demo"? (service_name has: checkout, demo)``."""
     head = f"no series of {q.profile_type} match {_clip(format_selector(q.matchers))}"
     if not of_type:
-        return f"{head}: none of this type is stored; stored: {known_types(series)}"
+        return f"{head}: none of this type is stored; stored: {known_types(stored)}"
     hints = [_hint(m, of_type) for m in q.matchers if not any(m.matches(s.labels) for s in of_type)]
     if not hints:
         return f"{head}: each matcher matches some series of this type, but no series matches all of them"

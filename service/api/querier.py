@@ -19,6 +19,7 @@ from fastapi import Request
 
 from service.api.auth import tenant_of
 from service.api.connect import Method, service_router
+from service.api.params import label_matchers
 from service.errors import InvalidRequest, Unimplemented
 from service.pprof import profile_pb2 as pb
 from service.pprof.encode import to_message
@@ -31,7 +32,7 @@ from service.query.plan import plan
 from service.query.selector import Matcher, Query, parse_selector
 from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
-from service.store.reads import SeriesRow, id_list, list_series, values_between
+from service.store.reads import SeriesRow, find_series, id_list, values_between
 from service.types import DecodeLimits, ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
@@ -72,17 +73,10 @@ def _selectors(matchers: Iterable[str]) -> list[tuple[Matcher, ...]]:
 
 
 def _series(request: Request, tr: TimeRange, matchers: Iterable[str] = ()) -> list[SeriesRow]:
-    selectors = _selectors(matchers)
+    """Series seen in ``tr`` that match any of the selectors (Pyroscope's internal labels included)."""
+    selectors = [label_matchers(sel) for sel in _selectors(matchers)]
     with request.app.state.db.read() as cur:
-        rows = list_series(cur, tenant_of(request))
-    out = []
-    for s in rows:
-        if s.last_seen < tr.start or s.first_seen > tr.end:
-            continue
-        labels = labels_of(s)
-        if any(all(m.matches(labels) for m in sel) for sel in selectors):
-            out.append(s)
-    return out
+        return find_series(cur, tenant_of(request), None, selectors, tr)
 
 
 def _query(profile_type_id: str, label_selector: str) -> Query:
@@ -92,11 +86,8 @@ def _query(profile_type_id: str, label_selector: str) -> Query:
 
 
 def _matching(request: Request, query: Query, tr: TimeRange) -> list[SeriesRow]:
-    return [
-        s
-        for s in _series(request, tr)
-        if s.profile_type == query.profile_type and all(m.matches(labels_of(s)) for m in query.matchers)
-    ]
+    with request.app.state.db.read() as cur:
+        return find_series(cur, tenant_of(request), query.profile_type, [label_matchers(query.matchers)], tr)
 
 
 def _max_nodes(req: q.SelectMergeStacktracesRequest | q.SelectMergeSpanProfileRequest) -> int:
@@ -240,7 +231,8 @@ def _merged_pprof(request: Request, query: Query, tr: TimeRange, call_site: list
     if call_site:
         raise Unimplemented("stack_trace_selector is not implemented for pprof answers")
     with request.app.state.db.read() as cur:
-        return to_message(export_profile(cur, query, list_series(cur, tenant_of(request)), tr))
+        series = find_series(cur, tenant_of(request), query.profile_type, [label_matchers(query.matchers)])
+        return to_message(export_profile(cur, query, series, tr))
 
 
 def select_merge_profile(request: Request, req: q.SelectMergeProfileRequest) -> pb.Profile:

@@ -12,15 +12,25 @@ from pydantic import BaseModel, Field
 
 from service.api.auth import tenant_of
 from service.api.body import read_body
-from service.api.params import FromParam, QueryParam, UntilParam, require_profiles, select_series, time_range
+from service.api.params import (
+    FromParam,
+    QueryParam,
+    UntilParam,
+    label_matchers,
+    require_profiles,
+    select_series,
+    time_range,
+)
 from service.api.query import AggregationParam
 from service.errors import InvalidRequest
 from service.pprof.encode import encode
 from service.query.export import diff_profile, export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
 from service.store.ingest import Ingestor
-from service.store.reads import SeriesRow, list_profiles, list_series
-from service.types import TimeRange, parse_time
+from service.store.reads import LabelMatcher, find_series, list_profiles, stored_types
+from service.store.reads import label_names as store_label_names
+from service.store.reads import label_values as store_label_values
+from service.types import ProfileType, TimeRange, parse_time
 
 __all__ = ["router"]
 
@@ -57,9 +67,9 @@ class StoredProfile(BaseModel):
     samples: int
 
 
-def _series(request: Request) -> list[SeriesRow]:
+def _stored_types(request: Request) -> set[ProfileType]:
     with request.app.state.db.read() as cur:
-        return list_series(cur, tenant_of(request))
+        return stored_types(cur, tenant_of(request))
 
 
 @router.post(
@@ -168,7 +178,7 @@ def export(
 
 @router.get("/profile-types", response_model=list[ProfileTypeInfo], summary="Profile types stored")
 def profile_types(request: Request) -> list[ProfileTypeInfo]:
-    seen = {s.profile_type for s in _series(request)}
+    seen = _stored_types(request)
     return [
         ProfileTypeInfo(
             id=str(pt),
@@ -182,25 +192,20 @@ def profile_types(request: Request) -> list[ProfileTypeInfo]:
     ]
 
 
-def _filter(series: list[SeriesRow], selector: str | None, from_: str | None, until: str | None) -> list[SeriesRow]:
-    """Series matching an optional selector that were seen in the range (all time when no range is given)."""
-    tr = TimeRange.parse(from_, until) if from_ or until else TimeRange(0, 2**63 - 1)
+def _scope(
+    request: Request, selector: str | None, from_: str | None, until: str | None
+) -> tuple[ProfileType | None, list[LabelMatcher], TimeRange | None]:
+    """The series an optional selector and range name (all time when no range is given)."""
+    tr = TimeRange.parse(from_, until) if from_ or until else None
     matchers: tuple[Matcher, ...] = ()
     ptype = None
     if selector:
         if selector.lstrip().startswith("{"):
             matchers = parse_selector(selector)
         else:
-            q = parse_query(selector, {s.profile_type for s in series})
+            q = parse_query(selector, _stored_types(request))
             matchers, ptype = q.matchers, q.profile_type
-    return [
-        s
-        for s in series
-        if (ptype is None or s.profile_type == ptype)
-        and all(m.matches(s.labels) for m in matchers)
-        and s.last_seen >= tr.start
-        and s.first_seen <= tr.end
-    ]
+    return ptype, label_matchers(matchers), tr
 
 
 SelectorParam = Annotated[
@@ -216,7 +221,9 @@ SelectorParam = Annotated[
 def labels(
     request: Request, query: SelectorParam = None, from_: FromParam = None, until: UntilParam = None
 ) -> list[str]:
-    return sorted({k for s in _filter(_series(request), query, from_, until) for k in s.labels})
+    ptype, matchers, tr = _scope(request, query, from_, until)
+    with request.app.state.db.read() as cur:
+        return store_label_names(cur, tenant_of(request), ptype, [matchers], tr)
 
 
 @router.get("/labels/{name}/values", response_model=list[str], summary="Values of one label")
@@ -227,7 +234,9 @@ def label_values(
     from_: FromParam = None,
     until: UntilParam = None,
 ) -> list[str]:
-    return sorted({s.labels[name] for s in _filter(_series(request), query, from_, until) if name in s.labels})
+    ptype, matchers, tr = _scope(request, query, from_, until)
+    with request.app.state.db.read() as cur:
+        return store_label_values(cur, tenant_of(request), name, ptype, [matchers], tr)
 
 
 class ProfilesPage(BaseModel):
@@ -275,15 +284,12 @@ def profiles(
         str | None, Query(description="The `next_cursor` of the previous page, to continue where it stopped")
     ] = None,
 ) -> ProfilesPage:
-    q = parse_query(query, {s.profile_type for s in _series(request)})
     tr = time_range(request, from_, until)
     after = _after(cursor, order) if cursor else None
     with request.app.state.db.read() as cur:
-        series = {
-            s.series_id: s
-            for s in list_series(cur, tenant_of(request))
-            if s.profile_type == q.profile_type and q.matches(s.labels)
-        }
+        q = parse_query(query, stored_types(cur, tenant_of(request)))
+        found = find_series(cur, tenant_of(request), q.profile_type, [label_matchers(q.matchers)])
+        series = {s.series_id: s for s in found}
         # One row more than the page: whether there is a next page, without counting them all.
         rows: list[Any] = (
             list_profiles(cur, list(series), tr, limit + 1, newest_first=order == "newest", after=after)
