@@ -47,7 +47,8 @@ import numpy as np
 from bench.fleet import varint
 from service.pprof import profile_pb2 as pb
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+# The repository's own copies (same bytes as ../shared/corpus), so tests/test_load.py runs in a fresh clone.
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 
 FILES = {
     "profile": "go119__cpu_10s.pb.gz",

@@ -1,4 +1,11 @@
-"""Shared fixtures: the real corpus, real DuckDB files, a real ASGI app and a real server process."""
+"""Shared fixtures: the real corpus, real DuckDB files, a real ASGI app and a real server process.
+
+The corpus is the repository's own ``tests/corpus`` (its MANIFEST.tsv names each file's source and
+licence: google/pprof and parca under Apache-2.0, profiles generated from Go and Node.js workloads,
+and profiles built by ``tests/corpus_gen.py``), so a fresh clone runs every test. A larger corpus
+at ``../shared/corpus`` beside the clone, when present, is an extra check
+(``tests/api/test_corpus_roundtrip.py``); nothing depends on it.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +26,11 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "corpus"
+# Beside a checkout on the development machine only: more producers, some under licences this
+# repository cannot include. Tests over it are defined only when it exists (never skipped).
+SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 
 
 @dataclass(frozen=True)
@@ -36,24 +46,22 @@ class CorpusFile:
         return self.path.name
 
 
-def corpus_files() -> list[CorpusFile]:
-    manifest = CORPUS / "MANIFEST.tsv"
+def corpus_files(root: Path = CORPUS) -> list[CorpusFile]:
+    """The rows of ``root``'s MANIFEST.tsv; none when ``root`` has no manifest (the shared corpus elsewhere)."""
+    manifest = root / "MANIFEST.tsv"
     if not manifest.exists():
         return []
     with manifest.open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
-        CorpusFile(CORPUS / r["file"], r["producer"], r["sample_types"], r["go_tool_pprof"] == "ok", r["go_tool_pprof"])
+        CorpusFile(root / r["file"], r["producer"], r["sample_types"], r["go_tool_pprof"] == "ok", r["go_tool_pprof"])
         for r in rows
     ]
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not (CORPUS / "MANIFEST.tsv").exists():
-        pytest.skip(
-            f"needs the pprof corpus of many producers, which is not part of this repository (looked for {CORPUS})"
-        )
+    """The repository's own corpus directory (files named as in its MANIFEST.tsv)."""
     return CORPUS
 
 

@@ -26,7 +26,7 @@ from tests.collector.fault_server import FaultServer
 from tests.conftest import Server
 
 ROUNDS = 20
-FILES = ["go119__cpu_10s.pb.gz", "go119__heap.pb.gz", "pyro__go.cpu.labels.pb.gz", "gpprof__sample.cpu.pb.gz"]
+FILES = ["go119__cpu_10s.pb.gz", "go119__heap.pb.gz", "gen__go_cpu_labels.pb.gz", "gpprof__sample.cpu.pb.gz"]
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 BASE_MS = (int(time.time()) - 3 * 86400) * 1000  # recent: retention (31 days) runs at every start
 

@@ -1,15 +1,17 @@
 """Bounded fuzzing of the two parsers that read untrusted input: the pprof decoder and the selector parser.
 
 The property is the same for both: any input either parses or raises one of our typed errors
-(``ProfstoreError``, a 4xx at the API), and returns promptly. Examples are derandomized so CI
-runs the same cases every time; ``--hypothesis-seed`` explores others locally.
+(``ProfstoreError``, a 4xx at the API), and returns: a hang guard, for speed is bench/'s business.
+Examples are derandomized so CI runs the same cases every time; ``--hypothesis-seed`` explores
+others locally.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import time
+import threading
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,14 +26,11 @@ from tests.conftest import CORPUS
 
 LIMITS = DecodeLimits(1 << 20, 8 << 20)
 SEEDS = ["parca__two-stacks.pb.gz", "go119__mutex.pb.gz", "go119__threadcreate.pb.gz"]
-FUZZ = settings(max_examples=400, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+# No per-example deadline: a wall-clock limit fails on a busy shared machine; hangs are guarded below.
+FUZZ = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _seeds() -> list[bytes]:
-    if not (CORPUS / "MANIFEST.tsv").exists():
-        pytest.skip(
-            f"needs the pprof corpus of many producers, which is not part of this repository (looked for {CORPUS})"
-        )
     return [gzip.decompress((CORPUS / name).read_bytes()) for name in SEEDS]
 
 
@@ -103,16 +102,20 @@ def test_selector_regexes_match_in_linear_time(pattern: str, value: str) -> None
         q = parse_query(f"{PT}{{a=~`{pattern}`}}")
     except ProfstoreError:
         return
-    t0 = time.perf_counter()
-    q.matches({"a": value})
-    assert time.perf_counter() - t0 < 0.5
+    assert _finishes(lambda: q.matches({"a": value}))
 
 
 @pytest.mark.parametrize("pattern", ["(a+)+$", "(a|aa)+$", "(.*a){20}", "(x+x+)+y"])
 def test_catastrophic_patterns_are_linear(pattern: str) -> None:
     """Patterns that take Python's backtracking ``re`` exponential time on these values."""
     q = parse_query(f"{PT}{{a=~`{pattern}`}}")
-    t0 = time.perf_counter()
-    for value in ("a" * 5000 + "b", "x" * 5000):
-        q.matches({"a": value})
-    assert time.perf_counter() - t0 < 0.5
+    assert _finishes(lambda: [q.matches({"a": value}) for value in ("a" * 5000 + "b", "x" * 5000)])
+
+
+def _finishes(work: Callable[[], object]) -> bool:
+    """Whether ``work`` ends at all: a hang guard, not a speed test. Backtracking on these inputs takes
+    hours; RE2 takes microseconds, so the 60 s bound is no figure a loaded machine could approach."""
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(60)
+    return not t.is_alive()

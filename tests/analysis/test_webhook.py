@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,11 +16,14 @@ class Receiver:
     def __init__(self, fail_first: int) -> None:
         self.fail_first = fail_first
         self.attempts = 0
+        self.gate = threading.Event()  # cleared: requests wait (up to 30 s) before they are read
+        self.gate.set()
         self.bodies: list[dict[str, object]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                outer.gate.wait(30)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.attempts += 1
                 ok = outer.attempts > outer.fail_first
@@ -50,9 +52,11 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
 @pytest.mark.parametrize("receiver", [2], indirect=True)
 def test_delivery_is_retried_until_it_succeeds(receiver: Receiver) -> None:
     hook = Webhook(receiver.url, attempts=5, first_delay_s=0.01)
-    t = time.monotonic()
+    receiver.gate.clear()
     hook.send({"id": "1", "title": "checkout: f flat +50.0%"})
-    assert time.monotonic() - t < 0.05  # sending queues; it does not wait for the receiver
+    # Sending queues; it does not wait for the receiver, which has not even read the request yet.
+    assert (receiver.attempts, receiver.bodies) == (0, [])
+    receiver.gate.set()
     hook.close()
     assert receiver.attempts == 3
     assert receiver.bodies == [{"id": "1", "title": "checkout: f flat +50.0%"}]

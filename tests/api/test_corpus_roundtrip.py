@@ -3,6 +3,10 @@
 The truth is ``go tool pprof`` on the original file: the export of a single ingested profile must
 give the same ``-raw`` per-type totals and the same ``-top`` table (for the default and for every
 sample type). Files pprof refuses must get a 400 with a message and leave the database unchanged.
+
+The files are the repository's own corpus (``tests/corpus``). When the larger development corpus
+``../shared/corpus`` sits beside the checkout, the same checks also run over it
+(``test_shared_*``); elsewhere those tests are not defined at all, so nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import CorpusFile, corpus_files
+from tests.conftest import SHARED_CORPUS, CorpusFile, corpus_files
 from tests.pprof_tool import top, totals
 
 FILES = corpus_files()
+SHARED = corpus_files(SHARED_CORPUS)
 # Go's block and mutex profiles share sample types; nothing in the bytes tells them apart.
 NAMES = {"go119__block.pb.gz": "block", "go119__mutex.pb.gz": "mutex"}
 TABLES = (
@@ -46,7 +51,32 @@ def ingest(client: TestClient, f: CorpusFile) -> tuple[int, dict]:  # type: igno
 
 
 @pytest.mark.parametrize("f", [f for f in FILES if f.accepted], ids=lambda f: f.name)
-def test_accepted_file_round_trips(f: CorpusFile, client: TestClient, corpus: Path, tmp_path: Path) -> None:
+def test_accepted_file_round_trips(f: CorpusFile, client: TestClient, tmp_path: Path) -> None:
+    round_trips(f, client, tmp_path)
+
+
+@pytest.mark.parametrize("f", [f for f in FILES if not f.accepted], ids=lambda f: f.name)
+def test_refused_file_gets_400_and_changes_nothing(f: CorpusFile, client: TestClient) -> None:
+    refused(f, client)
+
+
+def test_the_corpus_has_both_kinds() -> None:
+    """The parametrizations above are never empty (an empty one would be a skip)."""
+    assert sum(f.accepted for f in FILES) >= 40 and sum(not f.accepted for f in FILES) >= 3
+
+
+if SHARED:  # the development corpus beside the checkout: an extra check, defined only where it exists
+
+    @pytest.mark.parametrize("f", [f for f in SHARED if f.accepted], ids=lambda f: f.name)
+    def test_shared_accepted_file_round_trips(f: CorpusFile, client: TestClient, tmp_path: Path) -> None:
+        round_trips(f, client, tmp_path)
+
+    @pytest.mark.parametrize("f", [f for f in SHARED if not f.accepted], ids=lambda f: f.name)
+    def test_shared_refused_file_gets_400_and_changes_nothing(f: CorpusFile, client: TestClient) -> None:
+        refused(f, client)
+
+
+def round_trips(f: CorpusFile, client: TestClient, tmp_path: Path) -> None:
     status, body = ingest(client, f)
     assert status == 200, body
     exported = tmp_path / "export.pb.gz"
@@ -61,8 +91,7 @@ def test_accepted_file_round_trips(f: CorpusFile, client: TestClient, corpus: Pa
         assert top(exported, sample_type) == top(f.path, sample_type), f"-top for {ptype}"
 
 
-@pytest.mark.parametrize("f", [f for f in FILES if not f.accepted], ids=lambda f: f.name)
-def test_refused_file_gets_400_and_changes_nothing(f: CorpusFile, client: TestClient, corpus: Path) -> None:
+def refused(f: CorpusFile, client: TestClient) -> None:
     before = counts(client)
     status, body = ingest(client, f)
     assert status == 400, body

@@ -111,19 +111,17 @@ def _response(sock: socket.socket) -> tuple[int, dict]:  # type: ignore[type-arg
 
 
 def test_a_claimed_gigabyte_is_refused_before_reading(slow_srv: Server) -> None:
-    t0 = time.monotonic()
     sock = _raw_request(
         slow_srv,
         "POST /api/v1/ingest?labels=%7B%7D HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
     )
     with sock:
         status, body = _response(sock)
+    # 413, not the 408 a wait for the body would end in: refused on the header, before reading.
     assert status == 413 and "1073741824 bytes" in body["error"]
-    assert time.monotonic() - t0 < 5
 
 
 def test_a_slow_loris_body_gets_408_and_others_are_served_meanwhile(slow_srv: Server, corpus: Path) -> None:
-    t0 = time.monotonic()
     sock = _raw_request(
         slow_srv, "POST /api/v1/ingest?labels=%7B%7D HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
     )
@@ -134,7 +132,6 @@ def test_a_slow_loris_body_gets_408_and_others_are_served_meanwhile(slow_srv: Se
             time.sleep(0.5)
         status, body = _response(sock)
     assert status == 408 and "not received within 2 s" in body["error"]
-    assert time.monotonic() - t0 < 10
     data = (corpus / "go119__cpu_10s.pb.gz").read_bytes()
     r = httpx.post(f"{slow_srv.url}/api/v1/ingest", params={"labels": "{}"}, content=data, timeout=30)
     assert r.status_code == 200

@@ -346,7 +346,7 @@ def test_forget_drops_baselines_of_keys_not_kept(corpus: Path) -> None:
 
 
 def test_large_profile_matches_by_content_after_renumbering(corpus: Path) -> None:
-    big = load(corpus, "pyro__heap_go_truncated_3.pb.gz")  # 41k samples of alloc_objects
+    big = load(corpus, "gen__heap_go_truncated_many.pb.gz")  # 41k samples of alloc_objects
     n = len(big.samples)
     rows = np.random.default_rng(6).choice(n, 100, replace=False)
     added = np.zeros_like(big.samples.values)

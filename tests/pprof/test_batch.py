@@ -14,7 +14,7 @@ from service.pprof.encode import encode
 from tests.pprof.test_decode import minimal
 from tests.pprof_tool import totals
 
-FILES = ["go119__cpu_10s.pb.gz", "go119__heap.pb.gz", "pyro__go.cpu.labels.pb.gz", "parca__profile-with-labels.pb.gz"]
+FILES = ["go119__cpu_10s.pb.gz", "go119__heap.pb.gz", "gen__go_cpu_labels.pb.gz", "parca__profile-with-labels.pb.gz"]
 
 
 def test_batch_profiles_equal_profiles_decoded_alone(corpus: Path, tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def test_looks_legacy(corpus: Path) -> None:
     gzipped = (corpus / "go119__heap.pb.gz").read_bytes()
     assert gzipped[:2] == b"\x1f\x8b" and not looks_legacy(gzipped)
     assert not looks_legacy(gzip.decompress(gzipped))
-    assert not looks_legacy((corpus / "pyro__profile_uncompressed.pb").read_bytes())
+    assert not looks_legacy((corpus / "gen__cpu_uncompressed.pb").read_bytes())
     assert not looks_legacy(b"<!DOCTYPE html>\n<html><body>404 page not found</body></html>\n")
     assert not looks_legacy(b"")
     rng = random.Random(1234)

@@ -176,7 +176,7 @@ def test_ids_computed_per_profile_at_ingest_equal_the_batchs(corpus) -> None:  #
     files = [
         "go119__cpu_10s.pb.gz",
         "go119__heap.pb.gz",
-        "pyro__go.cpu.labels.pb.gz",
+        "gen__go_cpu_labels.pb.gz",
         "parca__profile-with-labels.pb.gz",
     ]
     envs = [envelope(decompress((corpus / f).read_bytes())) for f in files]
@@ -201,7 +201,7 @@ def test_profiles_normalized_in_ingest_threads_give_the_rows_of_the_batch_path(c
         "go119__heap.pb.gz",
         "go119__goroutine.pb.gz",
         "go119__mutex.pb.gz",
-        "pyro__go.cpu.labels.pb.gz",
+        "gen__go_cpu_labels.pb.gz",
         "parca__profile-with-labels.pb.gz",
         "series/cpu_00.pb.gz",
         "series/cpu_03.pb.gz",
