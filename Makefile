@@ -32,6 +32,11 @@ bench: $(VENV)/.test
 bench-query: $(VENV)/.test
 	$(BIN)/python -m bench.query
 
+# Series matching and label lookups with 100,000 series, in the store vs a Python scan (bench/selectors.py).
+.PHONY: bench-selectors
+bench-selectors: $(VENV)/.test
+	$(BIN)/python -m bench.selectors
+
 # The collector scraping 200 simulated Go services on loopback (bench/targets_sim.py) for 75 s.
 .PHONY: bench-collector
 bench-collector: $(VENV)/.test

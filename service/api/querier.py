@@ -32,7 +32,7 @@ from service.query.plan import plan
 from service.query.selector import Matcher, Query, parse_selector
 from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
-from service.store.reads import SeriesRow, find_series, id_list, values_between
+from service.store.reads import SeriesRow, find_series, id_list, stored_types, values_between
 from service.types import DecodeLimits, ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
@@ -151,7 +151,8 @@ def _no_selection(profile_ids: Iterable[str], trace_ids: Iterable[str]) -> None:
 
 
 def profile_types(request: Request, req: q.ProfileTypesRequest) -> q.ProfileTypesResponse:
-    seen = {s.profile_type for s in _series(request, _range(req.start, req.end))}
+    with request.app.state.db.read() as cur:
+        seen = stored_types(cur, tenant_of(request), _range(req.start, req.end))
     return q.ProfileTypesResponse(
         profile_types=[
             t.ProfileType(

@@ -188,9 +188,12 @@ def find_series(
     return [SeriesRow(int(r[0]), ProfileType.parse(r[1]), dict(r[2]), r[3], r[4]) for r in rows]
 
 
-def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str) -> set[ProfileType]:
-    """The profile types ``tenant`` has series of."""
-    rows = cur.execute("SELECT DISTINCT profile_type FROM series WHERE tenant = $tenant", {"tenant": tenant})
+def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | None = None) -> set[ProfileType]:
+    """The profile types ``tenant`` has series of (seen in ``tr``, any time when None): the one
+    reader of the REST and Connect profile-type lists and of the query parser's stored types."""
+    params: dict[str, object] = {}
+    where = _series_where(tenant, None, (), tr, params)
+    rows = cur.execute(f"SELECT DISTINCT profile_type FROM series WHERE {where}", params)
     return {ProfileType.parse(r[0]) for r in rows.fetchall()}
 
 
