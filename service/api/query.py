@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import duckdb
-import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -31,12 +27,11 @@ from service.api.params import (
 from service.errors import InvalidRequest
 from service.query.aggregation import Aggregation, aggregation_for
 from service.query.flamegraph import build_tree, nested_json, pyroscope_levels
-from service.query.plan import plan
-from service.query.stacks import StackNames, StackSet, load_stacks, merge_stacks, under_roots
+from service.query.groups import Group, grouped_stacks, members, two_windows
+from service.query.stacks import under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
-from service.store.db import Database
-from service.store.reads import SeriesRow, id_list
+from service.store.reads import id_list
 from service.types import TimeRange, parse_duration
 
 __all__ = ["router"]
@@ -219,24 +214,6 @@ class SeriesInfo(BaseModel):
 
 
 RESOLUTION_HEADER = "X-Profstore-Resolution"
-# A diff's base window merges here, on its own cursor, while the request's thread merges and
-# names the current window: DuckDB runs both at once on two cores.
-_BASE_WINDOWS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="profstore-diff-base")
-
-
-def _members(series: list[SeriesRow], keys: list[str]) -> dict[tuple[str, ...], list[int]]:
-    """The series ids of each group: one per distinct value of the ``keys`` labels (a missing label is "")."""
-    out: dict[tuple[str, ...], list[int]] = {}
-    for s in series:
-        out.setdefault(tuple(s.labels.get(k, "") for k in keys), []).append(s.series_id)
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    labels: dict[str, str]
-    stacks: StackSet  # after filters
-    before: int  # total before filters: what pprof's percentages are of
 
 
 def _stacks(
@@ -248,21 +225,13 @@ def _stacks(
     group_by: str | None = None,
 ) -> tuple[str, Aggregation, list[Group]]:
     """The merged stacks after filters — one group, or one per value of the ``group_by`` labels."""
-    resolutions: list[str] = []
-    groups: list[Group] = []
     with request.app.state.db.read() as cur:
         q, series = select_series(cur, tenant_of(request), query)
         agg = aggregation_for(q.profile_type, f.aggregation)
-        keys = group_labels(group_by, series)
-        # No series match: one empty group (its label values "", as for a series without them).
-        for key, ids in sorted(_members(series, keys or []).items()) or [(("",) * len(keys or ()), [])]:
-            p = plan(cur, ids, tr, agg, raw=f.raw)
-            stacks = load_stacks(cur, ids, tr, agg, p, request.app.state.stack_names)
-            groups.append(
-                Group(dict(zip(keys or (), key, strict=True)), stacks.filter(f.focus, f.ignore, f.hide), stacks.total)
-            )
-            if p.resolution not in resolutions:
-                resolutions.append(p.resolution)
+        keys = group_labels(group_by, series) or []
+        groups, resolutions = grouped_stacks(
+            cur, request.app.state.stack_names, series, keys, tr, agg, (f.focus, f.ignore, f.hide), raw=f.raw
+        )
     response.headers[RESOLUTION_HEADER] = " / ".join(resolutions)
     return str(q.profile_type), agg, groups
 
@@ -413,11 +382,11 @@ def get_diff(
             raise InvalidRequest(f"base_query must select the same profile type as query ({q.profile_type})")
         agg = aggregation_for(q.profile_type, filters.aggregation)
         keys = group_labels(group_by, [*series, *base_series]) or []
-        now, then = _members(series, keys), _members(base_series, keys)
+        now, then = members(series, keys), members(base_series, keys)
         for key in sorted(now.keys() | then.keys()) or [("",) * len(keys)]:
             ids, base_ids = now.get(key, []), then.get(key, [])
-            current, base, used = _two_windows(
-                db, request.app.state.stack_names, cur, (ids, tr), (base_ids, base_tr), agg, filters.raw
+            current, base, used = two_windows(
+                db, request.app.state.stack_names, cur, (ids, tr), (base_ids, base_tr), agg, raw=filters.raw
             )
             if used not in resolutions:
                 resolutions.append(used)
@@ -442,31 +411,6 @@ def get_diff(
     else:
         out.groups = sorted(tables, key=lambda t: -t.current_total)
     return out
-
-
-def _two_windows(
-    db: Database,
-    names: StackNames,
-    cur: duckdb.DuckDBPyConnection,
-    current: tuple[list[int], TimeRange],
-    base: tuple[list[int], TimeRange],
-    agg: Aggregation,
-    raw: bool,
-) -> tuple[StackSet, StackSet, str]:
-    """Both windows' stacks: the base window plans and merges on its own cursor while this one merges
-    and names the current window; the base's stacks are then mostly named already."""
-    (ids, tr), (base_ids, base_tr) = current, base
-
-    def merge_base() -> tuple[pa.Table, str]:
-        with db.read() as base_cur:
-            base_p = plan(base_cur, base_ids, base_tr, agg, raw=raw)
-            return merge_stacks(base_cur, base_ids, base_tr, agg, base_p), base_p.resolution
-
-    pending = _BASE_WINDOWS.submit(merge_base)
-    p = plan(cur, ids, tr, agg, raw=raw)
-    now = names.name(cur, merge_stacks(cur, ids, tr, agg, p))
-    base_merged, base_resolution = pending.result()
-    return now, names.name(cur, base_merged), f"{p.resolution}, {base_resolution}"
 
 
 @router.get("/series", response_model=list[SeriesInfo], summary="Series matching a query, with what they hold")
