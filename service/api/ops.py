@@ -7,6 +7,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from service.store.reads import ping
+
 __all__ = ["router"]
 
 router = APIRouter()
@@ -22,7 +24,7 @@ def healthz(request: Request) -> Health:
     from service import __version__
 
     with request.app.state.db.read(timeout_s=5) as cur:
-        cur.execute("SELECT 1").fetchone()
+        ping(cur)
     return Health(status="ok", version=__version__)
 
 

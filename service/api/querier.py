@@ -32,7 +32,7 @@ from service.query.plan import plan
 from service.query.selector import Matcher, Query, parse_selector
 from service.query.stacks import StackSet, load_stacks
 from service.query.timeseries import timeseries
-from service.store.reads import SeriesRow, find_series, id_list, stored_types, values_between
+from service.store.reads import SeriesRow, data_span, find_series, span_stacks, stored_types
 from service.types import DecodeLimits, ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
@@ -106,15 +106,6 @@ def _call_site(sel: t.StackTraceSelector | None) -> list[str]:
     return [loc.name for loc in sel.call_site]
 
 
-# Samples whose ``span_id`` label is one of ``$spans``, merged per stack (sum: a span's samples
-# are its own, whatever the profile type).
-_SPAN_STACKS = (
-    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM ({values}) v JOIN labelsets l USING (labelset_id) "
-    "WHERE list_position(l.keys, 'span_id') > 0 "
-    "AND l.strs[list_position(l.keys, 'span_id')] IN (SELECT unnest($spans)) GROUP BY v.stack_id"
-)
-
-
 def _stacks(
     request: Request, query: Query, tr: TimeRange, call_site: list[str], spans: list[str] | None = None
 ) -> StackSet | None:
@@ -128,9 +119,7 @@ def _stacks(
     names = request.app.state.stack_names
     with request.app.state.db.read() as cur:
         if spans:
-            sql = _SPAN_STACKS.format(values=values_between("$start", "$end", id_list(ids)))
-            merged = cur.execute(sql, {"start": tr.start, "end": tr.end + 1, "spans": spans}).to_arrow_table()
-            stacks = names.name(cur, merged)
+            stacks = names.name(cur, span_stacks(cur, ids, tr, spans))
         else:
             stacks = load_stacks(cur, ids, tr, agg, plan(cur, ids, tr, agg), names)
     return stacks.under_call_site(call_site) if call_site else stacks
@@ -304,9 +293,7 @@ def diff(request: Request, req: q.DiffRequest) -> q.DiffResponse:
 
 def profile_stats(request: Request, req: t.GetProfileStatsRequest) -> t.GetProfileStatsResponse:
     with request.app.state.db.read() as cur:
-        oldest, newest = cur.execute(
-            "SELECT min(first_seen), max(last_seen) FROM series WHERE tenant = $tenant", {"tenant": tenant_of(request)}
-        ).fetchone() or (None, None)
+        oldest, newest = data_span(cur, tenant_of(request))
     if oldest is None or newest is None:
         return t.GetProfileStatsResponse(data_ingested=False, oldest_profile_time=0, newest_profile_time=0)
     return t.GetProfileStatsResponse(

@@ -31,7 +31,7 @@ from service.query.groups import Group, grouped_stacks, members, two_windows
 from service.query.stacks import under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
-from service.store.reads import id_list
+from service.store.reads import profile_spans
 from service.types import TimeRange, parse_duration
 
 __all__ = ["router"]
@@ -420,11 +420,7 @@ def get_series(request: Request, query: QueryParam, from_: FromParam = None, unt
         q, series = select_series(cur, tenant_of(request), query, require=False)
         if not series:
             return []
-        rows = cur.execute(
-            "SELECT series_id, min(ts), max(ts), count(*) FROM profiles "
-            f"WHERE series_id IN ({id_list(s.series_id for s in series)}) AND ts BETWEEN $start AND $end GROUP BY series_id",
-            {"start": tr.start, "end": tr.end},
-        ).fetchall()
+        rows = profile_spans(cur, [s.series_id for s in series], tr)
     by_id = {s.series_id: s for s in series}
     out = [
         SeriesInfo(profile_type=str(q.profile_type), labels=by_id[r[0]].labels, first_seen=r[1], last_seen=r[2], profiles=r[3])

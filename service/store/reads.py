@@ -15,6 +15,7 @@ __all__ = [
     "ExportRows",
     "LabelMatcher",
     "SeriesRow",
+    "data_span",
     "export_rows",
     "find_series",
     "function_exists",
@@ -24,9 +25,12 @@ __all__ = [
     "label_values",
     "list_profiles",
     "list_series",
+    "ping",
+    "profile_spans",
     "profiles_around",
     "rollups_between",
     "rounded_quotient",
+    "span_stacks",
     "stored_types",
     "values_between",
 ]
@@ -227,6 +231,45 @@ def label_values(
         params,
     )
     return [r[0] for r in rows.fetchall()]
+
+
+def profile_spans(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange
+) -> list[tuple[int, int, int, int]]:
+    """Per series with profiles in ``tr``: ``series_id``, its first and last profile time, and how many."""
+    return cur.execute(
+        "SELECT series_id, min(ts), max(ts), count(*) FROM profiles "
+        f"WHERE series_id IN ({id_list(series_ids)}) AND ts BETWEEN $start AND $end GROUP BY series_id",
+        {"start": tr.start, "end": tr.end},
+    ).fetchall()
+
+
+def data_span(cur: duckdb.DuckDBPyConnection, tenant: str) -> tuple[int | None, int | None]:
+    """The first and last time ``tenant`` has data of (None, None without series)."""
+    row = cur.execute(
+        "SELECT min(first_seen), max(last_seen) FROM series WHERE tenant = $tenant", {"tenant": tenant}
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+# Samples whose ``span_id`` label is one of ``$spans``, merged per stack (sum: a span's samples
+# are its own, whatever the profile type).
+_SPAN_STACKS = (
+    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM ({values}) v JOIN labelsets l USING (labelset_id) "
+    "WHERE list_position(l.keys, 'span_id') > 0 "
+    "AND l.strs[list_position(l.keys, 'span_id')] IN (SELECT unnest($spans)) GROUP BY v.stack_id"
+)
+
+
+def span_stacks(cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, spans: list[str]) -> pa.Table:
+    """``stack_id, value``: the samples of ``series_ids`` in ``tr`` labelled with one of ``spans``, per stack."""
+    sql = _SPAN_STACKS.format(values=values_between("$start", "$end", id_list(series_ids)))
+    return cur.execute(sql, {"start": tr.start, "end": tr.end + 1, "spans": spans}).to_arrow_table()
+
+
+def ping(cur: duckdb.DuckDBPyConnection) -> None:
+    """A query that touches nothing: the database answers (liveness)."""
+    cur.execute("SELECT 1").fetchone()
 
 
 def list_profiles(
