@@ -42,7 +42,7 @@ from service.store.staging import Staged, stage
 from service.store.writer import Pending
 from service.types import DEFAULT_TENANT
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"  # the repository's own
 S = 10**9
 STEP = 15 * S
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"

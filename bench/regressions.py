@@ -46,7 +46,7 @@ from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.types import DEFAULT_TENANT, ProfileType, TimeRange
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"  # the repository's own
 S = 15 * 10**9
 MIN = 60 * 10**9
 HOUR = 60 * MIN
