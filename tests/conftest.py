@@ -2,9 +2,7 @@
 
 The corpus is the repository's own ``tests/corpus`` (its MANIFEST.tsv names each file's source and
 licence: google/pprof and parca under Apache-2.0, profiles generated from Go and Node.js workloads,
-and profiles built by ``tests/corpus_gen.py``), so a fresh clone runs every test. A larger corpus
-at ``../shared/corpus`` beside the clone, when present, is an extra check
-(``tests/api/test_corpus_roundtrip.py``); nothing depends on it.
+and profiles built by ``tests/corpus_gen.py``), so a fresh clone runs every test.
 """
 
 from __future__ import annotations
@@ -28,9 +26,6 @@ from service.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"
-# Beside a checkout on the development machine only: more producers, some under licences this
-# repository cannot include. Tests over it are defined only when it exists (never skipped).
-SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 
 
 @dataclass(frozen=True)
@@ -46,15 +41,12 @@ class CorpusFile:
         return self.path.name
 
 
-def corpus_files(root: Path = CORPUS) -> list[CorpusFile]:
-    """The rows of ``root``'s MANIFEST.tsv; none when ``root`` has no manifest (the shared corpus elsewhere)."""
-    manifest = root / "MANIFEST.tsv"
-    if not manifest.exists():
-        return []
-    with manifest.open(newline="") as fh:
+def corpus_files() -> list[CorpusFile]:
+    """The rows of the corpus's MANIFEST.tsv."""
+    with (CORPUS / "MANIFEST.tsv").open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
-        CorpusFile(root / r["file"], r["producer"], r["sample_types"], r["go_tool_pprof"] == "ok", r["go_tool_pprof"])
+        CorpusFile(CORPUS / r["file"], r["producer"], r["sample_types"], r["go_tool_pprof"] == "ok", r["go_tool_pprof"])
         for r in rows
     ]
 

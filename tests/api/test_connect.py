@@ -2,7 +2,7 @@
 
 The client is the ``connectrpc`` runtime (stubs generated from our protos by
 ``protoc-gen-connectrpc``), in both of Connect's encodings; it stands in for Grafana, which cannot
-be installed here, sending the requests Grafana sends (see ``../shared/research``). Where the
+be installed here, sending the requests Grafana sends. Where the
 runtime is laxer than Grafana's connect-go (the exact ``Content-Type``), plain HTTP checks it.
 Numbers are held against the REST API and against ``go tool pprof`` on the same data; the
 flame graph and time series encodings against bytes built by hand.

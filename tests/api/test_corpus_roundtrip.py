@@ -4,9 +4,7 @@ The truth is ``go tool pprof`` on the original file: the export of a single inge
 give the same ``-raw`` per-type totals and the same ``-top`` table (for the default and for every
 sample type). Files pprof refuses must get a 400 with a message and leave the database unchanged.
 
-The files are the repository's own corpus (``tests/corpus``). When the larger development corpus
-``../shared/corpus`` sits beside the checkout, the same checks also run over it
-(``test_shared_*``); elsewhere those tests are not defined at all, so nothing is skipped.
+The files are the repository's own corpus (``tests/corpus``).
 """
 
 from __future__ import annotations
@@ -17,11 +15,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import SHARED_CORPUS, CorpusFile, corpus_files
+from tests.conftest import CorpusFile, corpus_files
 from tests.pprof_tool import top, totals
 
 FILES = corpus_files()
-SHARED = corpus_files(SHARED_CORPUS)
 # Go's block and mutex profiles share sample types; nothing in the bytes tells them apart.
 NAMES = {"go119__block.pb.gz": "block", "go119__mutex.pb.gz": "mutex"}
 TABLES = (
@@ -63,17 +60,6 @@ def test_refused_file_gets_400_and_changes_nothing(f: CorpusFile, client: TestCl
 def test_the_corpus_has_both_kinds() -> None:
     """The parametrizations above are never empty (an empty one would be a skip)."""
     assert sum(f.accepted for f in FILES) >= 40 and sum(not f.accepted for f in FILES) >= 3
-
-
-if SHARED:  # the development corpus beside the checkout: an extra check, defined only where it exists
-
-    @pytest.mark.parametrize("f", [f for f in SHARED if f.accepted], ids=lambda f: f.name)
-    def test_shared_accepted_file_round_trips(f: CorpusFile, client: TestClient, tmp_path: Path) -> None:
-        round_trips(f, client, tmp_path)
-
-    @pytest.mark.parametrize("f", [f for f in SHARED if not f.accepted], ids=lambda f: f.name)
-    def test_shared_refused_file_gets_400_and_changes_nothing(f: CorpusFile, client: TestClient) -> None:
-        refused(f, client)
 
 
 def round_trips(f: CorpusFile, client: TestClient, tmp_path: Path) -> None:
