@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from service.store import series_index
+from service.store.series_index import PSEUDO_LABELS, LabelMatcher, series_where
 from service.types import ProfileType, TimeRange
 
 __all__ = [
@@ -115,60 +117,6 @@ def list_series(
     return [SeriesRow(int(r[0]), ProfileType.parse(r[1]), dict(r[2]), r[3], r[4]) for r in rows]
 
 
-# Labels that Pyroscope derives from a series' profile type, which its selectors may name: each
-# is a column of ``series``. They take precedence over a stored label of the same name.
-PSEUDO_LABELS = {
-    "__name__": "name",
-    "__profile_type__": "profile_type",
-    "__type__": "sample_type",
-    "__unit__": "sample_unit",
-    "__period_type__": "period_type",
-    "__period_unit__": "period_unit",
-}
-
-LabelMatcher = tuple[str, str, str]  # label name, operator (=, !=, =~, !~), value or pattern
-
-
-def _selector_sql(selectors: Sequence[Sequence[LabelMatcher]], params: dict[str, object]) -> str:
-    """SQL of "matches any of ``selectors``, each a conjunction", with values as bound parameters.
-
-    A missing label reads as "" (Prometheus's rule: ``x=""`` matches series without ``x``). Patterns
-    run in DuckDB's RE2, the engine and syntax the caller validated them with, fully anchored.
-    """
-    ors = []
-    for i, sel in enumerate(selectors):
-        ands = []
-        for j, (name, op, value) in enumerate(sel):
-            k, v = f"k{i}_{j}", f"v{i}_{j}"
-            params[v] = value
-            label = PSEUDO_LABELS.get(name)
-            if label is None:
-                params[k] = name
-                label = f"coalesce(labels[${k}], '')"
-            test = {"=": f"{label} = ${v}", "!=": f"{label} <> ${v}", "=~": f"regexp_full_match({label}, ${v})"}
-            ands.append(test.get(op) or f"NOT regexp_full_match({label}, ${v})")
-        ors.append(" AND ".join(ands) or "TRUE")
-    return "(" + " OR ".join(f"({o})" for o in ors) + ")" if ors else "TRUE"
-
-
-def _series_where(
-    tenant: str,
-    profile_type: ProfileType | None,
-    selectors: Sequence[Sequence[LabelMatcher]],
-    tr: TimeRange | None,
-    params: dict[str, object],
-) -> str:
-    params["tenant"] = tenant
-    where = ["tenant = $tenant", _selector_sql(selectors, params)]
-    if profile_type is not None:
-        where.append("profile_type = $pt")
-        params["pt"] = str(profile_type)
-    if tr is not None:
-        where.append("last_seen >= $seen_from AND first_seen <= $seen_until")
-        params["seen_from"], params["seen_until"] = tr.start, tr.end
-    return " AND ".join(where)
-
-
 def find_series(
     cur: duckdb.DuckDBPyConnection,
     tenant: str,
@@ -179,11 +127,11 @@ def find_series(
     """The series of ``tenant`` of a type (any when None) that match any of ``selectors`` and were
     seen in ``tr`` (any time when None), matched where they are stored.
 
-    With 100,000 series, loading them all to match in Python took about a second per request;
-    DuckDB scans the label maps of one type in milliseconds and returns only the matches.
+    Label matchers run over the label index (:mod:`service.store.series_index`), which hands back
+    series ids: only the matching series' label maps are read, not those of every series.
     """
     params: dict[str, object] = {}
-    where = _series_where(tenant, profile_type, selectors, tr, params)
+    where = series_where(cur, tenant, profile_type, selectors, tr, params)
     rows = cur.execute(
         f"SELECT series_id, profile_type, labels, first_seen, last_seen FROM series WHERE {where} "
         "ORDER BY profile_type, series_id",
@@ -196,7 +144,7 @@ def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | No
     """The profile types ``tenant`` has series of (seen in ``tr``, any time when None): the one
     reader of the REST and Connect profile-type lists and of the query parser's stored types."""
     params: dict[str, object] = {}
-    where = _series_where(tenant, None, (), tr, params)
+    where = series_where(cur, tenant, None, (), tr, params)
     rows = cur.execute(f"SELECT DISTINCT profile_type FROM series WHERE {where}", params)
     return {ProfileType.parse(r[0]) for r in rows.fetchall()}
 
@@ -209,10 +157,7 @@ def label_names(
     tr: TimeRange | None = None,
 ) -> list[str]:
     """Sorted label names of the series :func:`find_series` would return (stored labels only)."""
-    params: dict[str, object] = {}
-    where = _series_where(tenant, profile_type, selectors, tr, params)
-    rows = cur.execute(f"SELECT DISTINCT unnest(map_keys(labels)) AS k FROM series WHERE {where} ORDER BY k", params)
-    return [r[0] for r in rows.fetchall()]
+    return series_index.label_names(cur, tenant, profile_type, selectors, tr)
 
 
 def label_values(
@@ -224,13 +169,7 @@ def label_values(
     tr: TimeRange | None = None,
 ) -> list[str]:
     """Sorted values of the stored label ``name`` among the series :func:`find_series` would return."""
-    params: dict[str, object] = {"label": name}
-    where = _series_where(tenant, profile_type, selectors, tr, params)
-    rows = cur.execute(
-        f"SELECT DISTINCT labels[$label] AS v FROM series WHERE {where} AND labels[$label] IS NOT NULL ORDER BY v",
-        params,
-    )
-    return [r[0] for r in rows.fetchall()]
+    return series_index.label_values(cur, tenant, name, profile_type, selectors, tr)
 
 
 def profile_spans(

@@ -29,6 +29,6 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     db = Database(tmp_path)  # a second start applies nothing and keeps the schema
     try:
         with db.read() as cur:
-            assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003_regressions",)]
+            assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004_series_label_index",)]
     finally:
         db.close()

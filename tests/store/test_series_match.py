@@ -18,6 +18,7 @@ from service.api.querier import labels_of
 from service.query.selector import parse_selector
 from service.store.migrate import upgrade
 from service.store.reads import SeriesRow, find_series, label_names, label_values, list_series
+from service.store.series_index import store_series
 from service.types import ProfileType, TimeRange
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
@@ -82,9 +83,9 @@ def cur(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyCon
             "last_seen": [r[10] for r in rows],
         }
     )  # fmt: skip
-    con.register("new_series", table)
-    con.execute("INSERT INTO series SELECT * FROM new_series")
-    con.execute("INSERT INTO series SELECT series_id + 1000, 'other', * EXCLUDE (series_id, tenant) FROM new_series")
+    store_series(con, table)
+    other = table.set_column(0, "series_id", pa.compute.add(table["series_id"], pa.scalar(1000, pa.uint64())))
+    store_series(con, other.set_column(1, "tenant", pa.array(["other"] * len(other))))
     yield con
     con.close()
 
