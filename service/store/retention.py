@@ -4,7 +4,8 @@ Raw samples go after ``retention.days`` (or the first matching rule of their ten
 type). What long-range answers need — per-function and stack rollups, the ``profiles`` rows that
 hold totals and scales, and the symbols those reference — stays for ``rollup_days``. Interned
 rows (stacks, label sets, locations, functions, mappings) are shared by every series and tenant,
-so they are deleted only once no kept row references them.
+so they are deleted only once no kept row references them. The label index of a deleted series
+(:mod:`service.store.series_index`) goes with it, in the same transaction.
 
 It runs in the writer thread (:meth:`Writer.call`) as one transaction: no batch interleaves, and
 a crash leaves all or nothing. Afterwards the writer's ``KnownIds`` is cleared — ids it remembers
@@ -21,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from service.config import RetentionSettings
+from service.store import series_index
 from service.store.ids import KnownIds
 
 __all__ = ["Expired", "expire"]
@@ -83,6 +85,9 @@ def expire(con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int
         try:
             for table, predicate in _EXPIRE:
                 out.deleted[table] = _count(con.execute(f"DELETE FROM {table} USING _cut c WHERE {predicate}"))
+            if out.deleted["series"]:  # the label index follows its series
+                for table, sql in series_index.EXPIRE:
+                    out.deleted[table] = _count(con.execute(sql))
             if any(out.deleted.values()):
                 for table, predicate in _UNREFERENCED:
                     out.deleted[table] = _count(con.execute(f"DELETE FROM {table} WHERE {predicate}"))

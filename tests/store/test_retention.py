@@ -78,6 +78,28 @@ def test_symbols_deleted_are_stored_again_when_they_come_back(short: TestClient)
     assert export.status_code == 200 and len(export.content) > 0
 
 
+def test_the_label_index_follows_the_series_retention_deletes(short: TestClient) -> None:
+    _ingest(short, [(["main", "a"], 1)], OLD, '{service_name="gone", pod="p-old", zone="z1"}')
+    _ingest(short, [(["main", "a"], 1)], NEW, '{service_name="kept", pod="p-new"}')
+    assert short.get("/api/v1/labels/service_name/values").json() == ["gone", "kept"]
+    assert short.get("/api/v1/labels").json() == ["pod", "service_name", "zone"]
+    before = _rows(short)
+
+    out = short.post("/api/v1/storage/expire").json()["deleted"]
+    assert out["series"] == 1 and out["series_labels"] == 3  # its service_name, pod and zone
+    assert out["series_label_values"] == 3  # none of its values is used by the kept series
+    assert _rows(short)["series_labels"] == before["series_labels"] - 3
+    assert short.get("/api/v1/labels").json() == ["pod", "service_name"]
+    assert short.get("/api/v1/labels/pod/values").json() == ["p-new"]
+    gone = short.get("/api/v1/series", params={"query": CPU + '{service_name="gone"}'})
+    assert gone.status_code == 200 and gone.json() == []
+    assert short.get("/api/v1/labels/service_name/values", params={"query": '{pod=~"p-.*"}'}).json() == ["kept"]
+    # The series comes back: the writer forgot it was stored, so it is indexed again.
+    _ingest(short, [(["main", "a"], 1)], NOW - 60, '{service_name="gone", pod="p-old", zone="z1"}')
+    assert short.get("/api/v1/labels/service_name/values").json() == ["gone", "kept"]
+    assert short.get("/api/v1/labels/zone/values", params={"query": '{service_name!="kept"}'}).json() == ["z1"]
+
+
 def test_rollups_outlive_raw_samples(tmp_path: Path) -> None:
     for c in _app(tmp_path, RetentionSettings(days=31, rollup_days=400)):
         _ingest(c, [(["main", "old_only"], 5)], OLD)

@@ -62,19 +62,17 @@ SELECTORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cur(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A migrated database with one series per label set and type; seen at ts 10..19 or 20..29."""
-    path = tmp_path_factory.mktemp("match") / "profstore.duckdb"
-    upgrade(path)
-    con = duckdb.connect(str(path))
+def series_table(tenant: str = "t", id_offset: int = 0) -> pa.Table:
+    """One series per label set and type (ids from ``id_offset + 1``); seen at ts 10..19 or 20..29."""
     rows = []
     for i, labels in enumerate(LABELS):
         for j, pt in enumerate((CPU, HEAP)):
             name, st, su, ptype, pu = pt.split(":")
             first = 10 + 10 * (i % 2)
-            rows.append((2 * i + j + 1, "t", pt, name, st, su, ptype, pu, list(labels.items()), first, first + 9))
-    table = pa.table(
+            rows.append(
+                (id_offset + 2 * i + j + 1, tenant, pt, name, st, su, ptype, pu, list(labels.items()), first, first + 9)
+            )
+    return pa.table(
         {
             "series_id": pa.array([r[0] for r in rows], pa.uint64()),
             **{c: [r[k] for r in rows] for k, c in enumerate(("tenant", "profile_type", "name", "sample_type", "sample_unit", "period_type", "period_unit"), start=1)},
@@ -83,9 +81,18 @@ def cur(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyCon
             "last_seen": [r[10] for r in rows],
         }
     )  # fmt: skip
-    store_series(con, table)
-    other = table.set_column(0, "series_id", pa.compute.add(table["series_id"], pa.scalar(1000, pa.uint64())))
-    store_series(con, other.set_column(1, "tenant", pa.array(["other"] * len(other))))
+
+
+@pytest.fixture(scope="module")
+def cur(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A migrated database with the series of :func:`series_table` for tenants "t" and "other",
+    stored with their label index as the writer stores them."""
+    path = tmp_path_factory.mktemp("match") / "profstore.duckdb"
+    upgrade(path)
+    con = duckdb.connect(str(path))
+    store_series(con, series_table())
+    store_series(con, series_table("other", 1000))
+    store_series(con, series_table())  # stored again: nothing doubles
     yield con
     con.close()
 
@@ -121,3 +128,41 @@ def test_label_names_and_values_are_those_of_the_matching_series(cur: duckdb.Duc
     assert label_values(cur, "t", "env") == ["", "dev", "prod"]
     assert label_values(cur, "t", "nosuch") == []
     assert label_names(cur, "nosuch") == []
+
+
+def _names_and_values(found: list[SeriesRow]) -> tuple[list[str], dict[str, list[str]]]:
+    names = sorted({k for s in found for k in s.labels})
+    return names, {n: sorted({s.labels[n] for s in found if n in s.labels}) for n in ("service_name", "env", "nosuch")}
+
+
+@pytest.mark.parametrize("selector", SELECTORS)
+@pytest.mark.parametrize("scope", ["all", "cpu", "early", "late cpu"])
+def test_label_names_and_values_are_those_the_matchers_select(
+    cur: duckdb.DuckDBPyConnection, selector: str, scope: str
+) -> None:
+    """Label lookups (over the index) return the stored labels of exactly the series the parsed matchers select."""
+    matchers = parse_selector(selector)
+    pt = ProfileType.parse(CPU) if "cpu" in scope else None
+    tr = {"early": TimeRange(0, 15), "late cpu": TimeRange(25, 40)}.get(scope)
+    found = [
+        s
+        for s in list_series(cur, "t", pt)
+        if all(m.matches(labels_of(s)) for m in matchers)
+        and (tr is None or (s.last_seen >= tr.start and s.first_seen <= tr.end))
+    ]
+    names, values = _names_and_values(found)
+    sel = [label_matchers(matchers)]
+    assert label_names(cur, "t", pt, sel, tr) == names
+    assert {n: label_values(cur, "t", n, pt, sel, tr) for n in values} == values
+
+
+def test_selectors_that_match_every_series_list_every_label(cur: duckdb.DuckDBPyConnection) -> None:
+    names, values = _names_and_values(list_series(cur, "t"))
+    assert names == ["__name__", "env", "pod", "region", "service_name"]
+    for selectors in ([], [[]], [label_matchers(parse_selector('{env="dev"}')), []]):
+        assert label_names(cur, "t", None, selectors) == names
+        assert {n: label_values(cur, "t", n, None, selectors) for n in values} == values
+    # Stored twice, the series and their postings are there once; each distinct value once per tenant.
+    pairs = [(k, v) for labels in LABELS for k, v in labels.items()]
+    assert cur.execute("SELECT count(*) FROM series_labels").fetchall() == [(2 * 2 * len(pairs),)]
+    assert cur.execute("SELECT count(*) FROM series_label_values").fetchall() == [(2 * len(set(pairs)),)]
