@@ -315,6 +315,9 @@ class Writer:
 
     def _transaction(self, rows: Rows, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
         con = self._con
+        # The batch's series that may be new: those not known committed (most batches: none).
+        series = rows.tables["series"]
+        rows.tables["new_series"] = series.filter(pa.array(self._known.unknown("series", _series_ids(series))))
         try:
             self._append(con, rows)
         except BaseException:
@@ -323,7 +326,7 @@ class Writer:
             raise
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
-        self._known.add("series", _series_ids(rows.tables))
+        self._known.add("series", _series_ids(series))
         for (_, fut), item in zip(ok, rows.items, strict=True):
             fut.set_result(WriteResult(item, duplicate=False))
 
@@ -348,7 +351,8 @@ class Writer:
             con.unregister("_batch_groups")
         return {r[0] for r in rows}
 
-    def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
+    @staticmethod
+    def _append(con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
         """A batch's whole transaction as one SQL script: one call into DuckDB, so the GIL is taken back once.
 
         (Every call returns to Python through the GIL; with request threads busy, each return
@@ -358,29 +362,31 @@ class Writer:
         """
         t = rows.tables
         present = [name for name, _ in _INTERNED if name in t and t[name].num_rows]
+        new_series = "new_series" in t and t["new_series"].num_rows > 0
         names = []
-        for name in ("series", *present, *_FACTS):
+        for name in ("series", *(["new_series"] if new_series else []), *present, *_FACTS):
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
-            con.execute(_script(present, new_series=bool(self._known.unknown("series", _series_ids(t)).any())))
+            con.execute(_script(present, new_series=new_series))
         finally:
             for n in names:
                 con.unregister(n)
 
 
-def _series_ids(tables: dict[str, pa.Table]) -> npt.NDArray[np.uint64]:
-    return tables["series"].column("series_id").to_numpy().astype(np.uint64, copy=False)
+def _series_ids(series: pa.Table) -> npt.NDArray[np.uint64]:
+    return series.column("series_id").to_numpy().astype(np.uint64, copy=False)
 
 
 def _script(interned: list[str], *, new_series: bool) -> str:
     """The batch's statements. Series rows come with every profile (their last_seen moves on), but
     a new series is rare in a steady fleet, and finding which are new reads every stored
-    ``series_id`` (milliseconds at 100,000 series): with all of the batch's series known
-    committed (``KnownIds``, cleared by retention), only the update runs.
+    ``series_id`` (milliseconds at 100,000 series): only the rows of ``_b_new_series``, those
+    not known committed (``KnownIds``, which retention clears), are looked for, and with none
+    (``new_series`` False) only the update runs.
     """
     keys = dict(_INTERNED)
-    parts = insert_series("_b_series") if new_series else []
+    parts = insert_series("_b_new_series") if new_series else []
     parts.append(
         "UPDATE series SET first_seen = least(series.first_seen, u.f), last_seen = greatest(series.last_seen, u.l) "
         "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b_series GROUP BY series_id) u "
