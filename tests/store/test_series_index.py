@@ -9,9 +9,14 @@ import duckdb
 from service.api.params import label_matchers
 from service.api.querier import labels_of
 from service.query.selector import parse_selector
+from service.store.db import Database
+from service.store.ingest import Ingestor
 from service.store.migrate import upgrade
 from service.store.reads import find_series, label_names, label_values, list_series
+from tests.api.test_connect import _cpu_profile
 from tests.store.test_series_match import SELECTORS, series_table
+
+NOW_MS = 1_700_000_000_000
 
 
 def test_a_database_at_0003_is_indexed_by_the_migration(tmp_path: Path) -> None:
@@ -36,3 +41,40 @@ def test_a_database_at_0003_is_indexed_by_the_migration(tmp_path: Path) -> None:
             values = sorted({s.labels["env"] for s in found if "env" in s.labels})
             assert label_values(cur, "t", "env", None, sel) == values, selector
         assert label_values(cur, "other", "service_name") == label_values(cur, "t", "service_name") != []
+
+
+def _index_rows(db: Database) -> list[tuple[str, str, str, int]]:
+    with db.read() as cur:
+        return cur.execute("SELECT tenant, name, value, series_id FROM series_labels ORDER BY ALL").fetchall()
+
+
+def test_the_writer_indexes_each_new_series_once(tmp_path: Path) -> None:
+    """Postings are written with a series' first profile only: not again for its later profiles,
+    nor after a restart, when the writer no longer remembers which series it stored."""
+    db = Database(tmp_path)
+    try:
+        ing = Ingestor(db)
+        for i, labels in enumerate(
+            [{"service_name": "a", "pod": "p1"}, {"service_name": "a", "pod": "p1"}, {"service_name": "b"}]
+        ):
+            ing.ingest(_cpu_profile([(["main"], 1)], NOW_MS + 1000 * i), labels=labels, name="process_cpu")
+        first = _index_rows(db)
+        ids = {value: sid for _, name, value, sid in first if name == "service_name"}
+        assert [(t, n, v) for t, n, v, _ in first] == [
+            ("anonymous", "pod", "p1"),
+            ("anonymous", "service_name", "a"),
+            ("anonymous", "service_name", "b"),
+        ]
+        assert len(ids) == 2 and first[0][3] == ids["a"]  # p1 is a's pod
+    finally:
+        db.close()
+    db = Database(tmp_path)
+    try:
+        Ingestor(db).ingest(
+            _cpu_profile([(["main"], 1)], NOW_MS + 5000), labels={"service_name": "a", "pod": "p1"}, name="process_cpu"
+        )
+        assert _index_rows(db) == first
+        with db.read() as cur:
+            assert cur.execute("SELECT count(*) FROM series_label_values").fetchall() == [(3,)]
+    finally:
+        db.close()
