@@ -63,7 +63,8 @@ def _fill(path: Path, services: int, per_service: int) -> int:
             types += TYPES
     n = len(types)
     parts = [pt.split(":") for pt in types]
-    ids = np.random.default_rng(17).choice(2**63, n, replace=False).astype(np.uint64) * 2 + 1
+    ids = np.random.default_rng(17).integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    assert np.unique(ids).size == n  # 64-bit random ids: a collision is a 1e-10 event
     table = pa.table(
         {
             "series_id": pa.array(ids, pa.uint64()),

@@ -128,16 +128,11 @@ def find_series(
     seen in ``tr`` (any time when None), matched where they are stored.
 
     Label matchers run over the label index (:mod:`service.store.series_index`), which hands back
-    series ids: only the matching series' label maps are read, not those of every series.
+    series ids: no series' label map is decoded to match, and those of the matches mostly come
+    from a cache.
     """
-    params: dict[str, object] = {}
-    where = series_where(cur, tenant, profile_type, selectors, tr, params)
-    rows = cur.execute(
-        f"SELECT series_id, profile_type, labels, first_seen, last_seen FROM series WHERE {where} "
-        "ORDER BY profile_type, series_id",
-        params,
-    ).fetchall()
-    return [SeriesRow(int(r[0]), ProfileType.parse(r[1]), dict(r[2]), r[3], r[4]) for r in rows]
+    rows = series_index.find_series(cur, tenant, profile_type, selectors, tr)
+    return [SeriesRow(sid, ProfileType.parse(pt), labels, first, last) for sid, pt, labels, first, last in rows]
 
 
 def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | None = None) -> set[ProfileType]:

@@ -45,7 +45,9 @@ def test_a_database_at_0003_is_indexed_by_the_migration(tmp_path: Path) -> None:
 
 def _index_rows(db: Database) -> list[tuple[str, str, str, int]]:
     with db.read() as cur:
-        return cur.execute("SELECT tenant, name, value, series_id FROM series_labels ORDER BY ALL").fetchall()
+        return cur.execute(
+            "SELECT tenant, name, value, series_id FROM series_labels JOIN series_label_values USING (value_id) ORDER BY ALL"
+        ).fetchall()
 
 
 def test_the_writer_indexes_each_new_series_once(tmp_path: Path) -> None:
