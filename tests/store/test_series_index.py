@@ -13,8 +13,9 @@ from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.migrate import upgrade
 from service.store.reads import find_series, label_names, label_values, list_series
+from service.store.series_index import store_series
 from tests.api.test_connect import _cpu_profile
-from tests.store.test_series_match import SELECTORS, series_table
+from tests.store.test_series_match import LABELS, SELECTORS, series_table
 
 NOW_MS = 1_700_000_000_000
 
@@ -80,3 +81,24 @@ def test_the_writer_indexes_each_new_series_once(tmp_path: Path) -> None:
             assert cur.execute("SELECT count(*) FROM series_label_values").fetchall() == [(3,)]
     finally:
         db.close()
+
+
+def test_cached_labels_are_those_of_the_database_read(tmp_path: Path) -> None:
+    """Two files with the same series ids under other labels: each answers with its own, also once cached."""
+    cons = []
+    for name, labels in (("a", LABELS), ("b", LABELS[::-1])):
+        upgrade(tmp_path / f"{name}.duckdb")
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        store_series(con, series_table(label_sets=labels))
+        cons.append(con)
+    try:
+        for _ in range(2):
+            for con in cons:
+                assert find_series(con, "t") == list_series(con, "t")
+                assert find_series(con, "t", None, [[("env", "=", "prod")]]) == [
+                    s for s in list_series(con, "t") if s.labels.get("env") == "prod"
+                ]
+        assert find_series(cons[0], "t") != find_series(cons[1], "t")
+    finally:
+        for con in cons:
+            con.close()

@@ -62,10 +62,10 @@ SELECTORS = [
 ]
 
 
-def series_table(tenant: str = "t", id_offset: int = 0) -> pa.Table:
+def series_table(tenant: str = "t", id_offset: int = 0, label_sets: list[dict[str, str]] = LABELS) -> pa.Table:
     """One series per label set and type (ids from ``id_offset + 1``); seen at ts 10..19 or 20..29."""
     rows = []
-    for i, labels in enumerate(LABELS):
+    for i, labels in enumerate(label_sets):
         for j, pt in enumerate((CPU, HEAP)):
             name, st, su, ptype, pu = pt.split(":")
             first = 10 + 10 * (i % 2)
