@@ -258,7 +258,8 @@ def label_values(
 ) -> list[str]:
     """Sorted values of the stored label ``name`` among the series :func:`series_where` selects."""
     params: dict[str, object] = {"tenant": tenant, "label": name}
-    sql = "SELECT value FROM series_label_values WHERE tenant = $tenant AND name = $label"
+    # DISTINCT: two nodes that store the same new value at once each add its row.
+    sql = "SELECT DISTINCT value FROM series_label_values WHERE tenant = $tenant AND name = $label"
     if not (_any(selectors) and profile_type is None and tr is None):
         of = _series_of(cur, tenant, profile_type, selectors, tr, params)
         ids = "SELECT value_id FROM series_label_values WHERE tenant = $tenant AND name = $label"
