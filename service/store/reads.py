@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from service.store import series_index
-from service.store.series_index import PSEUDO_LABELS, LabelMatcher, series_where
+from service.store.series_index import PSEUDO_LABELS, LabelMatcher, label_names, label_values, series_where
 from service.types import ProfileType, TimeRange
 
 __all__ = [
@@ -142,29 +142,6 @@ def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | No
     where = series_where(cur, tenant, None, (), tr, params)
     rows = cur.execute(f"SELECT DISTINCT profile_type FROM series WHERE {where}", params)
     return {ProfileType.parse(r[0]) for r in rows.fetchall()}
-
-
-def label_names(
-    cur: duckdb.DuckDBPyConnection,
-    tenant: str,
-    profile_type: ProfileType | None = None,
-    selectors: Sequence[Sequence[LabelMatcher]] = (),
-    tr: TimeRange | None = None,
-) -> list[str]:
-    """Sorted label names of the series :func:`find_series` would return (stored labels only)."""
-    return series_index.label_names(cur, tenant, profile_type, selectors, tr)
-
-
-def label_values(
-    cur: duckdb.DuckDBPyConnection,
-    tenant: str,
-    name: str,
-    profile_type: ProfileType | None = None,
-    selectors: Sequence[Sequence[LabelMatcher]] = (),
-    tr: TimeRange | None = None,
-) -> list[str]:
-    """Sorted values of the stored label ``name`` among the series :func:`find_series` would return."""
-    return series_index.label_values(cur, tenant, name, profile_type, selectors, tr)
 
 
 def profile_spans(

@@ -234,8 +234,8 @@ def label_names(
     selectors: Sequence[Sequence[LabelMatcher]] = (),
     tr: TimeRange | None = None,
 ) -> list[str]:
-    """Sorted names of the stored labels of the series :func:`series_where` selects; of all the
-    tenant's series, read from the distinct values alone."""
+    """Sorted names of the stored labels of the series :func:`find_series` would return (not the
+    internal ones); of all the tenant's series, read from the distinct values alone."""
     params: dict[str, object] = {"tenant": tenant}
     if _any(selectors) and profile_type is None and tr is None:
         sql = "SELECT DISTINCT name FROM series_label_values WHERE tenant = $tenant ORDER BY name"
@@ -256,7 +256,7 @@ def label_values(
     selectors: Sequence[Sequence[LabelMatcher]] = (),
     tr: TimeRange | None = None,
 ) -> list[str]:
-    """Sorted values of the stored label ``name`` among the series :func:`series_where` selects."""
+    """Sorted values of the stored label ``name`` among the series :func:`find_series` would return."""
     params: dict[str, object] = {"tenant": tenant, "label": name}
     # DISTINCT: two nodes that store the same new value at once each add its row.
     sql = "SELECT DISTINCT value FROM series_label_values WHERE tenant = $tenant AND name = $label"
