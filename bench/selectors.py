@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         Case("label names, one service", "/api/v1/labels", one, "names"),
         Case("label values (instance), one service", "/api/v1/labels/instance/values", one, "instance"),
         Case("label values (service_name), all series", "/api/v1/labels/service_name/values", None, "service_name"),
-        Case("`/api/v1/series`, one service (=)", "/api/v1/series", CPU + one, "series"),
-        Case("`/api/v1/series`, regex over instances (=~)", "/api/v1/series", CPU + '{instance=~"10\\\\.0\\\\.7\\\\..*"}', "series"),
-        Case("`/api/v1/series`, one service but one instance (!=)", "/api/v1/series", CPU + '{service_name="svc-7", instance!="10.0.7.3:6060"}', "series"),
-        Case("`/api/v1/series`, services by regex, not two regions (=~, !~)", "/api/v1/series", CPU + '{service_name=~"svc-1.", region!~"region-[12]"}', "series"),
+        Case("`/api/v1/series` (match, then profile counts), one service (=)", "/api/v1/series", CPU + one, "series"),
+        Case("`/api/v1/series` (match, then profile counts), regex over instances (=~)", "/api/v1/series", CPU + '{instance=~"10\\\\.0\\\\.7\\\\..*"}', "series"),
+        Case("`/api/v1/series` (match, then profile counts), one service but one instance (!=)", "/api/v1/series", CPU + '{service_name="svc-7", instance!="10.0.7.3:6060"}', "series"),
+        Case("`/api/v1/series` (match, then profile counts), services by regex, not two regions (=~, !~)", "/api/v1/series", CPU + '{service_name=~"svc-1.", region!~"region-[12]"}', "series"),
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

@@ -26,6 +26,7 @@ Pyroscope's internal labels (``__name__``, ``__profile_type__``…) are columns 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 
 import duckdb
@@ -281,9 +282,11 @@ class LabelCache:
     def __init__(self, limit: int = 1_000_000) -> None:
         self._limit = limit
         self._by_db: dict[str, dict[int, tuple[tuple[str, str], ...]]] = {}
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
-        self._by_db = {}
+        with self._lock:
+            self._by_db = {}
 
     def labels(
         self, cur: duckdb.DuckDBPyConnection, db: str | None, ids: list[int]
@@ -308,9 +311,10 @@ class LabelCache:
             fresh = {int(r[0]): tuple(r[1].items()) for r in read}
             found.update(fresh)
             if db is not None:
-                if sum(len(m) for m in self._by_db.values()) + len(fresh) > self._limit:
-                    self._by_db = {}
-                self._by_db.setdefault(db, {}).update(fresh)
+                with self._lock:  # readers only look up, without it
+                    if sum(len(m) for m in self._by_db.values()) + len(fresh) > self._limit:
+                        self._by_db = {}
+                    self._by_db.setdefault(db, {}).update(fresh)
         return found
 
 
