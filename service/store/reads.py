@@ -132,7 +132,8 @@ def find_series(
     from a cache.
     """
     rows = series_index.find_series(cur, tenant, profile_type, selectors, tr)
-    return [SeriesRow(sid, ProfileType.parse(pt), labels, first, last) for sid, pt, labels, first, last in rows]
+    types = {pt: ProfileType.parse(pt) for pt in {r[1] for r in rows}}  # parsed once each, not once a series
+    return [SeriesRow(sid, types[pt], labels, first, last) for sid, pt, labels, first, last in rows]
 
 
 def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | None = None) -> set[ProfileType]:
