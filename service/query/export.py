@@ -33,8 +33,9 @@ from service.pprof.model import (
 from service.query.aggregation import Aggregation, aggregation_for, averaged_sample_types
 from service.query.selector import Query
 from service.query.source import ProfileSource
+from service.store.export_rows import ExportRows
 from service.store.ids import ids_of_blobs
-from service.store.reads import ExportRows, SeriesRow
+from service.store.reads import SeriesRow
 from service.types import TimeRange
 
 __all__ = ["build_profile", "diff_profile", "export_profile", "flat_lists", "select_series"]

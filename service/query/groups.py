@@ -1,9 +1,10 @@
-"""Merged stacks per group of series and per window: what top, the flame graph and diff read.
+"""Merged stacks per group of series and per window: what top, the flame graph and diff read, and
+what Pyroscope's Connect API selects (a span's samples, the stacks below a call site).
 
 The API layer parses a request and picks the series; everything after that (splitting them by
-``group_by`` labels, planning each group's reads, merging, naming, pprof's filters, and running a
-diff's base window beside its current one) happens here, so a second front end (the web UI, or
-another protocol) asks the same questions without HTTP.
+``group_by`` labels, planning each group's reads, merging, naming, pprof's filters, span and
+call-site selection, and running a diff's base window beside its current one) happens here, so a
+second front end (the web UI, or another protocol) asks the same questions without HTTP.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from typing import Protocol, TypeVar
 import numpy.typing as npt
 import pyarrow as pa
 
+from service.store.export_rows import ExportRows
 from service.store.findings import Record
-from service.store.reads import ExportRows, LabelMatcher, SeriesRow
+from service.store.reads import LabelMatcher, SeriesRow
 from service.store.stack_reads import Part, StackRows
 from service.types import ProfileType, TimeRange
 

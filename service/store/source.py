@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from service.store import function_reads, reads, stack_reads, step_reads
 from service.store.db import Database
+from service.store.export_rows import ExportRows, export_rows
 from service.store.findings import FindingRows, Record
-from service.store.reads import ExportRows, LabelMatcher, SeriesRow
+from service.store.reads import LabelMatcher, SeriesRow
 from service.store.stack_reads import Part, StackRows
 from service.types import ProfileType, TimeRange
 
@@ -136,7 +137,7 @@ class DuckDBSource:
         latest_only: bool = False,
         averaged: frozenset[str] | None = frozenset(),
     ) -> ExportRows:
-        return reads.export_rows(self._cur, series_ids, tr, latest_only=latest_only, averaged=averaged)
+        return export_rows(self._cur, series_ids, tr, latest_only=latest_only, averaged=averaged)
 
     def profile_totals(self, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray]:  # type: ignore[type-arg]
         return function_reads.profile_totals(self._cur, series_ids, span)
