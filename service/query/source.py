@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy.typing as npt
 import pyarrow as pa
@@ -81,7 +81,7 @@ class ProfileSource(Protocol):
         *,
         newest_first: bool = True,
         after: tuple[int, int, int] | None = None,
-    ) -> list[tuple]: ...  # type: ignore[type-arg]
+    ) -> list[tuple[Any, ...]]: ...
 
     # Stacks: rollup state for planning, merges of a plan's parts, the rows that name frames.
     def rollup_done(self) -> dict[int, int]: ...
@@ -124,13 +124,13 @@ class ProfileSource(Protocol):
     ) -> ExportRows: ...
 
     # Detection: per-function numbers per profile.
-    def profile_totals(self, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray]: ...  # type: ignore[type-arg]
+    def profile_totals(self, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray[Any]]: ...
 
     def heavy_functions(self, series_ids: list[int], tr: TimeRange, min_share: float) -> list[str]: ...
 
     def function_values(
         self, series_ids: list[int], span: TimeRange, names: Sequence[str]
-    ) -> dict[str, npt.NDArray]: ...  # type: ignore[type-arg]
+    ) -> dict[str, npt.NDArray[Any]]: ...
 
     def call_edges(self, series_ids: list[int], tr: TimeRange, names: Sequence[str]) -> list[tuple[str, str]]: ...
 

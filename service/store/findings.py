@@ -19,11 +19,39 @@ from service.types import TimeRange
 
 __all__ = ["FindingRows", "Record"]
 
-_COLUMNS = (
-    "id, finding_key, tenant, kind, service, profile_type, series_ids, function, metric, change_ts, baseline, "
-    "baseline_lo, baseline_hi, current, current_lo, current_hi, relative, p_value, p_adjusted, instances, "
-    "attribution, details, state, first_seen, last_seen, acked_at, resolved_at"
+# The table's columns, in the order of Record's fields (rows read back become Records positionally).
+_SCHEMA = pa.schema(
+    [
+        ("id", pa.uint64()),
+        ("finding_key", pa.uint64()),
+        ("tenant", pa.string()),
+        ("kind", pa.string()),
+        ("service", pa.string()),
+        ("profile_type", pa.string()),
+        ("series_ids", pa.list_(pa.uint64())),
+        ("function", pa.string()),
+        ("metric", pa.string()),
+        ("change_ts", pa.int64()),
+        ("baseline", pa.float64()),
+        ("baseline_lo", pa.float64()),
+        ("baseline_hi", pa.float64()),
+        ("current", pa.float64()),
+        ("current_lo", pa.float64()),
+        ("current_hi", pa.float64()),
+        ("relative", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("instances", pa.list_(pa.string())),
+        ("attribution", pa.string()),
+        ("details", pa.string()),
+        ("state", pa.string()),
+        ("first_seen", pa.int64()),
+        ("last_seen", pa.int64()),
+        ("acked_at", pa.int64()),
+        ("resolved_at", pa.int64()),
+    ]
 )
+_COLUMNS = ", ".join(_SCHEMA.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,39 +99,6 @@ def _record(row: tuple[Any, ...]) -> Record:
     values[20] = json.loads(values[20])
     values[21] = json.loads(values[21])
     return Record(*values)
-
-
-_SCHEMA = pa.schema(
-    [
-        ("id", pa.uint64()),
-        ("finding_key", pa.uint64()),
-        ("tenant", pa.string()),
-        ("kind", pa.string()),
-        ("service", pa.string()),
-        ("profile_type", pa.string()),
-        ("series_ids", pa.list_(pa.uint64())),
-        ("function", pa.string()),
-        ("metric", pa.string()),
-        ("change_ts", pa.int64()),
-        ("baseline", pa.float64()),
-        ("baseline_lo", pa.float64()),
-        ("baseline_hi", pa.float64()),
-        ("current", pa.float64()),
-        ("current_lo", pa.float64()),
-        ("current_hi", pa.float64()),
-        ("relative", pa.float64()),
-        ("p_value", pa.float64()),
-        ("p_adjusted", pa.float64()),
-        ("instances", pa.list_(pa.string())),
-        ("attribution", pa.string()),
-        ("details", pa.string()),
-        ("state", pa.string()),
-        ("first_seen", pa.int64()),
-        ("last_seen", pa.int64()),
-        ("acked_at", pa.int64()),
-        ("resolved_at", pa.int64()),
-    ]
-)
 
 
 def _as_row(r: Record) -> dict[str, Any]:

@@ -8,6 +8,7 @@ written at ingest hold every function's flat and cum per profile. Only the call 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import numpy.typing as npt
@@ -23,7 +24,9 @@ def tenants(cur: duckdb.DuckDBPyConnection) -> list[str]:
     return [t for (t,) in cur.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant").fetchall()]
 
 
-def profile_totals(cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray]:
+def profile_totals(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange
+) -> dict[str, npt.NDArray[Any]]:
     """``series_id``, ``ts``, ``total`` per profile time of a series in ``[span.start, span.end)``, ordered by
     ``(ts, series_id)``; two profiles of one series at one time are one row (their sum), as a merge sees them."""
     return cur.execute(
@@ -49,7 +52,7 @@ def heavy_functions(
 
 def function_values(
     cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange, names: Sequence[str]
-) -> dict[str, npt.NDArray]:
+) -> dict[str, npt.NDArray[Any]]:
     """``row``, ``name``, ``flat``, ``cum``: each name's values (summed over its function ids) per profile
     time, ``row`` being that profile's row in :func:`profile_totals` over the same span."""
     ids = id_list(series_ids)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import numpy.typing as npt
@@ -90,7 +90,7 @@ class DuckDBSource:
         *,
         newest_first: bool = True,
         after: tuple[int, int, int] | None = None,
-    ) -> list[tuple]:  # type: ignore[type-arg]
+    ) -> list[tuple[Any, ...]]:
         return reads.list_profiles(self._cur, series_ids, tr, limit, newest_first=newest_first, after=after)
 
     def rollup_done(self) -> dict[int, int]:
@@ -139,13 +139,15 @@ class DuckDBSource:
     ) -> ExportRows:
         return export_rows(self._cur, series_ids, tr, latest_only=latest_only, averaged=averaged)
 
-    def profile_totals(self, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray]:  # type: ignore[type-arg]
+    def profile_totals(self, series_ids: list[int], span: TimeRange) -> dict[str, npt.NDArray[Any]]:
         return function_reads.profile_totals(self._cur, series_ids, span)
 
     def heavy_functions(self, series_ids: list[int], tr: TimeRange, min_share: float) -> list[str]:
         return function_reads.heavy_functions(self._cur, series_ids, tr, min_share)
 
-    def function_values(self, series_ids: list[int], span: TimeRange, names: Sequence[str]) -> dict[str, npt.NDArray]:  # type: ignore[type-arg]
+    def function_values(
+        self, series_ids: list[int], span: TimeRange, names: Sequence[str]
+    ) -> dict[str, npt.NDArray[Any]]:
         return function_reads.function_values(self._cur, series_ids, span, names)
 
     def call_edges(self, series_ids: list[int], tr: TimeRange, names: Sequence[str]) -> list[tuple[str, str]]:
