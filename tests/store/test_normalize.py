@@ -7,10 +7,10 @@ import pyarrow as pa
 
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch
-from service.pprof.decode import decode_batch, decompress, envelope, parse
+from service.pprof.decode import content_ids_of, decode_batch, decompress, envelope, parse
 from service.pprof.decode_exact import decode_exact
 from service.pprof.hashing import ContentIds
-from service.store.digest import envelope_ids, prepare
+from service.store.digest import prepare
 from service.store.ids import KnownIds
 from service.store.normalize import (
     Meta,
@@ -180,7 +180,7 @@ def test_ids_computed_per_profile_at_ingest_equal_the_batchs(corpus) -> None:  #
         "parca__profile-with-labels.pb.gz",
     ]
     envs = [envelope(decompress((corpus / f).read_bytes())) for f in files]
-    per_profile = ContentIds.concat([envelope_ids(e) for e in envs])  # type: ignore[misc]
+    per_profile = ContentIds.concat([content_ids_of(e) for e in envs])
     fast, errors = decode_batch(envs)
     assert errors == [None] * len(files)
     exact = ProfileBatch.of([decode_exact(e.view, e.strings, e.raw) for e in envs])
