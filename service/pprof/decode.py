@@ -36,7 +36,7 @@ from service.pprof.batch import ProfileBatch, Resolved
 from service.pprof.decode_exact import decode_exact
 from service.pprof.hashing import ContentIds, content_ids, hash_strings
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType, offsets_of
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile, StringTable, ValueType, offsets_of
 from service.pprof.validate import valid
 from service.types import DecodeLimits
 
@@ -199,18 +199,7 @@ def derived(
 
 def _columns_of(p: Profile) -> tuple[list[str], decode_fast.Columns]:
     """A resolved profile as decoded columns; the label strings join the profile's dictionary."""
-    strings = list(p.strings)
-    index: dict[str, int] = {}
-    for i, x in enumerate(strings):
-        index.setdefault(x, i)
-
-    def code(x: str) -> int:
-        i = index.get(x)
-        if i is None:
-            i = index[x] = len(strings)
-            strings.append(x)
-        return i
-
+    code = StringTable(p.strings)
     s = p.samples
     set_rows = [
         [(code(lb.key), code(lb.str) if lb.str else 0, lb.num, code(lb.num_unit)) for lb in ls] for ls in s.labelsets
@@ -225,7 +214,7 @@ def _columns_of(p: Profile) -> tuple[list[str], decode_fast.Columns]:
         functions=p.functions,
         locations=p.locations,
     )
-    return strings, cols
+    return code.table, cols
 
 
 def content_ids_of(env: Envelope) -> ContentIds:
