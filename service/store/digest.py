@@ -1,12 +1,13 @@
-"""Per-profile normalization, compiled, in the ingest thread: what the writer would otherwise do in numpy.
+"""The normalizer: one profile's samples merged, scaled and rolled up, compiled, in the ingest thread.
 
 For one decoded profile (its columns and content ids) this merges samples with equal stack and
 labels, drops zero rows, finds each type's gcd (``scale``) and the types that are proportional
 to an earlier one (``alias``), lists the distinct stacks with their frames and functions, and
-computes flat and cum per function. It is the same arithmetic as :func:`merge_batch` in
-:mod:`service.store.normalize` (a test holds the two equal), run per profile without the GIL so
-request threads do it in parallel; the writer thread then only concatenates, filters ids it
-already stored and appends.
+computes flat and cum per function (pprof's rules: flat to the innermost function of the leaf
+location, cum once per function per stack). It runs per profile without the GIL so request
+threads do it in parallel; the writer thread then only concatenates, filters ids it already
+stored and appends. A readable numpy version of the same arithmetic lives in the tests
+(``tests/store/reference_normalize.py``), which hold the two equal.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from service.pprof.encode import to_message
 from service.pprof.hashing import ContentIds, combine_one
 from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
 
-__all__ = ["Digest", "Prepared", "digest", "prepare", "warm_up"]
+__all__ = ["Digest", "Prepared", "digest", "digest_of", "prepare", "warm_up"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -88,21 +89,48 @@ def warm_up() -> Envelope:
 
 
 def digest(c: decode_fast.Columns, ids: ContentIds, n_types: int) -> Digest:
-    """Normalize one valid profile (see :func:`service.pprof.decode.check`)."""
-    line_offsets = offsets_of(c.locations[:, 4])
-    s_offsets = offsets_of(c.sample_locations)
+    """Normalize one valid profile (see :func:`service.pprof.decode.check`) from its decoded columns."""
+    return digest_of(
+        c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),
+        ids.stack,
+        ids.labelset,
+        offsets_of(c.sample_locations),
+        c.sample_location,
+        ids.location,
+        offsets_of(c.locations[:, 4]),
+        ids.line_function,
+        c.line_function,
+        ids.function,
+    )
+
+
+def digest_of(
+    values: I64,
+    stack: U64,
+    labelset: U64,
+    s_offsets: I64,
+    s_location: I64,
+    loc_h: U64,
+    line_offsets: I64,
+    line_fn: U64,
+    line_row: I64,
+    fn_h: U64,
+) -> Digest:
+    """Normalize one profile given as arrays: ``values`` (samples, types), each sample's stack and
+    label-set hash, its location rows (``s_location`` between ``s_offsets``), each location's hash and
+    lines (between ``line_offsets``: function hash and row), and each function row's hash."""
     return Digest(
         *_digest(
-            c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),
-            ids.stack,
-            ids.labelset,
+            np.ascontiguousarray(values),
+            stack,
+            labelset,
             s_offsets,
-            c.sample_location,
-            ids.location,
+            s_location,
+            loc_h,
             line_offsets,
-            ids.line_function,
-            c.line_function,
-            ids.function,
+            line_fn,
+            line_row,
+            fn_h,
         )
     )
 
