@@ -37,7 +37,7 @@ from service.pprof.decode_exact import decode_exact
 from service.pprof.hashing import ContentIds, content_ids, hash_strings
 from service.pprof.legacy import looks_legacy, parse_legacy
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile, StringTable, ValueType, offsets_of
-from service.pprof.validate import valid
+from service.pprof.validate import check_valid, valid
 from service.types import DecodeLimits
 
 __all__ = [
@@ -170,13 +170,17 @@ def envelope(raw: bytes) -> Envelope:
         cols = decode_fast.columns(raw)
     except decode_fast.Unsupported:
         # An unusual but maybe valid encoding: upb decodes it (and words what is wrong with it).
-        strings, cols = _columns_of(decode_exact(view, strings, raw))
+        cols = decode_exact(view, strings, raw)
     return Envelope(header, strings, cols, digest, len(raw), raw, view)
 
 
 def from_profile(p: Profile, *, content_hash: int, size: int) -> Envelope:
-    """The decoded form of a profile built as the model (legacy text, folded stacks): its columns, once."""
+    """The decoded form of a profile built as the model (legacy text, folded stacks): its columns, once.
+
+    Raises pprof's message when the profile breaks a rule.
+    """
     strings, cols = _columns_of(p)
+    check_valid(cols, len(p.sample_types))
     return Envelope(p.header(), strings, cols, content_hash, size)
 
 

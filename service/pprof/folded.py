@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import xxhash
 
 from service.errors import ParseError
 from service.pprof.decode import Envelope, from_profile
-from service.pprof.model import Functions, Locations, Mappings, Profile, Samples, StringTable, ValueType, offsets_of
+from service.pprof.model import Function, Line, Location, Profile, Samples, ValueType
 
 __all__ = ["FOLDED_TYPES", "FoldedType", "parse_folded"]
 
@@ -76,46 +75,21 @@ def parse_folded(text: bytes, kind: FoldedType, *, sample_rate: int, time_nanos:
         stacks[frames] = stacks.get(frames, 0) + v
     if not stacks:
         raise ParseError("folded profile has no stacks")
-    # One function and one location per distinct frame name, id = its code in the string table.
-    st = StringTable()
+    # One function and one location per distinct frame name, numbered by first use.
     ids: dict[str, int] = {}
-    location_ids: list[int] = []
-    for frames in stacks:
-        for name in reversed(frames):  # pprof lists a stack leaf first
-            i = ids.get(name)
-            if i is None:
-                i = ids[name] = len(ids) + 1
-                st(name)
-            location_ids.append(i)
-    names = list(ids)
-    fid = np.arange(1, len(names) + 1, dtype=np.uint64)
-    zeros = np.zeros(fid.size, np.int64)
+    rows = [
+        ([ids.setdefault(name, len(ids) + 1) for name in reversed(frames)], [v * scale], ())  # leaf first
+        for frames, v in stacks.items()
+    ]
     sample_type = ValueType(kind.sample_type, kind.sample_unit)
-    period_type = ValueType(kind.period_type, kind.period_unit)
-    profile = Profile(
-        sample_types=(sample_type,),
-        samples=Samples(
-            offsets_of([len(f) for f in stacks]),
-            np.array(location_ids, np.uint64),
-            np.array([v * scale for v in stacks.values()], np.int64).reshape(-1, 1),
-            np.zeros(len(stacks), np.int32),
-        ),
-        strings=st.table,
-        mappings=Mappings.of([], st),
-        functions=Functions(fid, np.array([st(x) for x in names], np.int64), zeros, zeros, zeros),
-        locations=Locations(
-            fid,
-            np.zeros(fid.size, np.uint64),
-            np.zeros(fid.size, np.uint64),
-            np.zeros(fid.size, bool),
-            np.arange(fid.size + 1, dtype=np.int64),
-            fid,
-            zeros,
-            zeros,
-        ),
+    profile = Profile.build(
+        [sample_type],
+        Samples.of(rows, 1),
+        functions=[Function(i, name) for name, i in ids.items()],
+        locations=[Location(i, 0, 0, (Line(i),)) for i in ids.values()],
         time_nanos=time_nanos,
         duration_nanos=duration_nanos,
-        period_type=period_type,
+        period_type=ValueType(kind.period_type, kind.period_unit),
         period=scale if scale > 1 else 1,
     )
     h = xxhash.xxh3_64(text)

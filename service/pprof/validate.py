@@ -1,4 +1,4 @@
-"""pprof's ``CheckValid`` rules: checked on decoded columns (:func:`valid`), worded on the model (:func:`check_valid`).
+"""pprof's ``CheckValid`` rules on decoded columns: whether (:func:`valid`, compiled) and which, worded (:func:`check_valid`).
 
 We are as strict as ``go tool pprof`` and no stricter: a profile pprof opens must be storable,
 one it refuses must be refused with a message that names the entity and id. One deliberate
@@ -14,7 +14,6 @@ import numpy.typing as npt
 from service.errors import MalformedProfile
 from service.jit import jit
 from service.pprof.decode_fast import Columns
-from service.pprof.model import Profile
 
 __all__ = ["check_valid", "valid"]
 
@@ -30,24 +29,26 @@ def _ids(kind: str, ids: npt.NDArray[np.uint64], zero_word: str) -> npt.NDArray[
     return s
 
 
-def check_valid(p: Profile) -> None:
-    n_types = len(p.sample_types)
-    if len(p.samples) and n_types == 0:
+def check_valid(c: Columns, n_types: int) -> None:
+    """Raise pprof's message for the first rule one profile's decoded columns break (the error path)."""
+    if c.sample_locations.size and n_types == 0:
         raise MalformedProfile("missing sample type information")
-    if p.samples.values.shape[1] != n_types:
-        raise MalformedProfile(f"mismatch: sample has {p.samples.values.shape[1]} values vs. {n_types} types")
-    _ids("mapping", p.mappings.id, "ID")
-    functions = _ids("function", p.functions.id, "ID")
-    locations = _ids("location", p.locations.id, "id")
-    fn = p.locations.line_function_id
+    bad = np.flatnonzero(c.sample_values != n_types)
+    if bad.size:
+        raise MalformedProfile(f"mismatch: sample has {int(c.sample_values[bad[0]])} values vs. {n_types} types")
+    mappings, functions_, locations_ = c.parts()
+    _ids("mapping", mappings.id, "ID")
+    functions = _ids("function", functions_.id, "ID")
+    locations = _ids("location", locations_.id, "id")
+    fn = locations_.line_function_id
     unknown = np.flatnonzero(~np.isin(fn, functions))
     if unknown.size:
-        owner = int(np.searchsorted(p.locations.line_offsets, unknown[0], side="right") - 1)
+        owner = int(np.searchsorted(locations_.line_offsets, unknown[0], side="right") - 1)
         raise MalformedProfile(
-            f"location id: {int(p.locations.id[owner])} has a line with nil function "
+            f"location id: {int(locations_.id[owner])} has a line with nil function "
             f"(function id {int(fn[unknown[0]])} not found)"
         )
-    used = np.unique(p.samples.location_ids)
+    used = np.unique(c.location_ids)
     missing = used[~np.isin(used, locations)]
     if missing.size:
         raise MalformedProfile(f"sample has nil location (location id {int(missing[0])} not found)")
