@@ -1,11 +1,13 @@
-"""The one ingest entry point: bytes in, a durable profile out.
+"""The one ingest entry point: a decoded profile in, a durable profile out.
 
-Pushes (REST, and later Pyroscope protocols) and the collector all call :meth:`Ingestor.ingest`.
-The caller's thread does everything that is per profile — gunzip with size caps, the protobuf
-envelope, the name and time, the compiled decoding, validation, hashing and normalization
-(:mod:`service.store.digest`) and the rows (:mod:`service.store.staging`) — so a bad request
-is answered at once and profiles are worked on in parallel; the writer thread batches them into
-one transaction, and the call returns after the commit.
+Every source ends in :meth:`Ingestor.store_together`: REST pushes through :meth:`Ingestor.ingest`,
+Pyroscope's Push and legacy ``/ingest`` after :meth:`Ingestor.read` (the body decoded once, under
+the size caps) and a split by sample labels, the collector with what it scraped and deltaed. The
+caller's thread does everything that is per profile — the decoding, the name and time,
+validation, hashing and normalization (:mod:`service.store.digest`) and the rows
+(:mod:`service.store.staging`) — so a bad request is answered at once and profiles are worked on
+in parallel; the writer thread batches them into one transaction, and the call returns after the
+commit.
 """
 
 from __future__ import annotations
