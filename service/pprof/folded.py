@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import xxhash
 
 from service.errors import ParseError
-from service.pprof.decode import Envelope, from_profile
-from service.pprof.model import Function, Line, Location, Profile, Samples, ValueType
+from service.pprof.decode import Envelope
+from service.pprof.decode_fast import LABEL_W, Columns
+from service.pprof.model import Functions, Header, Locations, Mappings, StringTable, ValueType
 
 __all__ = ["FOLDED_TYPES", "FoldedType", "parse_folded"]
 
@@ -75,23 +77,29 @@ def parse_folded(text: bytes, kind: FoldedType, *, sample_rate: int, time_nanos:
         stacks[frames] = stacks.get(frames, 0) + v
     if not stacks:
         raise ParseError("folded profile has no stacks")
-    # One function and one location per distinct frame name, numbered by first use.
+    # One function and one location per distinct frame name, both numbered by first use: the
+    # name of id i is strings[i]. Valid by construction, so built as columns straight away.
     ids: dict[str, int] = {}
-    rows = [
-        ([ids.setdefault(name, len(ids) + 1) for name in reversed(frames)], [v * scale], ())  # leaf first
-        for frames, v in stacks.items()
-    ]
-    sample_type = ValueType(kind.sample_type, kind.sample_unit)
-    profile = Profile.build(
-        [sample_type],
-        Samples.of(rows, 1),
-        functions=[Function(i, name) for name, i in ids.items()],
-        locations=[Location(i, 0, 0, (Line(i),)) for i in ids.values()],
-        time_nanos=time_nanos,
-        duration_nanos=duration_nanos,
+    location_ids = [ids.setdefault(name, len(ids) + 1) for frames in stacks for name in reversed(frames)]  # leaf first
+    n = len(ids)
+    fid = np.arange(1, n + 1, dtype=np.uint64)
+    zeros, none = np.zeros(n, np.int64), np.zeros(n, np.uint64)
+    columns = Columns.of(
+        depths=np.array([len(frames) for frames in stacks], np.int64),
+        location_ids=np.array(location_ids, np.uint64),
+        values=np.array([v * scale for v in stacks.values()], np.int64).reshape(-1, 1),
+        labels=np.zeros((0, LABEL_W), np.int64),
+        mappings=Mappings.of([], StringTable()),
+        functions=Functions(fid, fid.astype(np.int64), zeros, zeros, zeros),
+        locations=Locations(fid, none, none, np.zeros(n, bool), np.arange(n + 1, dtype=np.int64), fid, zeros, zeros),
+    )
+    header = Header(
+        sample_types=(ValueType(kind.sample_type, kind.sample_unit),),
         period_type=ValueType(kind.period_type, kind.period_unit),
         period=scale if scale > 1 else 1,
+        time_nanos=time_nanos,
+        duration_nanos=duration_nanos,
     )
     h = xxhash.xxh3_64(text)
     h.update(repr((kind, scale, time_nanos, duration_nanos)).encode())
-    return from_profile(profile, content_hash=h.intdigest(), size=len(text))
+    return Envelope(header, ["", *ids], columns, h.intdigest(), len(text))
