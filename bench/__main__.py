@@ -30,6 +30,7 @@ from service.query.selector import parse_query
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.reads import list_series
+from service.store.source import DuckDBSource
 from service.types import DEFAULT_TENANT, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"  # the repository's own: the fleet's bases
@@ -117,7 +118,7 @@ def main() -> None:
         )
         t = time.perf_counter()
         with db.read(timeout_s=600) as cur:
-            prof = export_profile(cur, q, list_series(cur, DEFAULT_TENANT), TimeRange(0, 2**62))
+            prof = export_profile(DuckDBSource(cur), q, list_series(cur, DEFAULT_TENANT), TimeRange(0, 2**62))
         ours_bytes = encode(prof)
         ours = time.perf_counter() - t
         db.close()

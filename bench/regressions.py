@@ -44,6 +44,7 @@ from service.analysis.leaks import leak_findings, leak_tests
 from service.analysis.panel import Panel
 from service.store.db import Database
 from service.store.ingest import Ingestor
+from service.store.source import DuckDBSource
 from service.types import DEFAULT_TENANT, ProfileType, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"  # the repository's own
@@ -239,7 +240,8 @@ def go_target(go: str, factors: list[int], before_s: float = 60.0, after_s: floa
                         next_run += 5 * 10**9
                         w = Windows.ending(now, 30 * 10**9, now - 30 * 10**9 - t0, 0, 30 * 10**9)
                         with db.read() as cur:
-                            found = [f for f in analyze(cur, DEFAULT_TENANT, w, t).findings if f.service == service]
+                            result = analyze(DuckDBSource(cur), DEFAULT_TENANT, w, t)
+                            found = [f for f in result.findings if f.service == service]
                         others |= {f.function for f in found if f.function != "main.checksumBlock"}
                         mine = [f for f in found if f.function == "main.checksumBlock"]
                         if mine and hit is None:

@@ -27,10 +27,12 @@ from service.config import RetentionSettings, Settings, load_settings
 from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
+from service.query.source import Sources
 from service.query.stacks import StackNames
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.retention import expire
+from service.store.source import DuckDBSources
 from service.store.stack_rollups import compact
 from service.store.staging import warm_up
 from service.types import now_ns
@@ -65,6 +67,10 @@ def create_app(
         metrics.watch(db.writer.depth, db.size_bytes)
         ingestor = Ingestor(db, settings.decode_limits, metrics)
         app.state.db = db
+        # Every read of stored data above the store goes through this: the query layer's ProfileSource
+        # per request. Annotated so that mypy checks the DuckDB backend against the Protocol.
+        sources: Sources = DuckDBSources(db)
+        app.state.sources = sources
         app.state.ingestor = ingestor
 
         def sink(env: Envelope, labels: Mapping[str, str], name: str, tenant: str) -> int:
@@ -98,7 +104,7 @@ def create_app(
                 log.error("reload refused, the running configuration stays: %s", exc)
 
         app.state.reload = reload
-        analyzer = Analyzer(db, settings.analysis)
+        analyzer = Analyzer(sources, settings.analysis)
         app.state.analyzer = analyzer
         # Compiled kernels load (or compile, on a fresh checkout) before the first scrape is due.
         await asyncio.get_running_loop().run_in_executor(None, warm_up)

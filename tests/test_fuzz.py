@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.errors import ProfstoreError
-from service.pprof.decode import decode, decode_batch, decompress, envelope
+from service.pprof.decode import decode, decode_batch, read
 from service.query.selector import parse_query
 from service.store.digest import prepare
 from service.types import DecodeLimits
@@ -39,9 +39,9 @@ def _decode_all_ways(data: bytes) -> None:
     with contextlib.suppress(ProfstoreError):
         decode(data, LIMITS)
     try:
-        env = envelope(decompress(data, LIMITS))
-        if prepare(env) is None:
-            decode_batch([env])
+        env = read(data, LIMITS)
+        decode_batch([env])  # the writer's path (many at once)
+        prepare(env)  # the ingest thread's path (one at a time)
     except ProfstoreError:
         pass
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import duckdb
-
 from service.analysis.detect import Screen, Verdict, confirm, screen
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import LeakTest, is_leak_type, leak_findings, leak_tests
 from service.analysis.panel import Panel, callers_of, load_panel
 from service.analysis.records import Record
-from service.store.reads import SeriesRow, list_series
+from service.query.source import ProfileSource
+from service.store.reads import SeriesRow
 from service.types import ProfileType, TimeRange
 
 __all__ = ["KINDS", "Result", "Windows", "analyze", "regression_screens", "returned"]
@@ -112,14 +111,12 @@ def _tested(series: list[SeriesRow]) -> list[tuple[ProfileType, list[SeriesRow],
     return out
 
 
-def analyze(
-    cur: duckdb.DuckDBPyConnection, tenant: str, w: Windows, t: Tuning, kinds: frozenset[str] = KINDS
-) -> Result:
+def analyze(src: ProfileSource, tenant: str, w: Windows, t: Tuning, kinds: frozenset[str] = KINDS) -> Result:
     """Test every service of ``tenant`` for ``kinds`` (regression, leak); Benjamini-Hochberg runs
     over all regression tests of the run, and separately over all leak tests."""
     result = Result()
     by_service: dict[str, list[SeriesRow]] = defaultdict(list)
-    for s in list_series(cur, tenant):
+    for s in src.list_series(tenant):
         by_service[s.labels.get("service_name", "")].append(s)
     screens: list[Screen] = []
     leaks: list[LeakTest] = []
@@ -131,7 +128,7 @@ def analyze(
                 active = [s for s in rows if s.last_seen >= w.leak.start and s.first_seen < w.leak.end]
                 if not active:
                     continue
-                panel = load_panel(cur, pt, service, active, w.leak, w.leak, min_share=t.min_share, volatile=t.volatile)
+                panel = load_panel(src, pt, service, active, w.leak, w.leak, min_share=t.min_share, volatile=t.volatile)
                 result.panels[(service, str(pt))] = panel
                 leaks.extend(leak_tests(panel, w.leak, t))
                 continue
@@ -139,7 +136,7 @@ def analyze(
             active = [s for s in rows if s.last_seen >= span.start and s.first_seen < span.end]
             if not any(s.last_seen >= w.recent.start for s in active):
                 continue
-            panel = load_panel(cur, pt, service, active, span, w.recent, min_share=t.min_share, volatile=t.volatile)
+            panel = load_panel(src, pt, service, active, span, w.recent, min_share=t.min_share, volatile=t.volatile)
             result.panels[(service, str(pt))] = panel
             screens.extend(regression_screens(panel, w, t))
     # Callers only for what passed the screen: the cost-shift filter needs them, nothing else does.
@@ -153,7 +150,7 @@ def analyze(
         for panel in {id(sc.panel): sc.panel for sc in screens}.values():
             names = wanted.get(id(panel))
             if names:
-                panel.callers = callers_of(cur, panel.series, w.recent, sorted(names))
+                panel.callers = callers_of(src, panel.series, w.recent, sorted(names))
         first = confirm(screens, t, tenant)
     result.verdicts = first
     result.findings = [v.finding for v in first if v.finding is not None]

@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from service.store.reads import SeriesRow, id_list, rollups_between, values_between
+from service.query.source import ProfileSource
+from service.store.reads import SeriesRow
 from service.types import ProfileType, TimeRange
 
 __all__ = ["Panel", "callers_of", "load_panel", "unit_key", "unit_name"]
@@ -59,7 +59,7 @@ class Panel:
 
 
 def load_panel(
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     profile_type: ProfileType,
     service: str,
     series: list[SeriesRow],
@@ -76,13 +76,8 @@ def load_panel(
     A name's flat and cum sum its function ids, as the time series endpoint does; two profiles
     of one series at one time are one row (their sum), as a merge would see them.
     """
-    ids = id_list(s.series_id for s in series)
-    bounds = {"start": span.start, "end": span.end}
-    prof = cur.execute(
-        f"SELECT series_id, ts, sum(total)::DOUBLE AS total FROM profiles WHERE series_id IN ({ids}) "
-        "AND ts >= $start AND ts < $end GROUP BY series_id, ts ORDER BY ts, series_id",
-        bounds,
-    ).fetchnumpy()
+    ids = [s.series_id for s in series]
+    prof = src.profile_totals(ids, span)
     by_id = {s.series_id: i for i, s in enumerate(series)}
     units: list[tuple[tuple[str, str], ...]] = []
     unit_of: dict[tuple[tuple[str, str], ...], int] = {}
@@ -100,27 +95,13 @@ def load_panel(
     total = np.asarray(prof["total"], np.float64)
 
     if functions is None:
-        rows = cur.execute(
-            f"SELECT f.name FROM ({rollups_between('$start', '$end', ids)}) r JOIN functions f USING (function_id) "
-            "GROUP BY f.name HAVING sum(r.cum) >= $share * (SELECT sum(total) FROM profiles "
-            f"  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end) ORDER BY f.name",
-            {"start": recent.start, "end": recent.end, "share": min_share},
-        ).fetchall()
-        functions = [r[0] for r in rows]
+        functions = src.heavy_functions(ids, recent, min_share)
     names = list(functions)
     flat = np.zeros((ts.size, len(names)), np.float64)
     cum = np.zeros((ts.size, len(names)), np.float64)
     if names and ts.size:
         # Row numbers in the order of the profiles read above, so values land by fancy indexing.
-        vals = cur.execute(
-            "WITH p AS (SELECT series_id, ts, row_number() OVER (ORDER BY ts, series_id) - 1 AS row "
-            f"  FROM profiles WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id, ts), "
-            "fn AS (SELECT function_id, name FROM functions WHERE name IN (SELECT unnest($names))) "
-            "SELECT p.row, fn.name, sum(r.flat)::DOUBLE AS flat, sum(r.cum)::DOUBLE AS cum "
-            f"FROM ({rollups_between('$start', '$end', ids)}) r JOIN fn USING (function_id) JOIN p USING (series_id, ts) "
-            "GROUP BY p.row, fn.name",
-            {**bounds, "names": names},
-        ).fetchnumpy()
+        vals = src.function_values(ids, span, names)
         col_of = {n: j for j, n in enumerate(names)}
         r = np.asarray(vals["row"], np.int64)
         c = np.fromiter((col_of[n] for n in vals["name"].tolist()), np.int64, len(vals["name"]))
@@ -130,7 +111,7 @@ def load_panel(
 
 
 def callers_of(
-    cur: duckdb.DuckDBPyConnection, series: list[SeriesRow], tr: TimeRange, names: Sequence[str]
+    src: ProfileSource, series: list[SeriesRow], tr: TimeRange, names: Sequence[str]
 ) -> dict[str, list[str]]:
     """Who calls whom around ``names`` in the stacks sampled in ``tr``: the direct callers of each
     name, and the direct callers of every function those callers call (the names' siblings).
@@ -140,17 +121,7 @@ def callers_of(
     """
     if not names or not series:
         return {}
-    pairs = (
-        f"WITH st AS (SELECT DISTINCT stack_id FROM ({values_between('$start', '$end', id_list(s.series_id for s in series))})), "
-        "fr AS (SELECT s.stack_id, unnest(s.function_ids) AS fid, generate_subscripts(s.function_ids, 1) AS pos "
-        "  FROM stacks s WHERE s.stack_id IN (SELECT stack_id FROM st)), "
-        "named AS (SELECT fr.stack_id, fr.pos, f.name FROM fr JOIN functions f ON f.function_id = fr.fid), "
-        "edge AS (SELECT DISTINCT a.name AS callee, b.name AS caller FROM named a "
-        "  JOIN named b ON a.stack_id = b.stack_id AND b.pos = a.pos + 1 WHERE b.name <> a.name) "
-        "SELECT callee, caller FROM edge WHERE caller IN "
-        "  (SELECT caller FROM edge WHERE callee IN (SELECT unnest($names)))"
-    )
-    rows = cur.execute(pairs, {"start": tr.start, "end": tr.end, "names": list(names)}).fetchall()
+    rows = src.call_edges([s.series_id for s in series], tr, names)
     out: dict[str, list[str]] = defaultdict(list)
     for callee, caller in rows:
         out[callee].append(caller)

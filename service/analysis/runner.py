@@ -16,10 +16,10 @@ from typing import Any
 
 from service.analysis.analyze import KINDS, Windows, analyze, returned
 from service.analysis.findings import Finding, Tuning
-from service.analysis.records import Record, open_records, resolve, save
+from service.analysis.records import Record, save
 from service.analysis.webhook import Webhook
 from service.config import AnalysisSettings
-from service.store.db import Database
+from service.query.source import FindingWriter, Sources
 from service.types import TimeRange, now_ns
 
 __all__ = ["Analyzer", "RunReport", "record_json"]
@@ -41,19 +41,17 @@ class RunReport:
     kinds: list[str] = field(default_factory=list)  # what this run tested: regression, leak
 
 
-def _storing(findings: list[Finding], back: list[int], now: int) -> Callable[[Any], list[tuple[Record, bool]]]:
+def _storing(
+    findings: list[Finding], back: list[int], now: int
+) -> Callable[[FindingWriter], list[tuple[Record, bool]]]:
     """The writer's part of a run: store the findings (new or seen again) and resolve the returned ones."""
 
-    def store(con: Any) -> list[tuple[Record, bool]]:
-        saved = save(con, findings, now)
-        resolve(con, back, now)
+    def store(rows: FindingWriter) -> list[tuple[Record, bool]]:
+        saved = save(rows, findings, now)
+        rows.resolve(back, now)
         return saved
 
     return store
-
-
-def _tenants(cur: Any) -> list[str]:
-    return [t for (t,) in cur.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant").fetchall()]
 
 
 def record_json(r: Record) -> dict[str, Any]:
@@ -67,8 +65,8 @@ def record_json(r: Record) -> dict[str, Any]:
 
 
 class Analyzer:
-    def __init__(self, db: Database, settings: AnalysisSettings) -> None:
-        self.db = db
+    def __init__(self, sources: Sources, settings: AnalysisSettings) -> None:
+        self.sources = sources
         self.settings = settings
         self.tuning = Tuning.of(settings)
         self._lock = threading.Lock()
@@ -97,15 +95,15 @@ class Analyzer:
         t0 = time.monotonic()
         report = RunReport(w.recent, w.baseline, w.leak, 0, 0.0, kinds=sorted(kinds))
         with self._lock:
-            with self.db.read(timeout_s=self.settings.timeout_s) as cur:
-                tenants = [tenant] if tenant is not None else _tenants(cur)
+            with self.sources.read(timeout_s=self.settings.timeout_s) as src:
+                tenants = [tenant] if tenant is not None else src.tenants()
             saved: list[tuple[Record, bool]] = []
             for one in tenants:
-                with self.db.read(timeout_s=self.settings.timeout_s) as cur:
-                    result = analyze(cur, one, w, self.tuning, kinds)
-                    tested = [r for r in open_records(cur, one) if r.kind in kinds]
+                with self.sources.read(timeout_s=self.settings.timeout_s) as src:
+                    result = analyze(src, one, w, self.tuning, kinds)
+                    tested = [r for r in src.unresolved_findings(one) if r.kind in kinds]
                     back = returned(tested, result, w, self.tuning)
-                saved += self.db.writer.call(_storing(result.findings, back, now_ns())).result()  # type: ignore[arg-type]
+                saved += self.sources.write_findings(_storing(result.findings, back, now_ns()))
                 report.tests += result.tests
                 report.resolved += back
                 for reason, n in result.counts().items():

@@ -7,8 +7,6 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from service.store.reads import ping
-
 __all__ = ["router"]
 
 router = APIRouter()
@@ -23,8 +21,8 @@ class Health(BaseModel):
 def healthz(request: Request) -> Health:
     from service import __version__
 
-    with request.app.state.db.read(timeout_s=5) as cur:
-        ping(cur)
+    with request.app.state.sources.read(timeout_s=5) as src:
+        src.ping()
     return Health(status="ok", version=__version__)
 
 

@@ -11,7 +11,6 @@ import difflib
 from collections.abc import Iterable
 from typing import Annotated
 
-import duckdb
 from fastapi import Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -19,7 +18,8 @@ from fastapi.routing import APIRoute
 from service.errors import InvalidRequest, NotFound, UnknownProfileType
 from service.query.selector import Matcher, format_selector, parse_query
 from service.query.selector import Query as ParsedQuery
-from service.store.reads import LabelMatcher, SeriesRow, find_series, profiles_around, stored_types
+from service.query.source import ProfileSource
+from service.store.reads import LabelMatcher, SeriesRow
 from service.types import KNOWN_PROFILE_TYPES, ProfileType, TimeRange, format_time, unknown_type_message
 
 __all__ = [
@@ -137,7 +137,7 @@ def label_matchers(matchers: Iterable[Matcher]) -> list[LabelMatcher]:
 
 
 def select_series(
-    cur: duckdb.DuckDBPyConnection, tenant: str, query: str, *, require: bool = True
+    src: ProfileSource, tenant: str, query: str, *, require: bool = True
 ) -> tuple[ParsedQuery, list[SeriesRow]]:
     """The parsed query (its type resolved to a full ID) and its matching series of ``tenant``.
 
@@ -147,14 +147,14 @@ def select_series(
     would otherwise answer zeros, or export an empty profile, that look like real answers.
     Search endpoints (series, profiles, labels) pass ``require=False``: empty is their answer.
     """
-    stored = stored_types(cur, tenant)
+    stored = src.stored_types(tenant)
     q = parse_query(query, stored)
     if q.profile_type not in stored and str(q.profile_type) not in KNOWN_PROFILE_TYPES:
         head = query[: query.find("{")] if "{" in query else query
         raise UnknownProfileType(unknown_type_message(head.strip(), stored))
-    matched = find_series(cur, tenant, q.profile_type, [label_matchers(q.matchers)])
+    matched = src.find_series(tenant, q.profile_type, [label_matchers(q.matchers)])
     if require and not matched:
-        raise NotFound(_no_match(q, find_series(cur, tenant, q.profile_type), stored))
+        raise NotFound(_no_match(q, src.find_series(tenant, q.profile_type), stored))
     return q, matched
 
 
@@ -196,14 +196,14 @@ def _hint(m: Matcher, of_type: list[SeriesRow]) -> str:
 
 
 def require_profiles(
-    cur: duckdb.DuckDBPyConnection, q: ParsedQuery, series: list[SeriesRow], tr: TimeRange, names: tuple[str, str]
+    src: ProfileSource, q: ParsedQuery, series: list[SeriesRow], tr: TimeRange, names: tuple[str, str]
 ) -> None:
     """NotFound unless ``series`` hold a profile in ``tr``, saying where their profiles are.
 
     An export of nothing is a valid, empty pprof that ``go tool pprof`` opens without a word:
     the user must learn that the range, not the program, is empty.
     """
-    inside, before, after = profiles_around(cur, [s.series_id for s in series], tr)
+    inside, before, after = src.profiles_around([s.series_id for s in series], tr)
     if inside:
         return
     what = f"{q.profile_type}{_clip(format_selector(q.matchers))}"

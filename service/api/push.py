@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,8 +24,8 @@ from service.api.auth import tenant_of
 from service.api.body import read_body
 from service.api.connect import Method, service_router
 from service.errors import InvalidRequest, ProfileError
-from service.pprof.decode import decompress, envelope
-from service.pprof.folded import FOLDED_TYPES, folded_to_pprof
+from service.pprof.decode import Envelope, check
+from service.pprof.folded import FOLDED_TYPES, parse_folded
 from service.pprof.split import split_by_sample_labels
 from service.protocols.push.v1 import push_pb2
 from service.store.ingest import Ingestor, IngestResult
@@ -40,20 +41,19 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
 def _store(
     ingestor: Ingestor,
     tenant: str,
-    data: bytes,
+    env: Envelope,
     labels: dict[str, str],
     name: str | None,
     fallback_ts: int | None,
+    size: int,
 ) -> list[IngestResult]:
-    """Decode, split by sample labels, pick the time (the profile's own unless unset or in 1970), store."""
-    raw = decompress(data, ingestor.limits)
-    envelope(raw)  # a bad profile fails here, whole, before any part of it is stored
+    """Split a decoded profile by sample labels, pick the time (the profile's own unless unset or in 1970), store."""
+    check(env)  # a bad profile fails here, whole, before any part of it is stored
     parts = []
-    for extra, part in split_by_sample_labels(raw):
-        env = envelope(part)
-        ts = None if env.header.time_nanos >= YEAR_1971_NS else fallback_ts
-        parts.append((env, {**labels, **extra}, ts))
-    return ingestor.store_together(parts, name=name, tenant=tenant, source="push", size=len(data))
+    for extra, part in split_by_sample_labels(env):
+        ts = None if part.header.time_nanos >= YEAR_1971_NS else fallback_ts
+        parts.append((part, {**labels, **extra}, ts))
+    return ingestor.store_together(parts, name=name, tenant=tenant, source="push", size=size)
 
 
 def _series_labels(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], str | None]:
@@ -79,7 +79,8 @@ def push(request: Request, req: push_pb2.PushRequest) -> push_pb2.PushResponse:
         labels, name = _series_labels([(lp.name, lp.value) for lp in series.labels])
         for sample in series.samples:
             try:
-                _store(ingestor, tenant_of(request), sample.raw_profile, labels, name, now_ns())
+                env = ingestor.read(sample.raw_profile)
+                _store(ingestor, tenant_of(request), env, labels, name, now_ns(), len(sample.raw_profile))
             except ProfileError as exc:
                 raise type(exc)(f"series {i} ({labels.get('service_name', '')}): {exc}") from exc
     return push_pb2.PushResponse()
@@ -218,25 +219,29 @@ async def legacy_ingest(
     if spy_name:
         labels["pyroscope_spy"] = spy_name
     ingestor: Ingestor = request.app.state.ingestor
+    tenant = tenant_of(request)
     if fmt == "pprof":
-        results = await run_in_threadpool(_store, ingestor, tenant_of(request), data, labels, profile_name, start)
+
+        def read_and_store() -> list[IngestResult]:
+            return _store(ingestor, tenant, ingestor.read(data), labels, profile_name, start, len(data))
+
+        results = await run_in_threadpool(read_and_store)
     else:
         base, _, suffix = app.rpartition(".")
         kind = FOLDED_TYPES.get(suffix) if base else None
         service = base if kind is not None else app
         labels = {"service_name": service, **tags, **labels}
         when = start if start is not None else now_ns()
-        tenant = tenant_of(request)
+        parse = partial(
+            parse_folded,
+            kind=kind or FOLDED_TYPES["cpu"],
+            sample_rate=sample_rate,
+            time_nanos=when,
+            duration_nanos=max((end or when) - when, 0),
+        )
 
         def convert_and_store() -> list[IngestResult]:
-            pprof = folded_to_pprof(
-                decompress(data, ingestor.limits),
-                kind or FOLDED_TYPES["cpu"],
-                sample_rate=sample_rate,
-                time_nanos=when,
-                duration_nanos=max((end or when) - when, 0),
-            )
-            return _store(ingestor, tenant, pprof, labels, None, when)
+            return _store(ingestor, tenant, ingestor.read(data, parse), labels, None, when, len(data))
 
         results = await run_in_threadpool(convert_and_store)  # parsing text is CPU work: off the event loop
     return LegacyIngestResponse(

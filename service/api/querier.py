@@ -28,11 +28,12 @@ from service.protocols.types.v1 import types_pb2 as t
 from service.query.aggregation import Aggregation, aggregation_for
 from service.query.export import export_profile
 from service.query.flamegraph import build_tree, diff_levels, pyroscope_levels
-from service.query.plan import plan
+from service.query.groups import selected_stacks
 from service.query.selector import Matcher, Query, parse_selector
-from service.query.stacks import StackSet, load_stacks
+from service.query.source import ProfileSource
+from service.query.stacks import StackSet
 from service.query.timeseries import timeseries
-from service.store.reads import SeriesRow, data_span, find_series, span_stacks, stored_types
+from service.store.reads import SeriesRow
 from service.types import DecodeLimits, ProfileType, TimeRange, now_ns
 
 __all__ = ["SERVICE", "router"]
@@ -75,8 +76,8 @@ def _selectors(matchers: Iterable[str]) -> list[tuple[Matcher, ...]]:
 def _series(request: Request, tr: TimeRange, matchers: Iterable[str] = ()) -> list[SeriesRow]:
     """Series seen in ``tr`` that match any of the selectors (Pyroscope's internal labels included)."""
     selectors = [label_matchers(sel) for sel in _selectors(matchers)]
-    with request.app.state.db.read() as cur:
-        return find_series(cur, tenant_of(request), None, selectors, tr)
+    with request.app.state.sources.read() as src:
+        return src.find_series(tenant_of(request), None, selectors, tr)
 
 
 def _query(profile_type_id: str, label_selector: str) -> Query:
@@ -85,9 +86,8 @@ def _query(profile_type_id: str, label_selector: str) -> Query:
     return Query(ProfileType.parse(profile_type_id), parse_selector(label_selector.strip() or "{}"))
 
 
-def _matching(request: Request, query: Query, tr: TimeRange) -> list[SeriesRow]:
-    with request.app.state.db.read() as cur:
-        return find_series(cur, tenant_of(request), query.profile_type, [label_matchers(query.matchers)], tr)
+def _matching(src: ProfileSource, request: Request, query: Query, tr: TimeRange) -> list[SeriesRow]:
+    return src.find_series(tenant_of(request), query.profile_type, [label_matchers(query.matchers)], tr)
 
 
 def _max_nodes(req: q.SelectMergeStacktracesRequest | q.SelectMergeSpanProfileRequest) -> int:
@@ -111,18 +111,15 @@ def _stacks(
 ) -> StackSet | None:
     """The merged stacks of ``query`` (``None`` when nothing matches), aggregated as the REST API does;
     with ``spans``, only the samples labelled with one of those span ids."""
-    series = _matching(request, query, tr)
-    if not series:
-        return None
-    ids = [s.series_id for s in series]
-    agg = aggregation_for(query.profile_type, None)
-    names = request.app.state.stack_names
-    with request.app.state.db.read() as cur:
-        if spans:
-            stacks = names.name(cur, span_stacks(cur, ids, tr, spans))
-        else:
-            stacks = load_stacks(cur, ids, tr, agg, plan(cur, ids, tr, agg), names)
-    return stacks.under_call_site(call_site) if call_site else stacks
+    with request.app.state.sources.read() as src:
+        series = _matching(src, request, query, tr)
+        if not series:
+            return None
+        agg = aggregation_for(query.profile_type, None)
+        return selected_stacks(
+            src, request.app.state.stack_names, [s.series_id for s in series], tr, agg,
+            spans=spans or (), call_site=call_site,
+        )  # fmt: skip
 
 
 def _flamegraph(stacks: StackSet | None, max_nodes: int) -> q.FlameGraph:
@@ -140,8 +137,8 @@ def _no_selection(profile_ids: Iterable[str], trace_ids: Iterable[str]) -> None:
 
 
 def profile_types(request: Request, req: q.ProfileTypesRequest) -> q.ProfileTypesResponse:
-    with request.app.state.db.read() as cur:
-        seen = stored_types(cur, tenant_of(request), _range(req.start, req.end))
+    with request.app.state.sources.read() as src:
+        seen = src.stored_types(tenant_of(request), _range(req.start, req.end))
     return q.ProfileTypesResponse(
         profile_types=[
             t.ProfileType(
@@ -220,9 +217,9 @@ def select_merge_span_profile(
 def _merged_pprof(request: Request, query: Query, tr: TimeRange, call_site: list[str]) -> pb.Profile:
     if call_site:
         raise Unimplemented("stack_trace_selector is not implemented for pprof answers")
-    with request.app.state.db.read() as cur:
-        series = find_series(cur, tenant_of(request), query.profile_type, [label_matchers(query.matchers)])
-        return to_message(export_profile(cur, query, series, tr))
+    with request.app.state.sources.read() as src:
+        series = src.find_series(tenant_of(request), query.profile_type, [label_matchers(query.matchers)])
+        return to_message(export_profile(src, query, series, tr))
 
 
 def select_merge_profile(request: Request, req: q.SelectMergeProfileRequest) -> pb.Profile:
@@ -250,11 +247,11 @@ def select_series(request: Request, req: q.SelectSeriesRequest) -> q.SelectSerie
         else Aggregation.SUM
     )
     # The first point holds the step before start: series seen only then count too.
-    matching = _matching(request, query, TimeRange(tr.start - step + 1, tr.end))
     group_by = list(req.group_by)
-    # timeseries() labels each step by its end, (t - step, t], as Pyroscope does: the REST API's points too.
-    with request.app.state.db.read() as cur:
-        lines = timeseries(cur, matching, tr, step, agg, group_by=group_by)
+    with request.app.state.sources.read() as src:
+        matching = _matching(src, request, query, TimeRange(tr.start - step + 1, tr.end))
+        # timeseries() labels each step by its end, (t - step, t], as Pyroscope does: the REST API's points too.
+        lines = timeseries(src, matching, tr, step, agg, group_by=group_by)
     out = [
         t.Series(
             labels=[t.LabelPair(name=k, value=v) for k, v in sorted(line.labels.items())],
@@ -292,8 +289,8 @@ def diff(request: Request, req: q.DiffRequest) -> q.DiffResponse:
 
 
 def profile_stats(request: Request, req: t.GetProfileStatsRequest) -> t.GetProfileStatsResponse:
-    with request.app.state.db.read() as cur:
-        oldest, newest = data_span(cur, tenant_of(request))
+    with request.app.state.sources.read() as src:
+        oldest, newest = src.data_span(tenant_of(request))
     if oldest is None or newest is None:
         return t.GetProfileStatsResponse(data_ingested=False, oldest_profile_time=0, newest_profile_time=0)
     return t.GetProfileStatsResponse(

@@ -31,7 +31,6 @@ from service.query.groups import Group, grouped_stacks, members, two_windows
 from service.query.stacks import under_roots
 from service.query.timeseries import timeseries
 from service.query.top import diff, top
-from service.store.reads import profile_spans
 from service.types import TimeRange, parse_duration
 
 __all__ = ["router"]
@@ -225,12 +224,12 @@ def _stacks(
     group_by: str | None = None,
 ) -> tuple[str, Aggregation, list[Group]]:
     """The merged stacks after filters — one group, or one per value of the ``group_by`` labels."""
-    with request.app.state.db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query)
+    with request.app.state.sources.read() as src:
+        q, series = select_series(src, tenant_of(request), query)
         agg = aggregation_for(q.profile_type, f.aggregation)
         keys = group_labels(group_by, series) or []
         groups, resolutions = grouped_stacks(
-            cur, request.app.state.stack_names, series, keys, tr, agg, (f.focus, f.ignore, f.hide), raw=f.raw
+            src, request.app.state.stack_names, series, keys, tr, agg, (f.focus, f.ignore, f.hide), raw=f.raw
         )
     response.headers[RESOLUTION_HEADER] = " / ".join(resolutions)
     return str(q.profile_type), agg, groups
@@ -335,11 +334,11 @@ def get_timeseries(
 ) -> TimeseriesResponse:
     tr = time_range(request, from_, until)
     step_ns = _step_ns(parse_duration(step, "step") / 1e9 if step is not None else None, tr)
-    with request.app.state.db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query)
+    with request.app.state.sources.read() as src:
+        q, series = select_series(src, tenant_of(request), query)
         groups = group_labels(group_by, series)
         agg = aggregation_for(q.profile_type, aggregation)
-        lines = timeseries(cur, series, tr, step_ns, agg, group_by=groups, function=function, value=value)
+        lines = timeseries(src, series, tr, step_ns, agg, group_by=groups, function=function, value=value)
     return TimeseriesResponse(
         profile_type=str(q.profile_type),
         aggregation=agg,
@@ -371,13 +370,13 @@ def get_diff(
 ) -> DiffResponse:
     tr = time_range(request, from_, until)
     base_tr = time_range(request, base_from, base_until, names=("base_from", "base_until"))
-    db = request.app.state.db
+    sources = request.app.state.sources
     pprof_filters = (filters.focus, filters.ignore, filters.hide)
     tables: list[DiffGroup] = []
     resolutions: list[str] = []
-    with db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query)
-        bq, base_series = (q, series) if base_query is None else select_series(cur, tenant_of(request), base_query)
+    with sources.read() as src:
+        q, series = select_series(src, tenant_of(request), query)
+        bq, base_series = (q, series) if base_query is None else select_series(src, tenant_of(request), base_query)
         if bq.profile_type != q.profile_type:
             raise InvalidRequest(f"base_query must select the same profile type as query ({q.profile_type})")
         agg = aggregation_for(q.profile_type, filters.aggregation)
@@ -386,7 +385,7 @@ def get_diff(
         for key in sorted(now.keys() | then.keys()) or [("",) * len(keys)]:
             ids, base_ids = now.get(key, []), then.get(key, [])
             current, base, used = two_windows(
-                db, request.app.state.stack_names, cur, (ids, tr), (base_ids, base_tr), agg, raw=filters.raw
+                sources, request.app.state.stack_names, src, (ids, tr), (base_ids, base_tr), agg, raw=filters.raw
             )
             if used not in resolutions:
                 resolutions.append(used)
@@ -416,11 +415,11 @@ def get_diff(
 @router.get("/series", response_model=list[SeriesInfo], summary="Series matching a query, with what they hold")
 def get_series(request: Request, query: QueryParam, from_: FromParam = None, until: UntilParam = None) -> list[Any]:
     tr = time_range(request, from_, until)
-    with request.app.state.db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query, require=False)
+    with request.app.state.sources.read() as src:
+        q, series = select_series(src, tenant_of(request), query, require=False)
         if not series:
             return []
-        rows = profile_spans(cur, [s.series_id for s in series], tr)
+        rows = src.profile_spans([s.series_id for s in series], tr)
     by_id = {s.series_id: s for s in series}
     out = [
         SeriesInfo(profile_type=str(q.profile_type), labels=by_id[r[0]].labels, first_seen=r[1], last_seen=r[2], profiles=r[3])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from service.analysis.analyze import Windows
-from service.analysis.records import Record, ack, get, list_records
+from service.analysis.records import Record
 from service.analysis.runner import Analyzer, RunReport
 from service.api.auth import tenant_of
 from service.api.params import FromParam, UntilParam, time_range
@@ -177,15 +177,15 @@ def list_regressions(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
     tr = time_range(request, from_, until) if from_ or until else None
-    with request.app.state.db.read() as cur:
-        rows = list_records(cur, tenant_of(request), service=service, kind=kind, state=state, tr=tr, limit=limit)
+    with request.app.state.sources.read() as src:
+        rows = src.list_findings(tenant_of(request), service=service, kind=kind, state=state, tr=tr, limit=limit)
     return [_out(r) for r in rows]
 
 
 @router.get("/regressions/{rid}", response_model=RegressionDetail, summary="One finding, with its diff")
 def get_regression(request: Request, response: Response, rid: str) -> dict[str, Any]:
-    with request.app.state.db.read() as cur:
-        r = get(cur, tenant_of(request), _id(rid))
+    with request.app.state.sources.read() as src:
+        r = src.finding(tenant_of(request), _id(rid))
     if r is None:
         raise NotFound(f"no finding with id {rid}")
     out = _out(r)
@@ -204,7 +204,8 @@ def get_regression(request: Request, response: Response, rid: str) -> dict[str, 
 @router.post("/regressions/{rid}/ack", response_model=RegressionOut, summary="Acknowledge a finding")
 def ack_regression(request: Request, rid: str) -> dict[str, Any]:
     key = _id(rid)
-    r = request.app.state.db.writer.call(lambda con: ack(con, tenant_of(request), key, now_ns())).result()
+    tenant, now = tenant_of(request), now_ns()
+    r = request.app.state.sources.write_findings(lambda rows: rows.ack(tenant, key, now))
     if r is None:
         raise NotFound(f"no finding with id {rid}")
     return _out(r)
@@ -258,8 +259,8 @@ def get_annotations(
 ) -> list[Annotation]:
     """One annotation per finding seen in the range: a region from the change point to when it was last seen."""
     tr = time_range(request, from_, until)
-    with request.app.state.db.read() as cur:
-        rows = list_records(cur, tenant_of(request), service=service, tr=tr)
+    with request.app.state.sources.read() as src:
+        rows = src.list_findings(tenant_of(request), service=service, tr=tr)
     out = []
     for r in rows:
         text = (

@@ -27,9 +27,7 @@ from service.pprof.encode import encode
 from service.query.export import diff_profile, export_profile
 from service.query.selector import Matcher, parse_labels, parse_query, parse_selector
 from service.store.ingest import Ingestor
-from service.store.reads import LabelMatcher, find_series, list_profiles, stored_types
-from service.store.reads import label_names as store_label_names
-from service.store.reads import label_values as store_label_values
+from service.store.reads import LabelMatcher
 from service.types import ProfileType, TimeRange, parse_time
 
 __all__ = ["router"]
@@ -68,8 +66,8 @@ class StoredProfile(BaseModel):
 
 
 def _stored_types(request: Request) -> set[ProfileType]:
-    with request.app.state.db.read() as cur:
-        return stored_types(cur, tenant_of(request))
+    with request.app.state.sources.read() as src:
+        return src.stored_types(tenant_of(request))
 
 
 @router.post(
@@ -157,17 +155,17 @@ def export(
     tr = time_range(request, from_, until)
     if (base_from is None) != (base_until is None) or (base_query is not None and base_from is None):
         raise InvalidRequest("a diff export needs both base_from and base_until (and base_query only with them)")
-    with request.app.state.db.read() as cur:
-        q, series = select_series(cur, tenant_of(request), query)
-        require_profiles(cur, q, series, tr, ("from", "until"))
-        profile = export_profile(cur, q, series, tr, aggregation)
+    with request.app.state.sources.read() as src:
+        q, series = select_series(src, tenant_of(request), query)
+        require_profiles(src, q, series, tr, ("from", "until"))
+        profile = export_profile(src, q, series, tr, aggregation)
         if base_from is not None:
-            bq, base_series = select_series(cur, tenant_of(request), base_query) if base_query else (q, series)
+            bq, base_series = select_series(src, tenant_of(request), base_query) if base_query else (q, series)
             if bq.profile_type != q.profile_type:
                 raise InvalidRequest(f"base_query must select the same profile type as query ({q.profile_type})")
             base_tr = time_range(request, base_from, base_until, names=("base_from", "base_until"))
-            require_profiles(cur, bq, base_series, base_tr, ("base_from", "base_until"))
-            base = export_profile(cur, bq, base_series, base_tr, aggregation)
+            require_profiles(src, bq, base_series, base_tr, ("base_from", "base_until"))
+            base = export_profile(src, bq, base_series, base_tr, aggregation)
             profile = diff_profile(profile, base)
     return Response(
         encode(profile),
@@ -222,8 +220,8 @@ def labels(
     request: Request, query: SelectorParam = None, from_: FromParam = None, until: UntilParam = None
 ) -> list[str]:
     ptype, matchers, tr = _scope(request, query, from_, until)
-    with request.app.state.db.read() as cur:
-        return store_label_names(cur, tenant_of(request), ptype, [matchers], tr)
+    with request.app.state.sources.read() as src:
+        return src.label_names(tenant_of(request), ptype, [matchers], tr)
 
 
 @router.get("/labels/{name}/values", response_model=list[str], summary="Values of one label")
@@ -235,8 +233,8 @@ def label_values(
     until: UntilParam = None,
 ) -> list[str]:
     ptype, matchers, tr = _scope(request, query, from_, until)
-    with request.app.state.db.read() as cur:
-        return store_label_values(cur, tenant_of(request), name, ptype, [matchers], tr)
+    with request.app.state.sources.read() as src:
+        return src.label_values(tenant_of(request), name, ptype, [matchers], tr)
 
 
 class ProfilesPage(BaseModel):
@@ -286,13 +284,13 @@ def profiles(
 ) -> ProfilesPage:
     tr = time_range(request, from_, until)
     after = _after(cursor, order) if cursor else None
-    with request.app.state.db.read() as cur:
-        q = parse_query(query, stored_types(cur, tenant_of(request)))
-        found = find_series(cur, tenant_of(request), q.profile_type, [label_matchers(q.matchers)])
+    with request.app.state.sources.read() as src:
+        q = parse_query(query, src.stored_types(tenant_of(request)))
+        found = src.find_series(tenant_of(request), q.profile_type, [label_matchers(q.matchers)])
         series = {s.series_id: s for s in found}
         # One row more than the page: whether there is a next page, without counting them all.
         rows: list[Any] = (
-            list_profiles(cur, list(series), tr, limit + 1, newest_first=order == "newest", after=after)
+            src.list_profiles(list(series), tr, limit + 1, newest_first=order == "newest", after=after)
             if series
             else []
         )

@@ -16,8 +16,9 @@ that goes down can only mean the process restarted (its counters began again at 
 the difference would store negative allocations, so that scrape re-baselines instead.
 
 A fleet of a thousand targets scraping memory every 15 s runs this ~70 times a second, so the
-work is column-wise (one compiled hashing pass, then sorted-array joins) and a baseline holds
-only a hash and the cumulative values per stack, not the profile.
+work is column-wise on the decoded profile (one compiled hashing pass, then sorted-array joins),
+the delta is a selection of its columns (never a profile encoded to be parsed again), and a
+baseline holds only a hash and the cumulative values per stack, not the profile.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from service.pprof.batch import expand, rows_of
-from service.pprof.hashing import content_ids, hash_fields, hash_strings, mix
-from service.pprof.model import LabelSet, Profile, Samples, ValueType, offsets_of
+from service.pprof.decode import Envelope, check, content_ids_of, derived
+from service.pprof.hashing import mix
+from service.pprof.model import ValueType
 
 __all__ = ["CUMULATIVE_TYPES", "DeltaResult", "Deltas", "identities"]
 
@@ -44,7 +45,7 @@ CUMULATIVE_TYPES = frozenset({"alloc_objects", "alloc_space", "contentions", "de
 
 @dataclass(frozen=True, slots=True)
 class DeltaResult:
-    profile: Profile | None  # None: nothing to store this time (a baseline was set)
+    envelope: Envelope | None  # None: nothing to store this time (a baseline was set)
     outcome: str  # "stored_as_is", "baseline", "rebaseline_restart" or "delta"
     detail: str
 
@@ -90,16 +91,21 @@ class Deltas:
             s = self._series.get(key) if isinstance(key, str) else None
             return s is not None and s.baseline is not None
 
-    def apply(self, key: str, profile: Profile, scraped_at_ns: int) -> DeltaResult:
-        """Turn the scrape ``profile`` of series ``key``, taken at ``scraped_at_ns``, into what is to be stored."""
-        cols = np.array([i for i, t in enumerate(profile.sample_types) if t.type in CUMULATIVE_TYPES], np.int64)
+    def apply(self, key: str, env: Envelope, scraped_at_ns: int) -> DeltaResult:
+        """Turn the scrape ``env`` of series ``key``, taken at ``scraped_at_ns``, into what is to be stored.
+
+        Raises pprof's error when the profile is not valid (a baseline must be one).
+        """
+        types = env.header.sample_types
+        cols = np.array([i for i, t in enumerate(types) if t.type in CUMULATIVE_TYPES], np.int64)
         if cols.size == 0:
-            types = " ".join(map(str, profile.sample_types)) or "none"
-            return DeltaResult(profile, "stored_as_is", f"no cumulative sample type ({types}); stored as scraped")
+            names = " ".join(map(str, types)) or "none"
+            return DeltaResult(env, "stored_as_is", f"no cumulative sample type ({names}); stored as scraped")
+        check(env)
         with self._lock:
             series = self._series.setdefault(key, _Series())
         with series.lock:
-            return _apply(series, profile, cols, scraped_at_ns)
+            return _apply(series, env, cols, scraped_at_ns)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the baselines of every key not in ``keep`` (targets no longer scraped after a reload).
@@ -112,54 +118,30 @@ class Deltas:
             self._series = {k: s for k, s in self._series.items() if k in kept}
 
 
-def identities(p: Profile) -> U64:
+def identities(env: Envelope) -> U64:
     """A content hash of each sample's stack and label set (equal across scrapes, whatever the ids)."""
-    s, loc, fn, mp = p.samples, p.locations, p.functions, p.mappings
-
-    def rows(ref_ids: U64, def_ids: U64) -> I64:
-        return rows_of(np.zeros(ref_ids.size, np.int64), ref_ids, def_ids, offsets_of([def_ids.size]))
-
-    no_labels = np.zeros(0, np.int64)
-    ids = content_ids(
-        hash_strings(p.strings),
-        mp,
-        fn,
-        loc,
-        location_mapping=rows(loc.mapping_id, mp.id),
-        line_function=rows(loc.line_function_id, fn.id),
-        offsets=s.offsets,
-        sample_location=rows(s.location_ids, loc.id),
-        labels=(no_labels, no_labels, no_labels, no_labels, no_labels),
-    )
-    # Label sets are Python tuples in the model: hash each distinct set once, then index.
-    set_hash = np.array([_labelset_hash(ls) for ls in s.labelsets], np.uint64)
-    return mix(ids.stack, set_hash[s.labelset_index])
-
-
-def _labelset_hash(ls: LabelSet) -> int:
-    if not ls:
-        return 0
-    # Order-independent: a label set is a set. repr() quotes strings, so fields cannot run together.
-    return hash_fields(*sorted(repr((lb.key, lb.str, lb.num, lb.num_unit)) for lb in ls))
+    ids = content_ids_of(env)
+    return mix(ids.stack, ids.labelset)
 
 
 def _kind(types: tuple[ValueType, ...], period_type: ValueType | None) -> str:
     return " ".join(map(str, types)) + f" per {period_type or 'no period type'}"
 
 
-def _apply(series: _Series, p: Profile, cols: I64, scraped_at_ns: int) -> DeltaResult:
-    ident = identities(p)
+def _apply(series: _Series, env: Envelope, cols: I64, scraped_at_ns: int) -> DeltaResult:
+    h, c = env.header, env.columns
+    ident = identities(env)
     uniq, first, inverse = np.unique(ident, return_index=True, return_inverse=True)
-    sums = np.zeros((uniq.size, len(p.sample_types)), np.int64)
-    np.add.at(sums, inverse, p.samples.values)  # samples of equal identity count as one
+    sums = np.zeros((uniq.size, len(h.sample_types)), np.int64)
+    np.add.at(sums, inverse.reshape(-1), c.values.reshape(ident.size, -1))  # samples of equal identity count as one
     current = np.ascontiguousarray(sums[:, cols])
     base = series.baseline
-    series.baseline = _Baseline(p.sample_types, p.period_type, uniq, current, scraped_at_ns)
+    series.baseline = _Baseline(h.sample_types, h.period_type, uniq, current, scraped_at_ns)
 
     if base is None:
         return DeltaResult(None, "baseline", "first scrape sets the baseline")
-    if base.sample_types != p.sample_types or base.period_type != p.period_type:
-        was, now = _kind(base.sample_types, base.period_type), _kind(p.sample_types, p.period_type)
+    if base.sample_types != h.sample_types or base.period_type != h.period_type:
+        was, now = _kind(base.sample_types, base.period_type), _kind(h.sample_types, h.period_type)
         return DeltaResult(None, "baseline", f"sample types changed from [{was}] to [{now}]; new baseline")
 
     before = np.zeros_like(current)
@@ -169,7 +151,7 @@ def _apply(series: _Series, p: Profile, cols: I64, scraped_at_ns: int) -> DeltaR
         before[hit] = base.values[pos[hit]]
     delta = current - before
 
-    names = [p.sample_types[c].type for c in cols.tolist()]
+    names = [h.sample_types[c].type for c in cols.tolist()]
     down = delta < 0
     if down.any():
         which = ", ".join(names[c] for c in np.flatnonzero(down.any(axis=0)).tolist())
@@ -182,11 +164,11 @@ def _apply(series: _Series, p: Profile, cols: I64, scraped_at_ns: int) -> DeltaR
     was_total, now_total = base.values.sum(axis=0), current.sum(axis=0)
     lower = np.flatnonzero(now_total < was_total)
     if lower.size:
-        c = int(lower[0])
+        k = int(lower[0])
         return DeltaResult(
             None,
             "rebaseline_restart",
-            f"total {names[c]} went down from {int(was_total[c])} to {int(now_total[c])}: "
+            f"total {names[k]} went down from {int(was_total[k])} to {int(now_total[k])}: "
             "the process restarted; new baseline",
         )
 
@@ -195,16 +177,8 @@ def _apply(series: _Series, p: Profile, cols: I64, scraped_at_ns: int) -> DeltaR
     kept = np.flatnonzero(out.any(axis=1))
     kept = kept[np.argsort(first[kept])]  # in the order the scrape listed them
     rep = first[kept]  # the first sample of each identity stands for it
-    s = p.samples
-    depth = np.diff(s.offsets)[rep]
-    samples = Samples(
-        offsets_of(depth),
-        s.location_ids[expand(s.offsets[rep], depth)],
-        out[kept],
-        s.labelset_index[rep],
-        list(s.labelsets),
-    )
     duration = max(scraped_at_ns - base.scraped_at_ns, 0)  # a wall clock stepped back gives no negative span
-    result = replace(p, samples=samples, time_nanos=base.scraped_at_ns, duration_nanos=duration)
+    header = replace(h, time_nanos=base.scraped_at_ns, duration_nanos=duration)
+    result = derived(env, c.select(rep, out[kept]), header=header, salt=("delta", base.scraped_at_ns))
     detail = f"delta over {duration / 1e9:.3f} s: {kept.size} of {uniq.size} stacks changed or in use"
     return DeltaResult(result, "delta", detail)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import numpy as np
@@ -18,10 +18,9 @@ import numpy as np
 from service.collector.delta import CUMULATIVE_TYPES, Deltas
 from service.collector.targets import TargetSpec
 from service.errors import DecompressError, ParseError, ProfileError, ProfileTooLarge
-from service.pprof.batch import expand
-from service.pprof.decode import Envelope, decompress, envelope, resolve
+from service.pprof.decode import Envelope, check, decompress, derived, read
 from service.pprof.encode import to_message
-from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
+from service.pprof.model import Function, Line, Location, Mapping, Profile, Samples, ValueType
 from service.types import DecodeLimits
 
 __all__ = ["KINDS", "Fetched", "Prepared", "ScrapeFailed", "fetch", "prepare", "stored_name", "warm_up"]
@@ -153,12 +152,11 @@ def prepare(
     """Check a scraped profile, apply the limits and the delta; never raises anything but ScrapeFailed.
 
     Most scrapes (CPU, goroutine) are stored as they came: their counts and depths are read off
-    the decoded columns, and the envelope goes to the store as is. Only a profile that must
-    change (a delta, kept sample types, truncated stacks) is resolved into the model, changed
-    and serialized again.
+    the decoded columns, and the envelope goes to the store as is. A profile that must change
+    (a delta, kept sample types, truncated stacks) is changed by selecting from its columns.
     """
     try:
-        env = envelope(decompress(data, limits))
+        env = read(data, limits)
     except ProfileTooLarge as exc:
         raise ScrapeFailed("too_large", str(exc)) from None
     except DecompressError as exc:
@@ -176,9 +174,7 @@ def prepare(
 def _prepare(
     spec: TargetSpec, env: Envelope, deltas: Deltas, scraped_at_ns: int, max_samples: int, max_stack_depth: int
 ) -> Prepared:
-    c = env.columns
-    profile = resolve(env) if c is None else None
-    depths = c.sample_locations if c is not None else profile.samples.depths()  # type: ignore[union-attr]
+    depths = env.columns.sample_locations
     name = stored_name(spec)
     if depths.size == 0 and name in _DISABLED_HINT:
         raise ScrapeFailed("profiling_disabled", f"the {name} profile is empty: {_DISABLED_HINT[name]}")
@@ -188,21 +184,20 @@ def _prepare(
     cumulative = not spec.delta and any(st.type in CUMULATIVE_TYPES for st in env.header.sample_types)
     if spec.keep_sample_types is None and not deep and not cumulative:
         return Prepared(env, int(depths.size), "stored", ())
-    profile = profile or resolve(env)
+    check(env)  # what is changed must be valid first
     notes: list[str] = []
     if spec.keep_sample_types is not None:
-        profile = _keep(profile, spec.keep_sample_types)
+        env = _keep(env, spec.keep_sample_types)
     if deep:
-        profile = _truncate(profile, max_stack_depth)
         note = f"truncated {deep} stack(s) deeper than {max_stack_depth} frames to their {max_stack_depth} innermost"
-        profile.comments = (*profile.comments, f"profstore: {note}")
+        env = _truncate(env, max_stack_depth, f"profstore: {note}")
         notes.append(note)
     if not spec.delta:
-        result = deltas.apply(spec.key, profile, scraped_at_ns)
-        if result.profile is None:
+        result = deltas.apply(spec.key, env, scraped_at_ns)
+        if result.envelope is None:
             return Prepared(None, 0, result.outcome, (*notes, result.detail))
-        profile = result.profile
-    return Prepared(envelope(to_message(profile).SerializeToString()), len(profile.samples), "stored", tuple(notes))
+        env = result.envelope
+    return Prepared(env, int(env.columns.sample_locations.size), "stored", tuple(notes))
 
 
 def warm_up() -> None:
@@ -230,33 +225,27 @@ def warm_up() -> None:
         )  # fmt: skip
 
 
-def _keep(profile: Profile, keep: tuple[tuple[str, str], ...]) -> Profile:
+def _keep(env: Envelope, keep: tuple[tuple[str, str], ...]) -> Envelope:
     """Only the sample types asked for; the scrape fails when none of them is in the profile."""
+    h, c = env.header, env.columns
     wanted = set(keep)
-    cols = [i for i, st in enumerate(profile.sample_types) if (st.type, st.unit) in wanted]
+    cols = [i for i, st in enumerate(h.sample_types) if (st.type, st.unit) in wanted]
     if not cols:
-        have = ", ".join(str(st) for st in profile.sample_types)
+        have = ", ".join(str(st) for st in h.sample_types)
         want = ", ".join(f"{t}/{u}" for t, u in keep)
         raise ScrapeFailed("malformed", f"keep_sample_types ({want}) matches none of the profile's types ({have})")
-    s = profile.samples
-    values = s.values[:, cols]
+    values = c.values.reshape(c.sample_locations.size, -1)[:, cols]
     nz = np.flatnonzero(np.any(values != 0, axis=1))
-    starts, ends = s.offsets[:-1][nz], s.offsets[1:][nz]
-    idx = expand(starts, ends - starts)
-    offsets = offsets_of(ends - starts)
-    profile.samples = Samples(offsets, s.location_ids[idx], values[nz], s.labelset_index[nz], s.labelsets)
-    profile.sample_types = tuple(profile.sample_types[i] for i in cols)
-    if profile.default_sample_type not in {st.type for st in profile.sample_types}:
-        profile.default_sample_type = ""
-    return profile
+    types = tuple(h.sample_types[i] for i in cols)
+    default = h.default_sample_type if h.default_sample_type in {st.type for st in types} else ""
+    header = replace(h, sample_types=types, default_sample_type=default)
+    return derived(env, c.select(nz, values[nz]), header=header, salt=("keep", cols))
 
 
-def _truncate(profile: Profile, depth: int) -> Profile:
+def _truncate(env: Envelope, depth: int, comment: str) -> Envelope:
     """Keep each stack's ``depth`` innermost frames (pprof lists a stack leaf first)."""
-    s = profile.samples
-    n = s.depths()
-    keep = np.minimum(n, depth)
-    offsets = offsets_of(keep)
-    rows = expand(s.offsets[:-1], keep)
-    profile.samples = Samples(offsets, s.location_ids[rows], s.values, s.labelset_index, s.labelsets)
-    return profile
+    h, c = env.header, env.columns
+    n = c.sample_locations.size
+    cut = c.select(np.arange(n), c.values.reshape(n, -1), depths=np.full(n, depth, np.int64))
+    header = replace(h, comments=(*h.comments, comment))
+    return derived(env, cut, header=header, salt=("truncate", depth))

@@ -18,23 +18,24 @@ import numpy as np
 import numpy.typing as npt
 
 from service.pprof.hashing import mix
-from service.pprof.model import Functions, Header, Label, LabelSet, Locations, Mappings, Profile, Samples, offsets_of
+from service.pprof.model import (
+    Functions,
+    Header,
+    Label,
+    LabelSet,
+    Locations,
+    Mappings,
+    Profile,
+    Samples,
+    expand,
+    offsets_of,
+)
 
 __all__ = ["Header", "ProfileBatch", "Resolved", "expand", "rows_of"]
 
 T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-
-
-def expand(starts: I64, counts: I64) -> I64:
-    """Concatenate ``range(starts[i], starts[i] + counts[i])``, without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    seg = np.repeat(np.arange(counts.size), counts)
-    first = np.cumsum(counts) - counts
-    return np.asarray(starts[seg] + (np.arange(total) - first[seg]), np.int64)
 
 
 @dataclass(frozen=True, slots=True)

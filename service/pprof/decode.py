@@ -1,6 +1,7 @@
-"""Bytes → resolved, validated :class:`~service.pprof.model.Profile`.
+"""Bytes → the decoded columnar form (:class:`Envelope`), once, whatever the source.
 
-Three stages, each with its own error prefix as pprof words them: gunzip
+Every source ends here: :func:`read` is the one place bytes are gunzipped under the size caps
+and parsed. Three stages, each with its own error prefix as pprof words them: gunzip
 ("decompressing profile: …"), protobuf parse ("parsing profile: …") and resolution plus
 validation ("malformed profile: …"). Compression is sniffed from the gzip magic, never from a
 file name: several real profiles named ``.pb.gz`` are raw protobuf.
@@ -8,19 +9,24 @@ file name: several real profiles named ``.pb.gz`` are raw protobuf.
 upb parses the envelope (header, string table); the repeated messages (samples, locations,
 functions, mappings) are decoded into columns by :mod:`service.pprof.decode_fast`, compiled code that
 runs in the caller's thread without the GIL. When their encoding is unusual, upb decodes them
-too (the slow, exact path), which also words real corruption.
+(the slow, exact path, which also words real corruption) and the result becomes the same
+columns; so do legacy text profiles (:mod:`service.pprof.legacy`) and folded stacks
+(:mod:`service.pprof.folded`) through :func:`from_profile`. What changes a decoded profile —
+a push split by sample labels, a scrape's delta — selects from its columns
+(:meth:`~service.pprof.decode_fast.Columns.select`); nothing is encoded to protobuf to be parsed again.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import xxhash
 from google.protobuf.message import DecodeError
 
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileError, ProfileTooLarge
@@ -28,22 +34,27 @@ from service.pprof import decode_fast
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch, Resolved
 from service.pprof.decode_exact import decode_exact
-from service.pprof.encode import to_message
+from service.pprof.hashing import ContentIds, content_ids, hash_strings
 from service.pprof.legacy import looks_legacy, parse_legacy
-from service.pprof.model import Functions, Header, Locations, Mappings, Profile, ValueType, offsets_of
-from service.pprof.validate import invalid_profiles
+from service.pprof.model import Functions, Header, Locations, Mappings, Profile, StringTable, ValueType, offsets_of
+from service.pprof.validate import check_valid, valid
 from service.types import DecodeLimits
 
 __all__ = [
     "Entities",
     "Envelope",
+    "check",
+    "content_ids_of",
     "decode",
     "decode_batch",
     "decompress",
+    "derived",
     "entities",
     "envelope",
+    "from_profile",
     "is_gzip",
     "parse",
+    "read",
     "resolve",
 ]
 
@@ -56,7 +67,10 @@ def is_gzip(data: bytes) -> bool:
 
 
 def decompress(data: bytes, limits: DecodeLimits | None = None) -> bytes:
-    """Gunzip ``data`` (all members, as Go's gzip reader does) without ever holding more than the cap."""
+    """Gunzip ``data`` (all members, as Go's gzip reader does) without ever holding more than the cap.
+
+    Profiles come in through :func:`read`; this is also what gunzips an HTTP body (``Content-Encoding``).
+    """
     limits = limits or DecodeLimits()
     if len(data) > limits.max_compressed_bytes:
         raise ProfileTooLarge(f"compressed size {len(data)}", limits.max_compressed_bytes)
@@ -85,21 +99,32 @@ def decompress(data: bytes, limits: DecodeLimits | None = None) -> bytes:
 
 @dataclass(slots=True)
 class Envelope:
-    """A parsed but not yet decoded profile: header and strings resolved, repeated messages still bytes.
+    """A decoded profile: header and strings resolved, samples and symbols as columns, not yet validated.
 
-    Building one is cheap (upb does the work in C) and catches what is wrong with the bytes as a
-    whole, so ingest can answer a bad request at once and decode good ones later, in a batch.
+    Building one is cheap (upb and compiled code do the work) and catches what is wrong with the
+    bytes as a whole, so ingest can answer a bad request at once; the rules are checked by
+    :func:`check` (per profile, in the ingest thread) or :func:`decode_batch` (many at once).
     """
 
-    raw: bytes
-    view: pb.ProfileView
     header: Header
     strings: list[str]
-    columns: decode_fast.Columns | None  # None: unusual encoding, decoded by upb
+    columns: decode_fast.Columns
+    content_hash: int  # what makes the same profile the same (idempotent ingest): of its bytes when it had some
+    size: int  # bytes it was read from (its part of them, for the parts of a split push)
+    raw: bytes | None = None  # the protobuf it was parsed from: the exact decoder words its errors
+    view: pb.ProfileView | None = None
+
+
+def read(data: bytes, limits: DecodeLimits | None = None, parse: Callable[[bytes], Envelope] | None = None) -> Envelope:
+    """The one way bytes become a profile: gunzip under the size caps, then ``parse`` (pprof or legacy
+    text by default; :func:`service.pprof.folded.parse_folded` for collapsed stacks)."""
+    if not data:
+        raise ParseError("empty input file")
+    return (parse or envelope)(decompress(data, limits))
 
 
 def envelope(raw: bytes) -> Envelope:
-    """Parse uncompressed protobuf bytes down to the repeated messages."""
+    """Parse uncompressed protobuf (or legacy text) bytes into columns."""
     if not raw:
         raise ParseError("empty input file")
     view = pb.ProfileView()
@@ -111,7 +136,7 @@ def envelope(raw: bytes) -> Envelope:
     if not parsed:
         # pprof tries protobuf first, then its legacy text and binary formats; so do we.
         if looks_legacy(raw):
-            return envelope(to_message(parse_legacy(raw)).SerializeToString())
+            return from_profile(parse_legacy(raw), content_hash=xxhash.xxh3_64_intdigest(raw), size=len(raw))
         raise ParseError(_guess(raw))
     strings = _strings(list(view.string_table))
 
@@ -140,18 +165,83 @@ def envelope(raw: bytes) -> Envelope:
         default_sample_type=s(view.default_sample_type, "default_sample_type"),
         doc_url=s(view.doc_url, "doc_url"),
     )
+    digest = xxhash.xxh3_64_intdigest(raw)
     try:
-        cols: decode_fast.Columns | None = decode_fast.columns(raw)
+        cols = decode_fast.columns(raw)
     except decode_fast.Unsupported:
-        cols = None
-    return Envelope(raw, view, header, strings, cols)
+        # An unusual but maybe valid encoding: upb decodes it (and words what is wrong with it).
+        cols = decode_exact(view, strings, raw)
+    return Envelope(header, strings, cols, digest, len(raw), raw, view)
+
+
+def from_profile(p: Profile, *, content_hash: int, size: int) -> Envelope:
+    """The decoded form of a profile built as the model (legacy text, folded stacks): its columns, once.
+
+    Raises pprof's message when the profile breaks a rule.
+    """
+    strings, cols = _columns_of(p)
+    check_valid(cols, len(p.sample_types))
+    return Envelope(p.header(), strings, cols, content_hash, size)
+
+
+def derived(
+    env: Envelope,
+    columns: decode_fast.Columns,
+    *,
+    header: Header | None = None,
+    strings: list[str] | None = None,
+    salt: object = "",
+) -> Envelope:
+    """A profile made from ``env`` by selecting from its columns (a split part, a delta, kept types).
+
+    It is valid when ``env`` is; its content hash is ``env``'s with ``salt`` (what was made of it) mixed in.
+    """
+    h = xxhash.xxh3_64(env.content_hash.to_bytes(8, "little"))
+    h.update(repr(salt).encode())
+    return Envelope(header or env.header, env.strings if strings is None else strings, columns, h.intdigest(), env.size)
+
+
+def _columns_of(p: Profile) -> tuple[list[str], decode_fast.Columns]:
+    """A resolved profile as decoded columns; the label strings join the profile's dictionary."""
+    code = StringTable(p.strings)
+    s = p.samples
+    set_rows = [
+        [(code(lb.key), code(lb.str) if lb.str else 0, lb.num, code(lb.num_unit)) for lb in ls] for ls in s.labelsets
+    ]
+    labels = [(i, *lb) for i, k in enumerate(s.labelset_index.tolist()) for lb in set_rows[k]]
+    cols = decode_fast.Columns.of(
+        depths=s.depths(),
+        location_ids=s.location_ids,
+        values=s.values,
+        labels=np.array(labels, np.int64).reshape(-1, decode_fast.LABEL_W),
+        mappings=p.mappings,
+        functions=p.functions,
+        locations=p.locations,
+    )
+    return code.table, cols
+
+
+def content_ids_of(env: Envelope) -> ContentIds:
+    """Content hashes of one decoded profile's symbols, stacks and label sets (a valid one: see :func:`check`)."""
+    c = env.columns
+    mappings, functions, locations = c.parts()
+    lab = c.labels
+    return content_ids(
+        hash_strings(env.strings),
+        mappings,
+        functions,
+        locations,
+        location_mapping=c.location_mapping,
+        line_function=c.line_function,
+        offsets=offsets_of(c.sample_locations),
+        sample_location=c.sample_location,
+        labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
+    )
 
 
 def decode(data: bytes, limits: DecodeLimits | None = None) -> Profile:
-    """Decode gzipped or raw pprof protobuf bytes into a validated, resolved profile."""
-    if not data:
-        raise ParseError("empty input file")
-    return parse(decompress(data, limits))
+    """Decode gzipped or raw pprof bytes into a validated, resolved profile."""
+    return resolve(read(data, limits))
 
 
 def parse(raw: bytes) -> Profile:
@@ -167,49 +257,33 @@ def resolve(env: Envelope) -> Profile:
     return batch.profile(0)
 
 
+def check(env: Envelope) -> None:
+    """pprof's validity rules on one decoded profile; raises pprof's message for the first one broken."""
+    error = _error(env)
+    if error is not None:
+        raise error
+
+
+def _error(env: Envelope) -> ProfileError | None:
+    if valid(env.columns, len(env.header.sample_types), len(env.strings)):
+        return None
+    if env.raw is not None and env.view is not None:
+        try:
+            decode_exact(env.view, env.strings, env.raw)
+        except ProfileError as exc:
+            return exc
+    # The column checks found a fault the exact decoder does not: refuse, never store it.
+    return MalformedProfile("profile failed validation")
+
+
 def decode_batch(envs: list[Envelope]) -> tuple[ProfileBatch, list[ProfileError | None]]:
     """Decode many envelopes column-wise at once; a profile that fails validation is left out.
 
     Returns the batch of the valid ones (in order) and, per input, its error or ``None``.
     """
-    errors: list[ProfileError | None] = [None] * len(envs)
-    try:
-        batch = _fast(envs)
-    except decode_fast.Unsupported:
-        # Some profile is encoded unusually: decode each alone, with upb where it must be.
-        profiles = []
-        for i, e in enumerate(envs):
-            try:
-                profiles.append(_one(e))
-            except ProfileError as exc:
-                errors[i] = exc
-        return ProfileBatch.of(profiles), errors
-    bad = invalid_profiles(batch, batch.resolve())
-    if not bad:
-        return batch, errors
-    for i in bad:
-        try:
-            _exact(envs[i])
-        except ProfileError as exc:
-            errors[i] = exc
-        else:  # the column checks found a fault the exact decoder does not: refuse, never store it
-            errors[i] = MalformedProfile("profile failed validation")
+    errors = [_error(e) for e in envs]
     good = [e for e, err in zip(envs, errors, strict=True) if err is None]
     return (_fast(good) if good else ProfileBatch.empty()), errors
-
-
-def _one(env: Envelope) -> Profile:
-    try:
-        batch = _fast([env])
-    except decode_fast.Unsupported:
-        return _exact(env)
-    if invalid_profiles(batch, batch.resolve()):
-        return _exact(env)
-    return batch.profile(0)
-
-
-def _exact(env: Envelope) -> Profile:
-    return decode_exact(env.view, env.strings, env.raw)
 
 
 def _guess(raw: bytes) -> str:
@@ -285,12 +359,8 @@ class Entities:
 
 
 def entities(envs: Sequence[Envelope]) -> Entities:
-    """Concatenate the columns of envelopes decoded by :mod:`service.pprof.decode_fast` (none may be ``None``)."""
-    cols: list[decode_fast.Columns] = []
-    for e in envs:
-        if e.columns is None:
-            raise decode_fast.Unsupported("decoded by upb")
-        cols.append(e.columns)
+    """Concatenate the columns of decoded envelopes into batch numbering."""
+    cols = [e.columns for e in envs]
     string_base = offsets_of([len(e.strings) for e in envs])
     sb = string_base[:-1]
     sample_base = offsets_of([c.sample_locations.size for c in cols])
@@ -337,7 +407,7 @@ def entities(envs: Sequence[Envelope]) -> Entities:
 def _fast(envs: list[Envelope]) -> ProfileBatch:
     """Concatenate the envelopes' columns into one batch, with string codes in batch numbering."""
     ent = entities(envs)
-    cols = [e.columns for e in envs if e.columns is not None]
+    cols = [e.columns for e in envs]
     sample_counts = [c.sample_locations.size for c in cols]
     width = max((len(e.header.sample_types) for e in envs), default=0)
     types = np.repeat(np.array([len(e.header.sample_types) for e in envs], np.int64), sample_counts)

@@ -1,8 +1,9 @@
 """The exact, slow decoder of a profile's repeated messages: upb objects, errors worded as pprof words them.
 
-Used for a profile the column-wise decoder cannot take (an unusual but valid encoding) and to
-word the error of a profile the batch checks found faulty: every check here has pprof's
-message, naming the entity and id. About 1 µs per sample, so never the common path.
+Used for a profile the column-wise decoder cannot take (an unusual but valid encoding), which
+becomes the same decoded columns (:meth:`~service.pprof.decode_fast.Columns.of`), and to word
+the error of a profile the column checks found faulty: every check here has pprof's message,
+naming the entity and id. About 1 µs per sample, so never the common path.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from google.protobuf.message import DecodeError
 
 from service.errors import MalformedProfile, ParseError
 from service.pprof import profile_pb2 as pb
-from service.pprof.hashing import mix, set_hashes
-from service.pprof.model import Functions, Label, LabelSet, Locations, Mappings, Profile, Samples, ValueType, offsets_of
+from service.pprof.decode_fast import Columns
+from service.pprof.model import Functions, Locations, Mappings, offsets_of
 from service.pprof.validate import check_valid
 
 __all__ = ["decode_exact"]
@@ -27,11 +28,14 @@ I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
 
-def decode_exact(view: pb.ProfileView, strings: list[str], raw: bytes) -> Profile:
-    """Decode and validate one profile through upb; raises pprof's errors."""
-    profile = _assemble(view, strings, _slow(raw))
-    check_valid(profile)
-    return profile
+def decode_exact(view: pb.ProfileView, strings: list[str], raw: bytes) -> Columns:
+    """Decode and validate one profile's repeated messages through upb; raises pprof's errors.
+
+    ``view`` and ``strings`` are its envelope's (whose header strings are checked there).
+    """
+    columns = _assemble(len(view.sample_type), len(strings), _slow(raw))
+    check_valid(columns, len(view.sample_type))
+    return columns
 
 
 @dataclass(slots=True)
@@ -125,13 +129,7 @@ def _check_codes(codes: I64, n: int, where: str, ids: U64 | None = None) -> None
         raise MalformedProfile(f"string index {int(codes[i])} out of range (string_table has {n} entries) in {entity}")
 
 
-def _assemble(view: pb.ProfileView, strings: list[str], c: _Columns) -> Profile:
-    n_str = len(strings)
-
-    def s(code: int, where: str) -> str:
-        _check_codes(np.array([code], np.int64), n_str, where)
-        return strings[code]
-
+def _assemble(n_types: int, n_strings: int, c: _Columns) -> Columns:
     m, f = c.mappings, c.functions
     for codes, where, ids in (
         (m.filename, "mapping filename", m.id),
@@ -142,69 +140,20 @@ def _assemble(view: pb.ProfileView, strings: list[str], c: _Columns) -> Profile:
         (c.label_key, "label key", None),
         (c.label_unit, "label num_unit", None),
     ):
-        _check_codes(codes, n_str, where, ids)
-    n_types = len(view.sample_type)
+        _check_codes(codes, n_strings, where, ids)
     n = c.offsets.size - 1
     if n and n_types == 0:
         raise MalformedProfile("missing sample type information")
     bad = np.flatnonzero(c.value_counts != n_types)
     if bad.size:
         raise MalformedProfile(f"mismatch: sample has {int(c.value_counts[bad[0]])} values vs. {n_types} types")
-    sample_types = tuple(
-        ValueType(s(v.type, "sample_type.type"), s(v.unit, "sample_type.unit")) for v in view.sample_type
-    )
-    labelset_index, labelsets = _labelsets(c, n, strings)
-    return Profile(
-        sample_types=sample_types,
-        samples=Samples(c.offsets, c.location_ids, c.values.reshape(n, n_types), labelset_index, labelsets),
-        strings=strings,
+    _check_codes(c.label_str, n_strings, "label str")
+    return Columns.of(
+        depths=np.diff(c.offsets),
+        location_ids=c.location_ids,
+        values=c.values.reshape(n, n_types),
+        labels=np.stack([c.label_owner, c.label_key, c.label_str, c.label_num, c.label_unit], axis=1),
         mappings=m,
-        locations=c.locations,
         functions=f,
-        drop_frames=s(view.drop_frames, "drop_frames"),
-        keep_frames=s(view.keep_frames, "keep_frames"),
-        time_nanos=view.time_nanos,
-        duration_nanos=view.duration_nanos,
-        period_type=ValueType(
-            s(view.period_type.type, "period_type.type"), s(view.period_type.unit, "period_type.unit")
-        )
-        if view.HasField("period_type")
-        else None,
-        period=view.period,
-        comments=tuple(s(x, "comment") for x in view.comment),
-        default_sample_type=s(view.default_sample_type, "default_sample_type"),
-        doc_url=s(view.doc_url, "doc_url"),
+        locations=c.locations,
     )
-
-
-def _labelsets(c: _Columns, n: int, strings: list[str]) -> tuple[npt.NDArray[np.int32], list[LabelSet]]:
-    """One label set per distinct set of labels (sets: order and repetition of labels do not matter)."""
-    index = np.zeros(n, np.int32)
-    if c.label_owner.size == 0:
-        return index, [()]
-    str_code = np.where(c.label_str != 0, c.label_str, 0)
-    _check_codes(str_code, len(strings), "label str")
-    per_label = mix(c.label_key, str_code, c.label_num, c.label_unit)
-    per_sample = set_hashes(per_label, c.label_owner, n)
-    uniq, first, inverse = np.unique(per_sample, return_index=True, return_inverse=True)
-    order = np.argsort(c.label_owner, kind="stable")
-    owners = c.label_owner[order]
-    starts = np.searchsorted(owners, first)
-    ends = np.searchsorted(owners, first, side="right")
-    labelsets: list[LabelSet] = []
-    for h, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        if h == 0:
-            labelsets.append(())
-            continue
-        rows = order[a:b]
-        labels = (
-            Label(strings[c.label_key[r]], str=strings[c.label_str[r]])
-            if c.label_str[r]
-            else Label(strings[c.label_key[r]], num=int(c.label_num[r]), num_unit=strings[c.label_unit[r]])
-            for r in rows.tolist()
-        )
-        labelsets.append(tuple(sorted(labels, key=lambda lb: (lb.key, lb.str, lb.num, lb.num_unit))))
-    # labelsets[0] must be the empty set.
-    if labelsets and labelsets[0] == ():
-        return inverse.astype(np.int32).reshape(-1), labelsets
-    return (inverse.astype(np.int32).reshape(-1) + 1), [(), *labelsets]

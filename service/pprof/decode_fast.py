@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.jit import jit
-from service.pprof.model import Functions, Locations, Mappings, offsets_of
+from service.pprof.model import Functions, Locations, Mappings, expand, offsets_of
 
 __all__ = ["Columns", "Unsupported", "columns", "parts", "rows_of"]
 
@@ -63,6 +63,98 @@ class Columns:
     def parts(self) -> tuple[Mappings, Functions, Locations]:
         """The entity columns as the model's types (views, string codes of this profile)."""
         return parts(self.mappings, self.functions, self.locations, self.lines)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        depths: I64,
+        location_ids: U64,
+        values: I64,
+        labels: I64,
+        mappings: Mappings,
+        functions: Functions,
+        locations: Locations,
+    ) -> Columns:
+        """The one constructor of a profile's columns from parts, for what was never pprof bytes.
+
+        Legacy text, folded stacks and profiles upb decoded become these columns here, so
+        everything downstream reads one form. ``values`` is (samples, types); ``labels`` has
+        ``LABEL_W`` columns (sample, key, str, num, num_unit), rows grouped by sample in order.
+        """
+        m = np.zeros((len(mappings), MAPPING_W), np.int64)
+        for k, col in enumerate((mappings.id, mappings.start, mappings.limit, mappings.offset)):
+            m[:, k] = np.asarray(col, np.uint64).view(np.int64)
+        m[:, 4], m[:, 5], m[:, 6:10] = mappings.filename, mappings.build_id, mappings.flags
+        f = np.zeros((len(functions), FUNCTION_W), np.int64)
+        f[:, 0] = np.asarray(functions.id, np.uint64).view(np.int64)
+        f[:, 1], f[:, 2], f[:, 3], f[:, 4] = (
+            functions.name,
+            functions.system_name,
+            functions.filename,
+            functions.start_line,
+        )
+        loc = np.zeros((len(locations), LOCATION_W), np.int64)
+        for k, col in enumerate((locations.id, locations.mapping_id, locations.address)):
+            loc[:, k] = np.asarray(col, np.uint64).view(np.int64)
+        loc[:, 3], loc[:, 4] = locations.is_folded, np.diff(locations.line_offsets)
+        lines = np.zeros((locations.line_function_id.size, LINE_W), np.int64)
+        lines[:, 0] = np.asarray(locations.line_function_id, np.uint64).view(np.int64)
+        lines[:, 1], lines[:, 2] = locations.line_line, locations.line_column
+        ids = np.ascontiguousarray(location_ids, np.uint64)
+        return cls._packed(depths, ids, values, np.asarray(labels, np.int64).reshape(-1, LABEL_W), m, f, loc, lines)
+
+    @classmethod
+    def _packed(cls, depths: I64, ids: U64, values: I64, labels: I64, m: I64, f: I64, loc: I64, lines: I64) -> Columns:
+        n, w = values.shape
+        return cls(
+            np.asarray(depths, np.int64),
+            np.full(n, w, np.int64),
+            ids,
+            np.ascontiguousarray(values, np.int64).reshape(-1),
+            labels,
+            m,
+            f,
+            loc,
+            lines,
+            rows_of(loc[:, 0], ids.view(np.int64)),
+            rows_of(f[:, 0], lines[:, 0]),
+            rows_of(m[:, 0], loc[:, 1]),
+        )
+
+    def select(self, rows: I64, values: I64, *, depths: I64 | None = None, labels: I64 | None = None) -> Columns:
+        """Samples ``rows`` (in that order, each at most once) with new ``values`` (rows, types); symbols kept.
+
+        How a profile is split, cut to some sample types, truncated or turned into a delta
+        without being encoded again: ``depths`` keeps each stack's innermost frames (a stack is
+        listed leaf first), ``labels`` replaces the label rows (numbered by the old samples).
+        """
+        offsets = offsets_of(self.sample_locations)
+        full = self.sample_locations[rows]
+        keep = full if depths is None else np.minimum(full, depths)
+        elems = expand(offsets[rows], keep)
+        lab = self.labels if labels is None else labels
+        new = np.full(self.sample_locations.size, -1, np.int64)
+        new[rows] = np.arange(rows.size)
+        owner = new[lab[:, 0]] if lab.size else np.zeros(0, np.int64)
+        picked = np.flatnonzero(owner >= 0)
+        picked = picked[np.argsort(owner[picked], kind="stable")]
+        lab = lab[picked]
+        lab[:, 0] = owner[picked]
+        return Columns(
+            keep,
+            np.full(rows.size, values.shape[1], np.int64),
+            self.location_ids[elems],
+            np.ascontiguousarray(values, np.int64).reshape(-1),
+            lab,
+            self.mappings,
+            self.functions,
+            self.locations,
+            self.lines,
+            self.sample_location[elems],
+            self.line_function,
+            self.location_mapping,
+        )
 
 
 def parts(mappings: I64, functions: I64, locations: I64, lines: I64) -> tuple[Mappings, Functions, Locations]:

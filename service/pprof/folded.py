@@ -1,5 +1,5 @@
-"""Collapsed stacks (``a;b;c 42`` per line, root first) → pprof bytes, so Pyroscope's legacy
-``/ingest?format=folded`` lands through the same ingest as every profile.
+"""Collapsed stacks (``a;b;c 42`` per line, root first) → the decoded columnar form, so Pyroscope's
+legacy ``/ingest?format=folded`` lands through the same ingest as every profile (no pprof bytes between).
 
 The profile type comes from the application name's suffix as Pyroscope reads it (``app.cpu``,
 ``app.inuse_space``, …). CPU samples become nanoseconds when a sample rate is given
@@ -9,13 +9,17 @@ the same program share a profile type and a unit.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 
-from service.errors import ParseError
-from service.pprof import profile_pb2 as pb
+import numpy as np
+import xxhash
 
-__all__ = ["FOLDED_TYPES", "FoldedType", "folded_to_pprof"]
+from service.errors import ParseError
+from service.pprof.decode import Envelope
+from service.pprof.decode_fast import LABEL_W, Columns
+from service.pprof.model import Functions, Header, Locations, Mappings, StringTable, ValueType
+
+__all__ = ["FOLDED_TYPES", "FoldedType", "parse_folded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +50,8 @@ SAMPLES = FoldedType("process_cpu", "samples", "count", "cpu", "nanoseconds")
 MAX_LINES = 1_000_000
 
 
-def folded_to_pprof(text: bytes, kind: FoldedType, *, sample_rate: int, time_nanos: int, duration_nanos: int) -> bytes:
-    """Gzipped pprof of the collapsed stacks in ``text``; equal stacks are summed, as pprof merges them."""
+def parse_folded(text: bytes, kind: FoldedType, *, sample_rate: int, time_nanos: int, duration_nanos: int) -> Envelope:
+    """The profile of the collapsed stacks in ``text``; equal stacks are summed, as pprof merges them."""
     scale = 1
     if kind.sample_type in ("cpu", "wall"):
         if sample_rate <= 0:
@@ -73,23 +77,29 @@ def folded_to_pprof(text: bytes, kind: FoldedType, *, sample_rate: int, time_nan
         stacks[frames] = stacks.get(frames, 0) + v
     if not stacks:
         raise ParseError("folded profile has no stacks")
-    p = pb.Profile()
-    strings: dict[str, int] = {"": 0}
-
-    def s(x: str) -> int:
-        return strings.setdefault(x, len(strings))
-
-    p.sample_type.add(type=s(kind.sample_type), unit=s(kind.sample_unit))
-    p.period_type.type, p.period_type.unit = s(kind.period_type), s(kind.period_unit)
-    p.period = scale if scale > 1 else 1
-    p.time_nanos, p.duration_nanos = time_nanos, duration_nanos
+    # One function and one location per distinct frame name, both numbered by first use: the
+    # name of id i is strings[i]. Valid by construction, so built as columns straight away.
     ids: dict[str, int] = {}
-    for frames, v in stacks.items():
-        for name in frames:
-            if name not in ids:
-                ids[name] = len(ids) + 1
-                p.function.add(id=ids[name], name=s(name))
-                p.location.add(id=ids[name]).line.add(function_id=ids[name])
-        p.sample.add(location_id=[ids[f] for f in reversed(frames)], value=[v * scale])
-    p.string_table.extend(x.encode() for x in strings)
-    return gzip.compress(p.SerializeToString(), compresslevel=1)
+    location_ids = [ids.setdefault(name, len(ids) + 1) for frames in stacks for name in reversed(frames)]  # leaf first
+    n = len(ids)
+    fid = np.arange(1, n + 1, dtype=np.uint64)
+    zeros, none = np.zeros(n, np.int64), np.zeros(n, np.uint64)
+    columns = Columns.of(
+        depths=np.array([len(frames) for frames in stacks], np.int64),
+        location_ids=np.array(location_ids, np.uint64),
+        values=np.array([v * scale for v in stacks.values()], np.int64).reshape(-1, 1),
+        labels=np.zeros((0, LABEL_W), np.int64),
+        mappings=Mappings.of([], StringTable()),
+        functions=Functions(fid, fid.astype(np.int64), zeros, zeros, zeros),
+        locations=Locations(fid, none, none, np.zeros(n, bool), np.arange(n + 1, dtype=np.int64), fid, zeros, zeros),
+    )
+    header = Header(
+        sample_types=(ValueType(kind.sample_type, kind.sample_unit),),
+        period_type=ValueType(kind.period_type, kind.period_unit),
+        period=scale if scale > 1 else 1,
+        time_nanos=time_nanos,
+        duration_nanos=duration_nanos,
+    )
+    h = xxhash.xxh3_64(text)
+    h.update(repr((kind, scale, time_nanos, duration_nanos)).encode())
+    return Envelope(header, ["", *ids], columns, h.intdigest(), len(text))

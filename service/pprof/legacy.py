@@ -23,7 +23,6 @@ import numpy as np
 
 from service.errors import ParseError
 from service.pprof.model import Label, Location, Mapping, Profile, Samples, ValueType, offsets_of
-from service.pprof.validate import check_valid
 
 __all__ = ["looks_legacy", "parse_legacy"]
 
@@ -453,8 +452,7 @@ def _build(raw: _Raw, cpu: bool) -> Profile:
         period_type=raw.period_type,
         period=raw.period,
     )
-    check_valid(profile)
-    return profile
+    return profile  # checked where it becomes columns (service.pprof.decode.from_profile)
 
 
 def looks_legacy(raw: bytes) -> bool:

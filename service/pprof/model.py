@@ -35,6 +35,7 @@ __all__ = [
     "Samples",
     "StringTable",
     "ValueType",
+    "expand",
     "offsets_of",
 ]
 
@@ -153,6 +154,16 @@ def offsets_of(counts: Sequence[int] | npt.ArrayLike) -> I64:
     out = np.zeros(lengths.size + 1, np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
+
+
+def expand(starts: I64, counts: I64) -> I64:
+    """The rows of ragged slices: ``range(starts[i], starts[i] + counts[i])`` concatenated, without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    seg = np.repeat(np.arange(counts.size), counts)
+    first = np.cumsum(counts) - counts
+    return np.asarray(starts[seg] + (np.arange(total) - first[seg]), np.int64)
 
 
 def _i64(values: Sequence[int] | npt.ArrayLike) -> I64:

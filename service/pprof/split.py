@@ -5,13 +5,16 @@ on the series, and Pyroscope turns them into series labels: one profile per dist
 so ``{service_name="app", phase="hot"}`` selects them like any tag. ``span_id`` stays on the
 samples (``profile_id`` is renamed to it): span profiles select samples by it, and a series per
 span would be unbounded. Numeric labels stay on the samples too.
+
+The parts are selections from the decoded columns (:meth:`~service.pprof.decode_fast.Columns.select`):
+the profile is parsed once, whatever it is split into.
 """
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
+import numpy as np
 
-from service.pprof import profile_pb2 as pb
+from service.pprof.decode import Envelope, derived
 
 __all__ = ["SPAN_ID", "split_by_sample_labels"]
 
@@ -19,53 +22,49 @@ SPAN_ID = "span_id"
 PROFILE_ID = "profile_id"
 
 
-def split_by_sample_labels(raw: bytes) -> list[tuple[dict[str, str], bytes]]:
-    """(extra series labels, uncompressed pprof bytes) per label set; the input itself when no sample
-    carries a string label other than ``span_id`` (nothing is re-encoded then)."""
-    p = pb.Profile()
-    try:
-        p.ParseFromString(raw)
-    except DecodeError:
-        return [({}, raw)]  # not protobuf: a legacy text profile, which has no sample labels
-    strings = [s.decode("utf-8", "replace") for s in p.string_table]
-    span = _index(strings, SPAN_ID)
-    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    renamed = False
-    for i, sample in enumerate(p.sample):
-        pairs: list[tuple[str, str]] = []
-        for label in sample.label:
-            name = strings[label.key] if 0 <= label.key < len(strings) else ""
-            if name == PROFILE_ID:
-                if span < 0:
-                    strings.append(SPAN_ID)
-                    p.string_table.append(SPAN_ID.encode())
-                    span = len(strings) - 1
-                label.key = span
-                renamed = True
-            elif label.str and name and name != SPAN_ID:
-                pairs.append((name, strings[label.str] if label.str < len(strings) else ""))
-        groups.setdefault(tuple(sorted(pairs)), []).append(i)
-    if len(groups) == 1 and () in groups:
-        return [({}, p.SerializeToString() if renamed else raw)]
+def split_by_sample_labels(env: Envelope) -> list[tuple[dict[str, str], Envelope]]:
+    """(extra series labels, profile) per label set of a valid profile; ``env`` itself when no sample
+    carries a string label other than ``span_id`` and none is named ``profile_id``."""
+    c, strings = env.columns, env.strings
+    lab = c.labels
+    if lab.size == 0:
+        return [({}, env)]
+    keys = np.unique(lab[:, 1])
+    names = [strings[k] for k in keys.tolist()]
+    profile_id = keys[[n == PROFILE_ID for n in names]]
+    moving = keys[[bool(n) and n not in (SPAN_ID, PROFILE_ID) for n in names]]
+    renamed = np.isin(lab[:, 1], profile_id)
+    pair = (lab[:, 2] != 0) & np.isin(lab[:, 1], moving)
+    if renamed.any():
+        lab = lab.copy()
+        if SPAN_ID in names:
+            span = int(keys[names.index(SPAN_ID)])
+        else:
+            strings = [*strings, SPAN_ID]
+            span = len(strings) - 1
+        lab[renamed, 1] = span
+    n = c.sample_locations.size
+    values = c.values.reshape(n, -1)
+    if not pair.any():
+        if not renamed.any():
+            return [({}, env)]
+        return [({}, derived(env, c.select(np.arange(n), values, labels=lab), strings=strings, salt=SPAN_ID))]
+    sets: dict[int, list[tuple[str, str]]] = {}
+    for owner, key, value in lab[pair][:, :3].tolist():
+        sets.setdefault(owner, []).append((strings[key], strings[value]))
+    groups: dict[tuple[tuple[str, str], ...], int] = {(): 0} if len(sets) < n else {}
+    group_of = np.zeros(n, np.int64)
+    for owner, pairs in sets.items():
+        group_of[owner] = groups.setdefault(tuple(sorted(pairs)), len(groups))
+    by_id = {g: group for group, g in groups.items()}
+    ids, first = np.unique(group_of, return_index=True)
+    order = np.argsort(group_of, kind="stable")
+    cuts = np.searchsorted(group_of[order], ids)
+    members = dict(zip(ids.tolist(), np.split(order, cuts[1:]), strict=True))
+    kept = lab[~pair]
     out = []
-    samples = list(p.sample)
-    for group, members in groups.items():
-        part = pb.Profile()
-        part.CopyFrom(p)
-        del part.sample[:]
-        moved = {k for k, _ in group}
-        for i in members:
-            s = part.sample.add()
-            s.CopyFrom(samples[i])
-            kept = [lb for lb in s.label if not (lb.str and 0 <= lb.key < len(strings) and strings[lb.key] in moved)]
-            del s.label[:]
-            s.label.extend(kept)
-        out.append((dict(group), part.SerializeToString()))
+    for g in ids[np.argsort(first)].tolist():  # parts in the order their first sample came
+        rows = members[g]
+        part = c.select(rows, values[rows], labels=kept)
+        out.append((dict(by_id[g]), derived(env, part, strings=strings, salt=by_id[g])))
     return out
-
-
-def _index(strings: list[str], name: str) -> int:
-    try:
-        return strings.index(name)
-    except ValueError:
-        return -1

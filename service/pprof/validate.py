@@ -1,4 +1,4 @@
-"""pprof's ``CheckValid`` rules on the resolved model, with pprof's messages.
+"""pprof's ``CheckValid`` rules on decoded columns: whether (:func:`valid`, compiled) and which, worded (:func:`check_valid`).
 
 We are as strict as ``go tool pprof`` and no stricter: a profile pprof opens must be storable,
 one it refuses must be refused with a message that names the entity and id. One deliberate
@@ -12,11 +12,10 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import MalformedProfile
-from service.pprof.batch import ProfileBatch, Resolved
-from service.pprof.hashing import mix
-from service.pprof.model import Profile
+from service.jit import jit
+from service.pprof.decode_fast import Columns
 
-__all__ = ["check_valid", "invalid_profiles"]
+__all__ = ["check_valid", "valid"]
 
 
 def _ids(kind: str, ids: npt.NDArray[np.uint64], zero_word: str) -> npt.NDArray[np.uint64]:
@@ -30,78 +29,93 @@ def _ids(kind: str, ids: npt.NDArray[np.uint64], zero_word: str) -> npt.NDArray[
     return s
 
 
-def check_valid(p: Profile) -> None:
-    n_types = len(p.sample_types)
-    if len(p.samples) and n_types == 0:
+def check_valid(c: Columns, n_types: int) -> None:
+    """Raise pprof's message for the first rule one profile's decoded columns break (the error path)."""
+    if c.sample_locations.size and n_types == 0:
         raise MalformedProfile("missing sample type information")
-    if p.samples.values.shape[1] != n_types:
-        raise MalformedProfile(f"mismatch: sample has {p.samples.values.shape[1]} values vs. {n_types} types")
-    _ids("mapping", p.mappings.id, "ID")
-    functions = _ids("function", p.functions.id, "ID")
-    locations = _ids("location", p.locations.id, "id")
-    fn = p.locations.line_function_id
+    bad = np.flatnonzero(c.sample_values != n_types)
+    if bad.size:
+        raise MalformedProfile(f"mismatch: sample has {int(c.sample_values[bad[0]])} values vs. {n_types} types")
+    mappings, functions_, locations_ = c.parts()
+    _ids("mapping", mappings.id, "ID")
+    functions = _ids("function", functions_.id, "ID")
+    locations = _ids("location", locations_.id, "id")
+    fn = locations_.line_function_id
     unknown = np.flatnonzero(~np.isin(fn, functions))
     if unknown.size:
-        owner = int(np.searchsorted(p.locations.line_offsets, unknown[0], side="right") - 1)
+        owner = int(np.searchsorted(locations_.line_offsets, unknown[0], side="right") - 1)
         raise MalformedProfile(
-            f"location id: {int(p.locations.id[owner])} has a line with nil function "
+            f"location id: {int(locations_.id[owner])} has a line with nil function "
             f"(function id {int(fn[unknown[0]])} not found)"
         )
-    used = np.unique(p.samples.location_ids)
+    used = np.unique(c.location_ids)
     missing = used[~np.isin(used, locations)]
     if missing.size:
         raise MalformedProfile(f"sample has nil location (location id {int(missing[0])} not found)")
 
 
-def invalid_profiles(b: ProfileBatch, r: Resolved) -> list[int]:
-    """Which profiles of a decoded batch break a rule, found column-wise for the whole batch.
+def valid(c: Columns, n_types: int, n_strings: int) -> bool:
+    """Whether one profile's decoded columns keep every rule (the one validator of the ingest path).
 
-    Only *which*: the exact message comes from decoding that one profile alone, so the rules'
-    wording lives in one place (the exact decoder and :func:`check_valid`).
+    Only *whether*: a profile that breaks a rule is decoded again by the exact decoder, which
+    raises the message (:func:`check_valid`), so each rule is worded in one place. Compiled, and
+    run per profile in the thread that decoded it.
     """
-    n = len(b)
-    bad = np.zeros(n, bool)
-    if n == 0:
-        return []
-
-    def owners(base: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        return np.repeat(np.arange(n), np.diff(base))
-
-    s_owner, m_owner, f_owner, l_owner = (
-        owners(x) for x in (b.sample_base, b.mapping_base, b.function_base, b.location_base)
+    return bool(
+        _valid(
+            c.sample_values,
+            n_types,
+            n_strings,
+            c.mappings,
+            c.functions,
+            c.labels,
+            c.locations,
+            c.sample_location,
+            c.line_function,
+        )
     )
-    bad[s_owner[b.value_counts != b.num_types()[s_owner]]] = True
 
-    def codes(c: npt.NDArray[np.int64], owner: npt.NDArray[np.int64]) -> None:
-        bad[owner[(c < b.string_base[owner]) | (c >= b.string_base[owner + 1])]] = True
 
-    for col in (b.mappings.filename, b.mappings.build_id):
-        codes(col, m_owner)
-    for col in (b.functions.name, b.functions.system_name, b.functions.filename):
-        codes(col, f_owner)
-    label_owner = s_owner[b.label_owner]
-    codes(b.label_key, label_owner)
-    codes(b.label_unit, label_owner)
-    has_str = b.label_str != 0
-    codes(b.label_str[has_str], label_owner[has_str])
+@jit
+def _ids_ok(ids):  # type: ignore[no-untyped-def]
+    n = ids.size
+    dense = True
+    for i in range(n):
+        if ids[i] != i + 1:
+            dense = False
+            break
+    if dense:
+        return True
+    s = np.sort(ids)
+    for i in range(n):  # noqa: SIM110 (numba compiles loops, not generator expressions)
+        if s[i] == 0 or (i > 0 and s[i] == s[i - 1]):
+            return False
+    return True
 
-    def unique_nonzero(owner: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64], base: npt.NDArray[np.int64]) -> None:
-        local = (np.arange(ids.size) - base[owner] + 1).astype(np.uint64)
-        irregular = np.unique(owner[ids != local])  # profiles not numbered 1..n: check them the long way
-        if irregular.size == 0:
-            return
-        sel = np.isin(owner, irregular)
-        o, i = owner[sel], ids[sel]
-        bad[o[i == 0]] = True
-        k = mix(o, i)
-        order = np.argsort(k)
-        bad[o[order[np.flatnonzero(k[order][1:] == k[order][:-1])]]] = True
 
-    unique_nonzero(m_owner, b.mappings.id, b.mapping_base)
-    unique_nonzero(f_owner, b.functions.id, b.function_base)
-    unique_nonzero(l_owner, b.locations.id, b.location_base)
-    line_owner = np.repeat(l_owner, np.diff(b.locations.line_offsets))
-    bad[line_owner[r.line_function < 0]] = True
-    elem_owner = np.repeat(s_owner, np.diff(b.offsets))
-    bad[elem_owner[r.sample_location < 0]] = True
-    return np.flatnonzero(bad).tolist()
+@jit
+def _valid(value_counts, n_types, n_strings, mappings, functions, labels, locations, sample_location, line_function):  # type: ignore[no-untyped-def]
+    for i in range(value_counts.size):
+        if value_counts[i] != n_types:
+            return False
+    for i in range(mappings.shape[0]):
+        for k in (4, 5):
+            if mappings[i, k] < 0 or mappings[i, k] >= n_strings:
+                return False
+    for i in range(functions.shape[0]):
+        for k in (1, 2, 3):
+            if functions[i, k] < 0 or functions[i, k] >= n_strings:
+                return False
+    for i in range(labels.shape[0]):
+        for k in (1, 2, 4):
+            if labels[i, k] < 0 or labels[i, k] >= n_strings:
+                return False
+    if not (_ids_ok(mappings[:, 0]) and _ids_ok(functions[:, 0]) and _ids_ok(locations[:, 0])):
+        return False
+    for i in range(line_function.size):
+        if line_function[i] < 0:
+            return False
+    for i in range(sample_location.size):  # noqa: SIM110 (numba compiles loops, not generator expressions)
+        if sample_location[i] < 0:
+            return False
+    return True

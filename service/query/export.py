@@ -32,8 +32,10 @@ from service.pprof.model import (
 )
 from service.query.aggregation import Aggregation, aggregation_for, averaged_sample_types
 from service.query.selector import Query
+from service.query.source import ProfileSource
+from service.store.export_rows import ExportRows
 from service.store.ids import ids_of_blobs
-from service.store.reads import ExportRows, SeriesRow, export_rows
+from service.store.reads import SeriesRow
 from service.types import TimeRange
 
 __all__ = ["build_profile", "diff_profile", "export_profile", "flat_lists", "select_series"]
@@ -46,7 +48,7 @@ def select_series(series: list[SeriesRow], q: Query) -> list[int]:
 
 
 def export_profile(
-    cur: object, q: Query, series: list[SeriesRow], tr: TimeRange, aggregation: Aggregation | None = None
+    src: ProfileSource, q: Query, series: list[SeriesRow], tr: TimeRange, aggregation: Aggregation | None = None
 ) -> Profile:
     """The profiles of ``q`` in ``tr`` merged, each series' profiles combined as ``aggregation`` says.
 
@@ -59,7 +61,7 @@ def export_profile(
         return _empty(q)
     latest = aggregation_for(q.profile_type, aggregation) is Aggregation.LAST
     averaged = averaged_sample_types(q.profile_type, aggregation)
-    rows = export_rows(cur, ids, tr, latest_only=latest, averaged=averaged)  # type: ignore[arg-type]
+    rows = src.export_rows(ids, tr, latest_only=latest, averaged=averaged)
     return build_profile(rows, q)
 
 

@@ -1,9 +1,10 @@
-"""Merged stacks per group of series and per window: what top, the flame graph and diff read.
+"""Merged stacks per group of series and per window: what top, the flame graph and diff read, and
+what Pyroscope's Connect API selects (a span's samples, the stacks below a call site).
 
 The API layer parses a request and picks the series; everything after that (splitting them by
-``group_by`` labels, planning each group's reads, merging, naming, pprof's filters, and running a
-diff's base window beside its current one) happens here, so a second front end (the web UI, or
-another protocol) asks the same questions without HTTP.
+``group_by`` labels, planning each group's reads, merging, naming, pprof's filters, span and
+call-site selection, and running a diff's base window beside its current one) happens here, so a
+second front end (the web UI, or another protocol) asks the same questions without HTTP.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 
 from service.query.aggregation import Aggregation
 from service.query.plan import plan
+from service.query.source import ProfileSource, Sources
 from service.query.stacks import StackNames, StackSet, load_stacks, merge_stacks
-from service.store.db import Database
 from service.store.reads import SeriesRow
 from service.types import TimeRange
 
-__all__ = ["Group", "PprofFilters", "grouped_stacks", "members", "two_windows"]
+__all__ = ["Group", "PprofFilters", "grouped_stacks", "members", "selected_stacks", "two_windows"]
 
 # focus, ignore, hide: pprof's regexes (None where not given)
 PprofFilters = tuple[str | None, str | None, str | None]
@@ -48,7 +48,7 @@ class Group:
 
 
 def grouped_stacks(
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     names: StackNames,
     series: Sequence[SeriesRow],
     keys: Sequence[str],
@@ -64,8 +64,8 @@ def grouped_stacks(
     groups: list[Group] = []
     # No series: one empty group (its label values "", as for a series without them).
     for key, ids in sorted(members(series, keys).items()) or [(("",) * len(keys), [])]:
-        p = plan(cur, ids, tr, aggregation, raw=raw)
-        stacks = load_stacks(cur, ids, tr, aggregation, p, names)
+        p = plan(src, ids, tr, aggregation, raw=raw)
+        stacks = load_stacks(src, ids, tr, aggregation, p, names)
         groups.append(Group(dict(zip(keys, key, strict=True)), stacks.filter(*filters), stacks.total))
         if p.resolution not in resolutions:
             resolutions.append(p.resolution)
@@ -73,26 +73,50 @@ def grouped_stacks(
 
 
 def two_windows(
-    db: Database,
+    sources: Sources,
     names: StackNames,
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     current: tuple[list[int], TimeRange],
     base: tuple[list[int], TimeRange],
     aggregation: Aggregation,
     *,
     raw: bool = False,
 ) -> tuple[StackSet, StackSet, str]:
-    """Both windows' stacks: the base window plans and merges on its own cursor while this one merges
-    and names the current window; the base's stacks are then mostly named already."""
+    """Both windows' stacks: the base window plans and merges on a source of its own (opened from
+    ``sources``) while ``src`` merges and names the current window; the base's stacks are then mostly
+    named already."""
     (ids, tr), (base_ids, base_tr) = current, base
 
     def merge_base() -> tuple[pa.Table, str]:
-        with db.read() as base_cur:
-            base_p = plan(base_cur, base_ids, base_tr, aggregation, raw=raw)
-            return merge_stacks(base_cur, base_ids, base_tr, aggregation, base_p), base_p.resolution
+        with sources.read() as base_src:
+            base_p = plan(base_src, base_ids, base_tr, aggregation, raw=raw)
+            return merge_stacks(base_src, base_ids, base_tr, aggregation, base_p), base_p.resolution
 
     pending = _BASE_WINDOWS.submit(merge_base)
-    p = plan(cur, ids, tr, aggregation, raw=raw)
-    now = names.name(cur, merge_stacks(cur, ids, tr, aggregation, p))
+    p = plan(src, ids, tr, aggregation, raw=raw)
+    now = names.name(src, merge_stacks(src, ids, tr, aggregation, p))
     base_merged, base_resolution = pending.result()
-    return now, names.name(cur, base_merged), f"{p.resolution}, {base_resolution}"
+    return now, names.name(src, base_merged), f"{p.resolution}, {base_resolution}"
+
+
+def selected_stacks(
+    src: ProfileSource,
+    names: StackNames,
+    series_ids: list[int],
+    tr: TimeRange,
+    aggregation: Aggregation,
+    *,
+    spans: Sequence[str] = (),
+    call_site: Sequence[str] = (),
+) -> StackSet:
+    """The merged, named stacks of ``series_ids`` in ``tr``, narrowed as Pyroscope's selectors narrow them.
+
+    With ``spans``, only the samples labelled with one of those ``span_id`` values, summed (a
+    span's samples are its own, whatever the type); otherwise merged by ``aggregation`` as planned.
+    With ``call_site`` (frames root first), only the stacks below that call path.
+    """
+    if spans:
+        stacks = names.name(src, src.span_stacks(series_ids, tr, list(spans)))
+    else:
+        stacks = load_stacks(src, series_ids, tr, aggregation, plan(src, series_ids, tr, aggregation), names)
+    return stacks.under_call_site(list(call_site)) if call_site else stacks

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import duckdb
-
 from service.query.aggregation import Aggregation
-from service.store.reads import id_list, values_between
+from service.query.source import Part, ProfileSource
 from service.store.stack_rollups import NS, RESOLUTIONS
 from service.types import TimeRange
 
@@ -35,26 +33,9 @@ class Plan:
         used = [r for r in sorted(self.spans, reverse=True) if self.spans[r]]
         return "+".join(_NAMES.get(r, "raw") for r in used) or "raw"
 
-    def union_sql(self, series_ids: list[int]) -> tuple[str, dict[str, object]]:
-        """``SELECT series_id, stack_id, value`` of ``series_ids`` over every span, and its parameters."""
-        ids = id_list(series_ids)
-        parts: list[str] = []
-        params: dict[str, object] = {}
-        for r, spans in sorted(self.spans.items()):
-            for i, (lo, hi) in enumerate(spans):
-                a, b = f"lo_{r}_{i}", f"hi_{r}_{i}"
-                params[a], params[b] = lo, hi
-                if r == 0:
-                    raw = values_between(f"${a}", f"${b}", ids)
-                    parts.append(f"SELECT series_id, stack_id, value FROM ({raw})")
-                else:
-                    parts.append(
-                        f"SELECT series_id, stack_id, value FROM stack_rollup WHERE resolution = {r} AND series_id IN "
-                        f"({ids}) AND bucket >= ${a} AND bucket < ${b}"
-                    )
-        if not parts:
-            parts.append("SELECT series_id, stack_id, value FROM samples WHERE false")
-        return " UNION ALL ".join(parts), params
+    def parts(self) -> list[Part]:
+        """Every span as ``(resolution, lo, hi)``, resolution 0 (raw) first: what the source reads."""
+        return [(r, lo, hi) for r, spans in sorted(self.spans.items()) for lo, hi in spans]
 
 
 def _ceil(ts: int, step: int) -> int:
@@ -62,7 +43,7 @@ def _ceil(ts: int, step: int) -> int:
 
 
 def plan(
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     series_ids: list[int],
     tr: TimeRange,
     aggregation: Aggregation,
@@ -72,7 +53,7 @@ def plan(
     lo, hi = tr.start, tr.end + 1
     if raw or aggregation is Aggregation.LAST or not series_ids:
         return Plan({0: [(lo, hi)]})
-    done = dict(cur.execute("SELECT resolution, done_until FROM rollup_state").fetchall())
+    done = src.rollup_done()
     spans: dict[int, list[tuple[int, int]]] = {}
     edges = [(lo, hi)]
     for r in sorted(RESOLUTIONS, reverse=True):  # coarsest first
@@ -90,19 +71,7 @@ def plan(
             spans[r] = pieces
         edges = [(a, b) for a, b in rest if b > a]
     spans[0] = edges
-    if any(spans.get(r) for r in RESOLUTIONS) and _dirty(cur, series_ids, spans):
+    rollups = [(r, a, b) for r in RESOLUTIONS for a, b in spans.get(r, [])]
+    if rollups and src.rollups_dirty(series_ids, rollups):
         return Plan({0: [(lo, hi)]})
     return Plan(spans)
-
-
-def _dirty(cur: duckdb.DuckDBPyConnection, series_ids: list[int], spans: dict[int, list[tuple[int, int]]]) -> bool:
-    conds: list[str] = []
-    params: dict[str, object] = {}
-    for r in RESOLUTIONS:
-        for i, (a, b) in enumerate(spans.get(r, [])):
-            conds.append(f"(resolution = {r} AND bucket >= $a{r}_{i} AND bucket < $b{r}_{i})")
-            params[f"a{r}_{i}"], params[f"b{r}_{i}"] = a, b
-    sql = (
-        f"SELECT count(*) FROM rollup_dirty WHERE series_id IN ({id_list(series_ids)}) AND (" + " OR ".join(conds) + ")"
-    )
-    return bool(cur.execute(sql, params).fetchone()[0])  # type: ignore[index]

@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -26,8 +25,8 @@ from service.query.aggregation import Aggregation
 from service.query.export import flat_lists
 from service.query.plan import Plan
 from service.query.regex import compile_regex
+from service.query.source import ProfileSource
 from service.store.ids import ids_of_blobs
-from service.store.reads import id_list, rounded_quotient
 from service.types import TimeRange
 
 __all__ = ["StackNames", "StackSet", "load_stacks", "merge_stacks", "under_roots"]
@@ -213,42 +212,11 @@ def _hits(m: _Match, names: list[str], codes: I64) -> npt.NDArray[np.bool_]:
     return match[codes]
 
 
-_LAST = (
-    "WITH l AS (SELECT series_id, max(ts) AS ts FROM profiles "
-    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id) "
-    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM sample_values v JOIN l USING (series_id, ts) "
-    "GROUP BY v.stack_id"
-)
-# Each series' average scrape of a stack, rounded exactly to whole units, summed over series: the
-# export rounds the same way, so top and `go tool pprof` on the export agree to the unit.
-_AVG = (
-    "WITH n AS (SELECT series_id, count(*) AS n FROM profiles "
-    "  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id), "
-    "per AS (SELECT u.stack_id, u.series_id, sum(u.value)::HUGEINT AS v FROM ({union}) u GROUP BY ALL) "
-    f"SELECT per.stack_id, sum({rounded_quotient('per.v', 'n.n')})::DOUBLE AS value "
-    "FROM per JOIN n USING (series_id) GROUP BY per.stack_id"
-)
-_SUM = "SELECT stack_id, sum(value)::DOUBLE AS value FROM ({union}) GROUP BY stack_id"
-
-
-def _merge_sql(p: Plan, series_ids: list[int], aggregation: Aggregation) -> tuple[str, dict[str, object]]:
-    ids = id_list(series_ids)
-    if aggregation is Aggregation.LAST:
-        return _LAST.format(ids=ids), {}
-    union, params = p.union_sql(series_ids)
-    return (_AVG if aggregation is Aggregation.AVG else _SUM).format(union=union, ids=ids), params
-
-
 def merge_stacks(
-    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
+    src: ProfileSource, series_ids: list[int], tr: TimeRange, aggregation: Aggregation, p: Plan
 ) -> pa.Table:
     """``stack_id, value``: the stacks of ``series_ids`` in ``tr`` combined as ``aggregation`` says, read as ``p`` plans."""
-    if not series_ids:
-        return pa.table({"stack_id": pa.array([], pa.binary()), "value": pa.array([], pa.float64())})
-    sql, params = _merge_sql(p, series_ids, aggregation)
-    if aggregation is not Aggregation.SUM:  # counts or picks profiles over the whole range
-        params.update({"start": tr.start, "end": tr.end + 1})
-    return cur.execute(sql, params).to_arrow_table()
+    return src.merged_stacks(series_ids, tr, aggregation.value, p.parts())
 
 
 class StackNames:
@@ -270,7 +238,7 @@ class StackNames:
             _EMPTY,
         )
 
-    def name(self, cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
+    def name(self, src: ProfileSource, merged: pa.Table) -> StackSet:
         """The stacks of ``merged`` with their frames, row for row, values rounded to whole units
         (stacks whose value rounds to 0 are left out)."""
         ids = ids_of_blobs(merged["stack_id"])
@@ -278,12 +246,12 @@ class StackNames:
         snap = self._snap  # immutable: one consistent view, whatever other requests do meanwhile
         rows = _rows_of(snap[0], snap[1], ids)
         if (rows < 0).any():
-            fresh = _named(cur, merged.filter(pa.array(rows < 0)))
+            fresh = _named(src, merged.filter(pa.array(rows < 0)))
             with self._lock:
                 snap = self._snap = _extended(self._snap, ids[rows < 0], fresh, self._max)
             rows = _rows_of(snap[0], snap[1], ids)
             if (rows < 0).any():  # the cache started over without some of these stacks: name them all here
-                return _nonzero(_named(cur, merged))
+                return _nonzero(_named(src, merged))
         return _nonzero(_compact(snap[2].take(rows, values)))
 
 
@@ -352,39 +320,10 @@ def _concat(a: StackSet, b: StackSet) -> StackSet:
     )
 
 
-def _named(cur: duckdb.DuckDBPyConnection, merged: pa.Table) -> StackSet:
+def _named(src: ProfileSource, merged: pa.Table) -> StackSet:
     """Look up the stacks, locations, functions and mappings of ``merged`` and name its frames, row for row."""
-    tag = "_q"  # temp tables belong to the request's cursor
-    cur.register(f"{tag}_merged", merged)
-    try:
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_m AS SELECT stack_id FROM {tag}_merged")
-    finally:
-        cur.unregister(f"{tag}_merged")
-    try:
-        stacks = cur.execute(
-            f"SELECT stack_id, location_ids FROM stacks WHERE stack_id IN (SELECT stack_id FROM {tag}_m) "
-            "QUALIFY row_number() OVER (PARTITION BY stack_id) = 1"
-        ).to_arrow_table()
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE {tag}_l AS SELECT location_id, mapping_id, function_ids FROM locations "
-            f"WHERE location_id IN (SELECT DISTINCT unnest(location_ids) FROM stacks "
-            f"  WHERE stack_id IN (SELECT stack_id FROM {tag}_m)) "
-            "QUALIFY row_number() OVER (PARTITION BY location_id) = 1"
-        )
-        locations = cur.execute(f"SELECT * FROM {tag}_l").to_arrow_table()
-        functions = cur.execute(
-            f"SELECT function_id, name, filename FROM functions WHERE function_id IN "
-            f"(SELECT DISTINCT unnest(function_ids) FROM {tag}_l) "
-            "QUALIFY row_number() OVER (PARTITION BY function_id) = 1"
-        ).to_arrow_table()
-        mappings = cur.execute(
-            f"SELECT mapping_id, filename FROM mappings WHERE mapping_id IN (SELECT DISTINCT mapping_id FROM {tag}_l) "
-            "QUALIFY row_number() OVER (PARTITION BY mapping_id) = 1"
-        ).to_arrow_table()
-    finally:
-        cur.execute(f"DROP TABLE IF EXISTS {tag}_m")
-        cur.execute(f"DROP TABLE IF EXISTS {tag}_l")
-    return _name_frames(merged, stacks, locations, functions, mappings)
+    rows = src.stack_rows(merged["stack_id"])
+    return _name_frames(merged, rows.stacks, rows.locations, rows.functions, rows.mappings)
 
 
 def _nonzero(s: StackSet) -> StackSet:
@@ -393,7 +332,7 @@ def _nonzero(s: StackSet) -> StackSet:
 
 
 def load_stacks(
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     series_ids: list[int],
     tr: TimeRange,
     aggregation: Aggregation,
@@ -401,7 +340,7 @@ def load_stacks(
     names: StackNames,
 ) -> StackSet:
     """Merge the stacks of ``series_ids`` in ``tr`` (reading what plan ``p`` says) and name their frames."""
-    return names.name(cur, merge_stacks(cur, series_ids, tr, aggregation, p))
+    return names.name(src, merge_stacks(src, series_ids, tr, aggregation, p))
 
 
 def _lookup(keys: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64]) -> I64:

@@ -19,11 +19,10 @@ import difflib
 from collections import defaultdict
 from dataclasses import dataclass
 
-import duckdb
-
 from service.errors import InvalidRequest
 from service.query.aggregation import Aggregation
-from service.store.reads import SeriesRow, function_exists, function_names, id_list
+from service.query.source import ProfileSource
+from service.store.reads import SeriesRow
 from service.types import TimeRange
 
 __all__ = ["Point", "Series", "check_function", "timeseries"]
@@ -41,34 +40,8 @@ class Series:
     points: list[Point]
 
 
-_VALUES_TOTAL = (
-    "SELECT series_id, ts, total::DOUBLE AS value FROM profiles "
-    "WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end"
-)
-_VALUES_FUNCTION = (
-    "SELECT series_id, ts, sum({col})::DOUBLE AS value FROM rollup_values "
-    "WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end "
-    "AND function_id IN (SELECT function_id FROM functions WHERE name = $function) GROUP BY series_id, ts"
-)
-_BUCKETS = """
-WITH p AS (
-    SELECT series_id, (ts - $start) // $step AS bucket, count(*) AS n, max(ts) AS last_ts FROM profiles
-    WHERE series_id IN ({ids}) AND ts BETWEEN $start AND $end GROUP BY ALL
-), v AS ({values})
-SELECT p.series_id, p.bucket,
-    CASE $agg
-        WHEN 'sum' THEN coalesce(sum(v.value), 0)
-        WHEN 'avg' THEN coalesce(sum(v.value), 0) / p.n
-        ELSE coalesce(sum(v.value) FILTER (WHERE v.ts = p.last_ts), 0)
-    END AS value
-FROM p LEFT JOIN v ON v.series_id = p.series_id AND (v.ts - $start) // $step = p.bucket
-GROUP BY p.series_id, p.bucket, p.n, p.last_ts
-ORDER BY p.bucket
-"""
-
-
 def timeseries(
-    cur: duckdb.DuckDBPyConnection,
+    src: ProfileSource,
     series: list[SeriesRow],
     tr: TimeRange,
     step_ns: int,
@@ -86,23 +59,13 @@ def timeseries(
     if not series:
         return []
     if function is not None:
-        check_function(cur, series, tr, function)
-    ids = id_list(s.series_id for s in series)
-    values = (_VALUES_TOTAL if function is None else _VALUES_FUNCTION).format(
-        ids=ids, col="cum" if value == "cum" else "flat"
-    )
-    # The SQL buckets are [lo + b * step, lo + (b + 1) * step): with lo one step minus 1 ns before the
+        check_function(src, series, tr, function)
+    # The stored buckets are [lo + b * step, lo + (b + 1) * step): with lo one step minus 1 ns before the
     # start, bucket b is (start + (b - 1) * step, start + b * step], labelled start + b * step.
     lo = tr.start - step_ns + 1
-    params: dict[str, object] = {
-        "start": lo,
-        "end": tr.end,
-        "step": step_ns,
-        "agg": aggregation.value,
-    }
-    if function is not None:
-        params["function"] = function
-    rows = cur.execute(_BUCKETS.format(values=values, ids=ids), params).fetchall()
+    rows = src.step_values(
+        [s.series_id for s in series], lo, tr.end, step_ns, aggregation.value, function=function, value=value
+    )
     by_id = {s.series_id: s for s in series}
 
     def key(s: SeriesRow) -> tuple[tuple[str, str], ...]:
@@ -112,14 +75,14 @@ def timeseries(
 
     lines: dict[tuple[tuple[str, str], ...], dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for sid, bucket, v in rows:
-        lines[key(by_id[sid])][int(bucket)] += float(v)
+        lines[key(by_id[sid])][bucket] += v
     return [
         Series(dict(k), [Point(tr.start + b * step_ns, pts[b]) for b in sorted(pts)])
         for k, pts in sorted(lines.items())
     ]
 
 
-def check_function(cur: duckdb.DuckDBPyConnection, series: list[SeriesRow], tr: TimeRange, function: str) -> None:
+def check_function(src: ProfileSource, series: list[SeriesRow], tr: TimeRange, function: str) -> None:
     """InvalidRequest when no stored function has the name ``function``, with the names meant.
 
     Names are exact (``crypto/sha256.block``), so a short one (``sha256.block``) matched nothing
@@ -128,9 +91,9 @@ def check_function(cur: duckdb.DuckDBPyConnection, series: list[SeriesRow], tr: 
     Suggestions are the functions of the matching series in the range whose name ends in the
     given one after a ``/`` or ``.``, else the closest spellings.
     """
-    if function_exists(cur, function):
+    if src.function_exists(function):
         return
-    names = function_names(cur, [s.series_id for s in series], tr)
+    names = src.function_names([s.series_id for s in series], tr)
     meant = [n for n in names if n.endswith(("/" + function, "." + function))][:3]
     meant = meant or difflib.get_close_matches(function, names, n=3, cutoff=0.6)
     hint = ""

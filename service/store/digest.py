@@ -1,12 +1,13 @@
-"""Per-profile normalization, compiled, in the ingest thread: what the writer would otherwise do in numpy.
+"""The normalizer: one profile's samples merged, scaled and rolled up, compiled, in the ingest thread.
 
 For one decoded profile (its columns and content ids) this merges samples with equal stack and
 labels, drops zero rows, finds each type's gcd (``scale``) and the types that are proportional
 to an earlier one (``alias``), lists the distinct stacks with their frames and functions, and
-computes flat and cum per function. It is the same arithmetic as :func:`merge_batch` in
-:mod:`service.store.normalize` (a test holds the two equal), run per profile without the GIL so
-request threads do it in parallel; the writer thread then only concatenates, filters ids it
-already stored and appends.
+computes flat and cum per function (pprof's rules: flat to the innermost function of the leaf
+location, cum once per function per stack). It runs per profile without the GIL so request
+threads do it in parallel; the writer thread then only concatenates, filters ids it already
+stored and appends. A readable numpy version of the same arithmetic lives in the tests
+(``tests/store/reference_normalize.py``), which hold the two equal.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import MalformedProfile
 from service.jit import jit
 from service.pprof import decode_fast
-from service.pprof.decode import Envelope, envelope
-from service.pprof.decode_exact import decode_exact
+from service.pprof.decode import Envelope, check, content_ids_of, envelope
 from service.pprof.encode import to_message
-from service.pprof.hashing import ContentIds, combine_one, content_ids, hash_strings
+from service.pprof.hashing import ContentIds, combine_one
 from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
 
-__all__ = ["Digest", "Prepared", "check", "digest", "envelope_ids", "prepare", "warm_up"]
+__all__ = ["Digest", "Prepared", "digest", "digest_of", "prepare", "warm_up"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -58,42 +57,14 @@ class Prepared:
     digest: Digest
 
 
-def prepare(env: Envelope) -> Prepared | None:
-    """Validate, hash and normalize one profile in the caller's thread; ``None`` when upb decodes it.
+def prepare(env: Envelope) -> Prepared:
+    """Validate, hash and normalize one profile in the caller's thread.
 
     A profile that breaks a rule raises pprof's error here, before it reaches the writer.
     """
-    c = env.columns
-    if c is None:
-        return None
-    n_types = len(env.header.sample_types)
-    if not check(c, n_types, len(env.strings)):
-        decode_exact(env.view, env.strings, env.raw)  # raises pprof's wording for what is wrong
-        raise MalformedProfile("profile failed validation")
-    ids = envelope_ids(env)
-    assert ids is not None
-    return Prepared(ids, digest(c, ids, n_types))
-
-
-def envelope_ids(env: Envelope) -> ContentIds | None:
-    """Content ids of one profile from its decoded columns; ``None`` when upb decodes it."""
-    c = env.columns
-    if c is None:
-        return None
-    mappings, functions, locations = c.parts()
-    offsets = offsets_of(c.sample_locations)
-    lab = c.labels
-    return content_ids(
-        hash_strings(env.strings),
-        mappings,
-        functions,
-        locations,
-        location_mapping=c.location_mapping,
-        line_function=c.line_function,
-        offsets=offsets,
-        sample_location=c.sample_location,
-        labels=(lab[:, 0], lab[:, 1], lab[:, 2], lab[:, 3], lab[:, 4]),
-    )
+    check(env)
+    ids = content_ids_of(env)
+    return Prepared(ids, digest(env.columns, ids, len(env.header.sample_types)))
 
 
 def warm_up() -> Envelope:
@@ -117,84 +88,49 @@ def warm_up() -> Envelope:
     return env  # for the next stage's kernels (service.store.staging.warm_up)
 
 
-def check(c: decode_fast.Columns, n_types: int, n_strings: int) -> bool:
-    """pprof's validity rules on one profile's columns (the exact decoder words what is wrong)."""
-    return bool(
-        _check(
-            c.sample_values,
-            n_types,
-            n_strings,
-            c.mappings,
-            c.functions,
-            c.labels,
-            c.locations,
-            c.sample_location,
-            c.line_function,
-        )
+def digest(c: decode_fast.Columns, ids: ContentIds, n_types: int) -> Digest:
+    """Normalize one valid profile (see :func:`service.pprof.decode.check`) from its decoded columns."""
+    return digest_of(
+        c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),
+        ids.stack,
+        ids.labelset,
+        offsets_of(c.sample_locations),
+        c.sample_location,
+        ids.location,
+        offsets_of(c.locations[:, 4]),
+        ids.line_function,
+        c.line_function,
+        ids.function,
     )
 
 
-@jit
-def _ids_ok(ids):  # type: ignore[no-untyped-def]
-    n = ids.size
-    dense = True
-    for i in range(n):
-        if ids[i] != i + 1:
-            dense = False
-            break
-    if dense:
-        return True
-    s = np.sort(ids)
-    for i in range(n):  # noqa: SIM110 (numba compiles loops, not generator expressions)
-        if s[i] == 0 or (i > 0 and s[i] == s[i - 1]):
-            return False
-    return True
-
-
-@jit
-def _check(value_counts, n_types, n_strings, mappings, functions, labels, locations, sample_location, line_function):  # type: ignore[no-untyped-def]
-    for i in range(value_counts.size):
-        if value_counts[i] != n_types:
-            return False
-    for i in range(mappings.shape[0]):
-        for k in (4, 5):
-            if mappings[i, k] < 0 or mappings[i, k] >= n_strings:
-                return False
-    for i in range(functions.shape[0]):
-        for k in (1, 2, 3):
-            if functions[i, k] < 0 or functions[i, k] >= n_strings:
-                return False
-    for i in range(labels.shape[0]):
-        for k in (1, 2, 4):
-            if labels[i, k] < 0 or labels[i, k] >= n_strings:
-                return False
-    if not (_ids_ok(mappings[:, 0]) and _ids_ok(functions[:, 0]) and _ids_ok(locations[:, 0])):
-        return False
-    for i in range(line_function.size):
-        if line_function[i] < 0:
-            return False
-    for i in range(sample_location.size):  # noqa: SIM110 (numba compiles loops, not generator expressions)
-        if sample_location[i] < 0:
-            return False
-    return True
-
-
-def digest(c: decode_fast.Columns, ids: ContentIds, n_types: int) -> Digest:
-    """Normalize one valid profile (see :func:`check`)."""
-    line_offsets = offsets_of(c.locations[:, 4])
-    s_offsets = offsets_of(c.sample_locations)
+def digest_of(
+    values: I64,
+    stack: U64,
+    labelset: U64,
+    s_offsets: I64,
+    s_location: I64,
+    loc_h: U64,
+    line_offsets: I64,
+    line_fn: U64,
+    line_row: I64,
+    fn_h: U64,
+) -> Digest:
+    """Normalize one profile given as arrays: ``values`` (samples, types), each sample's stack and
+    label-set hash, its location rows (``s_location`` between ``s_offsets``), each location's hash and
+    lines (between ``line_offsets``: function hash and row), and each function row's hash."""
     return Digest(
         *_digest(
-            c.values.reshape(-1, n_types) if n_types else np.zeros((c.sample_locations.size, 0), np.int64),
-            ids.stack,
-            ids.labelset,
+            np.ascontiguousarray(values),
+            stack,
+            labelset,
             s_offsets,
-            c.sample_location,
-            ids.location,
+            s_location,
+            loc_h,
             line_offsets,
-            ids.line_function,
-            c.line_function,
-            ids.function,
+            line_fn,
+            line_row,
+            fn_h,
         )
     )
 

@@ -1,25 +1,25 @@
-"""The one ingest entry point: bytes in, a durable profile out.
+"""The one ingest entry point: a decoded profile in, a durable profile out.
 
-Pushes (REST, and later Pyroscope protocols) and the collector all call :meth:`Ingestor.ingest`.
-The caller's thread does everything that is per profile — gunzip with size caps, the protobuf
-envelope, the name and time, the compiled decoding, validation, hashing and normalization
-(:mod:`service.store.digest`) and the rows (:mod:`service.store.staging`) — so a bad request
-is answered at once and profiles are worked on in parallel; the writer thread batches them into
-one transaction, and the call returns after the commit.
+Every source ends in :meth:`Ingestor.store_together`: REST pushes through :meth:`Ingestor.ingest`,
+Pyroscope's Push and legacy ``/ingest`` after :meth:`Ingestor.read` (the body decoded once, under
+the size caps) and a split by sample labels, the collector with what it scraped and deltaed. The
+caller's thread does everything that is per profile — the decoding, the name and time,
+validation, hashing and normalization (:mod:`service.store.digest`) and the rows
+(:mod:`service.store.staging`) — so a bad request is answered at once and profiles are worked on
+in parallel; the writer thread batches them into one transaction, and the call returns after the
+commit.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import xxhash
 
 from service.errors import InvalidRequest
 from service.metrics import Metrics
-from service.pprof.decode import Envelope, decompress, envelope
+from service.pprof.decode import Envelope, read
 from service.store.db import Database
 from service.store.digest import prepare
 from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
@@ -65,6 +65,11 @@ class Ingestor:
         # the writer thread, which is the one that must not wait.
         self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
 
+    def read(self, data: bytes, parse: Callable[[bytes], Envelope] | None = None) -> Envelope:
+        """Decode a pushed body once, under this ingestor's size caps (see :func:`service.pprof.decode.read`)."""
+        with self._decoding:
+            return read(data, self.limits, parse)
+
     def ingest(
         self,
         data: bytes,
@@ -76,8 +81,7 @@ class Ingestor:
         source: str = "push",
     ) -> IngestResult:
         """Store gzipped or raw pprof bytes (a push)."""
-        with self._decoding:
-            env = envelope(decompress(data, self.limits))
+        env = self.read(data)
         return self.store(env, labels=labels, name=name, ts=ts, tenant=tenant, source=source, size=len(data))
 
     def store(
@@ -115,9 +119,8 @@ class Ingestor:
                 named = name or infer_name(h.sample_types, h.period_type)
                 types = [str(pt) for pt in profile_types_of(h, named)]
                 when = ts if ts is not None else (h.time_nanos or now_ns())
-                meta = Meta(tenant, dict(labels), named, when, xxhash.xxh3_64_intdigest(env.raw), source)
-                prepared = prepare(env)
-                staged = stage(env, prepared, meta, self.db.known) if prepared is not None else None
+                meta = Meta(tenant, dict(labels), named, when, env.content_hash, source)
+                staged = stage(env, prepare(env), meta, self.db.known)
                 pending.append((Pending(env, meta, staged), types))
         futures = self.db.writer.submit_together([p for p, _ in pending])
         out = []
@@ -126,7 +129,7 @@ class Ingestor:
             item = result.item
             if self.metrics is not None and item is not None:
                 self.metrics.ingested_profiles.labels(source).inc()
-                raw = len(p.envelope.raw) if size is None else size // len(parts)
+                raw = p.envelope.size if size is None else size // len(parts)
                 self.metrics.ingested_bytes.labels(source).inc(raw)
                 self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
             out.append(

@@ -2,13 +2,14 @@
 
 One pprof becomes one series per sample type (a heap profile: four), all sharing one
 ``group_id`` so export can reassemble them. Functions, locations, mappings, stacks and label
-sets are interned by content hash; samples with equal stack and labels are summed and zero
-values dropped; ``function_rollup`` (flat and cum per function) is computed here, at ingest, so
-"top functions over a week" never has to read a stack. Values are stored divided by their
-per-profile, per-type gcd (``scale``) so they bit-pack small, and a type proportional to an
-earlier one of the same profile is stored as an alias of it.
+sets are interned by content hash. The per-profile arithmetic — samples with equal stack and
+labels summed and zero values dropped, values divided by their per-type gcd (``scale``) so they
+bit-pack small, a type proportional to an earlier one stored as an alias of it, flat and cum
+per function for ``function_rollup`` so "top functions over a week" never reads a stack — is
+:mod:`service.store.digest`'s, done per profile; this module turns a batch of digests into the
+rows of every table.
 
-Everything is column-wise numpy over the whole writer batch (profiles told apart by an owner
+The tables are built column-wise over the whole writer batch (profiles told apart by an owner
 column), so numpy's per-call cost is paid once per batch. Python loops run once per profile
 and once per new label set. Symbols and stacks the writer has already committed
 (``KnownIds``) are not emitted again.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,10 +29,9 @@ import pyarrow as pa
 from service.errors import InvalidRequest
 from service.pprof.batch import ProfileBatch, expand
 from service.pprof.decode import Envelope, entities
-from service.pprof.hashing import ContentIds, content_ids, hash_fields, hash_strings, mix
+from service.pprof.hashing import ContentIds, content_ids, hash_fields, hash_strings
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile, offsets_of
-from service.store.digest import Prepared
-from service.store.function_rollups import rollup
+from service.store.digest import Digest, Prepared, digest_of
 from service.store.ids import KnownIds, blob_ids
 from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES, rollup_table, samples_table
 from service.types import ProfileType
@@ -43,7 +44,6 @@ __all__ = [
     "entity_tables",
     "header_rows",
     "infer_name",
-    "merge_batch",
     "merge_digests",
     "normalize",
     "normalize_batch",
@@ -153,15 +153,6 @@ def series_id_of(tenant: str, profile_type: ProfileType, labels: MappingT[str, s
     return hash_fields(tenant, profile_type, *(f"{k}={v}" for k, v in sorted(labels.items())))
 
 
-def _group(keys: U64) -> tuple[I64, I64]:
-    """Sort order and the start of each run of equal keys in it."""
-    order = np.argsort(keys, kind="stable")
-    k = keys[order]
-    if k.size == 0:
-        return order, np.zeros(0, np.int64)
-    return order, np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-
-
 def _lists(counts: I64, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets_of(counts), pa.int32()), values)
 
@@ -200,7 +191,7 @@ def batch_ids(b: ProfileBatch) -> ContentIds:
 
 @dataclass(slots=True)
 class Merged:
-    """A batch after the per-profile arithmetic, before the tables: what both merge paths produce.
+    """A batch after the per-profile arithmetic (its digests), before the tables.
 
     Rows are merged samples (equal stack and labels summed) with a non-zero value, grouped by
     profile; stacks may repeat across profiles (the tables keep one of each).
@@ -241,103 +232,81 @@ class Merged:
 def normalize_batch(
     b: ProfileBatch, metas: Sequence[Meta], known: KnownIds | None = None, ids: ContentIds | None = None
 ) -> Rows:
-    """Rows for a decoded batch (the numpy path: hand-built, converted or upb-decoded profiles)."""
-    return tables(merge_batch(b, ids or batch_ids(b)), b.headers, metas, known)
-
-
-def merge_batch(b: ProfileBatch, ids: ContentIds) -> Merged:
-    n = len(b)
+    """Rows for a decoded batch (the writer's path when rows were not staged in the ingest threads):
+    each profile digested alone, as at ingest, by :func:`service.store.digest.digest_of`."""
+    ids = ids or batch_ids(b)
+    r = b.resolve()
     ntypes = b.num_types()
-    width = b.values.shape[1]
-    s_owner = b.sample_owner
-    loc = b.locations
-    stack, sample_ls = ids.stack, ids.labelset
-    elem = b.resolve().sample_location
-    order, starts = _group(mix(s_owner, stack, sample_ls))
-    values = np.add.reduceat(b.values[order], starts, axis=0) if starts.size else b.values[:0]
-    rep = order[starts]
-    keep = np.flatnonzero(np.any(values != 0, axis=1))
-    keep = keep[np.argsort(s_owner[rep[keep]], kind="stable")]  # rows grouped by profile, for per-profile gcds
-    values, rep = values[keep], rep[keep]
-    owner = s_owner[rep]
-    u_stack = stack[rep]
-
-    # Distinct stacks of the batch: frames and functions are worked out once per stack.
-    st_ids, st_first, st_of = np.unique(u_stack, return_index=True, return_inverse=True)
-    st_of = st_of.reshape(-1)
-    st_rep = rep[st_first]
-    st_depth = np.diff(b.offsets)[st_rep]
-    st_elem = elem[expand(b.offsets[st_rep], st_depth)]  # location row of each frame
-    frame_nfn = np.diff(loc.line_offsets)[st_elem]
-    st_fn = ids.line_function[expand(loc.line_offsets[st_elem], frame_nfn)]  # inlined lines, innermost first
-    st_nfn = np.diff(offsets_of(frame_nfn)[offsets_of(st_depth)])
-    # The leaf location's innermost function takes the flat value; an unsymbolized leaf gives it to none.
-    leaf_has_fn = (st_depth > 0) & (frame_nfn[np.minimum(offsets_of(st_depth)[:-1], max(frame_nfn.size - 1, 0))] > 0)
-
-    # Scale: per profile and type, the gcd of its values.
-    scale = np.ones((n, max(width, 1)), np.int64)
-    if values.size:
-        first = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
-        g = np.gcd.reduceat(np.abs(values), first, axis=0)
-        scale[owner[first], :width] = np.where(g > 0, g, 1)
-    scaled = values // scale[owner, :width] if values.size else values
-    # A type whose scaled values equal an earlier type's in every sample of its profile (Go CPU:
-    # samples/count and cpu/nanoseconds) is stored once: the later type aliases the earlier one
-    # and keeps only its own scale (readers go through the sample_values/rollup_values views).
-    alias = np.full((n, max(width, 1)), -1, np.int64)
-    for t in range(1, width):
-        for u in range(t):
-            differ = (
-                np.bincount(owner, weights=scaled[:, t] != scaled[:, u], minlength=n) if values.size else np.zeros(n)
+    lo = b.locations.line_offsets
+    ds = []
+    for i in range(len(b)):
+        s0, s1 = int(b.sample_base[i]), int(b.sample_base[i + 1])
+        o0, o1 = int(b.offsets[s0]), int(b.offsets[s1])
+        l0, l1 = int(b.location_base[i]), int(b.location_base[i + 1])
+        f0, f1 = int(b.function_base[i]), int(b.function_base[i + 1])
+        a, z = int(lo[l0]), int(lo[l1])
+        ds.append(
+            digest_of(
+                b.values[s0:s1, : ntypes[i]],
+                ids.stack[s0:s1],
+                ids.labelset[s0:s1],
+                b.offsets[s0 : s1 + 1] - o0,
+                r.sample_location[o0:o1] - l0,
+                ids.location[l0:l1],
+                lo[l0 : l1 + 1] - a,
+                ids.line_function[a:z],
+                r.line_function[a:z] - f0,
+                ids.function[f0:f1],
             )
-            alias[(differ == 0) & (alias[:, t] < 0) & (alias[:, u] < 0) & (ntypes > t), t] = u
-    totals = np.zeros((n, max(width, 1)), np.int64)
-    np.add.at(totals[:, :width], owner, values)
-    fids, flat, cum, r_owner = rollup(n, scaled, owner, st_of, st_fn, st_nfn, leaf_has_fn)
-    return Merged(
-        n=n,
-        width=width,
-        ntypes=ntypes,
-        owner=owner,
-        rep=rep,
-        stack=u_stack,
-        labelset=sample_ls[rep],
-        values=values,
-        scale=scale,
-        alias=alias,
-        totals=totals,
-        st_ids=st_ids,
-        st_depth=st_depth,
-        st_loc=ids.location[st_elem],
-        st_nfn=st_nfn,
-        st_fn=st_fn,
-        r_fn=fids,
-        r_flat=flat,
-        r_cum=cum,
-        r_owner=r_owner,
-        strings=b.strings,
-        mappings=b.mappings,
-        map_h=ids.mapping,
-        functions=b.functions,
-        fn_h=ids.function,
-        locations=loc,
-        loc_h=ids.location,
-        loc_map=ids.location_mapping,
-        line_fn=ids.line_function,
-        labels=(b.label_owner, b.label_key, b.label_str, b.label_num, b.label_unit),
+        )
+    mg = _merged(
+        ds,
+        ids,
+        ntypes,
+        b.sample_base,
+        b.strings,
+        b.mappings,
+        b.functions,
+        b.locations,
+        (b.label_owner, b.label_key, b.label_str, b.label_num, b.label_unit),
     )
+    return tables(mg, b.headers, metas, known)
 
 
 def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Merged:
     """The batch of profiles normalized one by one in the ingest threads (:mod:`service.store.digest`)."""
-    n = len(envs)
-    width = max((len(e.header.sample_types) for e in envs), default=0)
-    w1 = max(width, 1)
     ent = entities(envs)
-    ds = [p.digest for p in prepared]
+    return _merged(
+        [p.digest for p in prepared],
+        ContentIds.concat([p.ids for p in prepared]),
+        np.array([len(e.header.sample_types) for e in envs], np.int64),
+        ent.sample_base,
+        ent.strings,
+        ent.mappings,
+        ent.functions,
+        ent.locations,
+        ent.labels,
+    )
+
+
+def _merged(
+    ds: Sequence[Digest],
+    ids: ContentIds,
+    ntypes: I64,
+    sample_base: I64,
+    strings: list[str],
+    mappings: Mappings,
+    functions: Functions,
+    locations: Locations,
+    labels: tuple[I64, I64, I64, I64, I64],
+) -> Merged:
+    """Profiles' digests and their symbols (in batch numbering) as one merged batch."""
+    n = len(ds)
+    width = int(ntypes.max()) if n else 0
+    w1 = max(width, 1)
     rows = np.array([d.rep.size for d in ds], np.int64)
     owner = np.repeat(np.arange(n), rows)
-    rep = np.concatenate([d.rep for d in ds]) + np.repeat(ent.sample_base[:-1], rows)
+    rep = (np.concatenate([d.rep for d in ds]) if n else np.zeros(0, np.int64)) + np.repeat(sample_base[:-1], rows)
     values = np.zeros((int(rows.sum()), width), np.int64)
     scale = np.ones((n, w1), np.int64)
     alias = np.full((n, w1), -1, np.int64)
@@ -353,11 +322,14 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
         scale[i, :k], alias[i, :k], totals[i, :k] = d.scale, d.alias, d.totals
         at += d.rep.size
         r_at += d.r_fn.size
-    ids = ContentIds.concat([p.ids for p in prepared])
+
+    def cat(name: str, dtype: type) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(d, name) for d in ds]) if n else np.zeros(0, dtype)
+
     return Merged(
         n=n,
         width=width,
-        ntypes=np.array([len(e.header.sample_types) for e in envs], np.int64),
+        ntypes=ntypes,
         owner=owner,
         rep=rep,
         stack=ids.stack[rep],
@@ -366,25 +338,25 @@ def merge_digests(envs: Sequence[Envelope], prepared: Sequence[Prepared]) -> Mer
         scale=scale,
         alias=alias,
         totals=totals,
-        st_ids=np.concatenate([d.st_ids for d in ds]),
-        st_depth=np.concatenate([d.st_depth for d in ds]),
-        st_loc=np.concatenate([d.st_loc for d in ds]),
-        st_nfn=np.concatenate([d.st_nfn for d in ds]),
-        st_fn=np.concatenate([d.st_fn for d in ds]),
-        r_fn=np.concatenate([d.r_fn for d in ds]),
+        st_ids=cat("st_ids", np.uint64),
+        st_depth=cat("st_depth", np.int64),
+        st_loc=cat("st_loc", np.uint64),
+        st_nfn=cat("st_nfn", np.int64),
+        st_fn=cat("st_fn", np.uint64),
+        r_fn=cat("r_fn", np.uint64),
         r_flat=r_flat,
         r_cum=r_cum,
         r_owner=np.repeat(np.arange(n), [d.r_fn.size for d in ds]),
-        strings=ent.strings,
-        mappings=ent.mappings,
+        strings=strings,
+        mappings=mappings,
         map_h=ids.mapping,
-        functions=ent.functions,
+        functions=functions,
         fn_h=ids.function,
-        locations=ent.locations,
+        locations=locations,
         loc_h=ids.location,
         loc_map=ids.location_mapping,
         line_fn=ids.line_function,
-        labels=ent.labels,
+        labels=labels,
     )
 
 

@@ -385,6 +385,7 @@ def test_stack_names_cache_names_as_the_database_does(loaded: TestClient, max_fr
     from service.query.aggregation import Aggregation
     from service.query.plan import plan
     from service.query.stacks import StackNames, merge_stacks
+    from service.store.source import DuckDBSource
     from service.types import TimeRange
 
     db = loaded.app.state.db  # type: ignore[attr-defined]
@@ -393,18 +394,19 @@ def test_stack_names_cache_names_as_the_database_does(loaded: TestClient, max_fr
         series = {s: [r[0] for r in cur.execute(
             "SELECT series_id FROM series WHERE labels['service_name'] = ? AND sample_type = 'cpu'", [s]
         ).fetchall()] for s in ("go", "series")}  # fmt: skip
+        src = DuckDBSource(cur)
         merged = {
-            s: merge_stacks(cur, ids, tr, Aggregation.SUM, plan(cur, ids, tr, Aggregation.SUM, raw=True))
+            s: merge_stacks(src, ids, tr, Aggregation.SUM, plan(src, ids, tr, Aggregation.SUM, raw=True))
             for s, ids in series.items()
         }
         ids = series["go"] + series["series"]
-        merged["both"] = merge_stacks(cur, ids, tr, Aggregation.SUM, plan(cur, ids, tr, Aggregation.SUM, raw=True))
-        truth = {s: _frames(StackNames().name(cur, m)) for s, m in merged.items()}
+        merged["both"] = merge_stacks(src, ids, tr, Aggregation.SUM, plan(src, ids, tr, Aggregation.SUM, raw=True))
+        truth = {s: _frames(StackNames().name(src, m)) for s, m in merged.items()}
         shared = StackNames(max_frames=max_frames)
-        first = _frames(shared.name(cur, merged["go"]))
-        second = _frames(shared.name(cur, merged["series"]))  # other stacks: the cache grows (or starts over)
-        third = _frames(shared.name(cur, merged["both"]))  # some cached, some not (a start-over drops the cached)
+        first = _frames(shared.name(src, merged["go"]))
+        second = _frames(shared.name(src, merged["series"]))  # other stacks: the cache grows (or starts over)
+        third = _frames(shared.name(src, merged["both"]))  # some cached, some not (a start-over drops the cached)
     assert (first, second, third) == (truth["go"], truth["series"], truth["both"]) and len(first) > 10
     if max_frames > 1000:  # everything is cached now: no lookup, so a closed cursor is never touched
         cur.close()
-        assert _frames(shared.name(cur, merged["go"])) == truth["go"]
+        assert _frames(shared.name(src, merged["go"])) == truth["go"]

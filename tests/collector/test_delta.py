@@ -10,14 +10,15 @@ from __future__ import annotations
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.collector.delta import CUMULATIVE_TYPES, DeltaResult, Deltas
-from service.pprof.decode import decode
+from service.collector import delta
+from service.collector.delta import CUMULATIVE_TYPES
+from service.pprof.decode import decode, from_profile, resolve
 from service.pprof.encode import encode
 from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType
 from tests.pprof_tool import go_bin, totals
@@ -27,6 +28,37 @@ T0 = 1_700_000_000 * S  # scrape times: 15 s apart
 T1, T2, T3 = T0 + 15 * S, T0 + 30 * S, T0 + 45 * S
 
 Key = tuple[tuple[object, ...], frozenset[Label]]
+
+
+@dataclass(frozen=True)
+class DeltaResult:
+    profile: Profile | None
+    outcome: str
+    detail: str
+
+
+class Deltas:
+    """The collector's deltas fed and read as the model: these tests build and inspect profiles that way.
+
+    The collector hands it the decoded columns of a scrape and stores the columns it returns;
+    here each profile goes in through :func:`from_profile` and the result comes out resolved.
+    """
+
+    def __init__(self) -> None:
+        self.inner = delta.Deltas()
+
+    def apply(self, key: str, p: Profile, scraped_at_ns: int) -> DeltaResult:
+        r = self.inner.apply(key, from_profile(p, content_hash=0, size=0), scraped_at_ns)
+        return DeltaResult(None if r.envelope is None else resolve(r.envelope), r.outcome, r.detail)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def forget(self, keep: list[str]) -> None:
+        self.inner.forget(keep)
 
 
 def load(corpus: Path, name: str) -> Profile:
@@ -295,12 +327,12 @@ def test_total_going_down_is_a_restart_but_a_vanished_stack_alone_is_not(corpus:
 
 @pytest.mark.parametrize("name", ["go119__cpu_10s.pb.gz", "go119__goroutine.pb.gz", "go119__threadcreate.pb.gz"])
 def test_profiles_without_cumulative_types_pass_through(corpus: Path, name: str) -> None:
-    p = load(corpus, name)
-    assert not CUMULATIVE_TYPES & {t.type for t in p.sample_types}
-    deltas = Deltas()
+    env = from_profile(load(corpus, name), content_hash=0, size=0)
+    assert not CUMULATIVE_TYPES & {t.type for t in env.header.sample_types}
+    deltas = delta.Deltas()
     for t in (T0, T1):
-        result = deltas.apply("k", p, t)
-        assert result.profile is p
+        result = deltas.apply("k", env, t)
+        assert result.envelope is env
         assert result.outcome == "stored_as_is"
     assert "k" not in deltas
     assert len(deltas) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ import pytest
 from service.errors import ProfileError
 from service.pprof import decode_fast as wire
 from service.pprof import profile_pb2 as pb
-from service.pprof.decode import decompress, envelope, parse
+from service.pprof.decode import Envelope, decompress, envelope, parse, resolve
 from service.pprof.decode_exact import decode_exact
 from service.pprof.encode import to_message
+from service.pprof.model import Profile
 from tests.pprof.test_decode import minimal
 
 
@@ -36,9 +38,14 @@ UNKNOWN = _field(99, 0, _varint(7)) + _field(98, 1, b"\x01" * 8) + _field(97, 2,
 
 
 def _fast_and_exact(raw: bytes) -> tuple[pb.Profile, pb.Profile]:
-    env = envelope(raw)
-    assert env.columns is not None, "expected the compiled decoder to read this encoding"
-    return to_message(parse(raw)), to_message(decode_exact(env.view, env.strings, raw))
+    wire.columns(raw)  # raises Unsupported when the compiled decoder cannot read this encoding
+    return to_message(parse(raw)), to_message(_exact(envelope(raw)))
+
+
+def _exact(env: Envelope) -> Profile:
+    """The profile as the exact decoder (upb) reads the envelope's repeated messages."""
+    assert env.view is not None and env.raw is not None
+    return resolve(replace(env, columns=decode_exact(env.view, env.strings, env.raw)))
 
 
 def _with(p: pb.Profile, field: int, messages: list[bytes]) -> bytes:
@@ -58,9 +65,9 @@ def test_every_corpus_profile_decodes_as_upb_decodes_it(corpus: Path) -> None:
             fast = parse(raw)
         except ProfileError:
             continue  # refused files have their own tests
-        if env.columns is None:
-            continue  # not plain protobuf (legacy formats are converted before this point)
-        assert to_message(fast) == to_message(decode_exact(env.view, env.strings, raw)), f.name
+        if env.view is None:
+            continue  # not protobuf: legacy formats are converted to columns without it
+        assert to_message(fast) == to_message(_exact(env)), f.name
         checked += 1
     assert checked >= 20
 
@@ -137,8 +144,7 @@ def test_unusual_encodings_go_to_upb(sample: bytes, reason: str) -> None:
     except Exception:  # upb refuses it too: the profile is refused with upb's wording
         with pytest.raises(ProfileError):
             parse(raw)
-    else:  # upb reads it (a group is skipped, for instance): the exact path decodes it
+    else:  # upb reads it (a group is skipped, for instance): the exact path decodes it, at once
         assert len(parsed.sample) == 3
-        assert envelope(raw).columns is None
         with pytest.raises(ProfileError, match=r"sample has 0 values vs\. 2 types"):
-            parse(raw)  # the third sample has no values: pprof refuses it, and so do we
+            envelope(raw)  # the third sample has no values: pprof refuses it, and so do we

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 
 from service.pprof import profile_pb2 as pb
 from service.pprof.batch import ProfileBatch
-from service.pprof.decode import decode_batch, decompress, envelope, parse
+from service.pprof.decode import content_ids_of, decode_batch, decompress, envelope, parse
 from service.pprof.decode_exact import decode_exact
 from service.pprof.hashing import ContentIds
-from service.store.digest import envelope_ids, prepare
+from service.store.digest import prepare
 from service.store.ids import KnownIds
 from service.store.normalize import (
     Meta,
@@ -23,6 +25,7 @@ from service.store.normalize import (
     tables,
 )
 from service.store.staging import assemble, stage
+from tests.store.reference_normalize import merge_batch
 
 
 def recursive_profile() -> pb.Profile:
@@ -125,7 +128,7 @@ def test_stack_order_matters() -> None:
 
 
 def test_a_batch_normalizes_like_its_profiles_one_by_one() -> None:
-    """Profiles told apart by owner: no merging across them, same rows as alone."""
+    """Profiles told apart by owner: no merging across them, same rows as alone (the reference too)."""
     a = parse(recursive_profile().SerializeToString())
     other = recursive_profile()
     other.sample[0].value[:] = [30]
@@ -133,13 +136,15 @@ def test_a_batch_normalizes_like_its_profiles_one_by_one() -> None:
     metas = [Meta("t", {"i": "1"}, "x", 1, 1, "t"), Meta("t", {"i": "2"}, "x", 2, 2, "t")]
     both = normalize_batch(ProfileBatch.of([a, b]), metas)
     alone = [normalize_batch(ProfileBatch.of([p]), [m]) for p, m in zip((a, b), metas, strict=True)]
+    ab = ProfileBatch.of([a, b])
+    reference = tables(merge_batch(ab, batch_ids(ab)), ab.headers, metas)
 
     def facts(rows: Rows, table: str) -> list[tuple[object, ...]]:
         return sorted(zip(*(rows.tables[table][c].to_pylist() for c in rows.tables[table].column_names), strict=True))
 
     for table in ("samples", "function_rollup", "profiles"):
-        assert facts(both, table) == sorted(facts(alone[0], table) + facts(alone[1], table))
-    assert both.items == [alone[0].items[0], alone[1].items[0]]
+        assert facts(both, table) == sorted(facts(alone[0], table) + facts(alone[1], table)) == facts(reference, table)
+    assert both.items == [alone[0].items[0], alone[1].items[0]] == reference.items
 
 
 def test_stored_values_times_scale_add_up_to_each_total(corpus) -> None:  # type: ignore[no-untyped-def]
@@ -180,10 +185,10 @@ def test_ids_computed_per_profile_at_ingest_equal_the_batchs(corpus) -> None:  #
         "parca__profile-with-labels.pb.gz",
     ]
     envs = [envelope(decompress((corpus / f).read_bytes())) for f in files]
-    per_profile = ContentIds.concat([envelope_ids(e) for e in envs])  # type: ignore[misc]
+    per_profile = ContentIds.concat([content_ids_of(e) for e in envs])
     fast, errors = decode_batch(envs)
     assert errors == [None] * len(files)
-    exact = ProfileBatch.of([decode_exact(e.view, e.strings, e.raw) for e in envs])
+    exact, _ = decode_batch([replace(e, columns=decode_exact(e.view, e.strings, e.raw)) for e in envs])  # type: ignore[arg-type]
     for batch in (fast, exact):
         ids = batch_ids(batch)
         for field in ContentIds.__slots__:
@@ -194,8 +199,9 @@ def _sorted(t: pa.Table) -> list[dict]:  # type: ignore[type-arg]
     return sorted(t.to_pylist(), key=repr)
 
 
-def test_profiles_normalized_in_ingest_threads_give_the_rows_of_the_batch_path(corpus) -> None:  # type: ignore[no-untyped-def]
-    """The compiled per-profile path and the numpy batch path must write identical rows."""
+def test_the_normalizer_writes_the_rows_of_the_readable_reference(corpus) -> None:  # type: ignore[no-untyped-def]
+    """The compiled per-profile normalizer, on every path the writer takes, writes the rows of the
+    plain-numpy reference (tests/store/reference_normalize.py)."""
     files = [
         "go119__cpu_10s.pb.gz",
         "go119__heap.pb.gz",
@@ -221,11 +227,14 @@ def test_profiles_normalized_in_ingest_threads_give_the_rows_of_the_batch_path(c
     prepared = [prepare(e) for e in envs]
     decoded, errors = decode_batch(envs)
     assert errors == [None] * len(files)
-    slow = normalize_batch(decoded, metas)
-    merged = tables(merge_digests(envs, prepared), [e.header for e in envs], metas)  # type: ignore[arg-type]
-    # The writer's path: rows staged per profile in the ingest threads, assembled per batch.
-    staged = assemble([stage(e, p, m, KnownIds(limit=0)) for e, p, m in zip(envs, prepared, metas, strict=True)], KnownIds(limit=0))  # type: ignore[arg-type]  # fmt: skip
-    for fast in (merged, staged):
+    reference = tables(merge_batch(decoded, batch_ids(decoded)), decoded.headers, metas)
+    # The writer's paths: a decoded batch (restaged rows), the digests of the ingest threads merged,
+    # and rows staged per profile in the ingest threads, assembled per batch.
+    batch = normalize_batch(decoded, metas)
+    merged = tables(merge_digests(envs, prepared), [e.header for e in envs], metas)
+    staged = assemble([stage(e, p, m, KnownIds(limit=0)) for e, p, m in zip(envs, prepared, metas, strict=True)], KnownIds(limit=0))  # fmt: skip
+    slow = reference
+    for fast in (batch, merged, staged):
         assert fast.items == slow.items
         for name in slow.tables:
             assert _sorted(fast.tables[name]) == _sorted(slow.tables[name]), name

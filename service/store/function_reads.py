@@ -1,0 +1,88 @@
+"""Per-function numbers per profile as SQL, for detection: totals, the functions that matter, their
+flat and cum per profile, and who calls them.
+
+Detection never touches samples for these: ``profiles.total`` and the ``function_rollup`` rows
+written at ingest hold every function's flat and cum per profile. Only the call edges read stacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy.typing as npt
+
+from service.store.reads import id_list, rollups_between, values_between
+from service.types import TimeRange
+
+__all__ = ["call_edges", "function_values", "heavy_functions", "profile_totals", "tenants"]
+
+
+def tenants(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every tenant with a stored series, sorted."""
+    return [t for (t,) in cur.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant").fetchall()]
+
+
+def profile_totals(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange
+) -> dict[str, npt.NDArray[Any]]:
+    """``series_id``, ``ts``, ``total`` per profile time of a series in ``[span.start, span.end)``, ordered by
+    ``(ts, series_id)``; two profiles of one series at one time are one row (their sum), as a merge sees them."""
+    return cur.execute(
+        f"SELECT series_id, ts, sum(total)::DOUBLE AS total FROM profiles WHERE series_id IN ({id_list(series_ids)}) "
+        "AND ts >= $start AND ts < $end GROUP BY series_id, ts ORDER BY ts, series_id",
+        {"start": span.start, "end": span.end},
+    ).fetchnumpy()
+
+
+def heavy_functions(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, min_share: float
+) -> list[str]:
+    """Names of the functions whose cum in ``[tr.start, tr.end)`` holds at least ``min_share`` of the total, sorted."""
+    ids = id_list(series_ids)
+    rows = cur.execute(
+        f"SELECT f.name FROM ({rollups_between('$start', '$end', ids)}) r JOIN functions f USING (function_id) "
+        "GROUP BY f.name HAVING sum(r.cum) >= $share * (SELECT sum(total) FROM profiles "
+        f"  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end) ORDER BY f.name",
+        {"start": tr.start, "end": tr.end, "share": min_share},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def function_values(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange, names: Sequence[str]
+) -> dict[str, npt.NDArray[Any]]:
+    """``row``, ``name``, ``flat``, ``cum``: each name's values (summed over its function ids) per profile
+    time, ``row`` being that profile's row in :func:`profile_totals` over the same span."""
+    ids = id_list(series_ids)
+    return cur.execute(
+        "WITH p AS (SELECT series_id, ts, row_number() OVER (ORDER BY ts, series_id) - 1 AS row "
+        f"  FROM profiles WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id, ts), "
+        "fn AS (SELECT function_id, name FROM functions WHERE name IN (SELECT unnest($names))) "
+        "SELECT p.row, fn.name, sum(r.flat)::DOUBLE AS flat, sum(r.cum)::DOUBLE AS cum "
+        f"FROM ({rollups_between('$start', '$end', ids)}) r JOIN fn USING (function_id) JOIN p USING (series_id, ts) "
+        "GROUP BY p.row, fn.name",
+        {"start": span.start, "end": span.end, "names": list(names)},
+    ).fetchnumpy()
+
+
+def call_edges(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, names: Sequence[str]
+) -> list[tuple[str, str]]:
+    """``(callee, caller)`` pairs on the stacks sampled in ``tr``: the direct callers of each of ``names``,
+    and the direct callers of every function those callers call. Recursion (a caller of itself) is skipped.
+
+    Stacks list frames leaf first, so a frame's caller is the next one.
+    """
+    pairs = (
+        f"WITH st AS (SELECT DISTINCT stack_id FROM ({values_between('$start', '$end', id_list(series_ids))})), "
+        "fr AS (SELECT s.stack_id, unnest(s.function_ids) AS fid, generate_subscripts(s.function_ids, 1) AS pos "
+        "  FROM stacks s WHERE s.stack_id IN (SELECT stack_id FROM st)), "
+        "named AS (SELECT fr.stack_id, fr.pos, f.name FROM fr JOIN functions f ON f.function_id = fr.fid), "
+        "edge AS (SELECT DISTINCT a.name AS callee, b.name AS caller FROM named a "
+        "  JOIN named b ON a.stack_id = b.stack_id AND b.pos = a.pos + 1 WHERE b.name <> a.name) "
+        "SELECT callee, caller FROM edge WHERE caller IN "
+        "  (SELECT caller FROM edge WHERE callee IN (SELECT unnest($names)))"
+    )
+    return [(a, b) for a, b in cur.execute(pairs, {"start": tr.start, "end": tr.end, "names": list(names)}).fetchall()]
