@@ -8,6 +8,8 @@ a watchdog calls ``interrupt()`` on the cursor and the read raises ``QueryTimeou
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,12 @@ from service.errors import QueryTimeout, StoreError
 from service.store import migrate
 from service.store.ids import KnownIds
 from service.store.writer import Writer
+
+if importlib.util.find_spec("pandas") is None:
+    # duckdb-python tries ``import pandas`` for every bound parameter of every query; without
+    # pandas each try walks sys.path again, 0.2-0.5 ms a query (measured: a 6-parameter read
+    # 0.60 ms -> 0.38 ms). Recording the absence once makes each later try a dict lookup.
+    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
 
 __all__ = ["Database"]
 
