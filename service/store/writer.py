@@ -7,10 +7,10 @@ write goes through this thread: it drains the queue into a batch, drops profiles
 inside a single transaction, commits, and only then acknowledges the callers.
 
 Being the one serial step, it does as little as possible: profiles arrive with their rows built
-by the ingest threads (:mod:`service.store.staging`), so a batch is a concatenation. The few
-decoded by upb instead (legacy formats, unusual encodings) are validated and normalized here,
-in numpy. A profile that fails validation is answered with its own error; the others of its
-batch are stored.
+by the ingest threads (:mod:`service.store.staging`), so a batch is a concatenation. Rows are
+built again here only when they went stale (retention cleared the known ids after they were
+staged) or when a batch failed and its profiles are stored one by one; a profile that fails then
+is answered with its own error, and the others of its batch are stored.
 """
 
 from __future__ import annotations
