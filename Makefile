@@ -32,7 +32,7 @@ bench: $(VENV)/.test
 bench-query: $(VENV)/.test
 	$(BIN)/python -m bench.query
 
-# Series matching and label lookups with 100,000 series, in the store vs a Python scan (bench/selectors.py).
+# Series matching and label lookups with 100,000 series: the label index vs the label-map scan and the Python scan it replaced (bench/selectors.py).
 .PHONY: bench-selectors
 bench-selectors: $(VENV)/.test
 	$(BIN)/python -m bench.selectors
