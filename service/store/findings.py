@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from service.store.transaction import registered, transaction
 from service.types import TimeRange
 
 __all__ = ["FindingRows", "Record"]
@@ -131,17 +132,10 @@ class FindingRows:
         if not records:
             return
         con = self._con
-        con.register("_b_findings", pa.Table.from_pylist([_as_row(r) for r in records], schema=_SCHEMA))
-        try:
-            con.execute("BEGIN TRANSACTION")
+        batch = pa.Table.from_pylist([_as_row(r) for r in records], schema=_SCHEMA)
+        with registered(con, "_b_findings", batch), transaction(con):
             con.execute("DELETE FROM regressions WHERE id IN (SELECT id FROM _b_findings)")
             con.execute(f"INSERT INTO regressions ({_COLUMNS}) SELECT {_COLUMNS} FROM _b_findings")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("_b_findings")
 
     def resolve(self, ids: Sequence[int], now: int) -> int:
         """Mark the findings ``ids`` resolved at ``now``; how many were asked."""
