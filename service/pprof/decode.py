@@ -38,7 +38,7 @@ from service.pprof.hashing import ContentIds, content_ids, hash_strings
 from service.pprof.legacy import looks_legacy, parse_legacy
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile, StringTable, ValueType, offsets_of
 from service.pprof.validate import check_valid, valid
-from service.types import DecodeLimits
+from service.types import I64, DecodeLimits
 
 __all__ = [
     "Entities",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
-I64 = npt.NDArray[np.int64]
 
 
 def is_gzip(data: bytes) -> bool:

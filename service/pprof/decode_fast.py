@@ -19,15 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from service.jit import jit
 from service.pprof.model import Functions, Locations, Mappings, expand, offsets_of
+from service.types import I64, U64
 
 __all__ = ["Columns", "Unsupported", "columns", "numbered_in_order", "parts", "rows_of"]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 # Row widths of the packed outputs.
 LABEL_W = 5  # sample index, key, str, num, num_unit

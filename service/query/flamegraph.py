@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from service.query.stacks import StackSet, under_roots
+from service.types import I64
 
 __all__ = ["Tree", "build_tree", "diff_levels", "nested_json", "pyroscope_levels"]
 
-I64 = npt.NDArray[np.int64]
 OTHER = "other"
 ROOT = "total"
 
