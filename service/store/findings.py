@@ -18,7 +18,7 @@ import pyarrow as pa
 from service.store.transaction import registered, transaction
 from service.types import TimeRange
 
-__all__ = ["FindingRows", "Record"]
+__all__ = ["FindingRows", "Record", "list_findings"]
 
 # The table's columns, in the order of Record's fields (rows read back become Records positionally).
 _SCHEMA = pa.schema(
@@ -162,25 +162,26 @@ class FindingRows:
         ).fetchone()
         return _record(row) if row else None
 
-    def list(
-        self,
-        tenant: str,
-        *,
-        service: str | None = None,
-        kind: str | None = None,
-        state: str | None = None,
-        tr: TimeRange | None = None,
-        limit: int = 1000,
-    ) -> list[Record]:
-        """Newest first; ``tr`` keeps findings whose change..last seen span overlaps it."""
-        sql = f"SELECT {_COLUMNS} FROM regressions WHERE tenant = $t"
-        params: dict[str, Any] = {"t": tenant, "limit": limit}
-        for col, val in (("service", service), ("kind", kind), ("state", state)):
-            if val is not None:
-                sql += f" AND {col} = ${col}"
-                params[col] = val
-        if tr is not None:
-            sql += " AND last_seen >= $start AND change_ts <= $end"
-            params.update(start=tr.start, end=tr.end)
-        rows = self._con.execute(sql + " ORDER BY last_seen DESC, id LIMIT $limit", params).fetchall()
-        return [_record(r) for r in rows]
+
+def list_findings(
+    cur: duckdb.DuckDBPyConnection,
+    tenant: str,
+    *,
+    service: str | None = None,
+    kind: str | None = None,
+    state: str | None = None,
+    tr: TimeRange | None = None,
+    limit: int = 1000,
+) -> list[Record]:
+    """Findings of ``tenant``, newest first; ``tr`` keeps findings whose change..last seen span overlaps it."""
+    sql = f"SELECT {_COLUMNS} FROM regressions WHERE tenant = $t"
+    params: dict[str, Any] = {"t": tenant, "limit": limit}
+    for col, val in (("service", service), ("kind", kind), ("state", state)):
+        if val is not None:
+            sql += f" AND {col} = ${col}"
+            params[col] = val
+    if tr is not None:
+        sql += " AND last_seen >= $start AND change_ts <= $end"
+        params.update(start=tr.start, end=tr.end)
+    rows = cur.execute(sql + " ORDER BY last_seen DESC, id LIMIT $limit", params).fetchall()
+    return [_record(r) for r in rows]

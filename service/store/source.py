@@ -17,10 +17,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import duckdb
 
-from service.store import export_rows, function_reads, reads, stack_reads, step_reads
+from service.store import export_rows, findings, function_reads, reads, stack_reads, step_reads
 from service.store.db import Database
 from service.store.findings import FindingRows, Record
-from service.types import TimeRange
 
 __all__ = ["DuckDBSource", "DuckDBSources"]
 
@@ -80,25 +79,14 @@ class DuckDBSource:
     function_values = _on_cursor(function_reads.function_values)
     call_edges = _on_cursor(function_reads.call_edges)
     ping = _on_cursor(reads.ping)
+    list_findings = _on_cursor(findings.list_findings)
 
-    # The findings reads are methods of FindingRows (which the writer uses too), under other names.
+    # The two findings reads the writer makes too, through FindingRows (its FindingWriter).
     def unresolved_findings(self, tenant: str) -> list[Record]:
         return FindingRows(self._cur).unresolved(tenant)
 
     def finding(self, tenant: str, rid: int) -> Record | None:
         return FindingRows(self._cur).get(tenant, rid)
-
-    def list_findings(
-        self,
-        tenant: str,
-        *,
-        service: str | None = None,
-        kind: str | None = None,
-        state: str | None = None,
-        tr: TimeRange | None = None,
-        limit: int = 1000,
-    ) -> list[Record]:
-        return FindingRows(self._cur).list(tenant, service=service, kind=kind, state=state, tr=tr, limit=limit)
 
 
 class DuckDBSources:
