@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import numpy as np
+import numpy.typing as npt
+
 from service.errors import InvalidRequest, UnknownProfileType
 
 __all__ = [
     "DEFAULT_TENANT",
+    "I64",
     "KNOWN_PROFILE_TYPES",
     "PROFILE_TYPE_ALIASES",
+    "U64",
     "DecodeLimits",
     "ProfileType",
     "TimeRange",
@@ -30,6 +35,10 @@ __all__ = [
     "resolve_profile_type",
     "unknown_type_message",
 ]
+
+# The column types of every layer: int64 values, offsets and row indexes; uint64 ids and hashes.
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True, slots=True)

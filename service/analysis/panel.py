@@ -17,11 +17,10 @@ import numpy.typing as npt
 
 from service.query.source import ProfileSource
 from service.store.reads import SeriesRow
-from service.types import ProfileType, TimeRange
+from service.types import I64, ProfileType, TimeRange
 
 __all__ = ["Panel", "callers_of", "load_panel", "unit_key", "unit_name"]
 
-I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 

@@ -14,6 +14,7 @@ profile type with no data is an empty answer, not an error; ``max_nodes`` absent
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 
 from fastapi import Request
 
@@ -140,17 +141,7 @@ def profile_types(request: Request, req: q.ProfileTypesRequest) -> q.ProfileType
     with request.app.state.sources.read() as src:
         seen = src.stored_types(tenant_of(request), _range(req.start, req.end))
     return q.ProfileTypesResponse(
-        profile_types=[
-            t.ProfileType(
-                ID=str(pt),
-                name=pt.name,
-                sample_type=pt.sample_type,
-                sample_unit=pt.sample_unit,
-                period_type=pt.period_type,
-                period_unit=pt.period_unit,
-            )
-            for pt in sorted(seen, key=str)
-        ]
+        profile_types=[t.ProfileType(ID=str(pt), **asdict(pt)) for pt in sorted(seen, key=str)]
     )
 
 

@@ -78,6 +78,13 @@ class Filters:
 FiltersParam = Annotated[Filters, Depends()]
 
 
+class _Answer(BaseModel):
+    """What every query answer starts with: the type and the aggregation it was computed for."""
+
+    profile_type: str
+    aggregation: Aggregation
+
+
 class TopRowOut(BaseModel):
     name: str
     inline: str | None = Field(
@@ -101,9 +108,7 @@ class TopGroup(BaseModel):
     rows: list[TopRowOut]
 
 
-class TopResponse(BaseModel):
-    profile_type: str
-    aggregation: Aggregation
+class TopResponse(_Answer):
     total: int = Field(
         description="Sum of all stacks before focus/ignore/hide: the 100 % of the percentages, as pprof's"
     )
@@ -132,9 +137,7 @@ class PyroscopeFlamegraph(BaseModel):
     max_self: int
 
 
-class FlamegraphResponse(BaseModel):
-    profile_type: str
-    aggregation: Aggregation
+class FlamegraphResponse(_Answer):
     total: int
     tree: FlameNode | None = None
     flamebearer: PyroscopeFlamegraph | None = None
@@ -154,9 +157,7 @@ class SeriesLine(BaseModel):
     points: list[PointOut]
 
 
-class TimeseriesResponse(BaseModel):
-    profile_type: str
-    aggregation: Aggregation
+class TimeseriesResponse(_Answer):
     step_s: float
     function: str | None
     series: list[SeriesLine]
@@ -189,9 +190,7 @@ class DiffGroup(BaseModel):
     rows: list[DiffRowOut]
 
 
-class DiffResponse(BaseModel):
-    profile_type: str
-    aggregation: Aggregation
+class DiffResponse(_Answer):
     normalized: bool = Field(
         description="The `normalize` asked for: true compares shares (`change_points`, `relative` of shares), "
         "false compares values (`change`, `relative` of values)"

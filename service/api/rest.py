@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -177,17 +178,7 @@ def export(
 @router.get("/profile-types", response_model=list[ProfileTypeInfo], summary="Profile types stored")
 def profile_types(request: Request) -> list[ProfileTypeInfo]:
     seen = _stored_types(request)
-    return [
-        ProfileTypeInfo(
-            id=str(pt),
-            name=pt.name,
-            sample_type=pt.sample_type,
-            sample_unit=pt.sample_unit,
-            period_type=pt.period_type,
-            period_unit=pt.period_unit,
-        )
-        for pt in sorted(seen, key=str)
-    ]
+    return [ProfileTypeInfo(id=str(pt), **asdict(pt)) for pt in sorted(seen, key=str)]
 
 
 def _scope(

@@ -28,16 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from service.pprof.decode import Envelope, check, content_ids_of, derived
 from service.pprof.hashing import mix
 from service.pprof.model import ValueType
+from service.types import I64, U64
 
 __all__ = ["CUMULATIVE_TYPES", "DeltaResult", "Deltas", "identities"]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 CUMULATIVE_TYPES = frozenset({"alloc_objects", "alloc_space", "contentions", "delay"})
 """Sample type names Go counts since process start (the rest, ``inuse_*`` etc., are snapshots)."""

@@ -8,6 +8,7 @@ message of the failure and how many failed in a row.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from service.collector.targets import TargetSpec
@@ -49,31 +50,27 @@ class HealthBook:
     def ok(
         self, key: str, *, at_ns: int, seconds: float, outcome: str, size: int, samples: int, notes: tuple[str, ...]
     ) -> None:
-        with self._lock:
-            h = self._by_key.get(key)
-            if h is None:
-                return
-            self._by_key[key] = replace(
-                h, health="up", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=outcome,
-                consecutive_failures=0, scrapes=h.scrapes + 1, last_bytes=size, last_samples=samples, notes=notes,
-            )  # fmt: skip
+        self._update(key, lambda h: replace(
+            h, health="up", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=outcome,
+            consecutive_failures=0, scrapes=h.scrapes + 1, last_bytes=size, last_samples=samples, notes=notes,
+        ))  # fmt: skip
 
     def failed(self, key: str, *, at_ns: int, seconds: float, kind: str, message: str) -> None:
-        with self._lock:
-            h = self._by_key.get(key)
-            if h is None:
-                return
-            self._by_key[key] = replace(
-                h, health="down", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=kind,
-                last_error=message, last_error_kind=kind, consecutive_failures=h.consecutive_failures + 1,
-                scrapes=h.scrapes + 1, failures=h.failures + 1, notes=(),
-            )  # fmt: skip
+        self._update(key, lambda h: replace(
+            h, health="down", last_scrape_ns=at_ns, last_duration_s=seconds, last_outcome=kind,
+            last_error=message, last_error_kind=kind, consecutive_failures=h.consecutive_failures + 1,
+            scrapes=h.scrapes + 1, failures=h.failures + 1, notes=(),
+        ))  # fmt: skip
 
     def skipped(self, key: str) -> None:
+        self._update(key, lambda h: replace(h, skipped=h.skipped + 1))
+
+    def _update(self, key: str, change: Callable[[TargetHealth], TargetHealth]) -> None:
+        """``change`` the target's health under the lock; a target dropped meanwhile (by :meth:`sync`) stays dropped."""
         with self._lock:
             h = self._by_key.get(key)
             if h is not None:
-                self._by_key[key] = replace(h, skipped=h.skipped + 1)
+                self._by_key[key] = change(h)
 
     def snapshot(self) -> list[TargetHealth]:
         with self._lock:

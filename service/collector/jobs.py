@@ -35,7 +35,7 @@ from service.collector.delta import Deltas
 from service.collector.health import HealthBook
 from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
-from service.errors import ProfileError, ProfstoreError, StoreError
+from service.errors import ProfileError, ProfstoreError
 from service.metrics import Metrics
 from service.pprof.decode import Envelope
 from service.scrape_config import ScrapeConfig
@@ -338,9 +338,7 @@ class Collector:
             samples = self._sink(prepared.envelope, spec.labels, stored_name(spec), spec.tenant)
         except ProfileError as exc:
             raise ScrapeFailed("malformed", str(exc)) from None
-        except StoreError as exc:
-            raise ScrapeFailed("store", str(exc)) from None
-        except ProfstoreError as exc:
+        except ProfstoreError as exc:  # StoreError, or the sink's own: the scrape was fine, storing it was not
             raise ScrapeFailed("store", str(exc)) from None
         return prepared.outcome, samples, prepared.notes
 

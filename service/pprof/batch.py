@@ -30,12 +30,11 @@ from service.pprof.model import (
     expand,
     offsets_of,
 )
+from service.types import I64, U64
 
 __all__ = ["Header", "ProfileBatch", "Resolved", "expand", "rows_of"]
 
 T = TypeVar("T")
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,13 @@ from google.protobuf.message import DecodeError
 from service.errors import DecompressError, MalformedProfile, ParseError, ProfileError, ProfileTooLarge
 from service.pprof import decode_fast
 from service.pprof import profile_pb2 as pb
-from service.pprof.batch import ProfileBatch, Resolved
+from service.pprof.batch import ProfileBatch, Resolved, expand
 from service.pprof.decode_exact import decode_exact
 from service.pprof.hashing import ContentIds, content_ids, hash_strings
 from service.pprof.legacy import looks_legacy, parse_legacy
 from service.pprof.model import Functions, Header, Locations, Mappings, Profile, StringTable, ValueType, offsets_of
 from service.pprof.validate import check_valid, valid
-from service.types import DecodeLimits
+from service.types import I64, DecodeLimits
 
 __all__ = [
     "Entities",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
-I64 = npt.NDArray[np.int64]
 
 
 def is_gzip(data: bytes) -> bool:
@@ -416,7 +415,7 @@ def _fast(envs: list[Envelope]) -> ProfileBatch:
     done = int(ent.sample_base[-1])
     values = np.zeros((done, width), np.int64)
     if (value_counts == types).all():
-        col = np.arange(flat_values.size) - np.repeat(np.cumsum(value_counts) - value_counts, value_counts)
+        col = expand(np.zeros(value_counts.size, np.int64), value_counts)  # each value's place in its sample
         values[np.repeat(np.arange(done), value_counts), col] = flat_values
 
     def refs(name: str, target_base: I64) -> I64:

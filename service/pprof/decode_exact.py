@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
-import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from service.errors import MalformedProfile, ParseError
@@ -21,11 +20,9 @@ from service.pprof import profile_pb2 as pb
 from service.pprof.decode_fast import Columns
 from service.pprof.model import Functions, Locations, Mappings, offsets_of
 from service.pprof.validate import check_valid
+from service.types import I64, U64
 
 __all__ = ["decode_exact"]
-
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 
 def decode_exact(view: pb.ProfileView, strings: list[str], raw: bytes) -> Columns:

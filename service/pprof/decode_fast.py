@@ -19,15 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from service.jit import jit
 from service.pprof.model import Functions, Locations, Mappings, expand, offsets_of
+from service.types import I64, U64
 
-__all__ = ["Columns", "Unsupported", "columns", "parts", "rows_of"]
+__all__ = ["Columns", "Unsupported", "columns", "numbered_in_order", "parts", "rows_of"]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 # Row widths of the packed outputs.
 LABEL_W = 5  # sample index, key, str, num, num_unit
@@ -451,6 +449,15 @@ def _walk(buf, c, meta, loc_ids, values, labels, mappings, functions, locations,
 
 
 @jit
+def numbered_in_order(ids):  # type: ignore[no-untyped-def]
+    """Whether ``ids`` are 1..n in order, as Go writes them (then an id's row is ``id - 1``)."""
+    for i in range(ids.size):  # noqa: SIM110 (numba compiles loops, not generator expressions)
+        if ids[i] != i + 1:
+            return False
+    return True
+
+
+@jit
 def rows_of(def_ids, ref_ids):  # type: ignore[no-untyped-def]
     """Row of each referenced id among ``def_ids`` (one profile's), -1 when absent.
 
@@ -458,12 +465,7 @@ def rows_of(def_ids, ref_ids):  # type: ignore[no-untyped-def]
     """
     n = def_ids.size
     out = np.full(ref_ids.size, -1, np.int64)
-    dense = True
-    for i in range(n):
-        if def_ids[i] != i + 1:
-            dense = False
-            break
-    if dense:
+    if numbered_in_order(def_ids):
         for j in range(ref_ids.size):
             v = ref_ids[j]
             if v >= 1 and v <= n:

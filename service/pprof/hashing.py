@@ -23,6 +23,7 @@ import xxhash
 
 from service.jit import jit
 from service.pprof.model import Functions, Locations, Mappings
+from service.types import I64, U64
 
 __all__ = [
     "ContentIds",
@@ -36,8 +37,6 @@ __all__ = [
     "set_hashes",
 ]
 
-U64 = npt.NDArray[np.uint64]
-I64 = npt.NDArray[np.int64]
 _SEP = b"\x1f"
 _K1 = np.uint64(0xFF51AFD7ED558CCD)
 _K2 = np.uint64(0xC4CEB9FE1A85EC53)

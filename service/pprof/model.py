@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from service.types import I64, U64
+
 __all__ = [
     "Function",
     "Functions",
@@ -39,8 +41,6 @@ __all__ = [
     "offsets_of",
 ]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
 
 

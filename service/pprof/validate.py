@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from service.errors import MalformedProfile
 from service.jit import jit
-from service.pprof.decode_fast import Columns
+from service.pprof.decode_fast import Columns, numbered_in_order
 
 __all__ = ["check_valid", "valid"]
 
@@ -78,14 +78,9 @@ def valid(c: Columns, n_types: int, n_strings: int) -> bool:
 
 @jit
 def _ids_ok(ids):  # type: ignore[no-untyped-def]
-    n = ids.size
-    dense = True
-    for i in range(n):
-        if ids[i] != i + 1:
-            dense = False
-            break
-    if dense:
+    if numbered_in_order(ids):
         return True
+    n = ids.size
     s = np.sort(ids)
     for i in range(n):  # noqa: SIM110 (numba compiles loops, not generator expressions)
         if s[i] == 0 or (i > 0 and s[i] == s[i - 1]):

@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from service.query.stacks import StackSet, under_roots
+from service.types import I64
 
 __all__ = ["Tree", "build_tree", "diff_levels", "nested_json", "pyroscope_levels"]
 
-I64 = npt.NDArray[np.int64]
 OTHER = "other"
 ROOT = "total"
 
@@ -133,23 +133,19 @@ def nested_json(t: Tree) -> str:
 def pyroscope_levels(t: Tree) -> dict[str, Any]:
     """Pyroscope's flame graph layout: ``names`` (root name first) and per depth ``[x_delta, total, self, name]``."""
     kids = t.children()
-    names = [ROOT]
-    index = {ROOT: 0}
+    index = {ROOT: 0}  # name -> its code, in first-seen order (the order of ``names``)
     levels: list[list[int]] = []
     row_end: list[int] = []
     stack = [(0, 0, 0)]  # (node, depth, absolute x); depth-first, left to right
     max_self = 0
     while stack:
         node, d, x = stack.pop()
-        label = t.names[t.name[node]]
-        if label not in index:
-            index[label] = len(names)
-            names.append(label)
+        code = index.setdefault(t.names[t.name[node]], len(index))
         if d == len(levels):
             levels.append([])
             row_end.append(0)
         total, self_ = int(t.total[node]), int(t.self_[node])
-        levels[d] += [x - row_end[d], total, self_, index[label]]
+        levels[d] += [x - row_end[d], total, self_, code]
         row_end[d] = x + total
         max_self = max(max_self, self_)
         cx = x + self_  # the parent's self first, then its children
@@ -158,7 +154,7 @@ def pyroscope_levels(t: Tree) -> dict[str, Any]:
             placed.append((k, d + 1, cx))
             cx += int(t.total[k])
         stack.extend(reversed(placed))
-    return {"names": names, "levels": levels, "total": int(t.total[0]), "max_self": max_self}
+    return {"names": list(index), "levels": levels, "total": int(t.total[0]), "max_self": max_self}
 
 
 def diff_levels(left: StackSet | None, right: StackSet | None, max_nodes: int) -> dict[str, Any]:
@@ -188,23 +184,19 @@ def diff_levels(left: StackSet | None, right: StackSet | None, max_nodes: int) -
         other = len(both.names) + 1
         lt, rt = _truncate(lt, max_nodes, other, kept), _truncate(rt, max_nodes, other, kept)
     kids = lt.children()
-    names = [ROOT]
-    index = {ROOT: 0}
+    index = {ROOT: 0}  # name -> its code, in first-seen order (the order of ``names``)
     levels: list[list[int]] = []
     ends: list[list[int]] = []  # per depth: end of the last node, left and right
     stack = [(0, 0, 0, 0)]  # (node, depth, x left, x right)
     max_self = 0
     while stack:
         node, d, xl, xr = stack.pop()
-        label = lt.names[lt.name[node]]
-        if label not in index:
-            index[label] = len(names)
-            names.append(label)
+        code = index.setdefault(lt.names[lt.name[node]], len(index))
         if d == len(levels):
             levels.append([])
             ends.append([0, 0])
         tl, sl, tr, sr = int(lt.total[node]), int(lt.self_[node]), int(rt.total[node]), int(rt.self_[node])
-        levels[d] += [xl - ends[d][0], tl, sl, xr - ends[d][1], tr, sr, index[label]]
+        levels[d] += [xl - ends[d][0], tl, sl, xr - ends[d][1], tr, sr, code]
         ends[d] = [xl + tl, xr + tr]
         max_self = max(max_self, sl, sr)
         cl, cr = xl + sl, xr + sr
@@ -216,7 +208,7 @@ def diff_levels(left: StackSet | None, right: StackSet | None, max_nodes: int) -
         stack.extend(reversed(placed))
     left_ticks, right_ticks = int(lt.total[0]), int(rt.total[0])
     return {
-        "names": names,
+        "names": list(index),
         "levels": levels,
         "total": left_ticks + right_ticks,
         "max_self": max_self,

@@ -27,11 +27,9 @@ from service.query.plan import Plan
 from service.query.regex import compile_regex
 from service.query.source import ProfileSource
 from service.store.ids import ids_of_blobs
-from service.types import TimeRange
+from service.types import I64, TimeRange
 
 __all__ = ["StackNames", "StackSet", "load_stacks", "merge_stacks", "under_roots"]
-
-I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)

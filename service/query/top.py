@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from service.query.stacks import StackSet
+from service.types import I64
 
 __all__ = ["DiffRow", "FunctionTotals", "TopRow", "diff", "function_totals", "top"]
-
-I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from service.jit import jit
 from service.pprof import decode_fast
@@ -23,11 +22,9 @@ from service.pprof.decode import Envelope, check, content_ids_of, envelope
 from service.pprof.encode import to_message
 from service.pprof.hashing import ContentIds, combine_one
 from service.pprof.model import Function, Label, Line, Location, Mapping, Profile, Samples, ValueType, offsets_of
+from service.types import I64, U64
 
 __all__ = ["Digest", "Prepared", "digest", "digest_of", "prepare", "warm_up"]
-
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from service.store.transaction import registered, transaction
 from service.types import TimeRange
 
-__all__ = ["FindingRows", "Record"]
+__all__ = ["FindingRows", "Record", "list_findings"]
 
 # The table's columns, in the order of Record's fields (rows read back become Records positionally).
 _SCHEMA = pa.schema(
@@ -131,17 +132,10 @@ class FindingRows:
         if not records:
             return
         con = self._con
-        con.register("_b_findings", pa.Table.from_pylist([_as_row(r) for r in records], schema=_SCHEMA))
-        try:
-            con.execute("BEGIN TRANSACTION")
+        batch = pa.Table.from_pylist([_as_row(r) for r in records], schema=_SCHEMA)
+        with registered(con, "_b_findings", batch), transaction(con):
             con.execute("DELETE FROM regressions WHERE id IN (SELECT id FROM _b_findings)")
             con.execute(f"INSERT INTO regressions ({_COLUMNS}) SELECT {_COLUMNS} FROM _b_findings")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("_b_findings")
 
     def resolve(self, ids: Sequence[int], now: int) -> int:
         """Mark the findings ``ids`` resolved at ``now``; how many were asked."""
@@ -168,25 +162,26 @@ class FindingRows:
         ).fetchone()
         return _record(row) if row else None
 
-    def list(
-        self,
-        tenant: str,
-        *,
-        service: str | None = None,
-        kind: str | None = None,
-        state: str | None = None,
-        tr: TimeRange | None = None,
-        limit: int = 1000,
-    ) -> list[Record]:
-        """Newest first; ``tr`` keeps findings whose change..last seen span overlaps it."""
-        sql = f"SELECT {_COLUMNS} FROM regressions WHERE tenant = $t"
-        params: dict[str, Any] = {"t": tenant, "limit": limit}
-        for col, val in (("service", service), ("kind", kind), ("state", state)):
-            if val is not None:
-                sql += f" AND {col} = ${col}"
-                params[col] = val
-        if tr is not None:
-            sql += " AND last_seen >= $start AND change_ts <= $end"
-            params.update(start=tr.start, end=tr.end)
-        rows = self._con.execute(sql + " ORDER BY last_seen DESC, id LIMIT $limit", params).fetchall()
-        return [_record(r) for r in rows]
+
+def list_findings(
+    cur: duckdb.DuckDBPyConnection,
+    tenant: str,
+    *,
+    service: str | None = None,
+    kind: str | None = None,
+    state: str | None = None,
+    tr: TimeRange | None = None,
+    limit: int = 1000,
+) -> list[Record]:
+    """Findings of ``tenant``, newest first; ``tr`` keeps findings whose change..last seen span overlaps it."""
+    sql = f"SELECT {_COLUMNS} FROM regressions WHERE tenant = $t"
+    params: dict[str, Any] = {"t": tenant, "limit": limit}
+    for col, val in (("service", service), ("kind", kind), ("state", state)):
+        if val is not None:
+            sql += f" AND {col} = ${col}"
+            params[col] = val
+    if tr is not None:
+        sql += " AND last_seen >= $start AND change_ts <= $end"
+        params.update(start=tr.start, end=tr.end)
+    rows = cur.execute(sql + " ORDER BY last_seen DESC, id LIMIT $limit", params).fetchall()
+    return [_record(r) for r in rows]

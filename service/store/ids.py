@@ -12,9 +12,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from service.types import U64
+
 __all__ = ["KnownIds", "blob_ids", "ids_of_blobs"]
 
-U64 = npt.NDArray[np.uint64]
 BLOB8 = pa.binary(8)
 
 

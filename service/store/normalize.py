@@ -34,7 +34,7 @@ from service.pprof.model import Functions, Header, Locations, Mappings, Profile,
 from service.store.digest import Digest, Prepared, digest_of
 from service.store.ids import KnownIds, blob_ids
 from service.store.tables import EMPTY_ROLLUP, EMPTY_SAMPLES, LABELSETS, PROFILES, SERIES, rollup_table, samples_table
-from service.types import ProfileType
+from service.types import I64, U64, ProfileType
 
 __all__ = [
     "Meta",
@@ -53,8 +53,6 @@ __all__ = [
     "tables",
 ]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 TABLES = (
     "series",
     "profiles",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -196,7 +197,7 @@ def list_profiles(
     *,
     newest_first: bool = True,
     after: tuple[int, int, int] | None = None,
-) -> list[tuple]:
+) -> list[tuple[Any, ...]]:
     """Profiles of ``series_ids`` in ``tr``, ordered by ``(ts, series_id, profile_id)`` (descending when
     ``newest_first``), starting after the key ``after`` of the previous page's last row.
 

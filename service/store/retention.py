@@ -14,7 +14,6 @@ as committed may just have been deleted — and a checkpoint returns the freed b
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import pyarrow as pa
 from service.config import RetentionSettings
 from service.store import series_index
 from service.store.ids import KnownIds
+from service.store.transaction import registered, transaction
 
 __all__ = ["Expired", "expire"]
 
@@ -79,25 +79,15 @@ def expire(con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int
             "rollup": pa.array(rollup, pa.int64()),
         }
     )
-    con.register("_cut", cut)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table, predicate in _EXPIRE:
-                out.deleted[table] = _count(con.execute(f"DELETE FROM {table} USING _cut c WHERE {predicate}"))
-            if out.deleted["series"]:  # the label index follows its series
-                for table, sql in series_index.EXPIRE:
-                    out.deleted[table] = _count(con.execute(sql))
-            if any(out.deleted.values()):
-                for table, predicate in _UNREFERENCED:
-                    out.deleted[table] = _count(con.execute(f"DELETE FROM {table} WHERE {predicate}"))
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction itself
-                con.execute("ROLLBACK")
-            raise
-    finally:
-        con.unregister("_cut")
+    with registered(con, "_cut", cut), transaction(con):
+        for table, predicate in _EXPIRE:
+            out.deleted[table] = _count(con.execute(f"DELETE FROM {table} USING _cut c WHERE {predicate}"))
+        if out.deleted["series"]:  # the label index follows its series
+            for table, sql in series_index.EXPIRE:
+                out.deleted[table] = _count(con.execute(sql))
+        if any(out.deleted.values()):
+            for table, predicate in _UNREFERENCED:
+                out.deleted[table] = _count(con.execute(f"DELETE FROM {table} WHERE {predicate}"))
     if any(out.deleted.values()):
         known.clear()
         con.execute("CHECKPOINT")

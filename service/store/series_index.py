@@ -25,13 +25,13 @@ Pyroscope's internal labels (``__name__``, ``__profile_type__``…) are columns 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Sequence
 
 import duckdb
 import pyarrow as pa
 
+from service.store.transaction import registered, transaction
 from service.types import ProfileType, TimeRange
 
 __all__ = [
@@ -92,15 +92,8 @@ def insert_series(source: str) -> list[str]:
 def store_series(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     """Store ``table`` (rows of ``series``) and its index rows in one transaction, as the writer does:
     for tools and tests that write series without profiles."""
-    con.register("_given_series", table)
-    try:
-        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(insert_series("_given_series")) + ";\nCOMMIT;")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction itself
-            con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_given_series")
+    with registered(con, "_given_series", table), transaction(con):
+        con.execute(";\n".join(insert_series("_given_series")))
 
 
 # After retention deleted series: their postings, then the values no posting has any more.

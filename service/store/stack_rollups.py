@@ -13,6 +13,7 @@ from __future__ import annotations
 import duckdb
 
 from service.store.reads import values_between
+from service.store.transaction import transaction
 
 __all__ = ["RESOLUTIONS", "compact", "floor_to"]
 
@@ -32,8 +33,7 @@ def _bucket(col: str, seconds: int) -> str:
 
 def compact(con: duckdb.DuckDBPyConnection, now_ns: int, lag_s: int = 60) -> dict[int, int]:
     """Recompute dirty buckets, roll up the newly complete ones; returns each resolution's new ``done_until``."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         done = dict(con.execute("SELECT resolution, done_until FROM rollup_state").fetchall())
         for r in RESOLUTIONS:
             step = r * NS
@@ -82,8 +82,4 @@ def compact(con: duckdb.DuckDBPyConnection, now_ns: int, lag_s: int = 60) -> dic
             con.execute("UPDATE rollup_state SET done_until = $hi WHERE resolution = $r", {"hi": hi, "r": r})
             done[r] = hi
         con.execute("DROP TABLE IF EXISTS _dirty")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return done

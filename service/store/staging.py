@@ -38,11 +38,10 @@ from service.store.normalize import (
     series_id_of,
 )
 from service.store.tables import PROFILES, SERIES, rollup_table, samples_table
+from service.types import I64, U64
 
 __all__ = ["Staged", "assemble", "stage", "warm_up"]
 
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
 
 # Interned table → (KnownIds kind, id column, whether the id is stored as an 8-byte BLOB).
 INTERNED = {
