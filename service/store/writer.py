@@ -196,6 +196,8 @@ class Writer:
                 return
 
     def _task(self, task: Task) -> None:
+        if not task.done.set_running_or_notify_cancel():
+            return  # the caller gave up waiting (a shutdown cancels the retention timer's task)
         if self._fatal is not None:
             task.done.set_exception(self._unavailable())
             return
