@@ -89,13 +89,23 @@ class Server:
         cmd += ["--listen", f"{host}:{self.port}"]
         return cmd + (["--config", str(self.config)] if self.config is not None else [])
 
-    def start(self) -> Server:
+    def start(self, attempts: int = 3) -> Server:
+        """Start and wait until healthy.
+
+        ``free_port`` lets the port go before the server binds it, and in that gap another
+        process's outgoing connection may take it as its local port: then the server says the
+        address is in use, and it starts again on another free port.
+        """
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if attempts > 1 and "already in use" in self.log.read_text()[-2000:]:
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    return self.start(attempts - 1)
                 raise AssertionError(
                     f"profstore serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
                 )
