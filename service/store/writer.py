@@ -100,6 +100,7 @@ class Writer:
         self._reopen = reopen
         self._fatal: str | None = None  # why the connection is unusable, until reopened
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
+        self._stage: Callable[[str, float], None] = _ignore  # (stage, seconds) of each step, for /metrics
         self._known = known
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -130,6 +131,10 @@ class Writer:
         else:
             self._queue.put(task)
         return task.done
+
+    def observe_stages(self, observe: Callable[[str, float], None]) -> None:
+        """Report the seconds of each writer step (dedup, assemble, append, commit, checkpoint) to ``observe``."""
+        self._stage = observe
 
     def depth(self) -> int:
         """Profiles waiting for the writer."""
@@ -296,7 +301,10 @@ class Writer:
     def _commit(self, build: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
         """Build the rows of ``ok`` and commit them as one transaction; if that fails, each profile alone."""
         try:
-            self._transaction(build(), ok)
+            t = time.perf_counter()
+            rows = build()
+            self._stage("assemble", time.perf_counter() - t)
+            self._transaction(rows, ok)
         except Exception as exc:
             if len(ok) == 1 or self._note_fatal(exc):
                 raise
@@ -339,6 +347,13 @@ class Writer:
         """
         if not metas:
             return set()
+        t = time.perf_counter()
+        try:
+            return self._select_stored(metas)
+        finally:
+            self._stage("dedup", time.perf_counter() - t)
+
+    def _select_stored(self, metas: list[Meta]) -> set[int]:
         con = self._con
         con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
         try:
@@ -351,9 +366,8 @@ class Writer:
             con.unregister("_batch_groups")
         return {r[0] for r in rows}
 
-    @staticmethod
-    def _append(con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
-        """A batch's whole transaction as one SQL script: one call into DuckDB, so the GIL is taken back once.
+    def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
+        """A batch's statements as one SQL script, then its COMMIT: two calls into DuckDB, so the GIL is taken back twice.
 
         (Every call returns to Python through the GIL; with request threads busy, each return
         can wait a whole switch interval, which made twenty statements slower than their work.)
@@ -368,7 +382,14 @@ class Writer:
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
+            t0 = time.perf_counter()
             con.execute(_script(present, new_series=new_series))
+            t1 = time.perf_counter()
+            self._stage("append", t1 - t0)
+            # COMMIT on its own call (one more return through the GIL) so that /metrics can tell
+            # the statements from the commit: the WAL's write and fsync, and any checkpoint.
+            con.execute("COMMIT")
+            self._stage("commit", time.perf_counter() - t1)
         finally:
             for n in names:
                 con.unregister(n)
@@ -408,7 +429,11 @@ def _script(interned: list[str], *, new_series: bool) -> str:
         "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
         "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
     )
-    return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";\nCOMMIT;"
+    return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";"
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    pass
 
 
 def _fail(batch: list[tuple[Pending, Future[WriteResult]]], exc: BaseException) -> None:

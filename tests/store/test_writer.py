@@ -38,12 +38,12 @@ def test_a_profile_that_breaks_its_batch_fails_alone(tmp_path: Path, monkeypatch
     poisoned = {7}
     real = Writer._append
 
-    def append(con, rows):  # type: ignore[no-untyped-def]
+    def append(self, con, rows):  # type: ignore[no-untyped-def]
         if any(item.group_id in bad_groups for item in rows.items):
             raise RuntimeError("disk on fire")
-        real(con, rows)
+        real(self, con, rows)
 
-    monkeypatch.setattr(Writer, "_append", staticmethod(append))
+    monkeypatch.setattr(Writer, "_append", append)
     db = Database(tmp_path)
     ing = Ingestor(db)
     bad_groups: set[int] = set()
