@@ -28,10 +28,11 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
 from service.pprof.decode import Envelope, decode_batch
-from service.store.ids import KnownIds
+from service.store.ids import KnownIds, RecentGroups
 from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 from service.store.series_index import insert_series
 from service.store.staging import Staged, assemble
@@ -90,7 +91,7 @@ class Writer:
         known: KnownIds,
         *,
         max_batch: int = 256,
-        max_wait_s: float = 0.02,
+        max_wait_s: float = 0.0,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
     ) -> None:
@@ -102,6 +103,12 @@ class Writer:
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._stage: Callable[[str, float], None] = _ignore  # (stage, seconds) of each step, for /metrics
         self._known = known
+        # Committed idempotency keys above a time watermark, and the newest rolled-up time: the
+        # two facts a batch would otherwise query the file for. Both are rebuilt (``_stale``)
+        # after anything but a batch held the connection: a task, a reopen.
+        self._groups = RecentGroups()
+        self._done_until: int | None = None  # max(rollup_state.done_until); None: nothing rolled up
+        self._stale = True
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[list[tuple[Pending, Future[WriteResult]]] | Task | None] = queue.Queue()
@@ -204,6 +211,7 @@ class Writer:
         if self._fatal is not None:
             task.done.set_exception(self._unavailable())
             return
+        self._stale = True  # whatever it wrote or deleted, the writer's memory of the file is rebuilt
         try:
             task.done.set_result(task.run(self._con))
         except Exception as exc:  # the caller gets it, typed; the thread lives on
@@ -239,6 +247,7 @@ class Writer:
             time.sleep(0.5)  # a queue of writes must not spin on a disk that is still full
             return
         self._known.clear()  # a fresh start: ids are checked against the file again
+        self._stale = True
         log.warning("database reopened after: %s", self._fatal)
         self._fatal = None
 
@@ -332,6 +341,8 @@ class Writer:
             with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
                 con.execute("ROLLBACK")
             raise
+        for p, _ in ok:
+            self._groups.add(p.meta.group_id, p.meta.ts)
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
         self._known.add("series", _series_ids(series))
@@ -339,21 +350,38 @@ class Writer:
             fut.set_result(WriteResult(item, duplicate=False))
 
     def _stored_groups(self, metas: list[Meta]) -> set[int]:
-        """The batch's idempotency keys already in ``profiles``.
+        """The batch's idempotency keys already in ``profiles``: from memory for profiles newer
+        than the watermark (:class:`RecentGroups`), from the file for the others."""
+        if not metas:
+            return set()
+        t = time.perf_counter()
+        try:
+            self._refresh()
+            g = self._groups
+            out = {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
+            older = [m for m in metas if not g.covers(m.ts)]
+            return out | self._select_stored(older) if older else out
+        finally:
+            self._stage("dedup", time.perf_counter() - t)
+
+    def _refresh(self) -> None:
+        """Rebuild what the writer remembers of the file, if a task or a reopen may have changed it."""
+        if not self._stale:
+            return
+        newest, done = self._con.execute(
+            "SELECT (SELECT max(ts) FROM profiles), (SELECT max(done_until) FROM rollup_state)"
+        ).fetchone() or (None, None)
+        self._groups.reset(-(2**63) if newest is None else int(newest))
+        self._done_until = None if done is None else int(done)
+        self._stale = False
+
+    def _select_stored(self, metas: list[Meta]) -> set[int]:
+        """The keys of ``metas`` in ``profiles``, asked of the file.
 
         A key hashes its profile's time, so only rows of the batch's time range can match; the
         range lets DuckDB skip every row group outside it by its min/max instead of scanning the
         whole table.
         """
-        if not metas:
-            return set()
-        t = time.perf_counter()
-        try:
-            return self._select_stored(metas)
-        finally:
-            self._stage("dedup", time.perf_counter() - t)
-
-    def _select_stored(self, metas: list[Meta]) -> set[int]:
         con = self._con
         con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
         try:
@@ -377,13 +405,16 @@ class Writer:
         t = rows.tables
         present = [name for name, _ in _INTERNED if name in t and t[name].num_rows]
         new_series = "new_series" in t and t["new_series"].num_rows > 0
+        # Only a profile older than the newest rolled-up bucket can make a bucket stale.
+        oldest = pc.min(t["profiles"]["ts"]).as_py()
+        dirty = self._done_until is not None and (oldest is None or oldest < self._done_until)
         names = []
         for name in ("series", *(["new_series"] if new_series else []), *present, *_FACTS):
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
             t0 = time.perf_counter()
-            con.execute(_script(present, new_series=new_series))
+            con.execute(_script(present, new_series=new_series, dirty=dirty))
             t1 = time.perf_counter()
             self._stage("append", t1 - t0)
             # COMMIT on its own call (one more return through the GIL) so that /metrics can tell
@@ -399,7 +430,7 @@ def _series_ids(series: pa.Table) -> npt.NDArray[np.uint64]:
     return series.column("series_id").to_numpy().astype(np.uint64, copy=False)
 
 
-def _script(interned: list[str], *, new_series: bool) -> str:
+def _script(interned: list[str], *, new_series: bool, dirty: bool = True) -> str:
     """The batch's statements. Series rows come with every profile (their last_seen moves on), but
     a new series is rare in a steady fleet, and finding which are new reads every stored
     ``series_id`` (milliseconds at 100,000 series): only the rows of ``_b_new_series``, those
@@ -423,12 +454,14 @@ def _script(interned: list[str], *, new_series: bool) -> str:
             f"(SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b_{name}))"
         )
     parts += [f"INSERT INTO {name} SELECT * FROM _b_{name}" for name in _FACTS]
-    # A profile for a bucket already rolled up makes that bucket stale until compaction redoes it.
-    parts.append(
-        "INSERT INTO rollup_dirty SELECT s.resolution, p.series_id, "
-        "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
-        "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
-    )
+    # A profile for a bucket already rolled up makes that bucket stale until compaction redoes it
+    # (``dirty`` False: the writer knows every profile of the batch is newer than any rolled-up bucket).
+    if dirty:
+        parts.append(
+            "INSERT INTO rollup_dirty SELECT s.resolution, p.series_id, "
+            "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
+            "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
+        )
     return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";"
 
 
