@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -94,8 +95,19 @@ class Writer:
         max_wait_s: float = 0.0,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+        wal: Path | None = None,
+        checkpoint_idle_bytes: int = 16 << 20,
+        checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         self._con = con
+        # The write-ahead log, checkpointed by this thread between batches (see _maybe_checkpoint):
+        # when nothing waits and it passed ``checkpoint_idle_bytes``, or whatever waits past
+        # ``checkpoint_busy_bytes``. DuckDB's own automatic checkpoint would run inside a COMMIT,
+        # with that batch's callers waiting for their acknowledgement.
+        self._wal = wal
+        self._checkpoint_idle = checkpoint_idle_bytes
+        self._checkpoint_busy = checkpoint_busy_bytes
+        self._checkpoint_failed_at = 0  # WAL size of a failed attempt: the next waits for more growth
         # A failed checkpoint (disk full) invalidates the whole DuckDB instance until it is opened
         # again; ``reopen`` does that (replaying the WAL: everything committed is kept).
         self._reopen = reopen
@@ -202,10 +214,39 @@ class Writer:
             self._release(leaders)
             if self._observe is not None:
                 self._observe(time.monotonic() - t0, len(batch))
+            self._maybe_checkpoint()
             if task is not None:
                 self._task(task)
             if stop:
                 return
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint after a batch was acknowledged, not inside the next COMMIT.
+
+        A checkpoint writes everything the WAL holds into the database file: hundreds of
+        milliseconds once the WAL holds megabytes. Done here, it delays no acknowledgement of the
+        batch just written and, when the queue is empty, none at all. A failure invalidates
+        the instance (a full disk) like any failed write; the writer reopens it before the next.
+        """
+        if self._wal is None or self._fatal is not None:
+            return
+        try:
+            size = self._wal.stat().st_size
+        except OSError:  # no WAL: nothing committed since the last checkpoint
+            return
+        limit = self._checkpoint_idle if self._queue.empty() else self._checkpoint_busy
+        if size < max(limit, self._checkpoint_failed_at + self._checkpoint_idle):
+            return
+        t = time.perf_counter()
+        try:
+            self._con.execute("CHECKPOINT")
+            self._checkpoint_failed_at = 0
+        except Exception as exc:  # the data is safe in the WAL; the next attempt waits for more of it
+            self._checkpoint_failed_at = size
+            if not self._note_fatal(exc):
+                log.warning("checkpoint of a %d-byte WAL failed: %s", size, exc)
+        finally:
+            self._stage("checkpoint", time.perf_counter() - t)
 
     def _task(self, task: Task) -> None:
         if self._fatal is not None:
@@ -248,6 +289,7 @@ class Writer:
             return
         self._known.clear()  # a fresh start: ids are checked against the file again
         self._stale = True
+        self._checkpoint_failed_at = 0
         log.warning("database reopened after: %s", self._fatal)
         self._fatal = None
 

@@ -159,3 +159,29 @@ def test_only_a_profile_older_than_the_rolled_up_buckets_marks_one_dirty(tmp_pat
         assert dirty() > 0
     finally:
         db.close()
+
+
+def test_the_writer_checkpoints_between_batches_past_its_threshold(tmp_path: Path) -> None:
+    """Past its threshold the WAL is checkpointed by the writer after the batch (its callers answered),
+    not by DuckDB inside a COMMIT; below it, it is left to grow. Nothing is lost either way."""
+    data = _profiles(4)
+    for name, idle in (("eager", 1), ("lazy", 1 << 30)):
+        db = Database(tmp_path / name, checkpoint_idle_bytes=idle, checkpoint_busy_bytes=idle)
+        seen: list[str] = []
+        db.writer.observe_stages(lambda stage, seconds, seen=seen: seen.append(stage))
+        ing = Ingestor(db)
+        for d in data:
+            ing.ingest(d, labels={"job": name})
+        db.writer.close()  # the last batch's checkpoint runs after its acknowledgement: wait for the thread
+        wal = db.path.with_name(db.path.name + ".wal")
+        if idle == 1:
+            assert seen.count("checkpoint") == len(data)
+            assert not wal.exists() or wal.stat().st_size == 0
+        else:
+            assert "checkpoint" not in seen and wal.stat().st_size > 0
+        db._con.close()  # no closing checkpoint: the lazy one reopens from its WAL
+        db = Database(tmp_path / name)
+        try:
+            assert _counts(db)[0] == len(data)
+        finally:
+            db.close()
