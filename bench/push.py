@@ -42,6 +42,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
+from bench.gotarget import stop_process
 from service.pprof import profile_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,12 +130,7 @@ class Server:
         return out
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc)
 
 
 class Conn:
