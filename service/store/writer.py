@@ -92,7 +92,7 @@ class Writer:
         known: KnownIds,
         *,
         max_batch: int = 256,
-        max_wait_s: float = 0.0,
+        max_wait_s: float = 0.02,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
         wal: Path | None = None,
@@ -123,6 +123,7 @@ class Writer:
         self._stale = True
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._last_batch = 0  # profiles of the previous batch: was there company to wait for?
         self._queue: queue.Queue[list[tuple[Pending, Future[WriteResult]]] | Task | None] = queue.Queue()
         self._inflight: dict[int, Future[WriteResult]] = {}
         self._lock = threading.Lock()
@@ -175,7 +176,11 @@ class Writer:
                 self._task(first)
                 continue
             batch = list(first)  # a group is never split across batches
-            deadline = time.monotonic() + self._max_wait_s
+            # Linger for company only when the last batch had some: a lone client (a backfill,
+            # ``profstore ingest``) is answered after its own commit instead of after the linger
+            # too, while concurrent pushers keep batches of the linger's size.
+            linger = self._max_wait_s if self._last_batch > 1 else 0.0
+            deadline = time.monotonic() + linger
             stop = False
             task: Task | None = None
             while len(batch) < self._max_batch:
@@ -190,6 +195,7 @@ class Writer:
                     task = nxt  # after this batch, in submission order
                     break
                 batch.extend(nxt)
+            self._last_batch = len(batch)
             t0 = time.monotonic()
             jobs: list[Job] = []
             leaders: list[int] = []
