@@ -15,7 +15,12 @@ on a shared 2-core machine throughput depends on the neighbours, CPU per profile
 The clients are a minimal HTTP/1.1 client on asyncio streams in this process (keep-alive, one
 connection per client), cheap enough (tens of microseconds a request) not to take the server's
 core; the bench's own CPU is printed too. The stage breakdown reads the server's
-``profstore_ingest_stage_seconds`` counters from ``/metrics``.
+``profstore_ingest_stage_seconds`` counters from ``/metrics``, divided by the profiles pushed: in
+the request threads body (receiving it), decode (gunzip, protobuf parse, validation, content
+hash), digest (ids of stacks and symbols), stage (the rows); in the writer thread, per batch,
+dedup, assemble, append (the batch's statements), commit and checkpoint; and wait (a request
+from its submission to its acknowledgement: linger, queue and commit). They are wall seconds:
+on a loaded machine they include waiting for a core and for the GIL.
 
 ``--server-python``/``--server-cwd`` run another checkout's server (a before/after comparison
 in the same minutes).
@@ -284,8 +289,7 @@ def main() -> None:
 STAGE_ORDER = {
     s: i
     for i, s in enumerate(
-        ["body", "gunzip", "decode", "validate", "hash", "stage", "queue", "dedup", "assemble", "append", "commit",
-         "checkpoint"]
+        ["body", "decode", "digest", "stage", "dedup", "assemble", "append", "commit", "checkpoint", "wait"]
     )
 }  # fmt: skip
 
