@@ -42,6 +42,11 @@ bench-selectors: $(VENV)/.test
 bench-collector: $(VENV)/.test
 	$(BIN)/python -m bench.collector
 
+# Pushing small Go CPU profiles to a real server: 32 concurrent clients, then one sequential client, beside the parse floor (bench/push.py).
+.PHONY: bench-push
+bench-push: $(VENV)/.test
+	$(BIN)/python -m bench.push
+
 # Detection quality on streams drawn from real profiles: detection rate, delay, false positives, leaks.
 .PHONY: bench-regressions
 bench-regressions: $(VENV)/.test

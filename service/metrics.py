@@ -87,6 +87,15 @@ class Metrics:
             "profstore_writer_batch_profiles", "Profiles per writer batch.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
         )  # fmt: skip
+        self.ingest_stage_seconds = Counter(
+            "profstore_ingest_stage_seconds",
+            "Seconds spent in each stage of ingest, summed: body (receiving a push), decode (gunzip, parse, "
+            "validate), digest (content hashes and ids), stage (rows), wait (a request waiting for its commit), and "
+            "the writer thread's dedup (stored idempotency keys), assemble, append, commit and checkpoint, per "
+            "batch. Divided by profile counts they say where a profile's time goes.",
+            ["stage"],
+            registry=r,
+        )
         self.queue_depth = Gauge("profstore_writer_queue_depth", "Profiles waiting for the writer.", registry=r)
         self.database_bytes = Gauge("profstore_database_bytes", "Size of the DuckDB file and its WAL.", registry=r)
         self.targets = Gauge("profstore_targets", "Scrape targets by health.", ["health"], registry=r)

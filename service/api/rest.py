@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -107,8 +108,11 @@ async def ingest(
     settings = request.app.state.settings
     series_labels = parse_labels(labels)
     when = parse_time(ts, "ts") if ts else None
+    t = time.perf_counter()
     data = await read_body(request, settings.max_compressed_bytes)
     ingestor: Ingestor = request.app.state.ingestor
+    if ingestor.metrics is not None:
+        ingestor.metrics.ingest_stage_seconds.labels("body").inc(time.perf_counter() - t)
     res = await run_in_threadpool(
         ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=tenant_of(request)
     )

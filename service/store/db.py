@@ -30,6 +30,10 @@ if importlib.util.find_spec("pandas") is None:
 __all__ = ["Database"]
 
 DB_FILE = "profstore.duckdb"
+# DuckDB checkpoints by itself inside the COMMIT that takes the WAL past this (16 MiB by default),
+# while that batch's callers wait. The writer checkpoints between batches instead (Writer's
+# checkpoint_idle_bytes / checkpoint_busy_bytes); DuckDB's own stays as a backstop far above them.
+AUTO_CHECKPOINT = "1GB"
 
 
 class Database:
@@ -40,6 +44,8 @@ class Database:
         read_timeout_s: float = 30.0,
         max_batch: int = 256,
         observe_batch: Callable[[float, int], None] | None = None,
+        checkpoint_idle_bytes: int = 16 << 20,
+        checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
@@ -48,14 +54,25 @@ class Database:
         self.read_timeout_s = read_timeout_s
         self.known = KnownIds()
         self.writer = Writer(
-            self._con.cursor(), self.known, max_batch=max_batch, observe=observe_batch, reopen=self._reopen
+            self._con.cursor(),
+            self.known,
+            max_batch=max_batch,
+            observe=observe_batch,
+            reopen=self._reopen,
+            wal=self.path.with_name(self.path.name + ".wal"),
+            checkpoint_idle_bytes=checkpoint_idle_bytes,
+            checkpoint_busy_bytes=checkpoint_busy_bytes,
         )
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
             return duckdb.connect(
                 str(self.path),
-                config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"},
+                config={
+                    "autoinstall_known_extensions": "false",
+                    "autoload_known_extensions": "false",
+                    "checkpoint_threshold": AUTO_CHECKPOINT,
+                },
             )
         except duckdb.Error as exc:
             raise (migrate.in_use(self.path, exc) or StoreError(f"cannot open {self.path}: {exc}")) from exc

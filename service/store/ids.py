@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from service.types import U64
 
-__all__ = ["KnownIds", "blob_ids", "ids_of_blobs"]
+__all__ = ["KnownIds", "RecentGroups", "blob_ids", "ids_of_blobs"]
 
 BLOB8 = pa.binary(8)
 
@@ -73,3 +73,46 @@ class KnownIds:
             if known.size + new.size > self._limit:
                 known = np.zeros(0, np.uint64)
             self._arrays[kind] = np.insert(known, np.searchsorted(known, new), new)
+
+
+class RecentGroups:
+    """The idempotency keys the writer committed above a time watermark: there, stored is exactly known.
+
+    The writer must answer every profile "stored before?" (a retry or a second replica pushing
+    the same bytes is a duplicate). Asking the file costs a query per batch, the largest fixed
+    cost of a one-profile transaction. But no stored profile is newer than the newest one the file
+    held when this memory was (re)built (the ``watermark``), and every profile committed since
+    went through the writer: above the watermark a key is stored exactly when it is in this
+    memory. Profiles at or below it (a backfill, a late push) are still looked up in the file.
+
+    The writer rebuilds it (:meth:`reset`) after anything else wrote or deleted (a task:
+    compaction, retention, a deletion; a reopen). Bounded: past ``limit`` keys, the older half is
+    dropped and the watermark moves up to them.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._limit = limit
+        self._ts: dict[int, int] = {}  # group_id -> its profile's time
+        self.watermark: int | None = None  # None: not built; every profile is looked up
+
+    def reset(self, watermark: int | None) -> None:
+        """Start again above ``watermark`` (the newest stored profile time; None: look everything up)."""
+        self._ts = {}
+        self.watermark = watermark
+
+    def covers(self, ts: int) -> bool:
+        return self.watermark is not None and ts > self.watermark
+
+    def stored(self, group: int) -> bool:
+        """Whether ``group`` is stored, for a profile whose time this memory :meth:`covers`."""
+        return group in self._ts
+
+    def add(self, group: int, ts: int) -> None:
+        """Note a committed profile (those at or below the watermark are looked up anyway)."""
+        if not self.covers(ts):
+            return
+        self._ts[group] = ts
+        if len(self._ts) > self._limit:
+            cut = int(np.median(np.fromiter(self._ts.values(), np.int64, len(self._ts))))
+            self._ts = {g: t for g, t in self._ts.items() if t > cut}
+            self.watermark = cut

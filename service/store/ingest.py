@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,11 +65,20 @@ class Ingestor:
         # At most one decoding thread per core: more would only queue for the GIL in front of
         # the writer thread, which is the one that must not wait.
         self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
+        if metrics is not None:
+            db.writer.observe_stages(self._observe)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.ingest_stage_seconds.labels(stage).inc(seconds)
 
     def read(self, data: bytes, parse: Callable[[bytes], Envelope] | None = None) -> Envelope:
         """Decode a pushed body once, under this ingestor's size caps (see :func:`service.pprof.decode.read`)."""
         with self._decoding:
-            return read(data, self.limits, parse)
+            t = time.perf_counter()
+            env = read(data, self.limits, parse)
+            self._observe("decode", time.perf_counter() - t)
+            return env
 
     def ingest(
         self,
@@ -120,12 +130,19 @@ class Ingestor:
                 types = [str(pt) for pt in profile_types_of(h, named)]
                 when = ts if ts is not None else (h.time_nanos or now_ns())
                 meta = Meta(tenant, dict(labels), named, when, env.content_hash, source)
-                staged = stage(env, prepare(env), meta, self.db.known)
+                t0 = time.perf_counter()
+                prepared = prepare(env)
+                t1 = time.perf_counter()
+                staged = stage(env, prepared, meta, self.db.known)
+                self._observe("digest", t1 - t0)
+                self._observe("stage", time.perf_counter() - t1)
                 pending.append((Pending(env, meta, staged), types))
+        t = time.perf_counter()
         futures = self.db.writer.submit_together([p for p, _ in pending])
+        results = [fut.result() for fut in futures]
+        self._observe("wait", time.perf_counter() - t)
         out = []
-        for (p, types), fut in zip(pending, futures, strict=True):
-            result = fut.result()
+        for (p, types), result in zip(pending, results, strict=True):
             item = result.item
             if self.metrics is not None and item is not None:
                 self.metrics.ingested_profiles.labels(source).inc()

@@ -23,15 +23,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
 from service.pprof.decode import Envelope, decode_batch
-from service.store.ids import KnownIds
+from service.store.ids import KnownIds, RecentGroups
 from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 from service.store.series_index import insert_series
 from service.store.staging import Staged, assemble
@@ -93,16 +95,35 @@ class Writer:
         max_wait_s: float = 0.02,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+        wal: Path | None = None,
+        checkpoint_idle_bytes: int = 16 << 20,
+        checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         self._con = con
+        # The write-ahead log, checkpointed by this thread between batches (see _maybe_checkpoint):
+        # when nothing waits and it passed ``checkpoint_idle_bytes``, or whatever waits past
+        # ``checkpoint_busy_bytes``. DuckDB's own automatic checkpoint would run inside a COMMIT,
+        # with that batch's callers waiting for their acknowledgement.
+        self._wal = wal
+        self._checkpoint_idle = checkpoint_idle_bytes
+        self._checkpoint_busy = checkpoint_busy_bytes
+        self._checkpoint_failed_at = 0  # WAL size of a failed attempt: the next waits for more growth
         # A failed checkpoint (disk full) invalidates the whole DuckDB instance until it is opened
         # again; ``reopen`` does that (replaying the WAL: everything committed is kept).
         self._reopen = reopen
         self._fatal: str | None = None  # why the connection is unusable, until reopened
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
+        self._stage: Callable[[str, float], None] = _ignore  # (stage, seconds) of each step, for /metrics
         self._known = known
+        # Committed idempotency keys above a time watermark, and the newest rolled-up time: the
+        # two facts a batch would otherwise query the file for. Both are rebuilt (``_stale``)
+        # after anything but a batch held the connection: a task, a reopen.
+        self._groups = RecentGroups()
+        self._done_until: int | None = None  # max(rollup_state.done_until); None: nothing rolled up
+        self._stale = True
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._last_batch = 0  # profiles of the previous batch: was there company to wait for?
         self._queue: queue.Queue[list[tuple[Pending, Future[WriteResult]]] | Task | None] = queue.Queue()
         self._inflight: dict[int, Future[WriteResult]] = {}
         self._lock = threading.Lock()
@@ -131,6 +152,10 @@ class Writer:
             self._queue.put(task)
         return task.done
 
+    def observe_stages(self, observe: Callable[[str, float], None]) -> None:
+        """Report the seconds of each writer step (dedup, assemble, append, commit, checkpoint) to ``observe``."""
+        self._stage = observe
+
     def depth(self) -> int:
         """Profiles waiting for the writer."""
         return self._queue.qsize()
@@ -151,7 +176,11 @@ class Writer:
                 self._task(first)
                 continue
             batch = list(first)  # a group is never split across batches
-            deadline = time.monotonic() + self._max_wait_s
+            # Linger for company only when the last batch had some: a lone client (a backfill,
+            # ``profstore ingest``) is answered after its own commit instead of after the linger
+            # too, while concurrent pushers keep batches of the linger's size.
+            linger = self._max_wait_s if self._last_batch > 1 else 0.0
+            deadline = time.monotonic() + linger
             stop = False
             task: Task | None = None
             while len(batch) < self._max_batch:
@@ -166,6 +195,7 @@ class Writer:
                     task = nxt  # after this batch, in submission order
                     break
                 batch.extend(nxt)
+            self._last_batch = len(batch)
             t0 = time.monotonic()
             jobs: list[Job] = []
             leaders: list[int] = []
@@ -190,10 +220,39 @@ class Writer:
             self._release(leaders)
             if self._observe is not None:
                 self._observe(time.monotonic() - t0, len(batch))
+            self._maybe_checkpoint()
             if task is not None:
                 self._task(task)
             if stop:
                 return
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint after a batch was acknowledged, not inside the next COMMIT.
+
+        A checkpoint writes everything the WAL holds into the database file: hundreds of
+        milliseconds once the WAL holds megabytes. Done here, it delays no acknowledgement of the
+        batch just written and, when the queue is empty, none at all. A failure invalidates
+        the instance (a full disk) like any failed write; the writer reopens it before the next.
+        """
+        if self._wal is None or self._fatal is not None:
+            return
+        try:
+            size = self._wal.stat().st_size
+        except OSError:  # no WAL: nothing committed since the last checkpoint
+            return
+        limit = self._checkpoint_idle if self._queue.empty() else self._checkpoint_busy
+        if size < max(limit, self._checkpoint_failed_at + self._checkpoint_idle):
+            return
+        t = time.perf_counter()
+        try:
+            self._con.execute("CHECKPOINT")
+            self._checkpoint_failed_at = 0
+        except Exception as exc:  # the data is safe in the WAL; the next attempt waits for more of it
+            self._checkpoint_failed_at = size
+            if not self._note_fatal(exc):
+                log.warning("checkpoint of a %d-byte WAL failed: %s", size, exc)
+        finally:
+            self._stage("checkpoint", time.perf_counter() - t)
 
     def _task(self, task: Task) -> None:
         if not task.done.set_running_or_notify_cancel():
@@ -201,6 +260,7 @@ class Writer:
         if self._fatal is not None:
             task.done.set_exception(self._unavailable())
             return
+        self._stale = True  # whatever it wrote or deleted, the writer's memory of the file is rebuilt
         try:
             task.done.set_result(task.run(self._con))
         except Exception as exc:  # the caller gets it, typed; the thread lives on
@@ -236,6 +296,8 @@ class Writer:
             time.sleep(0.5)  # a queue of writes must not spin on a disk that is still full
             return
         self._known.clear()  # a fresh start: ids are checked against the file again
+        self._stale = True
+        self._checkpoint_failed_at = 0
         log.warning("database reopened after: %s", self._fatal)
         self._fatal = None
 
@@ -298,7 +360,10 @@ class Writer:
     def _commit(self, build: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
         """Build the rows of ``ok`` and commit them as one transaction; if that fails, each profile alone."""
         try:
-            self._transaction(build(), ok)
+            t = time.perf_counter()
+            rows = build()
+            self._stage("assemble", time.perf_counter() - t)
+            self._transaction(rows, ok)
         except Exception as exc:
             if len(ok) == 1 or self._note_fatal(exc):
                 raise
@@ -326,6 +391,8 @@ class Writer:
             with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
                 con.execute("ROLLBACK")
             raise
+        for p, _ in ok:
+            self._groups.add(p.meta.group_id, p.meta.ts)
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
         self._known.add("series", _series_ids(series))
@@ -333,14 +400,38 @@ class Writer:
             fut.set_result(WriteResult(item, duplicate=False))
 
     def _stored_groups(self, metas: list[Meta]) -> set[int]:
-        """The batch's idempotency keys already in ``profiles``.
+        """The batch's idempotency keys already in ``profiles``: from memory for profiles newer
+        than the watermark (:class:`RecentGroups`), from the file for the others."""
+        if not metas:
+            return set()
+        t = time.perf_counter()
+        try:
+            self._refresh()
+            g = self._groups
+            out = {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
+            older = [m for m in metas if not g.covers(m.ts)]
+            return out | self._select_stored(older) if older else out
+        finally:
+            self._stage("dedup", time.perf_counter() - t)
+
+    def _refresh(self) -> None:
+        """Rebuild what the writer remembers of the file, if a task or a reopen may have changed it."""
+        if not self._stale:
+            return
+        newest, done = self._con.execute(
+            "SELECT (SELECT max(ts) FROM profiles), (SELECT max(done_until) FROM rollup_state)"
+        ).fetchone() or (None, None)
+        self._groups.reset(-(2**63) if newest is None else int(newest))
+        self._done_until = None if done is None else int(done)
+        self._stale = False
+
+    def _select_stored(self, metas: list[Meta]) -> set[int]:
+        """The keys of ``metas`` in ``profiles``, asked of the file.
 
         A key hashes its profile's time, so only rows of the batch's time range can match; the
         range lets DuckDB skip every row group outside it by its min/max instead of scanning the
         whole table.
         """
-        if not metas:
-            return set()
         con = self._con
         con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
         try:
@@ -353,9 +444,8 @@ class Writer:
             con.unregister("_batch_groups")
         return {r[0] for r in rows}
 
-    @staticmethod
-    def _append(con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
-        """A batch's whole transaction as one SQL script: one call into DuckDB, so the GIL is taken back once.
+    def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
+        """A batch's statements as one SQL script, then its COMMIT: two calls into DuckDB, so the GIL is taken back twice.
 
         (Every call returns to Python through the GIL; with request threads busy, each return
         can wait a whole switch interval, which made twenty statements slower than their work.)
@@ -365,12 +455,22 @@ class Writer:
         t = rows.tables
         present = [name for name, _ in _INTERNED if name in t and t[name].num_rows]
         new_series = "new_series" in t and t["new_series"].num_rows > 0
+        # Only a profile older than the newest rolled-up bucket can make a bucket stale.
+        oldest = pc.min(t["profiles"]["ts"]).as_py()
+        dirty = self._done_until is not None and (oldest is None or oldest < self._done_until)
         names = []
         for name in ("series", *(["new_series"] if new_series else []), *present, *_FACTS):
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
-            con.execute(_script(present, new_series=new_series))
+            t0 = time.perf_counter()
+            con.execute(_script(present, new_series=new_series, dirty=dirty))
+            t1 = time.perf_counter()
+            self._stage("append", t1 - t0)
+            # COMMIT on its own call (one more return through the GIL) so that /metrics can tell
+            # the statements from the commit: the WAL's write and fsync, and any checkpoint.
+            con.execute("COMMIT")
+            self._stage("commit", time.perf_counter() - t1)
         finally:
             for n in names:
                 con.unregister(n)
@@ -380,7 +480,7 @@ def _series_ids(series: pa.Table) -> npt.NDArray[np.uint64]:
     return series.column("series_id").to_numpy().astype(np.uint64, copy=False)
 
 
-def _script(interned: list[str], *, new_series: bool) -> str:
+def _script(interned: list[str], *, new_series: bool, dirty: bool = True) -> str:
     """The batch's statements. Series rows come with every profile (their last_seen moves on), but
     a new series is rare in a steady fleet, and finding which are new reads every stored
     ``series_id`` (milliseconds at 100,000 series): only the rows of ``_b_new_series``, those
@@ -404,13 +504,19 @@ def _script(interned: list[str], *, new_series: bool) -> str:
             f"(SELECT {key} FROM {name} WHERE {key} IN (SELECT {key} FROM _b_{name}))"
         )
     parts += [f"INSERT INTO {name} SELECT * FROM _b_{name}" for name in _FACTS]
-    # A profile for a bucket already rolled up makes that bucket stale until compaction redoes it.
-    parts.append(
-        "INSERT INTO rollup_dirty SELECT s.resolution, p.series_id, "
-        "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
-        "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
-    )
-    return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";\nCOMMIT;"
+    # A profile for a bucket already rolled up makes that bucket stale until compaction redoes it
+    # (``dirty`` False: the writer knows every profile of the batch is newer than any rolled-up bucket).
+    if dirty:
+        parts.append(
+            "INSERT INTO rollup_dirty SELECT s.resolution, p.series_id, "
+            "p.ts - ((p.ts % (s.resolution * 1000000000::BIGINT)) + s.resolution * 1000000000::BIGINT) "
+            "% (s.resolution * 1000000000::BIGINT) FROM _b_profiles p JOIN rollup_state s ON p.ts < s.done_until"
+        )
+    return "BEGIN TRANSACTION;\n" + ";\n".join(parts) + ";"
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    pass
 
 
 def _fail(batch: list[tuple[Pending, Future[WriteResult]]], exc: BaseException) -> None:

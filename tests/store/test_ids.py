@@ -29,3 +29,23 @@ def test_past_its_bound_the_memory_starts_over() -> None:
     off = KnownIds(limit=0)  # remembers nothing
     off.add("stack", np.arange(3, dtype=np.uint64))
     assert off.unknown("stack", np.arange(3, dtype=np.uint64)).all()
+
+
+def test_recent_groups_know_exactly_above_the_watermark_and_move_it_up_when_full() -> None:
+    from service.store.ids import RecentGroups
+
+    g = RecentGroups(limit=4)
+    assert not g.covers(10)  # not built: everything is looked up
+    g.reset(100)
+    assert not g.covers(100) and g.covers(101)
+    g.add(1, 50)  # below the watermark: looked up anyway, not kept
+    assert not g.stored(1)
+    for group, ts in [(2, 101), (3, 102), (4, 103), (5, 104)]:
+        g.add(group, ts)
+    assert all(g.stored(k) for k in (2, 3, 4, 5))
+    g.add(6, 105)  # past the limit: the older half is dropped, the watermark follows
+    assert g.watermark is not None and 101 <= g.watermark < 105
+    assert g.stored(6) and g.covers(105)
+    assert not g.covers(101) and not g.stored(2)
+    g.reset(None)
+    assert not g.covers(10**18) and not g.stored(6)

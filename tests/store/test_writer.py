@@ -38,12 +38,12 @@ def test_a_profile_that_breaks_its_batch_fails_alone(tmp_path: Path, monkeypatch
     poisoned = {7}
     real = Writer._append
 
-    def append(con, rows):  # type: ignore[no-untyped-def]
+    def append(self, con, rows):  # type: ignore[no-untyped-def]
         if any(item.group_id in bad_groups for item in rows.items):
             raise RuntimeError("disk on fire")
-        real(con, rows)
+        real(self, con, rows)
 
-    monkeypatch.setattr(Writer, "_append", staticmethod(append))
+    monkeypatch.setattr(Writer, "_append", append)
     db = Database(tmp_path)
     ing = Ingestor(db)
     bad_groups: set[int] = set()
@@ -98,3 +98,90 @@ def test_copies_arriving_while_the_first_is_being_committed_are_stored_once(tmp_
         assert _counts(db) == (1, 2)
     finally:
         db.close()
+
+
+def _stored(db: Database) -> int:
+    with db.read() as cur:
+        return int(cur.execute("SELECT count(DISTINCT group_id) FROM profiles").fetchone()[0])
+
+
+def test_a_copy_is_a_duplicate_from_memory_after_a_restart_and_after_a_deletion(tmp_path: Path) -> None:
+    """The writer answers "stored before?" from memory above its watermark: that answer must be the
+    file's, whether the copy comes at once, after a restart, older than the newest, or after a deletion."""
+    data = _profiles(3)
+    db = Database(tmp_path)
+    ing = Ingestor(db)
+    first = [ing.ingest(d, labels={"job": "a"}) for d in data]
+    assert [r.duplicate for r in first] == [False, False, False]
+    again = ing.ingest(data[1], labels={"job": "a"})
+    assert again.duplicate and again.profile_ids == first[1].profile_ids
+    assert not ing.ingest(data[1], labels={"job": "b"}).duplicate  # other labels: another profile
+    db.close()
+
+    db = Database(tmp_path)
+    ing = Ingestor(db)
+    try:
+        assert ing.ingest(data[2], labels={"job": "a"}).duplicate  # the newest stored: at the watermark
+        assert ing.ingest(data[0], labels={"job": "a"}).duplicate  # older than it
+        assert _stored(db) == 4
+        # A deletion goes through the writer as a task; what it deleted is not "stored" any more.
+        db.writer.call(lambda con: con.execute("DELETE FROM profiles WHERE ts = $ts", {"ts": first[2].ts})).result()
+        assert not ing.ingest(data[2], labels={"job": "a"}).duplicate
+        assert ing.ingest(data[2], labels={"job": "a"}).duplicate
+        assert _stored(db) == 4
+    finally:
+        db.close()
+
+
+def test_only_a_profile_older_than_the_rolled_up_buckets_marks_one_dirty(tmp_path: Path) -> None:
+    """The writer skips the rollup_dirty statement when the batch is newer than every rolled-up bucket."""
+    from service.pprof.decode import decode
+    from service.store.stack_rollups import compact
+
+    old, new = _profiles(2)
+    p = decode(new)
+    p.time_nanos = 1_800_000_000_000_000_000
+    newer = encode(p)
+    db = Database(tmp_path)
+    ing = Ingestor(db)
+    try:
+        ing.ingest(old, labels={"job": "a"})
+        done = db.writer.call(lambda con: compact(con, 1_750_000_000_000_000_000)).result()
+        assert isinstance(done, dict) and min(done.values()) > 1_700_000_000_000_000_000
+
+        def dirty() -> int:
+            with db.read() as cur:
+                return int(cur.execute("SELECT count(*) FROM rollup_dirty").fetchone()[0])
+
+        ing.ingest(newer, labels={"job": "a"})
+        assert dirty() == 0
+        ing.ingest(new, labels={"job": "a"})  # 1 ns after the first: inside a rolled-up bucket
+        assert dirty() > 0
+    finally:
+        db.close()
+
+
+def test_the_writer_checkpoints_between_batches_past_its_threshold(tmp_path: Path) -> None:
+    """Past its threshold the WAL is checkpointed by the writer after the batch (its callers answered),
+    not by DuckDB inside a COMMIT; below it, it is left to grow. Nothing is lost either way."""
+    data = _profiles(4)
+    for name, idle in (("eager", 1), ("lazy", 1 << 30)):
+        db = Database(tmp_path / name, checkpoint_idle_bytes=idle, checkpoint_busy_bytes=idle)
+        seen: list[str] = []
+        db.writer.observe_stages(lambda stage, seconds, seen=seen: seen.append(stage))
+        ing = Ingestor(db)
+        for d in data:
+            ing.ingest(d, labels={"job": name})
+        db.writer.close()  # the last batch's checkpoint runs after its acknowledgement: wait for the thread
+        wal = db.path.with_name(db.path.name + ".wal")
+        if idle == 1:
+            assert seen.count("checkpoint") == len(data)
+            assert not wal.exists() or wal.stat().st_size == 0
+        else:
+            assert "checkpoint" not in seen and wal.stat().st_size > 0
+        db._con.close()  # no closing checkpoint: the lazy one reopens from its WAL
+        db = Database(tmp_path / name)
+        try:
+            assert _counts(db)[0] == len(data)
+        finally:
+            db.close()
