@@ -148,11 +148,15 @@ class Collector:
         used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
         for target in set(self._clients) - used:  # closed once its last scrape has let go of it
             self._spawn(self._clients.pop(target).aclose())
+        # One reference time for every offset: adding thousands of jobs takes a while, and a clock
+        # read per job would shift the later ones' phases by that while (an offset near the end of
+        # the interval then lands in the next interval: a first run later than its offset says).
+        now = datetime.now(UTC)
         for key, spec in new.items():
             if self._specs.get(key) == spec and self._scheduler.get_job(key):
                 continue
             offset = (xxhash.xxh3_64_intdigest(key.encode()) % 1_000_000) / 1_000_000 * spec.interval_s
-            start = datetime.now(UTC) + timedelta(seconds=offset)
+            start = now + timedelta(seconds=offset)
             self._starts[key] = start.timestamp()
             self._scheduler.add_job(
                 self._run,
