@@ -148,9 +148,10 @@ class Collector:
         used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
         for target in set(self._clients) - used:  # closed once its last scrape has let go of it
             self._spawn(self._clients.pop(target).aclose())
-        # One reference time for every offset: adding thousands of jobs takes a while, and a clock
-        # read per job would shift the later ones' phases by that while (an offset near the end of
-        # the interval then lands in the next interval: a first run later than its offset says).
+        # One reference time for every offset, and each job's first run given as such: adding
+        # thousands of jobs takes a while, so a clock read per job would shift the later ones'
+        # phases by that while, and APScheduler, finding a start already past when the job is
+        # added, would move the first run a whole interval on (a due run never made).
         now = datetime.now(UTC)
         for key, spec in new.items():
             if self._specs.get(key) == spec and self._scheduler.get_job(key):
@@ -161,6 +162,7 @@ class Collector:
             self._scheduler.add_job(
                 self._run,
                 IntervalTrigger(seconds=spec.interval_s, start_date=start),
+                next_run_time=start,
                 args=[key],
                 id=key,
                 name=f"scrape {key}",
