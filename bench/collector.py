@@ -220,14 +220,19 @@ def thread_names(pid: int) -> dict[int, str]:
     thread is the event loop, a scrape worker or the writer.
     """
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    try:
-        got = subprocess.run(
-            [spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
+    out = ""
+    for _ in range(3):  # a dump can fail while a thread starts or ends (hundreds of them): try again
+        try:
+            got = subprocess.run(
+                [spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        if got.returncode == 0:
+            out = got.stdout
+            break
     names = {}
-    for line in got.stdout.splitlines():
+    for line in out.splitlines():
         m = re.match(r'Thread (?:0x[0-9A-Fa-f]+|\d+) \((?:active|idle)[^)]*\): "([^"]*)"', line)
         tid = re.search(r"\(native id (\d+)\)|^Thread (\d+) ", line)
         if m and tid:
@@ -902,7 +907,7 @@ def report(
         out.append(row(["---"] * 4))
         spent = sum(roles.values()) or 1.0
         for role, cpu in sorted(roles.items(), key=lambda kv: -kv[1]):
-            does = THREAD_ROLES.get(role, "" if names else "(py-spy not installed: threads unnamed)")
+            does = THREAD_ROLES.get(role, "" if names else "(threads unnamed: py-spy absent or its dump failed)")
             out.append(row([role, f"{cpu / scrapes_window * 1e3:.2f}", f"{cpu / spent:.0%}", does]))
         out.append("")
 
