@@ -1,7 +1,7 @@
 """`make bench-collector`: the collector scraping a simulated fleet, as ``profstore serve`` runs it.
 
 ``python -m bench.collector --targets 200 --duration 75`` starts :mod:`bench.targets_sim` (N
-simulated Go services on loopback, one process), writes a config with one job whose static
+simulated Go services on loopback, in ``--sim-procs`` processes), writes a config with one job whose static
 targets are those N ports (every default profile type, 15 s), starts ``profstore serve`` on it
 with a fresh data dir, lets it run for ``--duration`` seconds after it is healthy, and reports:
 
@@ -14,7 +14,9 @@ with a fresh data dir, lets it run for ``--duration`` seconds after it is health
   as Prometheus' ``histogram_quantile`` does), next to the exact lateness the targets saw
   (request arrival minus scheduled time; the schedule's phase comes from ``next_run``);
 - CPU and memory of the profstore process (``/proc/<pid>/stat`` and ``status`` every second),
-  and of the simulator, so it is visible that it is not the bottleneck;
+  and of the simulator, so it is visible that it is not the bottleneck; profstore's CPU per scrape
+  (process CPU over the steady window / scrapes completed in it: run with ``--query-clients 0``
+  for the collector's own cost, since query clients' CPU is in the same process);
 - profiles stored and the data dir's size;
 - ``--query-clients`` (default 20) clients querying from the second interval on (flame graphs, top, time series,
   catalogue, the Connect querier Grafana calls), each sending its next query when the last one
@@ -31,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -193,6 +196,58 @@ class Sampler:
         return before[-1] if before else got[0]
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user+system) of each live thread of ``pid``, by native thread id."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python thread names by native id, from ``py-spy dump`` when it is installed (else empty).
+
+    The OS name of every thread is "python" (3.11 does not set it): only py-spy can say which
+    thread is the event loop, a scrape worker or the writer.
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = ""
+    for _ in range(3):  # a dump can fail while a thread starts or ends (hundreds of them): try again
+        try:
+            got = subprocess.run(
+                [spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        if got.returncode == 0:
+            out = got.stdout
+            break
+    names = {}
+    for line in out.splitlines():
+        m = re.match(r'Thread (?:0x[0-9A-Fa-f]+|\d+) \((?:active|idle)[^)]*\): "([^"]*)"', line)
+        tid = re.search(r"\(native id (\d+)\)|^Thread (\d+) ", line)
+        if m and tid:
+            names[int(tid.group(1) or tid.group(2))] = m.group(1)
+    return names
+
+
+# What each of profstore's threads does in a scrape, for the CPU breakdown.
+THREAD_ROLES = {
+    "MainThread": "event loop: scheduling, HTTP fetch, health, API",
+    "profstore-scrape": "scrape workers: decode, limits, delta, ingest (stage), waiting on the writer",
+    "profstore-writer": "writer: DuckDB append and commit",
+}
+
+
 def stop_process(proc: subprocess.Popen[Any] | None, sig: int, wait_s: float) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -205,59 +260,79 @@ def stop_process(proc: subprocess.Popen[Any] | None, sig: int, wait_s: float) ->
 
 
 class Simulator:
-    """``bench.targets_sim`` as a child process."""
+    """``bench.targets_sim`` as ``procs`` child processes sharing the targets, so that one
+    simulator's event loop is not what limits a 1,000-target fleet; their CPU is summed apart."""
 
-    def __init__(self, work: Path, targets: int, latency_ms: str) -> None:
-        self.log = work / "requests.tsv"
-        self.err = work / "targets_sim.log"
-        cmd = [sys.executable, "-m", "bench.targets_sim", "--targets", str(targets), "--latency-ms", latency_ms]
-        with self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [*cmd, "--log", str(self.log)],
-                stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True,
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 120)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            stop_process(self.proc, signal.SIGKILL, 10)
-            raise RuntimeError(f"the target simulator did not start: {self.err.read_text()[-2000:]}")
-        self.ports: list[int] = json.loads(line)["ports"]
-        self.pid = self.proc.pid
+    def __init__(self, work: Path, targets: int, latency_ms: str, procs: int = 1) -> None:
+        procs = max(1, min(procs, targets))
+        self.logs = [work / f"requests.{i}.tsv" for i in range(procs)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for i in range(procs):
+            n = targets // procs + (1 if i < targets % procs else 0)
+            cmd = [sys.executable, "-m", "bench.targets_sim", "--targets", str(n), "--latency-ms", latency_ms,
+                   "--seed", str(i + 1), "--log", str(self.logs[i])]  # fmt: skip
+            with (work / f"targets_sim.{i}.log").open("wb") as err:
+                self.procs.append(
+                    subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True)
+                )
+        self.ports: list[int] = []
+        for i, proc in enumerate(self.procs):
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            line = proc.stdout.readline() if ready else b""
+            if not line:
+                self.kill()
+                raise RuntimeError(
+                    f"target simulator {i} did not start: {(work / f'targets_sim.{i}.log').read_text()[-2000:]}"
+                )
+            self.ports += json.loads(line)["ports"]
+        self.pids = {f"sim{i}": p.pid for i, p in enumerate(self.procs)}
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            stop_process(proc, signal.SIGTERM, 30)
 
     def finish(self) -> dict[str, Any]:
-        """Stop it; it writes its request log and prints its own CPU time."""
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        lines = out.decode().strip().splitlines()
-        return json.loads(lines[-1]) if lines else {}
+        """Stop them; each writes its request log and prints its own CPU time (summed here)."""
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        usage: dict[str, Any] = {"cpu_s": 0.0, "requests": 0, "procs": len(self.procs)}
+        for proc in self.procs:
+            out, _ = proc.communicate(timeout=60)
+            lines = out.decode().strip().splitlines()
+            got = json.loads(lines[-1]) if lines else {}
+            usage["cpu_s"] += got.get("cpu_s", math.nan)
+            usage["requests"] += got.get("requests", 0)
+        return usage
 
     def requests(self) -> list[tuple[int, str, float, float, int, int]]:
         rows = []
-        with self.log.open() as fh:
-            next(fh)
-            for line in fh:
-                port, kind, t0, t1, status, size = line.rstrip("\n").split("\t")
-                rows.append((int(port), kind, float(t0), float(t1), int(status), int(size)))
+        for log in self.logs:
+            with log.open() as fh:
+                next(fh)
+                for line in fh:
+                    port, kind, t0, t1, status, size = line.rstrip("\n").split("\t")
+                    rows.append((int(port), kind, float(t0), float(t1), int(status), int(size)))
         return rows
 
 
 class Profstore:
     """``profstore serve --config FILE`` as a child process on a free loopback port."""
 
-    def __init__(self, work: Path, config: Path) -> None:
+    def __init__(self, work: Path, config: Path, repo: Path = REPO) -> None:
         self.data_dir = work / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = work / "profstore.log"
+        python = repo / ".venv" / "bin" / "python" if repo != REPO else Path(sys.executable)
         cmd = [
-            sys.executable, "-m", "service.cli", "serve", "--config", str(config),
+            str(python), "-m", "service.cli", "serve", "--config", str(config),
             "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
         ]  # fmt: skip
         self.spawned = time.time()
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=repo, start_new_session=True,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )  # fmt: skip
         self.pid = self.proc.pid
@@ -447,7 +522,15 @@ def main() -> None:
     ap.add_argument("--latency-ms", default="5,50", help="latency of the snapshot endpoints, uniform LO,HI ms")
     ap.add_argument("--grace", type=float, default=5, help="seconds a run due before the end may take to arrive")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, config, request log)")
-    ap.add_argument("--query-clients", type=int, default=20, help="concurrent query clients; default 20")
+    ap.add_argument(
+        "--query-clients", type=int, default=20,
+        help="concurrent query clients; default 20 (0: none, to measure the collector's CPU per scrape alone)",
+    )  # fmt: skip
+    ap.add_argument("--sim-procs", type=int, default=1, help="processes the simulated targets are spread over")
+    ap.add_argument(
+        "--serve-repo", type=Path, default=REPO,
+        help="run profstore serve from this checkout (its .venv): a 'before' to compare with in the same minutes",
+    )  # fmt: skip
     args = ap.parse_args()
     # Also SIGINT: a shell starting the bench in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -460,12 +543,12 @@ def main() -> None:
     load: QueryLoad | None = None
     try:
         t = time.perf_counter()
-        sim = Simulator(work, args.targets, args.latency_ms)
+        sim = Simulator(work, args.targets, args.latency_ms, args.sim_procs)
         print(f"simulator: {len(sim.ports)} targets up in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         config = work / "profstore.yaml"
         write_config(config, sim.ports, args.interval)
-        srv = Profstore(work, config)
-        sampler = Sampler({"profstore": srv.pid, "sim": sim.pid}).start()
+        srv = Profstore(work, config, args.serve_repo.resolve())
+        sampler = Sampler({"profstore": srv.pid, **sim.pids}).start()
         healthy = srv.wait_healthy()
         print(f"profstore: healthy after {healthy - srv.spawned:.1f} s; running {args.duration:g} s", file=sys.stderr)
         end = healthy + args.duration
@@ -477,6 +560,7 @@ def main() -> None:
 
         # One /metrics read per interval, for the per-interval rates and memory growth.
         polls: list[Poll] = []
+        per_thread: list[dict[int, float]] = []  # CPU s of each profstore thread, at each poll
         k = 1
         while True:
             at = min(healthy + k * args.interval, end)
@@ -487,6 +571,7 @@ def main() -> None:
             m = polls[-1].metrics
             (work / "metrics.txt").write_text(text)
             sampler.take()
+            per_thread.append(thread_cpu(srv.pid))
             cpu_s, rss, _ = sampler.at("profstore", time.time())[1:]
             done = total(m, "profstore_scrapes_total")
             skipped = total(m, "profstore_scrapes_skipped_total")
@@ -497,10 +582,11 @@ def main() -> None:
             )
             if at >= end:
                 break
-            if load is None:  # from the second interval on, when every type has been stored once
+            if load is None and args.query_clients:  # from the second interval on, when every type has been stored once
                 load = QueryLoad(srv.url, args.query_clients).start()
             k += 1
 
+        names = thread_names(srv.pid)
         # The end: the query clients stop, then targets and metrics, the stragglers' grace, the fleet.
         if load is not None:
             load.stop()
@@ -534,7 +620,7 @@ def main() -> None:
 
         report(
             args, srv, sampler, healthy, end, polls, final, after, schedule, targets, targets_s, requests, sim_usage,
-            listed, data_bytes, load.results if load is not None else [],
+            listed, data_bytes, load.results if load is not None else [], (per_thread, names),
         )  # fmt: skip
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
@@ -549,7 +635,7 @@ def main() -> None:
         if load is not None:
             load.stop()
         if sim is not None:
-            stop_process(sim.proc, signal.SIGTERM, 30)
+            sim.kill()
         if srv is not None:
             stop_process(srv.proc, signal.SIGTERM, 90)
         if args.keep:
@@ -575,6 +661,7 @@ def report(
     listed: dict[str, int],
     data_bytes: int,
     queries: list[tuple[float, int, str]],
+    threads: tuple[list[dict[int, float]], dict[int, str]],
 ) -> None:
     interval = float(args.interval)
     keys = len(schedule)
@@ -612,8 +699,19 @@ def report(
     last = sampler.samples["profstore"][-1]
     peak_rss = max(s[2] for s in sampler.samples["profstore"])
     hwm = max(s[3] for s in sampler.samples["profstore"])
-    q0, qN = sampler.at("sim", healthy), sampler.at("sim", end)
-    sim_cpu = (qN[1] - q0[1]) / (qN[0] - q0[0])
+    sim_names = [n for n in sampler.samples if n.startswith("sim")]
+    sim_cpu = sum(
+        (sampler.at(n, end)[1] - sampler.at(n, healthy)[1])
+        / max(sampler.at(n, end)[0] - sampler.at(n, healthy)[0], 1e-9)
+        for n in sim_names
+    )
+    # CPU per scrape: profstore's process CPU between the first and the last /metrics poll (every type
+    # has started by the first), divided by the scrapes it completed in that window.
+    c1, c2 = sampler.at("profstore", t1), sampler.at("profstore", t2)
+    scrapes_window = total(m2, "profstore_scrapes_total") - total(m1, "profstore_scrapes_total")
+    cpu_per_scrape = (c2[1] - c1[1]) / scrapes_window if scrapes_window else math.nan
+    s1_, s2_ = [sum(sampler.at(n, t)[1] for n in sim_names) for t in (t1, t2)]
+    sim_per_scrape = (s2_ - s1_) / scrapes_window if scrapes_window else math.nan
     cores = os.cpu_count() or 1
 
     stored = total(after, "profstore_ingested_profiles_total", source="scrape")
@@ -718,6 +816,17 @@ def report(
     out.append(
         row(
             [
+                "profstore CPU per scrape",
+                f"{cpu_per_scrape * 1e3:.2f} ms",
+                f"process CPU {c2[1] - c1[1]:.1f} s / {scrapes_window:,.0f} scrapes completed from +{t1 - healthy:.0f} s "
+                f"to +{t2 - healthy:.0f} s, with {args.query_clients} query clients"
+                + ("" if args.query_clients == 0 else " (their CPU is in it: measure with --query-clients 0)"),
+            ]
+        )
+    )
+    out.append(
+        row(
+            [
                 "profstore RSS",
                 f"peak {max(peak_rss, hwm) / 1024:.0f} MiB",
                 f"{s0[2] / 1024:.0f} MiB when healthy, {s1[2] / 1024:.0f} MiB after one interval, "
@@ -751,6 +860,7 @@ def report(
             [
                 "target simulator",
                 f"{sim_cpu:.0%} of a core",
+                f"{len(sim_names)} process(es), {sim_per_scrape * 1e3:.2f} ms CPU per scrape (not profstore's); "
                 f"{sim_usage.get('requests', 0):,} requests, {sim_usage.get('cpu_s', math.nan):.1f} CPU s in all",
             ]
         )
@@ -783,6 +893,23 @@ def report(
         )
     )
     out.append("")
+
+    # Where profstore's CPU went, by thread role, over the same window as the CPU per scrape.
+    per_thread, names = threads
+    if len(per_thread) >= 2 and scrapes_window:
+        first, last_ = per_thread[0], per_thread[-1]
+        roles: dict[str, float] = defaultdict(float)
+        for tid, cpu in last_.items():
+            name = names.get(tid, "main" if tid == srv.pid else "")
+            role = re.sub(r"_\d+$", "", name) if name else "other threads (DuckDB, native)"
+            roles[role] += cpu - first.get(tid, 0.0)
+        out.append(row(["profstore thread", "CPU ms per scrape", "share", "does"]))
+        out.append(row(["---"] * 4))
+        spent = sum(roles.values()) or 1.0
+        for role, cpu in sorted(roles.items(), key=lambda kv: -kv[1]):
+            does = THREAD_ROLES.get(role, "" if names else "(threads unnamed: py-spy absent or its dump failed)")
+            out.append(row([role, f"{cpu / scrapes_window * 1e3:.2f}", f"{cpu / spent:.0%}", does]))
+        out.append("")
 
     # Per type: where the runs went, and what the targets saw.
     skipped_by = by_label(final, "profstore_scrapes_skipped_total", "profile")
@@ -897,6 +1024,10 @@ def report(
         "profiles_stored": stored,
         "data_dir_bytes": data_bytes,
         "sim_cpu_core_fraction": round(sim_cpu, 3),
+        "sim_procs": len(sim_names),
+        "cpu_ms_per_scrape": round(cpu_per_scrape * 1e3, 3),
+        "sim_cpu_ms_per_scrape": round(sim_per_scrape * 1e3, 3),
+        "query_clients": args.query_clients,
     }
     print("BENCH_COLLECTOR " + json.dumps(machine, sort_keys=True))
 

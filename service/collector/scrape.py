@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import ssl
 from dataclasses import dataclass, replace
 
-import httpx
 import numpy as np
 
 from service.collector.delta import CUMULATIVE_TYPES, Deltas
+from service.collector.http import BodyTooLarge, HostClient, ProtocolError
 from service.collector.targets import TargetSpec
 from service.errors import DecompressError, ParseError, ProfileError, ProfileTooLarge
 from service.pprof.decode import Envelope, check, decompress, derived, read
@@ -78,65 +79,42 @@ def stored_name(spec: TargetSpec) -> str:
     return _STORED_AS.get(spec.profile, spec.profile)
 
 
-async def fetch(client: httpx.AsyncClient, spec: TargetSpec, max_bytes: int) -> Fetched:
+async def fetch(client: HostClient, spec: TargetSpec, max_bytes: int) -> Fetched:
     """GET the endpoint within the target's timeout, reading at most ``max_bytes``."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     try:
         async with asyncio.timeout(spec.timeout_s):
-            async with client.stream("GET", spec.url, params=spec.params, timeout=spec.timeout_s) as r:
-                if r.status_code != 200:
-                    head = await _head(r)
-                    raise ScrapeFailed("http_status", f"HTTP {r.status_code} from {spec.url}: {head}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in r.aiter_raw():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ScrapeFailed("too_large", f"response exceeds the limit of {max_bytes} bytes")
-                    chunks.append(chunk)
-                data = b"".join(chunks)
-                if r.headers.get("content-encoding", "").lower() == "gzip":
-                    data = decompress(data, DecodeLimits(max_bytes, max_bytes))  # transport gzip, bounded too
+            r = await client.get(spec.url, spec.params, max_bytes)
+        if r.status != 200:
+            head = r.body[:200].decode("utf-8", "replace").strip() or "(empty body)"
+            raise ScrapeFailed("http_status", f"HTTP {r.status} from {spec.url}: {head}")
+        data = r.body
+        if r.headers.get("content-encoding", "").lower() == "gzip":
+            data = decompress(data, DecodeLimits(max_bytes, max_bytes))  # transport gzip, bounded too
     except ScrapeFailed:
         raise
     except TimeoutError:
         raise ScrapeFailed("timeout", f"no complete answer within {spec.timeout_s:g} s") from None
-    except httpx.TimeoutException as exc:
-        raise ScrapeFailed("timeout", f"{type(exc).__name__} after {spec.timeout_s:g} s") from None
-    except httpx.ConnectError as exc:
-        raise _connect_failure(exc) from None
+    except BodyTooLarge:
+        raise ScrapeFailed("too_large", f"response exceeds the limit of {max_bytes} bytes") from None
     except ProfileError as exc:
         raise ScrapeFailed("too_large" if isinstance(exc, ProfileTooLarge) else "malformed", str(exc)) from None
-    except httpx.HTTPError as exc:
-        raise ScrapeFailed("connect", f"{type(exc).__name__}: {exc}") from None
+    except ProtocolError as exc:
+        raise ScrapeFailed("connect", f"bad HTTP response: {exc}") from None
+    except OSError as exc:
+        raise _connect_failure(exc) from None
     return Fetched(data, loop.time() - t0)
 
 
-async def _head(r: httpx.Response) -> str:
-    """The first bytes of an error body, as text: often the reason (404 page not found, …)."""
-    got = b""
-    async for chunk in r.aiter_raw():
-        got += chunk
-        if len(got) >= 200:
-            break
-    return got[:200].decode("utf-8", "replace").strip() or "(empty body)"
-
-
-def _connect_failure(exc: httpx.ConnectError) -> ScrapeFailed:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, socket.gaierror):
-            return ScrapeFailed("dns", f"cannot resolve host: {cause}")
-        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
-            return ScrapeFailed("connection_refused", "connection refused (is the target running and listening?)")
-        cause = cause.__cause__ or cause.__context__
-    text = str(exc)
-    if "Name or service not known" in text or "nodename nor servname" in text or "Temporary failure in name" in text:
-        return ScrapeFailed("dns", f"cannot resolve host: {text}")
-    if "refused" in text.lower():
+def _connect_failure(exc: OSError) -> ScrapeFailed:
+    if isinstance(exc, socket.gaierror):
+        return ScrapeFailed("dns", f"cannot resolve host: {exc}")
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
         return ScrapeFailed("connection_refused", "connection refused (is the target running and listening?)")
-    return ScrapeFailed("connect", f"cannot connect: {text or type(exc).__name__}")
+    if isinstance(exc, ssl.SSLError):
+        return ScrapeFailed("connect", f"TLS: {exc}")
+    return ScrapeFailed("connect", f"cannot connect: {exc or type(exc).__name__}")
 
 
 def prepare(
