@@ -199,3 +199,22 @@ def test_the_same_profile_sent_many_times_at_once(server) -> None:  # type: igno
     assert len({tuple(r.json()["profile_ids"]) for r in goods}) == 1
     assert [r.status_code for r in bads] == [400] * 8
     assert {r.json()["error"] for r in bads} == {"malformed profile: mismatch: sample has 3 values vs. 2 types"}
+
+
+def test_metrics_say_where_an_ingest_spent_its_time(client: TestClient) -> None:
+    """Each stage a pushed profile passes through adds its seconds to /metrics (bench-push reads them)."""
+
+    def stages() -> dict[str, float]:
+        text = client.get("/metrics").text
+        return {
+            line.split('stage="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("profstore_ingest_stage_seconds_total{")
+        }
+
+    before = stages()
+    for i in range(3):
+        assert post(client, gzip.compress(minimal().SerializeToString()), ts=str(1_700_000_000 + i)).status_code == 200
+    after = stages()
+    for stage in ("body", "decode", "digest", "stage", "wait", "assemble", "append", "commit"):
+        assert after.get(stage, 0.0) > before.get(stage, 0.0), (stage, before, after)
