@@ -62,7 +62,10 @@ def create_app(
             settings.data_dir,
             read_timeout_s=settings.query_timeout_s,
             max_batch=settings.write_batch_max,
+            linger_s=settings.write_batch_linger_s,
             observe_batch=observe_batch,
+            checkpoint_idle_bytes=settings.checkpoint_idle_bytes,
+            checkpoint_busy_bytes=settings.checkpoint_busy_bytes,
         )
         metrics.watch(db.writer.depth, db.size_bytes)
         ingestor = Ingestor(db, settings.decode_limits, metrics)

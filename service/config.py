@@ -209,6 +209,23 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A request body must arrive within this time (408 after): slow clients hold nothing."
     )
     write_batch_max: int = Field(256, gt=0, description="Most profiles the writer commits in one transaction.")
+    write_batch_linger_s: float = Field(
+        0.02,
+        ge=0,
+        description="How long the writer waits for more profiles to join a batch, only when its last batch had "
+        "company: concurrent pushers share a commit, a lone client is answered right after its own.",
+    )
+    checkpoint_idle_bytes: int = Field(
+        16 << 20,
+        gt=0,
+        description="Write-ahead log size at which the writer checkpoints between batches when nothing waits.",
+    )
+    checkpoint_busy_bytes: int = Field(
+        64 << 20,
+        gt=0,
+        description="Write-ahead log size at which the writer checkpoints even while profiles wait (it is also "
+        "the most a restart after a crash replays).",
+    )
     compaction_interval_s: float = Field(
         60.0, gt=0, description="How often minute and hour stack rollups are brought up to date."
     )

@@ -62,7 +62,8 @@ def test_errors_from_flags_and_environment_name_them(tmp_path: Path, monkeypatch
         (
             "data_dir: ./d\nkeep_for: 3d\n",
             "2: unknown setting(s) keep_for; known: data_dir, listen, max_compressed_bytes, max_uncompressed_bytes, "
-            "query_timeout_s, max_concurrent_queries, request_body_timeout_s, write_batch_max, compaction_interval_s, max_range_days, scrape_concurrency, max_samples, "
+            "query_timeout_s, max_concurrent_queries, request_body_timeout_s, write_batch_max, write_batch_linger_s, "
+            "checkpoint_idle_bytes, checkpoint_busy_bytes, compaction_interval_s, max_range_days, scrape_concurrency, max_samples, "
             "max_stack_depth, analysis, auth, retention, scrape_configs",
         ),
         (
@@ -135,3 +136,35 @@ def test_example_file_commented_blocks_load_when_uncommented(tmp_path: Path) -> 
         60.0,
         (("inuse_space", "bytes"),),
     )
+
+
+def test_writer_settings_reach_the_writer(tmp_path: Path) -> None:
+    """The checkpoint thresholds decide when the writer folds the WAL into the file: tiny ones after each batch.
+
+    Both are set, since which one applies depends on whether anything waits behind the batch (the
+    app's own startup tasks may).
+    """
+    import gzip
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from tests.pprof.test_decode import minimal
+
+    body = gzip.compress(minimal().SerializeToString())
+    for idle, checkpointed in ((1, True), (1 << 30, False)):
+        app = create_app(
+            Settings(
+                data_dir=tmp_path / f"idle{idle}",
+                checkpoint_idle_bytes=idle,
+                checkpoint_busy_bytes=idle,
+                write_batch_linger_s=0,
+            )
+        )
+        with TestClient(app) as c:
+            r = c.post("/api/v1/ingest", content=body, params={"ts": "1700000000"})
+            assert r.status_code == 200, r.text
+            # The checkpoint follows the acknowledgement; a task on the writer's queue runs after it.
+            app.state.db.writer.call(lambda con: None).result(30)
+            seen = 'profstore_ingest_stage_seconds_total{stage="checkpoint"}' in c.get("/metrics").text
+            assert seen == checkpointed, idle
