@@ -2,7 +2,9 @@
 
 A target is ``unknown`` until its first scrape ends, ``up`` after a scrape that stored a
 profile (or set a delta baseline), ``down`` after one that failed, with the kind and the
-message of the failure and how many failed in a row.
+message of the failure and how many failed in a row. A run that did not happen is counted as
+skipped, with its reason: the previous run still going (``overlap``) or too many scrapes already
+waiting to be stored (``store_backlog``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from dataclasses import dataclass, field, replace
 
 from service.collector.targets import TargetSpec
 
-__all__ = ["HealthBook", "TargetHealth"]
+__all__ = ["SKIP_OVERLAP", "SKIP_STORE_BACKLOG", "HealthBook", "TargetHealth"]
+
+# Why a run was skipped.
+SKIP_OVERLAP = "overlap"  # the previous run of the same target x type was still going
+SKIP_STORE_BACKLOG = "store_backlog"  # the collector's max_pending_stores scrapes were waiting for the writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,9 @@ class TargetHealth:
     consecutive_failures: int = 0
     scrapes: int = 0
     failures: int = 0
-    skipped: int = 0  # runs skipped because the previous one was still going
+    skipped: int = 0  # runs skipped: the previous one was still going, or the store backlog was full
+    skipped_store_backlog: int = 0  # of those, skipped because the store backlog was full
+    last_skip_reason: str | None = None  # overlap | store_backlog
     last_bytes: int = 0
     last_samples: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -62,8 +70,11 @@ class HealthBook:
             scrapes=h.scrapes + 1, failures=h.failures + 1, notes=(),
         ))  # fmt: skip
 
-    def skipped(self, key: str) -> None:
-        self._update(key, lambda h: replace(h, skipped=h.skipped + 1))
+    def skipped(self, key: str, *, reason: str = SKIP_OVERLAP) -> None:
+        backlog = int(reason == SKIP_STORE_BACKLOG)
+        self._update(key, lambda h: replace(
+            h, skipped=h.skipped + 1, skipped_store_backlog=h.skipped_store_backlog + backlog, last_skip_reason=reason,
+        ))  # fmt: skip
 
     def _update(self, key: str, change: Callable[[TargetHealth], TargetHealth]) -> None:
         """``change`` the target's health under the lock; a target dropped meanwhile (by :meth:`sync`) stays dropped."""

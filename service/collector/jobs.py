@@ -3,7 +3,9 @@
 Jobs start at a deterministic offset inside their interval (a hash of the target's key), so a
 thousand targets configured at once do not all fire at second 0, and the offsets survive
 restarts and reloads. Each job allows one instance: a scrape still running when the next is due
-makes that run skip, counted per target. The HTTP side is bounded by a semaphore and by one
+makes that run skip, counted per target. Fetched bytes wait for the writer in a bounded backlog
+(``max_pending_stores``): when the writer falls behind, further runs skip (reason ``store_backlog``)
+instead of piling up bytes in memory. The HTTP side is bounded by a semaphore and by one
 kept-alive client per target (``collector/http.py``); decoding, deltas and the store run in a
 thread pool so the event loop only waits on sockets. Nothing a target does can stop the scheduler: every scrape ends in an outcome
 recorded in the health book.
@@ -31,7 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from service import __version__
 from service.collector.delta import Deltas
-from service.collector.health import HealthBook
+from service.collector.health import SKIP_OVERLAP, SKIP_STORE_BACKLOG, HealthBook
 from service.collector.http import HostClient
 from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
@@ -50,6 +52,12 @@ Sink = Callable[[Envelope, Mapping[str, str], str, str], int]
 
 _SD_CHECK_S = 2.0  # how often file_sd files are checked for changes (a stat per file)
 
+# Scrapes fetched and not yet stored, at most, in total: 4 x the writer's default write_batch_max,
+# i.e. several batches of slack (~3 s of a 1,000-target fleet's 333 scrapes/s) before runs skip.
+# Without a bound a writer that falls behind lets them grow without limit (a contended
+# 1,000-target run reached ~800 MiB RSS).
+DEFAULT_MAX_PENDING_STORES = 1024
+
 
 class Collector:
     def __init__(
@@ -62,7 +70,10 @@ class Collector:
         max_samples: int = 1_000_000,
         max_stack_depth: int = 1024,
         workers: int = 256,
+        max_pending_stores: int = DEFAULT_MAX_PENDING_STORES,
     ) -> None:
+        if max_pending_stores < 1:
+            raise ValueError(f"max_pending_stores must be >= 1, got {max_pending_stores}")
         self._sink = sink
         self._limits = limits
         self._metrics = metrics
@@ -74,6 +85,10 @@ class Collector:
         # capped batches at 128 profiles and a 1,000-target fleet at ~210 scrapes/s stored of 333 due,
         # 256 = the writer's default write_batch_max gave ~270 on the same shared 2 cores).
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="profstore-scrape")
+        # Counted on the event loop only (taken in _run, given back when _store_later ends), so no lock.
+        self._max_pending = max_pending_stores
+        self._pending = 0
+        self._backlogged = False  # logged once per episode, not per skipped run
         self.health = HealthBook()
         self.deltas = Deltas()
         self._specs: dict[str, TargetSpec] = {}
@@ -223,15 +238,42 @@ class Collector:
         job = self._scheduler.get_job(key) if self._scheduler.running else None
         return job.next_run_time if job else None
 
+    @property
+    def pending_stores(self) -> int:
+        """Scrapes fetched and not yet stored (waiting for their target's turn, a thread or the writer)."""
+        return self._pending
+
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         spec = self._specs.get(event.job_id)
         if spec is not None:
             self._skipped(spec)
 
-    def _skipped(self, spec: TargetSpec) -> None:
-        self.health.skipped(spec.key)
+    def _skipped(self, spec: TargetSpec, reason: str = SKIP_OVERLAP) -> None:
+        self.health.skipped(spec.key, reason=reason)
         self._metrics.scrapes_skipped.labels(spec.job, spec.profile).inc()
-        log.warning("scrape %s skipped: the previous one is still running (or the loop was busy)", spec.key)
+        if reason == SKIP_OVERLAP:
+            log.warning("scrape %s skipped: the previous one is still running (or the loop was busy)", spec.key)
+
+    def _backlog_full(self, spec: TargetSpec) -> bool:
+        """Whether the store backlog is full; if so the run is counted as skipped (``store_backlog``).
+
+        Checked before the fetch (no request, no bytes) and again before its bytes join the
+        backlog (fetches in flight do not count, so that CPU scrapes holding a socket for their
+        ``seconds`` are bounded by ``scrape_concurrency`` only): the backlog never exceeds the bound.
+        """
+        if self._pending < self._max_pending:
+            if self._backlogged:
+                self._backlogged = False
+                log.warning("store backlog below %d again: scrapes are stored again", self._max_pending)
+            return False
+        if not self._backlogged:
+            self._backlogged = True
+            log.warning(
+                "store backlog full: %d scrapes wait for the writer; runs are skipped (reason %s) until it drains",
+                self._pending, SKIP_STORE_BACKLOG,
+            )  # fmt: skip
+        self._skipped(spec, SKIP_STORE_BACKLOG)
+        return True
 
     def _client(self, spec: TargetSpec) -> HostClient:
         target = (spec.url.split("://", 1)[0], spec.instance)
@@ -279,6 +321,8 @@ class Collector:
                 self._skipped(spec)
                 return
             try:
+                if self._backlog_full(spec):
+                    return
                 start = self._starts.get(spec.key)
                 if start is not None:
                     late = max(0.0, (time.time() - start) % spec.interval_s)
@@ -299,7 +343,10 @@ class Collector:
             finally:
                 lock.release()
             self._metrics.scrape_seconds.labels(spec.job, spec.profile).observe(fetched.seconds)
+            if self._backlog_full(spec):  # dropped before decoding: the next run's delta spans both
+                return
             self._busy(+1)
+            self._pending += 1
             self._spawn(self._store_later(spec, fetched.data, at_ns, t0))
         finally:
             self._busy(-1)
@@ -324,6 +371,7 @@ class Collector:
                 size=len(data), samples=samples, notes=notes,
             )  # fmt: skip
         finally:
+            self._pending -= 1
             self._busy(-1)
 
     def _failed(self, spec: TargetSpec, at_ns: int, seconds: float, kind: str, message: str) -> None:
