@@ -84,6 +84,7 @@ def create_app(
             limits=settings.decode_limits,
             metrics=metrics,
             concurrency=settings.scrape_concurrency,
+            max_pending_stores=settings.scrape_max_pending_stores,
             max_samples=settings.max_samples,
             max_stack_depth=settings.max_stack_depth,
         )

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
     scrape_concurrency: int = Field(
         1000, gt=0, description="Most scrapes (sockets) open at once; a CPU scrape holds one for its `seconds`."
     )
+    scrape_max_pending_stores: int = Field(
+        1024,
+        gt=0,
+        description="Most scraped profiles waiting to be stored; past it, runs are skipped (reason store_backlog) "
+        "until the writer catches up, so a slow disk bounds memory instead of growing it.",
+    )
     max_samples: int = Field(
         1_000_000, gt=0, description="A scraped profile with more samples is refused (error kind too_large)."
     )

@@ -49,7 +49,8 @@ class Metrics:
         )  # fmt: skip
         self.scrapes_skipped = Counter(
             "profstore_scrapes_skipped",
-            "Scrapes not started because the previous one of the same target and type was still running.",
+            "Scrapes not made: the previous one of the same target and type was still running, or "
+            "scrape_max_pending_stores scraped profiles were already waiting for the writer.",
             ["job", "profile"],
             registry=r,
         )
