@@ -66,17 +66,18 @@ def _wait_for_port_file(proc: subprocess.Popen[bytes], port_file: Path, log: Pat
     raise RuntimeError(f"gotarget wrote no port file within the deadline: {log.read_text()[-2000:]}")
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float, what: str = "gotarget") -> None:
+    """Wait until ``url``/healthz answers 200; a process that exits or never answers is an error with its log."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gotarget exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"gotarget /healthz never answered 200: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{what} /healthz never answered 200: {log.read_text()[-2000:]}")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -47,7 +47,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from bench.gotarget import stop_process
+from bench.gotarget import stop_process, wait_healthy
 from service.pprof import profile_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,17 +109,7 @@ class Server:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=dict(os.environ, PYTHONUNBUFFERED="1", **env)
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"profstore serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"profstore serve did not become healthy: {self.log.read_text()[-2000:]}")
+        wait_healthy(self.proc, self.url, self.log, time.monotonic() + 60, "profstore serve")
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
