@@ -31,6 +31,7 @@ from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.reads import list_series
 from service.store.source import DuckDBSource
+from service.store.workers import Workers
 from service.types import DEFAULT_TENANT, TimeRange
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"  # the repository's own: the fleet's bases
@@ -49,12 +50,23 @@ def floor(blobs: list[bytes]) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
-def ingest(db: Database, items: list[tuple[bytes, dict[str, str], str | None]], threads: int) -> float:
-    ing = Ingestor(db)
-    t = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name=it[2]), items))
-    return time.perf_counter() - t
+def ingest(
+    db: Database, items: list[tuple[bytes, dict[str, str], str | None]], threads: int, workers: int = 0
+) -> float:
+    """Seconds to ingest ``items`` from ``threads`` clients, staged in-process or by ``workers`` ingest workers."""
+    pool_of = Workers(workers) if workers else None
+    if pool_of is not None:
+        pool_of.start()
+        while not pool_of.ready:
+            time.sleep(0.05)
+    ing = Ingestor(db, workers=pool_of)
+    try:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name=it[2]), items))
+        return time.perf_counter() - t
+    finally:
+        ing.close()
 
 
 def row(cells: list[str]) -> str:
@@ -66,6 +78,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=100)
     ap.add_argument("--scrapes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=256, help="concurrent ingest clients (the writer batches them)")
+    ap.add_argument("--workers", type=int, default=2, help="ingest workers of the second fleet run (0: skip it)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="profstore-bench-"))
     out: list[str] = []
@@ -95,15 +108,17 @@ def main() -> None:
         blobs = [p.data for p in fleet]
         f_floor, f_samples = floor(blobs)
         db = Database(work / "fleet")
-        f_ing = ingest(
-            db,
-            [
-                (p.data, {"service_name": f"svc-{p.target % 10}", "instance": f"host-{p.target}:6060"}, p.name)
-                for p in fleet
-            ],
-            args.threads,
-        )
+        fleet_items = [
+            (p.data, {"service_name": f"svc-{p.target % 10}", "instance": f"host-{p.target}:6060"}, p.name)
+            for p in fleet
+        ]
+        f_ing = ingest(db, fleet_items, args.threads)
         db.close()
+        w_ing = float("nan")
+        if args.workers:  # the same fleet into a fresh store, staged by ingest worker processes
+            db = Database(work / "fleet-workers")
+            w_ing = ingest(db, fleet_items, args.threads, args.workers)
+            db.close()
         db_bytes = (work / "fleet" / "profstore.duckdb").stat().st_size
         raw_bytes = sum(len(b) for b in blobs)
         db = Database(work / "fleet")
@@ -147,6 +162,11 @@ def main() -> None:
         for label, n, s, floor_s, ing_s in (
             ("ingest, corpus", len(corpus), c_samples, c_floor, c_ing),
             ("ingest, fleet", len(fleet), f_samples, f_floor, f_ing),
+            *(
+                [(f"ingest, fleet, {args.workers} ingest workers", len(fleet), f_samples, f_floor, w_ing)]
+                if args.workers
+                else []
+            ),
         ):
             out.append(
                 row(

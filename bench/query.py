@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,11 @@ from fastapi.testclient import TestClient
 from bench.fleet import BASES, variants, varint
 from service.app import create_app
 from service.config import Settings
-from service.pprof.decode import decompress, envelope
+from service.pprof.decode import Envelope, decompress, envelope
 from service.store.digest import prepare
 from service.store.ids import KnownIds
 from service.store.normalize import Meta, Normalized, profile_ids_of, profile_types_of, series_id_of
+from service.store.records import encode_record
 from service.store.stack_rollups import compact
 from service.store.staging import Staged, stage
 from service.store.writer import Pending
@@ -49,7 +50,7 @@ CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 TYPES = {"process_cpu": [0, 1, 2, 3, 4], "memory": [5], "goroutine": [6]}  # indexes into bench.fleet.BASES
 
 
-def _templates(rng: np.random.Generator) -> list[list[tuple[Pending, bytes]]]:
+def _templates(rng: np.random.Generator) -> list[list[tuple[Template, bytes]]]:
     """Per base, its variants staged once (with a placeholder series and time) and their raw bytes."""
     out = []
     for (_, name), (_, raws) in zip(BASES, variants(CORPUS, 8, rng), strict=True):
@@ -59,13 +60,21 @@ def _templates(rng: np.random.Generator) -> list[list[tuple[Pending, bytes]]]:
             meta = Meta(DEFAULT_TENANT, {}, name, 0, 0, "bench")
             prepared = prepare(env)
             assert prepared is not None
-            row.append((Pending(env, meta, stage(env, prepared, meta, KnownIds(limit=0))), raw))
+            row.append((Template(env, meta, stage(env, prepared, meta, KnownIds(limit=0))), raw))
         out.append(row)
     return out
 
 
-def _stamp(t: Pending, labels: dict[str, str], ts: int, first: bool) -> Pending:
-    """The template's rows for another series and time (interned rows only the first time)."""
+@dataclass(frozen=True, slots=True)
+class Template:
+    envelope: Envelope
+    meta: Meta
+    staged: Staged
+
+
+def _stamp(t: Template, labels: dict[str, str], ts: int, first: bool) -> Pending:
+    """The template's rows for another series and time (interned rows only the first time), with
+    the journal record that stores them again after a crash."""
     st = t.staged
     assert st is not None
     meta = Meta(DEFAULT_TENANT, labels, t.meta.name, ts, ts, "bench")
@@ -87,7 +96,7 @@ def _stamp(t: Pending, labels: dict[str, str], ts: int, first: bool) -> Pending:
         entities=st.entities if first else None,
         generation=st.generation,
     )
-    return replace(t, meta=meta, staged=staged)
+    return Pending(meta, staged, encode_record([(t.envelope, meta)]))
 
 
 def generate(client: TestClient, services: int, days: float, raw_dir: Path) -> tuple[int, int, float]:

@@ -35,6 +35,7 @@ from service.store.retention import expire
 from service.store.source import DuckDBSources
 from service.store.stack_rollups import compact
 from service.store.staging import warm_up
+from service.store.workers import Workers
 from service.types import now_ns
 
 __all__ = ["create_app"]
@@ -63,12 +64,16 @@ def create_app(
             read_timeout_s=settings.query_timeout_s,
             max_batch=settings.write_batch_max,
             linger_s=settings.write_batch_linger_s,
+            max_unapplied=settings.write_max_pending,
             observe_batch=observe_batch,
             checkpoint_idle_bytes=settings.checkpoint_idle_bytes,
             checkpoint_busy_bytes=settings.checkpoint_busy_bytes,
         )
         metrics.watch(db.writer.depth, db.size_bytes)
-        ingestor = Ingestor(db, settings.decode_limits, metrics)
+        workers = Workers(settings.ingest_workers) if settings.ingest_workers else None
+        if workers is not None:
+            workers.start()
+        ingestor = Ingestor(db, settings.decode_limits, metrics, workers)
         app.state.db = db
         # Every read of stored data above the store goes through this: the query layer's ProfileSource
         # per request. Annotated so that mypy checks the DuckDB backend against the Protocol.
@@ -157,6 +162,7 @@ def create_app(
                     await task
             await collector.stop()
             analyzer.close()
+            ingestor.close()
             db.close()  # the writer drains its queue and commits before the file closes
 
     app = FastAPI(

@@ -13,6 +13,7 @@ named by the flag or variable instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -214,6 +215,18 @@ class Settings(BaseSettings):
         ge=0,
         description="How long the writer waits for more profiles to join a batch, only when its last batch had "
         "company: concurrent pushers share a commit, a lone client is answered right after its own.",
+    )
+    write_max_pending: int = Field(
+        2048,
+        gt=0,
+        description="Most acknowledged profiles waiting in the journal for their DuckDB commit; past it, new "
+        "pushes wait for the writer (memory stays bounded when the disk is slower than the clients).",
+    )
+    ingest_workers: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        ge=0,
+        description="Processes that decode and stage pushed pprof bodies outside the server's interpreter lock "
+        "(default: one per core, at most 4); 0 = in the serving process.",
     )
     checkpoint_idle_bytes: int = Field(
         16 << 20,

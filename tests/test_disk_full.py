@@ -97,7 +97,9 @@ def _run(tmp_path: Path, corpus: Path, target: str) -> None:
             assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
         assert len(failures) == 3, "the disk never filled"
         assert all("File too large" in f or "database unavailable" in f for f in failures), failures
-        assert acked <= _stored(srv.url)
+        # Reads go on. The last pushes acknowledged before the log filled may be only in the journal
+        # until space returns: they are checked below.
+        _stored(srv.url)
         # The scrapes (every second) meet the full disk too: the target says why it failed.
         errors: list[str] = []
         for _ in range(40):

@@ -1,14 +1,18 @@
-"""The database object: one DuckDB connection per process, one writer thread, cursors for reads.
+"""The database object: one DuckDB connection per process, the writer and its journal, cursors for reads.
 
 A DuckDB file admits one process, so collector, writer and API share this object. Reads take
 their own cursor (``read()``), which never blocks ingestion, and run under a time limit:
-a watchdog calls ``interrupt()`` on the cursor and the read raises ``QueryTimeout``.
+a watchdog calls ``interrupt()`` on the cursor and the read raises ``QueryTimeout``. A read
+first lets the writer commit what was acknowledged before it (``Writer.settle``), so a client
+reads its own pushes. Pushes are durable in ``journal/`` beside the database file from their
+acknowledgement until DuckDB has them; what a crash left there is committed at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +23,7 @@ import duckdb
 from service.errors import QueryTimeout, StoreError
 from service.store import migrate
 from service.store.ids import KnownIds
+from service.store.journal import Journal
 from service.store.writer import Writer
 
 if importlib.util.find_spec("pandas") is None:
@@ -29,7 +34,14 @@ if importlib.util.find_spec("pandas") is None:
 
 __all__ = ["Database"]
 
+log = logging.getLogger(__name__)
+
 DB_FILE = "profstore.duckdb"
+JOURNAL_DIR = "journal"
+# How long a read waits for the writer to commit what was acknowledged before it. Normally one
+# batch (milliseconds); the bound only matters when DuckDB is slow, and then a read answers
+# with what is committed rather than wait for the rest.
+SETTLE_S = 10.0
 # DuckDB checkpoints by itself inside the COMMIT that takes the WAL past this (16 MiB by default),
 # while that batch's callers wait. The writer checkpoints between batches instead (Writer's
 # checkpoint_idle_bytes / checkpoint_busy_bytes); DuckDB's own stays as a backstop far above them.
@@ -44,6 +56,7 @@ class Database:
         read_timeout_s: float = 30.0,
         max_batch: int = 256,
         linger_s: float = 0.02,
+        max_unapplied: int = 2048,
         observe_batch: Callable[[float, int], None] | None = None,
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
@@ -54,17 +67,28 @@ class Database:
         self._con = self._connect()
         self.read_timeout_s = read_timeout_s
         self.known = KnownIds()
+        journal = Journal(data_dir / JOURNAL_DIR)
+        left = journal.recover()
         self.writer = Writer(
             self._con.cursor(),
             self.known,
+            journal,
             max_batch=max_batch,
             max_wait_s=linger_s,
+            max_unapplied=max_unapplied,
             observe=observe_batch,
             reopen=self._reopen,
             wal=self.path.with_name(self.path.name + ".wal"),
             checkpoint_idle_bytes=checkpoint_idle_bytes,
             checkpoint_busy_bytes=checkpoint_busy_bytes,
         )
+        if left:
+            try:
+                replayed = self.writer.replay(left)
+            except StoreError:
+                self.close()  # the journal stays as it is
+                raise
+            log.warning("committing %d pushes the journal kept from the last run", replayed)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -89,7 +113,9 @@ class Database:
 
     @contextlib.contextmanager
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor for one request; interrupted (→ ``QueryTimeout``) when it runs too long."""
+        """A cursor for one request, after what was acknowledged before it is committed; interrupted
+        (→ ``QueryTimeout``) when it runs too long."""
+        self.writer.settle(SETTLE_S)
         try:
             cur = self._con.cursor()
         except duckdb.Error as exc:  # closed a moment ago by a reopen

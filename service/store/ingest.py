@@ -16,17 +16,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from service.errors import InvalidRequest
 from service.metrics import Metrics
 from service.pprof.decode import Envelope, read
 from service.store.db import Database
-from service.store.digest import prepare
-from service.store.normalize import Meta, infer_name, profile_ids_of, profile_types_of
-from service.store.staging import stage
+from service.store.normalize import profile_ids_of
+from service.store.records import decode as decode_record
+from service.store.records import encode_record
+from service.store.staging import StagedPart, stage_profile, with_entities
+from service.store.workers import Workers
 from service.store.writer import Pending
-from service.types import DEFAULT_TENANT, DecodeLimits, now_ns
+from service.types import DEFAULT_TENANT, DecodeLimits
 
 __all__ = ["IngestResult", "Ingestor"]
 
@@ -40,28 +41,18 @@ class IngestResult:
     duplicate: bool
 
 
-# Series label limits, Pyroscope's defaults (validation.Limits): a series is its labels, and
-# every query lists them, so unbounded ones would make one push cost every later read.
-MAX_LABEL_NAMES = 30
-MAX_LABEL_NAME_LENGTH = 1024
-MAX_LABEL_VALUE_LENGTH = 2048
-
-
-def check_labels(labels: Mapping[str, str]) -> None:
-    if len(labels) > MAX_LABEL_NAMES:
-        raise InvalidRequest(f"series has {len(labels)} labels; at most {MAX_LABEL_NAMES} are allowed")
-    for k, v in labels.items():
-        if len(k) > MAX_LABEL_NAME_LENGTH:
-            raise InvalidRequest(f"label name {k[:64]!r}... is {len(k)} characters; at most {MAX_LABEL_NAME_LENGTH}")
-        if len(v) > MAX_LABEL_VALUE_LENGTH:
-            raise InvalidRequest(f"value of label {k[:64]!r} is {len(v)} characters; at most {MAX_LABEL_VALUE_LENGTH}")
-
-
 class Ingestor:
-    def __init__(self, db: Database, limits: DecodeLimits | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        limits: DecodeLimits | None = None,
+        metrics: Metrics | None = None,
+        workers: Workers | None = None,
+    ) -> None:
         self.db = db
         self.limits = limits or DecodeLimits()
         self.metrics = metrics
+        self.workers = workers  # pushed pprof bodies are staged there when set
         # At most one decoding thread per core: more would only queue for the GIL in front of
         # the writer thread, which is the one that must not wait.
         self._decoding = threading.BoundedSemaphore(os.cpu_count() or 1)
@@ -90,9 +81,28 @@ class Ingestor:
         tenant: str = DEFAULT_TENANT,
         source: str = "push",
     ) -> IngestResult:
-        """Store gzipped or raw pprof bytes (a push)."""
-        env = self.read(data)
-        return self.store(env, labels=labels, name=name, ts=ts, tenant=tenant, source=source, size=len(data))
+        """Store gzipped or raw pprof bytes (a push): staged by an ingest worker when there are any."""
+        if self.workers is None or not self.workers.ready:
+            env = self.read(data)
+            return self.store(env, labels=labels, name=name, ts=ts, tenant=tenant, source=source, size=len(data))
+        t = time.perf_counter()
+        ready = self.workers.prepare(data, self.limits, labels, name, ts, tenant, source)
+        self._observe("worker", time.perf_counter() - t)
+        for stage, seconds in (
+            ("decode", ready.decode_s),
+            ("digest", ready.part.digest_s),
+            ("stage", ready.part.stage_s),
+            ("record", ready.record_s),
+        ):
+            self._observe(stage, seconds)
+        part = ready.part
+        staged = with_entities(part.staged, lambda: decode_record(ready.record)[0][0], self.db.known)
+        return self._submit([replace(part, staged=staged)], ready.record, source, [len(data)])[0]
+
+    def close(self) -> None:
+        """Stop the ingest workers (the database is closed by its owner)."""
+        if self.workers is not None:
+            self.workers.close()
 
     def store(
         self,
@@ -117,42 +127,38 @@ class Ingestor:
         source: str = "push",
         size: int | None = None,
     ) -> list[IngestResult]:
-        """Store profiles (env, series labels, time) in one transaction: the parts a push was split
-        into by sample labels are all stored, or none (a crash never leaves half a push)."""
-        pending: list[tuple[Pending, list[str]]] = []
-        for env, labels, ts in parts:
-            check_labels(labels)
-            with self._decoding:
-                h = env.header
-                if not h.sample_types:
-                    raise InvalidRequest("profile has no sample types; nothing to store")
-                named = name or infer_name(h.sample_types, h.period_type)
-                types = [str(pt) for pt in profile_types_of(h, named)]
-                when = ts if ts is not None else (h.time_nanos or now_ns())
-                meta = Meta(tenant, dict(labels), named, when, env.content_hash, source)
-                t0 = time.perf_counter()
-                prepared = prepare(env)
-                t1 = time.perf_counter()
-                staged = stage(env, prepared, meta, self.db.known)
-                self._observe("digest", t1 - t0)
-                self._observe("stage", time.perf_counter() - t1)
-                pending.append((Pending(env, meta, staged), types))
+        """Store profiles (env, series labels, time) together: the parts a push was split into by
+        sample labels are all stored, or none (a crash never leaves half a push)."""
+        with self._decoding:
+            staged = [
+                stage_profile(env, labels, ts, name=name, tenant=tenant, source=source, known=self.db.known)
+                for env, labels, ts in parts
+            ]
+            t = time.perf_counter()
+            record = encode_record([(env, p.meta) for (env, _, _), p in zip(parts, staged, strict=True)])
+        self._observe("record", time.perf_counter() - t)
+        for p in staged:
+            self._observe("digest", p.digest_s)
+            self._observe("stage", p.stage_s)
+        sizes = [env.size if size is None else size // len(parts) for env, _, _ in parts]
+        return self._submit(staged, record, source, sizes)
+
+    def _submit(self, staged: list[StagedPart], record: bytes, source: str, sizes: list[int]) -> list[IngestResult]:
         t = time.perf_counter()
-        futures = self.db.writer.submit_together([p for p, _ in pending])
-        results = [fut.result() for fut in futures]
+        pending = [Pending(p.meta, p.staged, record, i) for i, p in enumerate(staged)]
+        results = [fut.result() for fut in self.db.writer.submit_together(pending)]
         self._observe("wait", time.perf_counter() - t)
         out = []
-        for (p, types), result in zip(pending, results, strict=True):
+        for p, result, raw in zip(staged, results, sizes, strict=True):
             item = result.item
             if self.metrics is not None and item is not None:
                 self.metrics.ingested_profiles.labels(source).inc()
-                raw = p.envelope.size if size is None else size // len(parts)
                 self.metrics.ingested_bytes.labels(source).inc(raw)
                 self.metrics.ingested_samples.labels(source).inc(item.sample_rows)
             out.append(
                 IngestResult(
-                    profile_ids=item.profile_ids if item else profile_ids_of(p.meta.group_id, len(types)),
-                    series=types,
+                    profile_ids=item.profile_ids if item else profile_ids_of(p.meta.group_id, len(p.types)),
+                    series=p.types,
                     samples=item.sample_rows if item else 0,
                     ts=p.meta.ts,
                     duplicate=result.duplicate,

@@ -13,8 +13,9 @@ two equal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -32,15 +33,16 @@ from service.store.normalize import (
     Rows,
     entity_tables,
     header_rows,
+    infer_name,
     merge_digests,
     profile_ids_of,
     profile_types_of,
     series_id_of,
 )
 from service.store.tables import PROFILES, SERIES, rollup_table, samples_table
-from service.types import I64, U64
+from service.types import I64, U64, now_ns
 
-__all__ = ["Staged", "assemble", "stage", "warm_up"]
+__all__ = ["Staged", "assemble", "stage", "warm_up", "with_entities"]
 
 
 # Interned table → (KnownIds kind, id column, whether the id is stored as an 8-byte BLOB).
@@ -65,11 +67,18 @@ class Staged:
     profiles: list[dict[str, object]]
     entities: dict[str, pa.Table] | None  # interned rows not known to be committed when staged
     generation: int  # of the KnownIds consulted; the writer restages rows older than a retention run
+    # The ids of its stacks, locations, functions, mappings and label sets: what "known to be
+    # committed?" is asked of (see :func:`with_entities`).
+    entity_ids: tuple[U64, ...] = ()
 
 
-def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds) -> Staged:
-    """Build the rows of one validated, digested profile (in the ingest thread)."""
-    generation = known.generation  # read before the ids are looked up, so a clear in between is noticed
+def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds | None) -> Staged:
+    """Build the rows of one validated, digested profile (in the ingest thread or an ingest worker).
+
+    An ingest worker does not know what is committed (``known`` None): its rows come without
+    the interned ones, which the serving process adds (:func:`with_entities`).
+    """
+    generation = known.generation if known is not None else -1  # read before the ids are looked up
     h, d, ids = env.header, prepared.digest, prepared.ids
     pts = profile_types_of(h, meta.name)
     if not pts:
@@ -81,8 +90,10 @@ def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds) -> Sta
     samples, rollup = sc[:6], sc[6:]
     series, profiles = header_rows(h, meta, pts, sids, pids, d.totals, int(d.rep.size), d.scale, d.alias)
 
+    labelsets = ids.labelset[d.rep]
+    entity_ids = (d.st_ids, ids.location, ids.function, ids.mapping, labelsets[labelsets != 0])
     entities = None
-    if _has_unknown(prepared, ids.labelset[d.rep], known):
+    if known is not None and _has_unknown(entity_ids, known):
         entities, _ = entity_tables(merge_digests([env], [prepared]), known)
     return Staged(
         item=Normalized(group, pids, [str(pt) for pt in pts], int(samples[0].size)),
@@ -93,7 +104,75 @@ def stage(env: Envelope, prepared: Prepared, meta: Meta, known: KnownIds) -> Sta
         profiles=profiles,
         entities=entities,
         generation=generation,
+        entity_ids=entity_ids,
     )
+
+
+def with_entities(staged: Staged, envelope: Callable[[], Envelope], known: KnownIds) -> Staged:
+    """Rows an ingest worker staged, completed in the serving process: the interned rows not known
+    to be committed (in a steady fleet none, so ``envelope`` is rarely asked for) and the generation."""
+    generation = known.generation
+    entities = None
+    if _has_unknown(staged.entity_ids, known):
+        env = envelope()
+        prepared = digest.prepare(env)
+        entities, _ = entity_tables(merge_digests([env], [prepared]), known)
+    return replace(staged, entities=entities, generation=generation)
+
+
+# Series label limits, Pyroscope's defaults (validation.Limits): a series is its labels, and
+# every query lists them, so unbounded ones would make one push cost every later read.
+MAX_LABEL_NAMES = 30
+MAX_LABEL_NAME_LENGTH = 1024
+MAX_LABEL_VALUE_LENGTH = 2048
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    if len(labels) > MAX_LABEL_NAMES:
+        raise InvalidRequest(f"series has {len(labels)} labels; at most {MAX_LABEL_NAMES} are allowed")
+    for k, v in labels.items():
+        if len(k) > MAX_LABEL_NAME_LENGTH:
+            raise InvalidRequest(f"label name {k[:64]!r}... is {len(k)} characters; at most {MAX_LABEL_NAME_LENGTH}")
+        if len(v) > MAX_LABEL_VALUE_LENGTH:
+            raise InvalidRequest(f"value of label {k[:64]!r} is {len(v)} characters; at most {MAX_LABEL_VALUE_LENGTH}")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedPart:
+    """One profile of a push, ready for the writer: what it is stored as, its rows, and what that cost."""
+
+    meta: Meta
+    staged: Staged
+    types: list[str]
+    digest_s: float
+    stage_s: float
+
+
+def stage_profile(
+    env: Envelope,
+    labels: Mapping[str, str],
+    ts: int | None,
+    *,
+    name: str | None,
+    tenant: str,
+    source: str,
+    known: KnownIds | None,
+) -> StagedPart:
+    """Name, time, validate, hash and stage one decoded profile: everything per profile before the
+    writer, the same in a request thread (``known``: the writer's) and in an ingest worker (None)."""
+    check_labels(labels)
+    h = env.header
+    if not h.sample_types:
+        raise InvalidRequest("profile has no sample types; nothing to store")
+    named = name or infer_name(h.sample_types, h.period_type)
+    types = [str(pt) for pt in profile_types_of(h, named)]
+    when = ts if ts is not None else (h.time_nanos or now_ns())
+    meta = Meta(tenant, dict(labels), named, when, env.content_hash, source)
+    t0 = time.perf_counter()
+    prepared = digest.prepare(env)
+    t1 = time.perf_counter()
+    staged = stage(env, prepared, meta, known)
+    return StagedPart(meta, staged, types, t1 - t0, time.perf_counter() - t1)
 
 
 @jit
@@ -156,18 +235,9 @@ def _facts(values, scale, alias, stack, labelset, r_fn, r_flat, r_cum, sids):  #
     return s_type, s_series, s_stack, s_ls, s_value, s_scale, r_type, r_series, r_fid, r_fl, r_cu, r_scale
 
 
-def _has_unknown(prepared: Prepared, labelsets: U64, known: KnownIds) -> bool:
-    ids, d = prepared.ids, prepared.digest
-    for kind, arr in (
-        ("stack", d.st_ids),
-        ("location", ids.location),
-        ("function", ids.function),
-        ("mapping", ids.mapping),
-        ("labelset", labelsets[labelsets != 0]),
-    ):
-        if known.unknown(kind, arr).any():
-            return True
-    return False
+def _has_unknown(entity_ids: tuple[U64, ...], known: KnownIds) -> bool:
+    kinds = ("stack", "location", "function", "mapping", "labelset")
+    return any(known.unknown(kind, arr).any() for kind, arr in zip(kinds, entity_ids, strict=True))
 
 
 def _cat(parts: list[tuple[npt.NDArray[np.generic], ...]], width: int) -> tuple[npt.NDArray[np.generic], ...]:

@@ -1,16 +1,27 @@
-"""The one thread that writes: batches of profiles, one transaction each.
+"""The writer: a push is acknowledged once it is in the journal; DuckDB gets it in large batches.
 
 DuckDB allows one writer per file, and a profile must become visible all at once (samples,
-stacks, symbols, rollups) or not at all, also when the process is killed mid-batch. So every
-write goes through this thread: it drains the queue into a batch, drops profiles already stored
-(same ``group_id``), assembles the rows of the rest, appends each table as one Arrow relation
-inside a single transaction, commits, and only then acknowledges the callers.
+stacks, symbols, rollups) or not at all, also when the process is killed mid-batch. A DuckDB
+transaction costs 10-20 ms of CPU whatever its size, so two threads split the work:
 
-Being the one serial step, it does as little as possible: profiles arrive with their rows built
-by the ingest threads (:mod:`service.store.staging`), so a batch is a concatenation. Rows are
-built again here only when they went stale (retention cleared the known ids after they were
-staged) or when a batch failed and its profiles are stored one by one; a profile that fails then
-is answered with its own error, and the others of its batch are stored.
+- the **journal thread** takes whatever was submitted since its last round, answers copies of
+  stored or accepted profiles as duplicates, appends the rest to the :class:`Journal` with one
+  sync, and acknowledges them: that is the durable point (a SIGKILL after it loses nothing;
+  :meth:`Writer.replay` commits what a crash left);
+- the **writer thread** commits accepted pushes to DuckDB, as many per transaction as have
+  accumulated (up to ``max_batch`` profiles), then tells the journal they may be forgotten.
+
+Reads call :meth:`Writer.settle` first, so a client that pushed and then queries sees its
+profile: an accepted profile becomes visible within one commit. When DuckDB cannot be written (a
+full disk), accepted profiles stay in memory and in the journal and are retried until the write
+succeeds; new pushes are refused with the reason until then, so the backlog cannot grow.
+
+Being the one serial step, the writer thread does as little as possible: profiles arrive with
+their rows built by the ingest threads (:mod:`service.store.staging`), so a batch is a
+concatenation. Rows are built again here only when they went stale (retention cleared the known
+ids after they were staged) or came from the journal after a restart. A push that fails in
+DuckDB after its acknowledgement (never bad input: that is refused before) is retried alone;
+if it fails alone it is written out as a pprof file (:func:`service.store.records.reject`).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -33,7 +44,9 @@ import pyarrow.compute as pc
 
 from service.errors import ProfstoreError, StoreError
 from service.pprof.decode import Envelope, decode_batch
+from service.store import records
 from service.store.ids import KnownIds, RecentGroups
+from service.store.journal import Journal
 from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 from service.store.series_index import insert_series
 from service.store.staging import Staged, assemble
@@ -55,9 +68,17 @@ _FACTS = ("profiles", "samples", "function_rollup")
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    envelope: Envelope
+    """A profile on its way to DuckDB: what it is stored as, its rows, and its push's journal record."""
+
     meta: Meta
-    staged: Staged | None = None  # its rows, built in the caller's thread when its columns were decoded there
+    staged: Staged | None  # its rows, built in the ingest thread or process; None: built by the writer
+    record: bytes  # the journal record of its push (every part of the push shares it)
+    part: int = 0  # its place in that record
+
+    def envelope(self) -> Envelope:
+        """The decoded profile, read back from its record: only when rows are built again (a replay,
+        rows staged before retention cleared the known ids) or the profile is kept as a file."""
+        return records.decode(self.record)[self.part][0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +95,36 @@ class WriteResult:
     duplicate: bool
 
 
-# Profiles to commit together, and how to build their rows (inside the commit's try: a batch
-# whose rows cannot be built is retried one profile at a time like one that cannot commit).
-Job = tuple[Callable[[], Rows], list[tuple[Pending, Future[WriteResult]]]]
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """One acknowledged push (its profiles commit together) and the journal segment of its record."""
+
+    profiles: list[Pending]
+    segment: int
+
+
+# While DuckDB cannot be written, the writer retries every RETRY_S, or at once when a push
+# arrives; that push waits up to RETRY_WAIT_S for the outcome, then is refused with the reason.
+RETRY_S = 0.5
+RETRY_WAIT_S = 2.0
+
+# Errors of a write that say nothing about its profiles: the write is retried until it succeeds.
+# (A full disk fails a COMMIT with a TransactionException "Failed to commit: Could not write file".)
+_WANT_OF_SPACE = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.TransactionException, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A push waiting for the journal thread: its profiles with their callers' futures, and its record."""
+
+    items: list[tuple[Pending, Future[WriteResult]]]
+    record: bytes
 
 
 class Writer:
-    """One thread: collect a batch, drop what is stored or being stored, build the rows, commit.
+    """A journal thread that acknowledges, a writer thread that commits; see the module docstring.
 
-    (A two-thread pipeline — build batch N+1 while batch N commits — measured slower on two
+    (A two-thread commit pipeline — build batch N+1 while batch N commits — measured slower on two
     cores: the extra thread's trips through the GIL cost more than the overlap won.)
     """
 
@@ -90,20 +132,25 @@ class Writer:
         self,
         con: duckdb.DuckDBPyConnection,
         known: KnownIds,
+        journal: Journal,
         *,
         max_batch: int = 256,
         max_wait_s: float = 0.02,
+        max_unapplied: int = 2048,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
         wal: Path | None = None,
+        rejected: Path | None = None,
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         self._con = con
+        self._journal = journal
+        self._rejected = rejected or journal.directory / "rejected"
         # The write-ahead log, checkpointed by this thread between batches (see _maybe_checkpoint):
         # when nothing waits and it passed ``checkpoint_idle_bytes``, or whatever waits past
         # ``checkpoint_busy_bytes``. DuckDB's own automatic checkpoint would run inside a COMMIT,
-        # with that batch's callers waiting for their acknowledgement.
+        # delaying every read that settles on it.
         self._wal = wal
         self._checkpoint_idle = checkpoint_idle_bytes
         self._checkpoint_busy = checkpoint_busy_bytes
@@ -112,6 +159,9 @@ class Writer:
         # again; ``reopen`` does that (replaying the WAL: everything committed is kept).
         self._reopen = reopen
         self._fatal: str | None = None  # why the connection is unusable, until reopened
+        # Why accepted profiles cannot be committed (set by a fatal error, cleared by the next
+        # successful commit): new pushes are refused meanwhile, and reads stop waiting for them.
+        self._failing: str | None = None
         self._observe = observe  # (seconds, profiles) of every batch written, for /metrics
         self._stage: Callable[[str, float], None] = _ignore  # (stage, seconds) of each step, for /metrics
         self._known = known
@@ -123,28 +173,63 @@ class Writer:
         self._stale = True
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._max_unapplied = max_unapplied
         self._last_batch = 0  # profiles of the previous batch: was there company to wait for?
-        self._queue: queue.Queue[list[tuple[Pending, Future[WriteResult]]] | Task | None] = queue.Queue()
-        self._inflight: dict[int, Future[WriteResult]] = {}
-        self._lock = threading.Lock()
+        # Accepted and not yet committed: group_id -> 1. With the counts below and _groups, under _cond.
+        self._pending: dict[int, int] = {}
+        self._accepted = 0  # profiles acknowledged (or replayed) so far
+        self._applied = 0  # of those, committed (or found stored, or rejected); FIFO, so a count suffices
+        self._cond = threading.Condition()
+        self._closing = False
+        self._retry_now = False  # a push is waiting to hear whether DuckDB can be written again
+        self._incoming: queue.Queue[Submission | None] = queue.Queue()
+        self._queue: queue.Queue[Accepted | Task | None] = queue.Queue()
+        self._accepter = threading.Thread(target=self._accept_loop, name="profstore-journal", daemon=True)
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
+        self._accepter.start()
         self._thread.start()
+
+    def replay(self, found: list[tuple[int, bytes]]) -> int:
+        """Commit the journal records a previous run left (before new pushes: call it first).
+
+        Raises a clear error for a record this release cannot read, rather than start without it.
+        """
+        pushes = []
+        for segment, payload in found:
+            try:
+                parts = records.decode(payload)
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot read a journal record in {self._journal.directory} ({exc}); move that directory aside "
+                    "to start without the profiles it holds"
+                ) from exc
+            pushes.append(Accepted([Pending(meta, None, payload, i) for i, (_, meta) in enumerate(parts)], segment))
+        with self._cond:
+            self._accepted += sum(len(a.profiles) for a in pushes)
+        for a in pushes:
+            self._queue.put(a)
+        return len(pushes)
 
     def submit(self, item: Pending) -> Future[WriteResult]:
         return self.submit_together([item])[0]
 
     def submit_together(self, items: list[Pending]) -> list[Future[WriteResult]]:
-        """Profiles committed in one transaction (the parts of one push): all are stored or none."""
+        """Profiles of one push (each with its rows staged): accepted together or refused together.
+
+        They come with their journal record, encoded by the caller (its thread or an ingest
+        worker): the journal thread, which every push waits for, is left the write and the sync.
+        """
         futs: list[Future[WriteResult]] = [Future() for _ in items]
-        if not self._thread.is_alive():
+        if not self._accepter.is_alive():
             for fut in futs:
                 fut.set_exception(StoreError("the writer is stopped"))
             return futs
-        self._queue.put(list(zip(items, futs, strict=True)))
+        assert all(p.record is items[0].record for p in items), "the parts of one push share its record"
+        self._incoming.put(Submission(list(zip(items, futs, strict=True)), items[0].record))
         return futs
 
     def call(self, run: Callable[[duckdb.DuckDBPyConnection], object]) -> Future[object]:
-        """Run ``run(connection)`` in the writer thread, after the profiles submitted before it."""
+        """Run ``run(connection)`` in the writer thread, after the profiles acknowledged before it are committed."""
         task = Task(run, Future())
         if not self._thread.is_alive():
             task.done.set_exception(StoreError("the writer is stopped"))
@@ -152,38 +237,164 @@ class Writer:
             self._queue.put(task)
         return task.done
 
+    def settle(self, timeout_s: float) -> None:
+        """Wait until every profile acknowledged before this call is committed (a read sees its own
+        pushes), at most ``timeout_s``, and not at all while commits are failing."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            target = self._accepted
+            while self._applied < target and self._failing is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return
+                self._cond.wait(left)
+
     def observe_stages(self, observe: Callable[[str, float], None]) -> None:
-        """Report the seconds of each writer step (dedup, assemble, append, commit, checkpoint) to ``observe``."""
+        """Report the seconds of each step (dedup, journal, assemble, append, commit, checkpoint) to ``observe``."""
         self._stage = observe
 
     def depth(self) -> int:
-        """Profiles waiting for the writer."""
-        return self._queue.qsize()
+        """Profiles submitted or acknowledged and not yet committed."""
+        with self._cond:
+            return self._incoming.qsize() + self._accepted - self._applied
 
     def close(self) -> None:
-        """Write everything submitted so far, then stop both threads."""
-        self._queue.put(None)
+        """Commit everything acknowledged so far (unless DuckDB cannot be written: the journal keeps it), then stop."""
+        self._incoming.put(None)
+        self._accepter.join()
         self._thread.join()
+        self._journal.close()
+
+    # The journal thread.
+
+    def _accept_loop(self) -> None:
+        while True:
+            first = self._incoming.get()
+            if first is None:
+                break
+            subs = [first]
+            stop = False
+            while True:  # everything that arrived meanwhile shares one sync
+                try:
+                    nxt = self._incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                subs.append(nxt)
+            try:
+                self._accept(subs)
+            except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
+                log.exception("accepting %d pushes failed", len(subs))
+                _fail([x for sub in subs for x in sub.items], exc)
+            if stop:
+                break
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._queue.put(None)
+
+    def _accept(self, subs: list[Submission]) -> None:
+        with self._cond:  # a backlog DuckDB has not caught up with holds new pushes back
+            while self._accepted - self._applied >= self._max_unapplied and self._failing is None:
+                self._cond.wait(1.0)
+            if self._failing is not None:  # ask the writer to try again now: the disk may have room again
+                self._retry_now = True
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._failing is None, RETRY_WAIT_S)
+            failing = self._failing
+        if failing is not None:
+            _fail([x for sub in subs for x in sub.items], self._unavailable(failing))
+            return
+        t = time.perf_counter()
+        stored = self._stored_or_accepted([p.meta for sub in subs for p, _ in sub.items])
+        seen: set[int] = set()
+        fresh: list[Submission] = []
+        copies: list[Future[WriteResult]] = []
+        for sub in subs:
+            new = []
+            for p, fut in sub.items:
+                g = p.meta.group_id
+                if g in stored or g in seen:
+                    copies.append(fut)
+                else:
+                    seen.add(g)
+                    new.append((p, fut))
+            if len(new) == len(sub.items):
+                fresh.append(sub)
+            elif new:  # part of a push was stored before: the rest gets a record of its own
+                record = records.encode_record([(p.envelope(), p.meta) for p, _ in new])
+                fresh.append(
+                    Submission([(replace(p, record=record, part=i), f) for i, (p, f) in enumerate(new)], record)
+                )
+        t1 = time.perf_counter()
+        self._stage("dedup", t1 - t)
+        if fresh:
+            try:
+                segment = self._journal.append([sub.record for sub in fresh])
+            except OSError as exc:
+                _fail([x for sub in fresh for x in sub.items], StoreError(f"journal write failed: {exc}"))
+                fresh = []
+            else:
+                with self._cond:
+                    for sub in fresh:
+                        for p, _ in sub.items:
+                            self._pending[p.meta.group_id] = 1
+                        self._accepted += len(sub.items)
+                for sub in fresh:  # queued before anyone hears back, so a task called after sees them
+                    self._queue.put(Accepted([p for p, _ in sub.items], segment))
+                for sub in fresh:
+                    for p, fut in sub.items:
+                        assert p.staged is not None, "a submitted profile comes with its rows staged"
+                        fut.set_result(WriteResult(p.staged.item, duplicate=False))
+            finally:
+                self._stage("journal", time.perf_counter() - t1)
+        for fut in copies:
+            fut.set_result(WriteResult(None, duplicate=True))
+
+    def _stored_or_accepted(self, metas: list[Meta]) -> set[int]:
+        """The keys of ``metas`` already accepted (waiting to commit) or stored: from memory above the
+        watermark (:class:`RecentGroups`), from the file below it or while that memory is being rebuilt."""
+        with self._cond:
+            out = {m.group_id for m in metas if m.group_id in self._pending}
+            g = self._groups
+            if self._stale:
+                older = [m for m in metas if m.group_id not in out]
+            else:
+                out |= {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
+                older = [m for m in metas if not g.covers(m.ts) and m.group_id not in out]
+        if older:
+            # A commit moves a key from _pending to the file, never the other way: what was not
+            # pending above and is not in the file now was never accepted.
+            cur = self._con.cursor()
+            try:
+                out |= _select_stored(cur, older)
+            finally:
+                cur.close()
+        return out
+
+    # The writer thread.
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            if self._fatal is not None:
-                self._recover()
             if isinstance(first, Task):
+                if self._fatal is not None:
+                    self._recover()
                 self._task(first)
                 continue
-            batch = list(first)  # a group is never split across batches
-            # Linger for company only when the last batch had some: a lone client (a backfill,
-            # ``profstore ingest``) is answered after its own commit instead of after the linger
-            # too, while concurrent pushers keep batches of the linger's size.
+            batch = [first]  # a push is never split across batches
+            size = len(first.profiles)
+            # Linger for company only when the last batch had some: a lone client's profile is
+            # committed (and visible) at once, while under load batches grow to the linger's size.
             linger = self._max_wait_s if self._last_batch > 1 else 0.0
             deadline = time.monotonic() + linger
             stop = False
             task: Task | None = None
-            while len(batch) < self._max_batch:
+            while size < self._max_batch:
                 try:
                     nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -194,45 +405,122 @@ class Writer:
                 if isinstance(nxt, Task):
                     task = nxt  # after this batch, in submission order
                     break
-                batch.extend(nxt)
-            self._last_batch = len(batch)
+                batch.append(nxt)
+                size += len(nxt.profiles)
+            self._last_batch = size
             t0 = time.monotonic()
-            jobs: list[Job] = []
-            leaders: list[int] = []
-            if self._fatal is not None:
-                _fail(batch, self._unavailable())
-                if task is not None:
-                    self._task(task)
-                if stop:
-                    return
-                continue
-            try:
-                jobs, leaders = self._build(batch)
-            except Exception as exc:  # every failure must reach the callers, typed; the thread lives on
-                log.exception("building the rows of a batch of %d profiles failed", len(batch))
-                _fail(batch, exc)
-            for build, ok in jobs:
-                try:
-                    self._commit(build, ok)
-                except Exception as exc:
-                    log.exception("write of a batch of %d profiles failed", len(ok))
-                    _fail(ok, exc)
-            self._release(leaders)
+            self._apply(batch)
             if self._observe is not None:
-                self._observe(time.monotonic() - t0, len(batch))
+                self._observe(time.monotonic() - t0, size)
             self._maybe_checkpoint()
             if task is not None:
                 self._task(task)
             if stop:
                 return
 
+    def _apply(self, batch: list[Accepted]) -> None:
+        """Commit ``batch``: retried while DuckDB cannot be written, one push at a time if it fails otherwise."""
+        todo = batch
+        while todo:
+            if self._failing is not None and self._closing:
+                return  # the journal keeps them for the next start
+            if self._fatal is not None:
+                self._recover()
+                if self._fatal is not None:
+                    continue
+            try:
+                self._write(todo)
+                self._done(todo)
+                return
+            except Exception as exc:
+                if self._must_wait(exc):
+                    continue
+                if len(todo) > 1:
+                    log.exception("a batch of %d pushes failed; committing them one at a time", len(todo))
+            # One push must not take its batch down with it: each alone, so that only one that
+            # fails by itself is given up on.
+            rest = list(todo)
+            while rest:
+                try:
+                    try:
+                        self._write(rest[:1])
+                    except Exception as exc:
+                        if self._must_wait(exc):
+                            break
+                        self._reject(rest[0], exc)
+                    self._done(rest[:1])
+                except OSError as exc:  # it could not even be kept as a file: wait, as for a full disk
+                    self._must_wait(exc)
+                    break
+                rest.pop(0)
+            todo = rest
+
+    def _must_wait(self, exc: BaseException) -> bool:
+        """Whether a failed write failed for want of a writable database (a full disk, an invalidated
+        instance) rather than for its profiles: then note why, and wait before the retry."""
+        with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
+            self._con.execute("ROLLBACK")
+        fatal = self._note_fatal(exc)
+        if not (fatal or isinstance(exc, _WANT_OF_SPACE) or "Could not write file" in str(exc)):
+            return False
+        why = self._fatal or str(exc).splitlines()[0][:300]
+        if self._failing is None:
+            log.error("cannot write to the database (%s); acknowledged profiles wait in the journal", why)
+        with self._cond:
+            self._failing = why
+            self._cond.notify_all()
+            # A full disk stays full for a while: do not spin on it, but try again at once when a
+            # push comes (it waits RETRY_WAIT_S for the outcome before it is refused).
+            self._cond.wait_for(lambda: self._retry_now or self._closing, RETRY_S)
+            self._retry_now = False
+        return True
+
+    def _reject(self, push: Accepted, exc: BaseException) -> None:
+        """An acknowledged push that fails alone, not for want of space: keep it as files, say so loudly.
+
+        Raises OSError when the files cannot be written; the push is then retried like any write
+        that met a full disk.
+        """
+        for p in push.profiles:
+            path = records.reject(self._rejected, p.envelope(), p.meta, str(exc))
+            log.error("an acknowledged profile could not be stored (%s); kept as %s", exc, path)
+
+    def _done(self, pushes: list[Accepted]) -> None:
+        with self._cond:
+            for a in pushes:
+                for p in a.profiles:
+                    self._pending.pop(p.meta.group_id, None)
+                self._applied += len(a.profiles)
+            self._failing = None
+            self._cond.notify_all()
+        self._journal.applied_all(a.segment for a in pushes)
+
+    def _write(self, pushes: list[Accepted]) -> None:
+        """One transaction for the profiles of ``pushes`` not stored yet (a replayed record may be)."""
+        profiles = [p for a in pushes for p in a.profiles]
+        stored = self._stored_groups([p.meta for p in profiles])
+        todo = [p for p in profiles if p.meta.group_id not in stored]
+        if not todo:
+            return
+        t = time.perf_counter()
+        if all(p.staged is not None and p.staged.generation == self._known.generation for p in todo):
+            rows = assemble([p.staged for p in todo], self._known)  # type: ignore[misc]  # staged: checked
+        else:  # staged before retention cleared the known ids, or read back from the journal
+            decoded, errors = decode_batch([p.envelope() for p in todo])
+            bad = next((e for e in errors if e is not None), None)
+            if bad is not None:
+                raise bad
+            rows = normalize_batch(decoded, [p.meta for p in todo], self._known)
+        self._stage("assemble", time.perf_counter() - t)
+        self._transaction(rows, todo)
+
     def _maybe_checkpoint(self) -> None:
-        """Checkpoint after a batch was acknowledged, not inside the next COMMIT.
+        """Checkpoint after a batch was committed, not inside the next COMMIT.
 
         A checkpoint writes everything the WAL holds into the database file: hundreds of
-        milliseconds once the WAL holds megabytes. Done here, it delays no acknowledgement of the
-        batch just written and, when the queue is empty, none at all. A failure invalidates
-        the instance (a full disk) like any failed write; the writer reopens it before the next.
+        milliseconds once the WAL holds megabytes. Done here, it delays no acknowledgement and,
+        when the queue is empty, no read. A failure invalidates the instance (a full disk) like
+        any failed write; the writer reopens it before the next.
         """
         if self._wal is None or self._fatal is not None:
             return
@@ -258,9 +546,10 @@ class Writer:
         if not task.done.set_running_or_notify_cancel():
             return  # the caller gave up waiting (a shutdown cancels the retention timer's task)
         if self._fatal is not None:
-            task.done.set_exception(self._unavailable())
+            task.done.set_exception(self._unavailable(self._fatal))
             return
-        self._stale = True  # whatever it wrote or deleted, the writer's memory of the file is rebuilt
+        with self._cond:  # whatever it writes or deletes, the memory of the file is rebuilt
+            self._stale = True
         try:
             task.done.set_result(task.run(self._con))
         except Exception as exc:  # the caller gets it, typed; the thread lives on
@@ -282,12 +571,14 @@ class Writer:
             return True
         return False
 
-    def _unavailable(self) -> StoreError:
-        return StoreError(f"database unavailable after a failed write ({self._fatal}); writes resume once it reopens")
+    @staticmethod
+    def _unavailable(why: str) -> StoreError:
+        return StoreError(f"database unavailable after a failed write ({why}); writes resume once it reopens")
 
     def _recover(self) -> None:
         """Open the database again after a fatal error; on failure the next batch or task tries again."""
         if self._reopen is None:
+            time.sleep(0.5)
             return
         try:
             self._con = self._reopen()
@@ -296,108 +587,24 @@ class Writer:
             time.sleep(0.5)  # a queue of writes must not spin on a disk that is still full
             return
         self._known.clear()  # a fresh start: ids are checked against the file again
-        self._stale = True
+        with self._cond:
+            self._stale = True
         self._checkpoint_failed_at = 0
         log.warning("database reopened after: %s", self._fatal)
         self._fatal = None
 
-    def _release(self, groups: list[int]) -> None:
-        with self._lock:
-            for g in groups:
-                self._inflight.pop(g, None)
-
-    def _build(self, batch: list[tuple[Pending, Future[WriteResult]]]) -> tuple[list[Job], list[int]]:
-        """Drop what is stored or being stored; say how to build the rows of the rest."""
-        leaders: list[int] = []
-        rest: list[tuple[Pending, Future[WriteResult]]] = []
-        with self._lock:  # in flight first, then the database: a batch leaves the first only once committed
-            for p, fut in batch:
-                g = p.meta.group_id
-                lead = self._inflight.get(g)
-                if lead is not None:  # the same profile is being written: it shares that outcome
-                    lead.add_done_callback(_follow(fut))
-                else:
-                    self._inflight[g] = fut
-                    leaders.append(g)
-                    rest.append((p, fut))
-        try:
-            return self._rows(rest), leaders
-        except BaseException:
-            self._release(leaders)  # nothing of this batch is in flight any more
-            raise
-
-    def _rows(self, rest: list[tuple[Pending, Future[WriteResult]]]) -> list[Job]:
-        todo: list[tuple[Pending, Future[WriteResult]]] = []
-        stored = self._stored_groups([p.meta for p, _ in rest])
-        for p, fut in rest:
-            if p.meta.group_id in stored:
-                fut.set_result(WriteResult(None, duplicate=True))
-            else:
-                todo.append((p, fut))
-        if not todo:
-            return []
-        if all(p.staged is not None and p.staged.generation == self._known.generation for p, _ in todo):
-            # Rows built in the ingest threads: only the concatenation is left.
-            def fast(ok: list[tuple[Pending, Future[WriteResult]]] = todo) -> Rows:
-                return assemble([p.staged for p, _ in ok], self._known)  # type: ignore[misc]
-
-            return [(fast, todo)]
-        decoded, errors = decode_batch([p.envelope for p, _ in todo])
-        ok = []
-        for (p, fut), err in zip(todo, errors, strict=True):
-            if err is None:
-                ok.append((p, fut))
-            else:
-                fut.set_exception(err)
-        if not ok:
-            return []
-
-        def slow() -> Rows:
-            return normalize_batch(decoded, [p.meta for p, _ in ok], self._known)
-
-        return [(slow, ok)]
-
-    def _commit(self, build: Callable[[], Rows], ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
-        """Build the rows of ``ok`` and commit them as one transaction; if that fails, each profile alone."""
-        try:
-            t = time.perf_counter()
-            rows = build()
-            self._stage("assemble", time.perf_counter() - t)
-            self._transaction(rows, ok)
-        except Exception as exc:
-            if len(ok) == 1 or self._note_fatal(exc):
-                raise
-            # One profile must not take its batch down with it: store each alone, so only the
-            # one that fails gets the error.
-            log.exception("batch of %d profiles failed; storing them one by one", len(ok))
-            for p, fut in ok:
-                try:
-                    one, errs = decode_batch([p.envelope])
-                    if errs[0] is not None:
-                        raise errs[0]
-                    self._transaction(normalize_batch(one, [p.meta], self._known), [(p, fut)])
-                except Exception as exc:
-                    self._note_fatal(exc)
-                    fut.set_exception(exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}"))
-
-    def _transaction(self, rows: Rows, ok: list[tuple[Pending, Future[WriteResult]]]) -> None:
+    def _transaction(self, rows: Rows, todo: list[Pending]) -> None:
         con = self._con
         # The batch's series that may be new: those not known committed (most batches: none).
         series = rows.tables["series"]
         rows.tables["new_series"] = series.filter(pa.array(self._known.unknown("series", _series_ids(series))))
-        try:
-            self._append(con, rows)
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
-                con.execute("ROLLBACK")
-            raise
-        for p, _ in ok:
-            self._groups.add(p.meta.group_id, p.meta.ts)
+        self._append(con, rows)
+        with self._cond:
+            for p in todo:
+                self._groups.add(p.meta.group_id, p.meta.ts)
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
         self._known.add("series", _series_ids(series))
-        for (_, fut), item in zip(ok, rows.items, strict=True):
-            fut.set_result(WriteResult(item, duplicate=False))
 
     def _stored_groups(self, metas: list[Meta]) -> set[int]:
         """The batch's idempotency keys already in ``profiles``: from memory for profiles newer
@@ -410,7 +617,7 @@ class Writer:
             g = self._groups
             out = {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
             older = [m for m in metas if not g.covers(m.ts)]
-            return out | self._select_stored(older) if older else out
+            return out | _select_stored(self._con, older) if older else out
         finally:
             self._stage("dedup", time.perf_counter() - t)
 
@@ -421,28 +628,10 @@ class Writer:
         newest, done = self._con.execute(
             "SELECT (SELECT max(ts) FROM profiles), (SELECT max(done_until) FROM rollup_state)"
         ).fetchone() or (None, None)
-        self._groups.reset(-(2**63) if newest is None else int(newest))
+        with self._cond:
+            self._groups.reset(-(2**63) if newest is None else int(newest))
+            self._stale = False
         self._done_until = None if done is None else int(done)
-        self._stale = False
-
-    def _select_stored(self, metas: list[Meta]) -> set[int]:
-        """The keys of ``metas`` in ``profiles``, asked of the file.
-
-        A key hashes its profile's time, so only rows of the batch's time range can match; the
-        range lets DuckDB skip every row group outside it by its min/max instead of scanning the
-        whole table.
-        """
-        con = self._con
-        con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
-        try:
-            rows = con.execute(
-                "SELECT DISTINCT group_id FROM profiles WHERE ts BETWEEN $lo AND $hi "
-                "AND group_id IN (SELECT group_id FROM _batch_groups)",
-                {"lo": min(m.ts for m in metas), "hi": max(m.ts for m in metas)},
-            ).fetchall()
-        finally:
-            con.unregister("_batch_groups")
-        return {r[0] for r in rows}
 
     def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
         """A batch's statements as one SQL script, then its COMMIT: two calls into DuckDB, so the GIL is taken back twice.
@@ -519,21 +708,27 @@ def _ignore(stage: str, seconds: float) -> None:
     pass
 
 
+def _select_stored(con: duckdb.DuckDBPyConnection, metas: list[Meta]) -> set[int]:
+    """The keys of ``metas`` in ``profiles``, asked of the file.
+
+    A key hashes its profile's time, so only rows of the batch's time range can match; the
+    range lets DuckDB skip every row group outside it by its min/max instead of scanning the
+    whole table.
+    """
+    con.register("_batch_groups", pa.table({"group_id": pa.array([m.group_id for m in metas], pa.uint64())}))
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT group_id FROM profiles WHERE ts BETWEEN $lo AND $hi "
+            "AND group_id IN (SELECT group_id FROM _batch_groups)",
+            {"lo": min(m.ts for m in metas), "hi": max(m.ts for m in metas)},
+        ).fetchall()
+    finally:
+        con.unregister("_batch_groups")
+    return {r[0] for r in rows}
+
+
 def _fail(batch: list[tuple[Pending, Future[WriteResult]]], exc: BaseException) -> None:
     err = exc if isinstance(exc, ProfstoreError) else StoreError(f"write failed: {exc}")
     for _, fut in batch:
         if not fut.done():
             fut.set_exception(err)
-
-
-def _follow(fut: Future[WriteResult]) -> Callable[[Future[WriteResult]], None]:
-    """A copy of a profile being written gets the first one's outcome: stored (as a duplicate) or its error."""
-
-    def done(leader: Future[WriteResult]) -> None:
-        exc = leader.exception()
-        if exc is None:
-            fut.set_result(WriteResult(None, duplicate=True))
-        else:
-            fut.set_exception(exc)
-
-    return done
