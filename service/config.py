@@ -211,10 +211,10 @@ class Settings(BaseSettings):
     )
     write_batch_max: int = Field(256, gt=0, description="Most profiles the writer commits in one transaction.")
     write_batch_linger_s: float = Field(
-        0.02,
+        0.25,
         ge=0,
-        description="How long the writer waits for more profiles to join a batch, only when its last batch had "
-        "company: concurrent pushers share a commit, a lone client is answered right after its own.",
+        description="How long the writer gathers acknowledged profiles before it commits them to DuckDB (unless "
+        "write_batch_max is reached or a read waits for them): a commit costs the same for one profile as for many.",
     )
     write_max_pending: int = Field(
         2048,

@@ -55,7 +55,7 @@ class Database:
         *,
         read_timeout_s: float = 30.0,
         max_batch: int = 256,
-        linger_s: float = 0.02,
+        linger_s: float = 0.25,
         max_unapplied: int = 2048,
         observe_batch: Callable[[float, int], None] | None = None,
         checkpoint_idle_bytes: int = 16 << 20,

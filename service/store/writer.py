@@ -113,6 +113,13 @@ RETRY_WAIT_S = 2.0
 _WANT_OF_SPACE = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.TransactionException, OSError)
 
 
+class _Flush:
+    """Put in the writer's queue by a read waiting for acknowledged profiles: commit what is gathered now."""
+
+
+_FLUSH = _Flush()
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     """A push waiting for the journal thread: its profiles with their callers' futures, and its record."""
@@ -135,7 +142,7 @@ class Writer:
         journal: Journal,
         *,
         max_batch: int = 256,
-        max_wait_s: float = 0.02,
+        max_wait_s: float = 0.25,
         max_unapplied: int = 2048,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
@@ -174,7 +181,6 @@ class Writer:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_unapplied = max_unapplied
-        self._last_batch = 0  # profiles of the previous batch: was there company to wait for?
         # Accepted and not yet committed: group_id -> 1. With the counts below and _groups, under _cond.
         self._pending: dict[int, int] = {}
         self._accepted = 0  # profiles acknowledged (or replayed) so far
@@ -183,7 +189,7 @@ class Writer:
         self._closing = False
         self._retry_now = False  # a push is waiting to hear whether DuckDB can be written again
         self._incoming: queue.Queue[Submission | None] = queue.Queue()
-        self._queue: queue.Queue[Accepted | Task | None] = queue.Queue()
+        self._queue: queue.Queue[Accepted | Task | _Flush | None] = queue.Queue()
         self._accepter = threading.Thread(target=self._accept_loop, name="profstore-journal", daemon=True)
         self._thread = threading.Thread(target=self._run, name="profstore-writer", daemon=True)
         self._accepter.start()
@@ -243,6 +249,8 @@ class Writer:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             target = self._accepted
+            if self._applied < target and self._failing is None:
+                self._queue.put(_FLUSH)  # commit now rather than at the end of the linger
             while self._applied < target and self._failing is None:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
@@ -386,12 +394,14 @@ class Writer:
                     self._recover()
                 self._task(first)
                 continue
+            if isinstance(first, _Flush):
+                continue  # nothing is waiting to be committed
             batch = [first]  # a push is never split across batches
             size = len(first.profiles)
-            # Linger for company only when the last batch had some: a lone client's profile is
-            # committed (and visible) at once, while under load batches grow to the linger's size.
-            linger = self._max_wait_s if self._last_batch > 1 else 0.0
-            deadline = time.monotonic() + linger
+            # Gather for up to the linger: an acknowledgement no longer waits for the commit, and
+            # a transaction costs the same for one profile as for a hundred. A read waiting for
+            # these profiles (settle) cuts the linger short.
+            deadline = time.monotonic() + self._max_wait_s
             stop = False
             task: Task | None = None
             while size < self._max_batch:
@@ -405,9 +415,10 @@ class Writer:
                 if isinstance(nxt, Task):
                     task = nxt  # after this batch, in submission order
                     break
+                if isinstance(nxt, _Flush):
+                    break
                 batch.append(nxt)
                 size += len(nxt.profiles)
-            self._last_batch = size
             t0 = time.monotonic()
             self._apply(batch)
             if self._observe is not None:
