@@ -20,7 +20,7 @@ with a fresh data dir, lets it run for ``--duration`` seconds after it is health
 - profiles stored and the data dir's size;
 - ``--query-clients`` (default 20) clients querying from the second interval on (flame graphs, top, time series,
   catalogue, the Connect querier Grafana calls), each sending its next query when the last one
-  answered: queries answered, p50/p99/max latency, and any 5xx.
+  answered: queries answered, p50/p95/p99/max latency, and any 5xx.
 
 Everything runs in a temporary directory that is removed at the end (``--keep`` keeps it, with
 the server's log, the config and the simulator's request log), also on errors and Ctrl-C.
@@ -877,7 +877,8 @@ def report(
             [
                 f"queries ({args.query_clients} clients)",
                 f"{len(answered):,} answered, p50 {quantile(answered, 0.5) * 1e3:,.0f} ms, "
-                f"p99 {quantile(answered, 0.99) * 1e3:,.0f} ms, max {max(answered, default=math.nan) * 1e3:,.0f} ms",
+                f"p95 {quantile(answered, 0.95) * 1e3:,.0f} ms, p99 {quantile(answered, 0.99) * 1e3:,.0f} ms, "
+                f"max {max(answered, default=math.nan) * 1e3:,.0f} ms",
                 f"5xx: {errors5}; other failures: {others}; "
                 f"{len(QUERIES)} kinds in turn (flame graph, top, time series, catalogue, Connect merge)",
             ]

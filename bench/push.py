@@ -17,11 +17,14 @@ The clients are a minimal HTTP/1.1 client on asyncio streams in this process (ke
 connection per client), cheap enough (tens of microseconds a request) not to take the server's
 core; the bench's own CPU is printed too. The stage breakdown reads the server's
 ``profstore_ingest_stage_seconds`` counters from ``/metrics``, divided by the profiles pushed: in
-the request threads body (receiving it), decode (gunzip, protobuf parse, validation, content
-hash), digest (ids of stacks and symbols), stage (the rows); in the writer thread, per batch,
-dedup, assemble, append (the batch's statements), commit and checkpoint; and wait (a request
-from its submission to its acknowledgement: linger, queue and commit). They are wall seconds:
-on a loaded machine they include waiting for a core and for the GIL.
+the request threads (or, with ingest workers, in a worker: then ``worker`` is the request's wait
+for it) body (receiving it), decode (gunzip, protobuf parse, validation, content hash), digest
+(ids of stacks and symbols), stage (the rows), record (its journal record); in the journal
+thread, per round, dedup and journal (the append and its sync); wait (a request from its
+submission to its acknowledgement: the journal round); and in the writer thread, per batch,
+which no request waits for, dedup, assemble, append (the batch's statements), commit and
+checkpoint. They are wall seconds: on a loaded machine they include waiting for a core and for
+the GIL.
 
 ``--server-python``/``--server-cwd`` run another checkout's server (a before/after comparison
 in the same minutes).
