@@ -144,9 +144,13 @@ class Database:
             cur.close()
 
     def size_bytes(self) -> int:
-        """The database file and its write-ahead log, on disk."""
+        """The database file, its write-ahead log and the journal's segments, on disk."""
         total = 0
-        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+        for p in (
+            self.path,
+            self.path.with_name(self.path.name + ".wal"),
+            *self.path.parent.glob(f"{JOURNAL_DIR}/*.log"),
+        ):
             with contextlib.suppress(OSError):
                 total += p.stat().st_size
         return total
