@@ -94,9 +94,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _port_free(settings.host, settings.port)
     flags = {"data_dir": args.data_dir, "listen": args.listen}
     app = create_app(settings, config_path=args.config, overrides={k: v for k, v in flags.items() if v is not None})
-    # One worker only: a DuckDB file admits a single process. httptools (with a bound on request heads) and
-    # uvloop, named rather than left to uvicorn's "auto": pushing a small profile cost ~40 % more server CPU
-    # on its defaults, h11 and asyncio's loop in Python (bench.push; service/api/http11.py says why the subclass).
+    # One worker only: a DuckDB file admits a single process. httptools (with a bound on request heads, see
+    # service/api/http11.py) and uvloop, named rather than left to uvicorn's "auto": on its defaults, h11 and
+    # asyncio's loop in Python, the HTTP path of a push took ~35 % more CPU (`python -m bench.push --stub-store`).
     uvicorn.run(
         app,
         host=settings.host,

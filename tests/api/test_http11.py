@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from service.api.http11 import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
-from tests.conftest import free_port
+from tests.conftest import Server, free_port
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,3 +122,17 @@ def test_pipelined_requests_do_not_count_towards_the_next_head(port: int) -> Non
 
 def test_malformed_requests_are_still_uvicorns_400(port: int) -> None:
     assert exchange(port, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_profstore_serve_runs_the_bounded_protocol(server: Server) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    head = b"POST /api/v1/ingest HTTP/1.1\r\nHost: t\r\nX-Long: "
+    assert exchange(port, head, *[b"h" * 16384] * (4 * MAX_HEAD_BYTES // 16384), pause=0.01).startswith(
+        b"HTTP/1.1 431 "
+    )
+    ok = (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Long: "
+        + b"h" * (MAX_HEAD_BYTES // 2)
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    assert exchange(port, ok).startswith(b"HTTP/1.1 200 ")
