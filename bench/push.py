@@ -27,7 +27,10 @@ checkpoint. They are wall seconds: on a loaded machine they include waiting for 
 the GIL.
 
 ``--server-python``/``--server-cwd`` run another checkout's server (a before/after comparison
-in the same minutes).
+in the same minutes). ``--stub-store`` replaces the server's ingestor with one that answers at
+once: the server CPU per profile is then its HTTP path alone (uvicorn, middleware, routing,
+parameters, the hop to a worker thread, the response), measurable beside a noisy neighbour that
+swamps a difference of 0.1 ms in the whole.
 """
 
 from __future__ import annotations
@@ -118,15 +121,47 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+# ``profstore serve`` of the server's checkout (``python -c`` imports from its cwd) with an Ingestor
+# that answers at once: what the server then spends is its HTTP path alone (uvicorn, middleware,
+# routing, parameters, the hop to a worker thread and back, the response).
+STUB_SERVE = """
+import sys
+from dataclasses import dataclass, field
+import service.app
+
+@dataclass
+class Stored:
+    profile_ids: list = field(default_factory=lambda: [1780000000000000001, 1780000000000000002])
+    series: list = field(default_factory=lambda: ["process_cpu:samples:count:cpu:nanoseconds", "process_cpu:cpu:nanoseconds:cpu:nanoseconds"])
+    samples: int = 120
+    ts: int = 1780000000000000000
+    duplicate: bool = False
+
+class StubIngestor:
+    def __init__(self, db, limits=None, metrics=None, workers=None):
+        self.metrics = metrics
+
+    def ingest(self, data, **kw):
+        return Stored()
+
+    def close(self):
+        pass
+
+service.app.Ingestor = StubIngestor
+from service.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 class Server:
     """``profstore serve`` as a child process, with a fresh data directory."""
 
-    def __init__(self, python: str, cwd: Path, work: Path, env: dict[str, str]) -> None:
+    def __init__(self, python: str, cwd: Path, work: Path, env: dict[str, str], stub_store: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = work / f"server-{self.port}.log"
-        cmd = [python, "-m", "service.cli", "serve", "--data-dir", str(work / f"data-{self.port}")]
-        cmd += ["--listen", f"127.0.0.1:{self.port}"]
+        entry = ["-c", STUB_SERVE, "serve"] if stub_store else ["-m", "service.cli", "serve"]
+        cmd = [python, *entry, "--data-dir", str(work / f"data-{self.port}"), "--listen", f"127.0.0.1:{self.port}"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=dict(os.environ, PYTHONUNBUFFERED="1", **env)
@@ -248,6 +283,11 @@ def main() -> None:
     ap.add_argument("--server-python", default=sys.executable, help="python of the server's checkout")
     ap.add_argument("--server-cwd", type=Path, default=REPO, help="the server's checkout (default: this one)")
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="environment of the server")
+    ap.add_argument(
+        "--stub-store",
+        action="store_true",
+        help="the server's ingest answers at once, storing nothing: the CPU of its HTTP path alone",
+    )
     args = ap.parse_args()
 
     blobs = bodies(256)
@@ -255,7 +295,7 @@ def main() -> None:
     floor_s = floor(blobs * 4) / (len(blobs) * 4)
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     env = dict(kv.split("=", 1) for kv in args.env)
-    srv = Server(args.server_python, args.server_cwd, work, env)
+    srv = Server(args.server_python, args.server_cwd, work, env, stub_store=args.stub_store)
     try:
         asyncio.run(_push(srv.port, blobs, 4, 2.0, 10**8))  # warm-up: kernels, caches, interned ids
         for second in range(10):  # and the ingest workers, which start in the background (when there are any)
@@ -271,7 +311,8 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"\nprofstore push bench: {len(blobs)} distinct Go CPU profiles, {statistics.median(sizes) / 1024:.1f} KB "
-        f"gzipped median ({min(sizes)}-{max(sizes)} B), server {args.server_cwd}, {os.cpu_count()} cores, "
+        f"gzipped median ({min(sizes)}-{max(sizes)} B), server {args.server_cwd}"
+        f"{' with its store stubbed (HTTP path only)' if args.stub_store else ''}, {os.cpu_count()} cores, "
         f"load {load[0]:.2f} {load[1]:.2f}"
     )
     head = ["phase", "profiles/s", "ack p50 ms", "ack p99 ms", "server CPU ms/profile", "profiles/batch", "errors"]

@@ -171,7 +171,7 @@ def create_app(
         description="Continuous-profiling storage for Go pprof endpoints: pprof in, DuckDB, pprof out.",
         lifespan=lifespan,
         # Every REST endpoint refuses query parameters it does not declare (a typo is not ignored).
-        dependencies=[Depends(params.reject_unknown_params)],
+        dependencies=[Depends(check) for check in params.APP_CHECKS],
     )
     app.state.settings = settings
     app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query

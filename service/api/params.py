@@ -8,7 +8,7 @@ selectors that match nothing (:func:`select_series` answers 404 with the closest
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated
 
 from fastapi import Query, Request
@@ -23,6 +23,7 @@ from service.store.reads import LabelMatcher, SeriesRow
 from service.types import KNOWN_PROFILE_TYPES, ProfileType, TimeRange, format_time, unknown_type_message
 
 __all__ = [
+    "APP_CHECKS",
     "FromParam",
     "GroupByParam",
     "QueryParam",
@@ -95,6 +96,11 @@ async def reject_unknown_params(request: Request) -> None:
         raise InvalidRequest(f'unknown parameter "{name}";{hint} {choices}')
     named = [f'"{n}"' + (f' (did you mean "{close[n][0]}"?)' if close[n] else "") for n in unknown]
     raise InvalidRequest(f"unknown parameters {', '.join(named)}; {choices}")
+
+
+# The checks every request passes before its endpoint runs: the app's dependencies (``create_app``),
+# which the push endpoints' LeanRoute runs itself when it skips FastAPI's dependency resolution.
+APP_CHECKS: tuple[Callable[[Request], Awaitable[None]], ...] = (reject_unknown_params,)
 
 
 def _declared(route: APIRoute) -> frozenset[str]:

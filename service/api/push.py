@@ -18,11 +18,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from service.api.auth import tenant_of
 from service.api.body import read_body
 from service.api.connect import Method, service_router
+from service.api.lean import json_response, lean_post
 from service.errors import InvalidRequest, ProfileError
 from service.pprof.decode import Envelope, check
 from service.pprof.folded import FOLDED_TYPES, parse_folded
@@ -143,7 +145,8 @@ def _mutex_or_block(sample_type_config: bytes | None) -> str | None:
     return None
 
 
-@router.post(
+@lean_post(
+    router,
     "/ingest",
     response_model=LegacyIngestResponse,
     summary="Pyroscope's legacy ingest (pprof, folded, multipart)",
@@ -189,7 +192,7 @@ async def legacy_ingest(
     aggregation_type: Annotated[
         str | None, Query(alias="aggregationType", description="Accepted for compatibility (sum or average)")
     ] = None,
-) -> LegacyIngestResponse:
+) -> Response:
     settings = request.app.state.settings
     app, tags = parse_app_name(name)
     start = parse_time(from_, "from") if from_ else None
@@ -244,8 +247,10 @@ async def legacy_ingest(
             return _store(ingestor, tenant, ingestor.read(data, parse), labels, None, when, len(data))
 
         results = await run_in_threadpool(convert_and_store)  # parsing text is CPU work: off the event loop
-    return LegacyIngestResponse(
-        series=sorted({s for r in results for s in r.series}),
-        samples=sum(r.samples for r in results),
-        duplicate=all(r.duplicate for r in results),
+    return json_response(
+        LegacyIngestResponse(
+            series=sorted({s for r in results for s in r.series}),
+            samples=sum(r.samples for r in results),
+            duplicate=all(r.duplicate for r in results),
+        )
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from service.api.auth import tenant_of
 from service.api.body import read_body
+from service.api.lean import json_response, lean_post
 from service.api.params import (
     FromParam,
     QueryParam,
@@ -72,7 +73,8 @@ def _stored_types(request: Request) -> set[ProfileType]:
         return src.stored_types(tenant_of(request))
 
 
-@router.post(
+@lean_post(
+    router,
     "/ingest",
     response_model=IngestResponse,
     summary="Store one pprof profile",
@@ -104,7 +106,7 @@ async def ingest(
         ),
     ] = None,
     ts: Annotated[str | None, Query(description="Profile time; default: the profile's time_nanos, else now.")] = None,
-) -> IngestResponse:
+) -> Response:
     settings = request.app.state.settings
     series_labels = parse_labels(labels)
     when = parse_time(ts, "ts") if ts else None
@@ -116,12 +118,14 @@ async def ingest(
     res = await run_in_threadpool(
         ingestor.ingest, data, labels=series_labels, name=name, ts=when, tenant=tenant_of(request)
     )
-    return IngestResponse(
-        profile_ids=[str(i) for i in res.profile_ids],
-        series=res.series,
-        samples=res.samples,
-        ts=res.ts,
-        duplicate=res.duplicate,
+    return json_response(
+        IngestResponse(
+            profile_ids=[str(i) for i in res.profile_ids],
+            series=res.series,
+            samples=res.samples,
+            ts=res.ts,
+            duplicate=res.duplicate,
+        )
     )
 
 
