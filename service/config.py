@@ -13,7 +13,6 @@ named by the flag or variable instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -223,11 +222,12 @@ class Settings(BaseSettings):
         "pushes wait for the writer (memory stays bounded when the disk is slower than the clients).",
     )
     ingest_workers: int = Field(
-        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        0,
         ge=0,
-        description="Processes that decode and stage pushed pprof bodies outside the server's interpreter lock "
-        "(default: one per core, at most 4); 0 = in the serving process.",
+        description="Processes that decode and stage pushed pprof bodies outside the server's interpreter lock; "
+        "0 = in the serving process (on 2 cores the hand-over costs more than it frees: see README).",
     )
+    access_log: bool = Field(False, description="Log a line per HTTP request (uvicorn's access log).")
     checkpoint_idle_bytes: int = Field(
         16 << 20,
         gt=0,

@@ -27,12 +27,6 @@ from service.config import Settings
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"
 
-# Apps built in this process (TestClient) stage pushes here: two spawned ingest workers per app
-# would add seconds to each of hundreds of tests. Servers started as processes (Server) run the
-# default, workers included; tests/store/test_workers.py covers the worker path in-process.
-WORKERS_ENV = "PROFSTORE_INGEST_WORKERS"
-os.environ.setdefault(WORKERS_ENV, "0")
-
 
 @dataclass(frozen=True)
 class CorpusFile:
@@ -103,7 +97,6 @@ class Server:
         address is in use, and it starts again on another free port.
         """
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop(WORKERS_ENV, None)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         deadline = time.monotonic() + 60

@@ -1,13 +1,16 @@
-"""Ingest worker processes: a push's per-profile work, outside the serving process's GIL.
+"""Ingest worker processes (setting ``ingest_workers``): a push's per-profile work outside the
+serving process's GIL.
 
-Measured with 32 clients pushing small Go CPU profiles, one serving process spent about 1.2 ms
-of Python per profile before the writer (gunzip, decoding into columns, validation, hashing,
-normalization, the rows, the journal record) and the HTTP stack and the writer took turns with
-it on one interpreter lock: the node stopped near 350 profiles/s with its second core half idle.
-A worker does all of that for a pushed body and hands back the staged rows and the journal
-record (the request thread waits without the GIL); the serving process only adds the interned
-rows not yet committed (:func:`service.store.staging.with_entities`; in a steady fleet none) and
-submits. Handing over costs the serving process about 0.4 ms per profile (pickling both ways).
+A worker does for a pushed body what a request thread does otherwise (gunzip, decoding into
+columns, validation, hashing, normalization, the rows, the journal record: about 0.7 ms of
+Python for a small Go CPU profile) and hands back the staged rows and the record while the
+request thread waits without the GIL; the serving process only adds the interned rows not yet
+committed (:func:`service.store.staging.with_entities`; in a steady fleet none) and submits.
+Handing over costs the serving process about 0.17 ms and the worker about 0.3 ms more per
+profile (pickling both ways). Measured on 2 cores (README, Benchmarks › Push) that is no gain:
+the serving process's event loop, not its staging, is what the pushes wait for, and the extra
+CPU is taken from the same two cores. Workers are off by default; they pay where cores are
+idle while one interpreter lock is saturated.
 
 Workers are started with ``spawn`` (the serving process runs threads and DuckDB, which ``fork``
 would copy mid-flight) in the background at start, load the compiled kernels once, and are
