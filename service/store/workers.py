@@ -7,7 +7,7 @@ Python for a small Go CPU profile) and hands back the staged rows and the record
 request thread waits without the GIL; the serving process only adds the interned rows not yet
 committed (:func:`service.store.staging.with_entities`; in a steady fleet none) and submits.
 Handing over costs the serving process about 0.17 ms and the worker about 0.3 ms more per
-profile (pickling both ways). Measured on 2 cores (README, Benchmarks › Push) that is no gain:
+profile (pickling both ways). Measured on 2 cores (README, "Benchmarks", "Push") that is no gain:
 the serving process's event loop, not its staging, is what the pushes wait for, and the extra
 CPU is taken from the same two cores. Workers are off by default; they pay where cores are
 idle while one interpreter lock is saturated.
