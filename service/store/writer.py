@@ -218,7 +218,10 @@ class Writer:
                     "to start without the profiles it holds"
                 ) from exc
             pushes.append(Accepted([Pending(meta, None, payload, i) for i, (_, meta) in enumerate(parts)], segment))
-        with self._cond:
+        with self._cond:  # pending like accepted pushes, so that a copy pushed meanwhile is a duplicate
+            for a in pushes:
+                for p in a.profiles:
+                    self._pending[p.meta.group_id] = 1
             self._accepted += sum(len(a.profiles) for a in pushes)
         for a in pushes:
             self._queue.put(a)
@@ -516,9 +519,14 @@ class Writer:
         self._journal.applied_all(a.segment for a in pushes if a.segment != UNLOGGED)
 
     def _write(self, pushes: list[Accepted]) -> None:
-        """One transaction for the profiles of ``pushes`` not stored yet (a replayed record may be)."""
+        """One transaction for the profiles of ``pushes`` not stored yet.
+
+        The journal thread accepted only profiles that were not; a replayed record (rows not
+        staged) may have been committed before the crash, so only those are looked up again.
+        """
         profiles = [p for a in pushes for p in a.profiles]
-        stored = self._stored_groups([p.meta for p in profiles])
+        self._refresh()
+        stored = self._stored_groups([p.meta for p in profiles if p.staged is None])
         todo = [p for p in profiles if p.meta.group_id not in stored]
         if not todo:
             return
@@ -627,13 +635,12 @@ class Writer:
         self._known.add("series", _series_ids(series))
 
     def _stored_groups(self, metas: list[Meta]) -> set[int]:
-        """The batch's idempotency keys already in ``profiles``: from memory for profiles newer
+        """The keys of replayed profiles already in ``profiles``: from memory for profiles newer
         than the watermark (:class:`RecentGroups`), from the file for the others."""
         if not metas:
             return set()
         t = time.perf_counter()
         try:
-            self._refresh()
             g = self._groups
             out = {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
             older = [m for m in metas if not g.covers(m.ts)]
