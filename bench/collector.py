@@ -895,6 +895,16 @@ def report(
     )
     out.append("")
 
+    # Per query kind: which answers the clients waited for (the queue in front of them included).
+    if queries:
+        out.append(row(["query", "answered", "p50", "p95", "p99"]))
+        out.append(row(["---"] * 5))
+        for _, path, _ in QUERIES:
+            took = [s for s, status, p in queries if p == path and status == 200]
+            cells = [f"{quantile(took, q) * 1e3:,.0f} ms" for q in (0.5, 0.95, 0.99)]
+            out.append(row([path, f"{len(took):,}", *cells]))
+        out.append("")
+
     # Where profstore's CPU went, by thread role, over the same window as the CPU per scrape.
     per_thread, names = threads
     if len(per_thread) >= 2 and scrapes_window:

@@ -177,7 +177,7 @@ def create_app(
     app.state.stack_names = StackNames()  # named frames by content-hash stack id, for every query
     app.state.metrics = metrics
     errors.install(app)
-    app.add_middleware(limits.QueryLimit, limit=settings.max_concurrent_queries)
+    app.add_middleware(limits.QueryLimit, limit=settings.max_concurrent_queries, metrics=metrics)
     app.add_middleware(auth.Auth, settings=settings.auth)  # added last: runs first, refused requests never queue
     app.include_router(rest.router)
     app.include_router(query.router)

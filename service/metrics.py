@@ -97,6 +97,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.queries = Counter(
+            "profstore_queries",
+            "Queries answered: ran (a run of its own) or shared (the answer of an identical query that waited "
+            "for its turn with it).",
+            ["answer"],
+            registry=r,
+        )
         self.queue_depth = Gauge("profstore_writer_queue_depth", "Profiles waiting for the writer.", registry=r)
         self.database_bytes = Gauge("profstore_database_bytes", "Size of the DuckDB file and its WAL.", registry=r)
         self.targets = Gauge("profstore_targets", "Scrape targets by health.", ["health"], registry=r)
