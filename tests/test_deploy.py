@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import yaml
 
 from service.config import load_settings
 from service.query.selector import parse_selector
 from service.types import ProfileType
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 DEPLOY = REPO / "deploy"
 # What profstore stores for a Go service's default endpoints (see README "Profile types").
@@ -91,3 +99,72 @@ def test_compose_mounts_and_builds_what_exists() -> None:
                 assert (REPO / src).exists(), src
     settings = load_settings(DEPLOY / "profstore.compose.yaml")
     assert settings.scrape_configs[0].static_configs[0].targets == ["demo:6060"]
+
+
+def _image_command() -> list[str]:
+    """The container's command: the image's ENTRYPOINT followed by the compose service's command,
+    with the compose file's mounts (its config file, the data volume) as they appear inside."""
+    entry = next(line for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT"))
+    service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["profstore"]
+    return [*json.loads(entry.removeprefix("ENTRYPOINT")), *service["command"]]
+
+
+def _unit_command() -> list[str]:
+    unit = (DEPLOY / "profstore.service").read_text()
+    return shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1))  # type: ignore[union-attr]
+
+
+def _make_run_command() -> list[str]:
+    serve = next(line for line in (DEPLOY / "run-local.sh").read_text().splitlines() if " serve " in line)
+    return shlex.split(serve.replace('"$BIN/profstore"', "profstore"))
+
+
+@pytest.mark.parametrize("shipped", [_image_command, _unit_command, _make_run_command], ids=lambda f: f.__name__)
+def test_every_shipped_command_line_starts_with_its_shipped_config(
+    shipped: Callable[[], list[str]], tmp_path: Path
+) -> None:
+    """Each way we ship to start profstore, run as written outside its container or unit: only the
+    paths it names on the target machine and its port become this test's, and it must become
+    healthy (the image's command once refused to start: all interfaces and a config without tokens)."""
+    port = free_port()
+    mounts = {
+        "/data": str(tmp_path / "data"),
+        "/var/lib/profstore": str(tmp_path / "data"),
+        "./data": str(tmp_path / "data"),
+    }
+    mounts["/etc/profstore/profstore.yaml"] = str(DEPLOY / "profstore.compose.yaml")  # the compose file's mount
+    mounts["profstore.example.yaml"] = str(REPO / "profstore.example.yaml")  # make run's working directory
+    args = []
+    for arg in shipped():
+        if re.fullmatch(r"(0\.0\.0\.0|127\.0\.0\.1):4040", arg):
+            arg = f"{arg.split(':')[0]}:{port}"
+        elif arg == "profstore" or arg.endswith("/.venv/bin/profstore"):
+            arg = str(Path(sys.executable).with_name("profstore"))
+        args.append(mounts.get(arg, arg))
+    assert args[1] == "serve" and not [a for a in args if "4040" in a or a.startswith(("/opt/", "/etc/"))], args
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _healthy(url):
+            assert proc.poll() is None, f"{' '.join(args)} exited with {proc.returncode}: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        if shipped is _image_command:  # Grafana's provisioned data sources are let in, nobody else
+            sources = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/profstore.yaml").read_text())
+            for source in sources["datasources"]:
+                header = {source["jsonData"]["httpHeaderName1"]: source["secureJsonData"]["httpHeaderValue1"]}
+                assert httpx.get(f"{url}/api/v1/regressions", headers=header, timeout=10).status_code == 200
+            assert httpx.get(f"{url}/api/v1/regressions", timeout=10).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
