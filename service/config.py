@@ -227,6 +227,11 @@ class Settings(BaseSettings):
         description="Processes that decode and stage pushed pprof bodies outside the server's interpreter lock; "
         "0 = in the serving process (on 2 cores the hand-over costs more than it frees: see README).",
     )
+    duckdb_memory_limit: str | None = Field(
+        None,
+        description="DuckDB's memory_limit (`512MB`, `2GB`): what its buffer pool may cache; unset = DuckDB's "
+        "default, 80 % of RAM.",
+    )
     access_log: bool = Field(False, description="Log a line per HTTP request (uvicorn's access log).")
     checkpoint_idle_bytes: int = Field(
         16 << 20,

@@ -60,9 +60,11 @@ class Database:
         observe_batch: Callable[[float, int], None] | None = None,
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
+        memory_limit: str | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
+        self._memory_limit = memory_limit
         migrate.upgrade(self.path)
         self._con = self._connect()
         self.read_timeout_s = read_timeout_s
@@ -98,6 +100,7 @@ class Database:
                     "autoinstall_known_extensions": "false",
                     "autoload_known_extensions": "false",
                     "checkpoint_threshold": AUTO_CHECKPOINT,
+                    **({"memory_limit": self._memory_limit} if self._memory_limit else {}),
                 },
             )
         except duckdb.Error as exc:

@@ -32,3 +32,13 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
             assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004_series_label_index",)]
     finally:
         db.close()
+
+
+def test_duckdbs_memory_is_bounded_as_configured(tmp_path: Path) -> None:
+    db = Database(tmp_path, memory_limit="256MB")
+    try:
+        with db.read() as cur:
+            limit = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert limit is not None and limit[0].startswith("244.1 MiB")  # 256 MB in DuckDB's binary units
+    finally:
+        db.close()
