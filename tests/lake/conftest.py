@@ -76,7 +76,8 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    root = Path(tempfile.mkdtemp(prefix="profstore-pg-"))
+    # Under /tmp itself as root: a TMPDIR of root's own may be closed to the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="profstore-pg-", dir="/tmp" if os.geteuid() == 0 else None))
     try:
         (root / "sock").mkdir()
         if os.geteuid() == 0:
