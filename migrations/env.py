@@ -20,7 +20,9 @@ class AlembicDuckDBImpl(DefaultImpl):
 def run_migrations_online() -> None:
     connection = context.config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=None)
+        # A DuckLake has no PRIMARY KEY: Alembic's version table goes without its own there.
+        lake = bool(context.config.attributes.get("lake"))
+        context.configure(connection=connection, target_metadata=None, version_table_pk=not lake)
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -69,6 +69,7 @@ def create_app(
             checkpoint_idle_bytes=settings.checkpoint_idle_bytes,
             checkpoint_busy_bytes=settings.checkpoint_busy_bytes,
             memory_limit=settings.duckdb_memory_limit,
+            storage=settings.storage,
         )
         metrics.watch(db.writer.depth, db.size_bytes)
         workers = Workers(settings.ingest_workers) if settings.ingest_workers else None

@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.http11 import BoundedHttpToolsProtocol
     from service.app import create_app
     from service.store import migrate
-    from service.store.db import DB_FILE
+    from service.store.db import DB_FILE, EXTENSION_DIR
 
     settings = _settings(args)
     if not settings.auth.tokens and not is_loopback(settings.host):
@@ -89,8 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     # Open (and migrate) the file here, before uvicorn: a data dir in use by another server is then one line
     # (DataDirInUse) instead of uvicorn's startup traceback.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.data_dir / DB_FILE)
+    migrate.prepare(settings.data_dir / DB_FILE, settings.data_dir / EXTENSION_DIR, settings.storage)
     _port_free(settings.host, settings.port)
     flags = {"data_dir": args.data_dir, "listen": args.listen}
     app = create_app(settings, config_path=args.config, overrides={k: v for k, v in flags.items() if v is not None})
@@ -113,12 +112,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from service.store import migrate
-    from service.store.db import DB_FILE
+    from service.store.db import DB_FILE, EXTENSION_DIR
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.data_dir / DB_FILE)
-    print(f"migrated {settings.data_dir / DB_FILE} to head")
+    migrate.prepare(settings.data_dir / DB_FILE, settings.data_dir / EXTENSION_DIR, settings.storage)
+    where = (
+        settings.data_dir / DB_FILE
+        if settings.storage.backend == "duckdb"
+        else f"the DuckLake ({settings.storage.data_path})"
+    )
+    print(f"migrated {where} to head")
     return 0
 
 

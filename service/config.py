@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
@@ -190,6 +190,44 @@ class RetentionSettings(BaseModel):
         return self.days
 
 
+class S3Settings(BaseModel):
+    """Object storage for a lake's data files (``storage.s3``); unset fields come from the usual AWS
+    environment variables, as every S3 client takes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(None, description="HOST:PORT of an S3-compatible server; unset = AWS.")
+    region: str | None = Field(None, description="Region; unset = AWS_REGION or AWS_DEFAULT_REGION, else us-east-1.")
+    key_id: str | None = Field(None, description="Access key id; unset = AWS_ACCESS_KEY_ID.")
+    secret: str | None = Field(None, description="Secret access key; unset = AWS_SECRET_ACCESS_KEY.")
+    url_style: Literal["vhost", "path"] = Field("vhost", description="`path` for most S3-compatible servers.")
+    use_ssl: bool = Field(True, description="HTTPS to the endpoint.")
+
+
+class StorageSettings(BaseModel):
+    """Where profiles are stored (``storage:``): the embedded DuckDB file, or a DuckLake."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["duckdb", "ducklake"] = Field(
+        "duckdb",
+        description="`duckdb`: one file under data_dir. `ducklake`: a catalog in PostgreSQL, data files in data_path.",
+    )
+    catalog: str | None = Field(
+        None, description="ducklake: the PostgreSQL catalog as libpq takes it (`dbname=lake host=… user=…`)."
+    )
+    data_path: str | None = Field(None, description="ducklake: `s3://bucket/prefix/` or a directory for data files.")
+    s3: S3Settings = Field(default_factory=S3Settings, description="ducklake on S3: endpoint and credentials.")
+
+    @model_validator(mode="after")
+    def _lake_is_complete(self) -> StorageSettings:
+        if self.backend == "ducklake":
+            missing = [k for k in ("catalog", "data_path") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"storage.backend ducklake needs storage.{' and storage.'.join(missing)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
@@ -269,6 +307,9 @@ class Settings(BaseSettings):
     )
     analysis: AnalysisSettings = Field(
         default_factory=AnalysisSettings, description="Regression and leak detection (see the table below)."
+    )
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="The store: the DuckDB file (default) or a DuckLake (below)."
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API tokens and public endpoints (below).")
     retention: RetentionSettings = Field(

@@ -65,7 +65,7 @@ def test_errors_from_flags_and_environment_name_them(tmp_path: Path, monkeypatch
             "query_timeout_s, max_concurrent_queries, request_body_timeout_s, write_batch_max, write_batch_linger_s, "
             "write_max_pending, ingest_workers, duckdb_memory_limit, access_log, checkpoint_idle_bytes, checkpoint_busy_bytes, compaction_interval_s, max_range_days, scrape_concurrency, "
             "scrape_max_pending_stores, max_samples, "
-            "max_stack_depth, analysis, auth, retention, scrape_configs",
+            "max_stack_depth, analysis, storage, auth, retention, scrape_configs",
         ),
         (
             "data_dir: ./d\nretention: {days: 0}\n",

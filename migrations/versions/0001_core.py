@@ -19,7 +19,7 @@ Revises:
 
 from __future__ import annotations
 
-from alembic import op
+from alembic import context, op
 
 revision = "0001_core"
 down_revision = None
@@ -28,7 +28,7 @@ depends_on = None
 
 TABLES = {
     "series": """
-        series_id UBIGINT PRIMARY KEY,
+        series_id UBIGINT{key},
         tenant VARCHAR NOT NULL,
         profile_type VARCHAR NOT NULL,
         name VARCHAR NOT NULL,
@@ -144,9 +144,15 @@ VIEWS = {
 }
 
 
+def _key() -> str:
+    """``series_id`` is the key of a DuckDB file's series; a DuckLake has no keys (its writers
+    check before they insert, see service/store/lake.py)."""
+    return "" if context.config.attributes.get("lake") else " PRIMARY KEY"
+
+
 def upgrade() -> None:
     for name, columns in TABLES.items():
-        op.execute(f"CREATE TABLE {name} ({columns})")
+        op.execute(f"CREATE TABLE {name} ({columns.replace('{key}', _key())})")
     for name, query in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {query}")
 

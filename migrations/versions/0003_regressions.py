@@ -13,7 +13,7 @@ Revises: 0002_stack_rollups
 
 from __future__ import annotations
 
-from alembic import op
+from alembic import context, op
 
 revision = "0003_regressions"
 down_revision = "0002_stack_rollups"
@@ -22,9 +22,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    key = "" if context.config.attributes.get("lake") else " PRIMARY KEY"  # a DuckLake has no keys
     op.execute(
         """CREATE TABLE regressions (
-            id UBIGINT NOT NULL PRIMARY KEY,
+            id UBIGINT NOT NULL{key},
             finding_key UBIGINT NOT NULL,
             tenant VARCHAR NOT NULL,
             kind VARCHAR NOT NULL,
@@ -51,7 +52,7 @@ def upgrade() -> None:
             last_seen BIGINT NOT NULL,
             acked_at BIGINT,
             resolved_at BIGINT
-        )"""
+        )""".replace("{key}", key)
     )
 
 

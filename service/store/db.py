@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
+from service.config import StorageSettings
 from service.errors import QueryTimeout, StoreError
-from service.store import migrate
+from service.store import lake, migrate
 from service.store.ids import KnownIds
 from service.store.journal import Journal
 from service.store.writer import Writer
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "profstore.duckdb"
 JOURNAL_DIR = "journal"
+EXTENSION_DIR = "duckdb_extensions"  # the lake's DuckDB extensions, installed from their wheels
 # How long a read waits for the writer to commit what was acknowledged before it. Normally one
 # batch (milliseconds); the bound only matters when DuckDB is slow, and then a read answers
 # with what is committed rather than wait for the rest.
@@ -61,18 +65,35 @@ class Database:
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
         memory_limit: str | None = None,
+        storage: StorageSettings | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
         self._memory_limit = memory_limit
-        migrate.upgrade(self.path)
-        self._con = self._connect()
+        self._lake = storage if storage is not None and storage.backend == "ducklake" else None
+        self._extensions = data_dir / EXTENSION_DIR
+        self._holder = lake.holder_name(data_dir)
+        self._closing = threading.Event()
+        self._lease: threading.Thread | None = None
+        if self._lake is None:
+            migrate.upgrade(self.path)
+            self._con = self._connect()
+        else:
+            self._con = self._connect()
+            try:
+                lake.claim(self._con, self._holder)
+                migrate.upgrade_lake(self._lake, self._extensions)
+            except BaseException:
+                self._con.close()
+                raise
+            self._lease = threading.Thread(target=self._renew, name="profstore-lease", daemon=True)
+            self._lease.start()
         self.read_timeout_s = read_timeout_s
         self.known = KnownIds()
         journal = Journal(data_dir / JOURNAL_DIR)
         left = journal.recover()
         self.writer = Writer(
-            self._con.cursor(),
+            self._cursor(),
             self.known,
             journal,
             max_batch=max_batch,
@@ -80,7 +101,7 @@ class Database:
             max_unapplied=max_unapplied,
             observe=observe_batch,
             reopen=self._reopen,
-            wal=self.path.with_name(self.path.name + ".wal"),
+            wal=self.path.with_name(self.path.name + ".wal") if self._lake is None else None,
             checkpoint_idle_bytes=checkpoint_idle_bytes,
             checkpoint_busy_bytes=checkpoint_busy_bytes,
         )
@@ -93,6 +114,8 @@ class Database:
             log.warning("committing %d pushes the journal kept from the last run", replayed)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._lake is not None:
+            return lake.connect(self._lake, self._extensions)
         try:
             return duckdb.connect(
                 str(self.path),
@@ -112,7 +135,10 @@ class Database:
         with contextlib.suppress(duckdb.Error):
             self._con.close()
         self._con = self._connect()
-        return self._con.cursor()
+        return self._cursor()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor() if self._lake is None else lake.cursor(self._con)
 
     @contextlib.contextmanager
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -120,7 +146,7 @@ class Database:
         (→ ``QueryTimeout``) when it runs too long."""
         self.writer.settle(SETTLE_S)
         try:
-            cur = self._con.cursor()
+            cur = self._cursor()
         except duckdb.Error as exc:  # closed a moment ago by a reopen
             raise StoreError(f"read failed: {exc}; retry") from exc
         limit = self.read_timeout_s if timeout_s is None else timeout_s
@@ -158,8 +184,33 @@ class Database:
                 total += p.stat().st_size
         return total
 
+    def _renew(self) -> None:
+        """Keep the lake's writer lease; a node that finds it taken (it could not renew in time, and
+        another node started) stops, since two writers on one lake are not supported yet."""
+        while not self._closing.wait(lake.LEASE_S / 3):
+            try:
+                cur = lake.cursor(self._con)
+                try:
+                    holder = lake.take_lease(cur, self._holder)
+                finally:
+                    cur.close()
+            except duckdb.Error as exc:
+                log.warning("cannot renew the lake's writer lease (retrying): %s", exc)
+                continue
+            if holder != self._holder:
+                log.critical("another node (%s) took the lake's writer lease: this node stops", holder)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
     def close(self) -> None:
+        self._closing.set()
+        if self._lease is not None:
+            self._lease.join()
         self.writer.close()
-        with contextlib.suppress(duckdb.Error):
-            self._con.execute("CHECKPOINT")
+        if self._lake is None:  # on a lake, CHECKPOINT is the lake's whole maintenance (merge, expire, clean)
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute("CHECKPOINT")
+        else:
+            with contextlib.suppress(duckdb.Error):
+                lake.release_lease(self._con, self._holder)
         self._con.close()

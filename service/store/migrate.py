@@ -7,12 +7,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.exc import DBAPIError
 
+from service.config import StorageSettings
 from service.errors import StoreError
+from service.store import lake
 
-__all__ = ["MIGRATIONS", "DataDirInUse", "in_use", "upgrade"]
+__all__ = ["MIGRATIONS", "DataDirInUse", "in_use", "prepare", "upgrade", "upgrade_lake"]
 
 # DuckDB's IOException when another process holds the file: "... Conflicting lock is held in <exe> (PID 1234) ..."
 _LOCK = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
@@ -37,6 +39,40 @@ def in_use(path: Path, exc: BaseException) -> DataDirInUse | None:
 
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def prepare(db_file: Path, extension_dir: Path, storage: StorageSettings) -> None:
+    """Bring the store of a node to this version's schema before it serves: the DuckDB file
+    ``db_file``, or the lake (after taking its writer lease, so a second node stops here with who
+    holds it, and one node migrates)."""
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    if storage.backend == "duckdb":
+        upgrade(db_file)
+        return
+    con = lake.connect(storage, extension_dir)
+    try:
+        lake.claim(con, lake.holder_name(db_file.parent))
+        upgrade_lake(storage, extension_dir)
+    finally:
+        con.close()
+
+
+def upgrade_lake(storage: StorageSettings, extension_dir: Path, revision: str = "head") -> None:
+    """The same migrations on a DuckLake. It has no PRIMARY KEY (the migrations leave theirs out
+    when ``lake`` is set, and so does Alembic's own version table) and no ``RETURNING`` (which
+    SQLAlchemy would add to the version table's insert)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["lake"] = True
+    engine = create_engine("duckdb:///:memory:", connect_args={"config": lake.config(extension_dir)})
+    engine.dialect.insert_returning = False
+    event.listen(engine, "connect", lambda dbapi_con, _record: lake.attach(dbapi_con, storage))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
 
 
 def upgrade(db_path: Path, revision: str = "head") -> None:

@@ -13,7 +13,7 @@ __all__ = ["TableUsage", "TenantUsage", "table_names", "tables", "tenants"]
 class TableUsage:
     name: str
     rows: int
-    bytes: int  # blocks of the table in the file (as of the last checkpoint)
+    bytes: int  # blocks of the table in the file (as of the last checkpoint), or a lake's files of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,9 @@ def table_names(cur: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def tables(cur: duckdb.DuckDBPyConnection) -> list[TableUsage]:
+    kind = cur.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    if kind is not None and kind[0] == "ducklake":
+        return _lake_tables(cur)
     block = int(cur.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])  # type: ignore[index]
     out = []
     for name in table_names(cur):
@@ -45,6 +48,21 @@ def tables(cur: duckdb.DuckDBPyConnection) -> list[TableUsage]:
             {"t": name},
         ).fetchone()
         out.append(TableUsage(name, rows, int(blocks[0] if blocks else 0) * block))
+    return out
+
+
+def _lake_tables(cur: duckdb.DuckDBPyConnection) -> list[TableUsage]:
+    """A DuckLake's tables: their data files and delete files, as its catalog counts them (rows
+    inlined in the catalog have no file yet)."""
+    sizes = dict(
+        cur.execute(
+            "SELECT table_name, file_size_bytes + delete_file_size_bytes FROM ducklake_table_info(current_database())"
+        ).fetchall()
+    )
+    out = []
+    for name in table_names(cur):
+        rows = int(cur.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])  # type: ignore[index]
+        out.append(TableUsage(name, rows, int(sizes.get(name) or 0)))
     return out
 
 

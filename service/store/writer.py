@@ -160,6 +160,10 @@ class Writer:
         checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         self._con = con
+        # The journal thread's lookups run on cursors of their own, which start in the instance's
+        # default database; the writer's may be another (a DuckLake's, attached and in use).
+        row = con.execute("SELECT current_database()").fetchone()
+        self._database = str(row[0]) if row else ""
         self._journal = journal
         self._rejected = rejected or journal.directory / "rejected"
         # The write-ahead log, checkpointed by this thread between batches (see _maybe_checkpoint):
@@ -389,6 +393,7 @@ class Writer:
             # pending above and is not in the file now was never accepted.
             cur = self._con.cursor()
             try:
+                cur.execute(f'USE "{self._database}"')
                 out |= _select_stored(cur, older)
             finally:
                 cur.close()
