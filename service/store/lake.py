@@ -27,8 +27,8 @@ from service.config import StorageSettings
 from service.errors import StoreError
 
 __all__ = [
-    "EXTENSIONS", "LakeInUse", "attach", "claim", "config", "connect", "cursor", "extension_file", "holder_name",
-    "release_lease", "take_lease",
+    "EXTENSIONS", "LakeInUse", "attach", "claim", "config", "connect", "cursor", "extension_file",
+    "holder_name", "load_extensions", "release_lease", "take_lease",
 ]  # fmt: skip
 
 EXTENSIONS = ("ducklake", "postgres", "httpfs")
@@ -66,17 +66,22 @@ def connect(storage: StorageSettings, extension_dir: Path) -> duckdb.DuckDBPyCon
     return con
 
 
+def load_extensions(con: Any) -> None:
+    """The three extensions, installed from the wheels' files on first use and loaded by name."""
+    for name in EXTENSIONS:
+        try:
+            con.execute(f"LOAD {name}")
+        except duckdb.Error:
+            con.execute(f"INSTALL '{extension_file(name)}'")
+            con.execute(f"LOAD {name}")
+
+
 def attach(con: Any, storage: StorageSettings) -> None:
     """Load the extensions into ``con`` (a DuckDB connection, or SQLAlchemy's wrapper of one for
     Alembic), attach the lake and use it; a :class:`StoreError` that names the catalog when it
     cannot be reached."""
     try:
-        for name in EXTENSIONS:
-            try:
-                con.execute(f"LOAD {name}")
-            except duckdb.Error:
-                con.execute(f"INSTALL '{extension_file(name)}'")
-                con.execute(f"LOAD {name}")
+        load_extensions(con)
         if (storage.data_path or "").startswith("s3://"):
             con.execute(_secret(storage))
         con.execute(

@@ -11,7 +11,6 @@ versioned PostgreSQL folder.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import shutil
 import socket
@@ -28,9 +27,8 @@ import boto3
 import duckdb
 import pytest
 
+from service.store import lake
 from tests.conftest import free_port
-
-EXTENSIONS = ("ducklake", "postgres", "httpfs")
 
 
 def _pg_bin() -> Path:
@@ -144,26 +142,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         proc.wait(30)
 
 
-def extension_file(name: str) -> Path:
-    """The extension a ``duckdb-extension-<name>`` wheel ships for the DuckDB that runs."""
-    folder = importlib.resources.files(f"duckdb_extension_{name}") / "extensions" / f"v{duckdb.__version__}"
-    return Path(str(folder / f"{name}.duckdb_extension"))
-
-
 def lake_duckdb(extension_dir: Path) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with the three extensions, installed from the wheels' files on first use and
-    loaded by name (loading the postgres file by its path fails: its entry point is another name)."""
-    con = duckdb.connect(
-        config={
-            "extension_directory": str(extension_dir),
-            "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-        }
-    )
-    for name in EXTENSIONS:
-        try:
-            con.execute(f"LOAD {name}")
-        except duckdb.Error:
-            con.execute(f"INSTALL '{extension_file(name)}'")
-            con.execute(f"LOAD {name}")
+    """In-memory DuckDB with the three extensions, as a lake node loads them."""
+    con = duckdb.connect(config=lake.config(extension_dir))
+    lake.load_extensions(con)
     return con

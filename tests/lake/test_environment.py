@@ -10,7 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.lake.conftest import S3, Postgres, extension_file, lake_duckdb
+from service.store.lake import extension_file
+from tests.lake.conftest import S3, Postgres, lake_duckdb
 
 
 def test_the_extensions_come_from_the_wheels_of_the_pinned_duckdb(tmp_path: Path) -> None:
