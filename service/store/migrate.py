@@ -43,16 +43,20 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 def prepare(db_file: Path, extension_dir: Path, storage: StorageSettings) -> None:
     """Bring the store of a node to this version's schema before it serves: the DuckDB file
-    ``db_file``, or the lake (after taking its writer lease, so a second node stops here with who
-    holds it, and one node migrates)."""
+    ``db_file``, or the lake (under its writer lease, so a second node stops here with who holds
+    it, and one node migrates; released after, as ``profstore migrate`` holds nothing)."""
     db_file.parent.mkdir(parents=True, exist_ok=True)
     if storage.backend == "duckdb":
         upgrade(db_file)
         return
     con = lake.connect(storage, extension_dir)
+    holder = lake.holder_name(db_file.parent)
     try:
-        lake.claim(con, lake.holder_name(db_file.parent))
-        upgrade_lake(storage, extension_dir)
+        lake.claim(con, holder)
+        try:
+            upgrade_lake(storage, extension_dir)
+        finally:
+            lake.release_lease(con, holder)
     finally:
         con.close()
 
