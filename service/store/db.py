@@ -101,6 +101,7 @@ class Database:
             max_unapplied=max_unapplied,
             observe=observe_batch,
             reopen=self._reopen,
+            lookup_cursor=self._cursor,
             wal=self.path.with_name(self.path.name + ".wal") if self._lake is None else None,
             checkpoint_idle_bytes=checkpoint_idle_bytes,
             checkpoint_busy_bytes=checkpoint_busy_bytes,

@@ -154,16 +154,16 @@ class Writer:
         max_unapplied: int = 2048,
         observe: Callable[[float, int], None] | None = None,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+        lookup_cursor: Callable[[], duckdb.DuckDBPyConnection] | None = None,
         wal: Path | None = None,
         rejected: Path | None = None,
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
     ) -> None:
         self._con = con
-        # The journal thread's lookups run on cursors of their own, which start in the instance's
-        # default database; the writer's may be another (a DuckLake's, attached and in use).
-        row = con.execute("SELECT current_database()").fetchone()
-        self._database = str(row[0]) if row else ""
+        # The journal thread's lookups run on cursors of their own, opened as the Database opens its
+        # readers' (on a DuckLake, with the lake in use).
+        self._lookup_cursor = lookup_cursor or (lambda: self._con.cursor())
         self._journal = journal
         self._rejected = rejected or journal.directory / "rejected"
         # The write-ahead log, checkpointed by this thread between batches (see _maybe_checkpoint):
@@ -391,9 +391,8 @@ class Writer:
         if older:
             # A commit moves a key from _pending to the file, never the other way: what was not
             # pending above and is not in the file now was never accepted.
-            cur = self._con.cursor()
+            cur = self._lookup_cursor()
             try:
-                cur.execute(f'USE "{self._database}"')
                 out |= _select_stored(cur, older)
             finally:
                 cur.close()

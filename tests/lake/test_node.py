@@ -80,3 +80,13 @@ def test_a_lake_node_answers_as_the_file_does_and_keeps_it_over_a_restart(
     lake_node.stop()
     lake_node.start()
     assert _answers(lake_node.url) == file_answers
+
+
+def test_a_copy_of_an_old_profile_is_found_in_the_lake(lake_node: Server, corpus: Path) -> None:
+    """Idempotency below the writer's memory of recent pushes reads the lake (on the journal's own
+    cursor, which must have the lake in use too)."""
+    data = (corpus / FILES[0]).read_bytes()
+    params = {"labels": '{service_name="old"}', "ts": "1600000000"}  # years back: not in recent memory
+    answers = [httpx.post(f"{lake_node.url}/api/v1/ingest", params=params, content=data, timeout=60) for _ in range(2)]
+    assert [r.status_code for r in answers] == [200, 200], answers[-1].text
+    assert answers[0].json()["duplicate"] is False and answers[1].json()["duplicate"] is True
