@@ -13,18 +13,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import duckdb
 
 from service.config import StorageSettings
 from service.errors import QueryTimeout, StoreError
-from service.store import lake, migrate
+from service.store import cluster, lake, migrate
 from service.store.ids import KnownIds
 from service.store.journal import Journal
 from service.store.writer import Writer
@@ -66,28 +65,25 @@ class Database:
         checkpoint_busy_bytes: int = 64 << 20,
         memory_limit: str | None = None,
         storage: StorageSettings | None = None,
+        address: str = "",
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
         self._memory_limit = memory_limit
         self._lake = storage if storage is not None and storage.backend == "ducklake" else None
         self._extensions = data_dir / EXTENSION_DIR
-        self._holder = lake.holder_name(data_dir)
-        self._closing = threading.Event()
-        self._lease: threading.Thread | None = None
+        self.node_name = lake.node_name(data_dir)
+        self.cluster: cluster.Node | None = None
         if self._lake is None:
             migrate.upgrade(self.path)
             self._con = self._connect()
         else:
             self._con = self._connect()
             try:
-                lake.claim(self._con, self._holder)
-                migrate.upgrade_lake(self._lake, self._extensions)
+                migrate.upgrade_shared(self._con, self._lake, self._extensions, self.node_name)
             except BaseException:
                 self._con.close()
                 raise
-            self._lease = threading.Thread(target=self._renew, name="profstore-lease", daemon=True)
-            self._lease.start()
         self.read_timeout_s = read_timeout_s
         self.known = KnownIds()
         journal = Journal(data_dir / JOURNAL_DIR)
@@ -113,6 +109,41 @@ class Database:
                 self.close()  # the journal stays as it is
                 raise
             log.warning("committing %d pushes the journal kept from the last run", replayed)
+        if self._lake is not None:
+            self.cluster = cluster.Node(self._cursor, self.node_name, address, self.pause_writer)
+            try:
+                self.cluster.start()
+            except duckdb.Error as exc:
+                self.close()
+                raise StoreError(f"cannot join the lake's nodes: {exc}") from exc
+
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes write to the same store (a lake): maintenance then runs under the fence."""
+        return self._lake is not None
+
+    def pause_writer(self, resume: threading.Event) -> Future[object]:
+        """Stop the writer between batches until ``resume`` is set, for the lake's maintenance fence;
+        the returned future is done once it stopped. It forgets the symbol ids it remembers as stored
+        (maintenance may delete them), so every batch after the fence checks them again."""
+        stopped: Future[object] = Future()
+
+        def hold(_con: duckdb.DuckDBPyConnection) -> None:
+            self.known.clear()
+            stopped.set_result(None)
+            resume.wait(cluster.FENCE_S)
+
+        def ended(task: Future[object]) -> None:  # the task failed or was cancelled before it held the writer
+            if not stopped.done():
+                failed = None if task.cancelled() else task.exception()
+                stopped.set_exception(failed or StoreError("the writer is closing"))
+
+        self.writer.call(hold).add_done_callback(ended)
+        return stopped
+
+    def maintenance_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for maintenance on a lake (it runs beside the paused writer, not in it)."""
+        return self._cursor()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._lake is not None:
@@ -185,33 +216,11 @@ class Database:
                 total += p.stat().st_size
         return total
 
-    def _renew(self) -> None:
-        """Keep the lake's writer lease; a node that finds it taken (it could not renew in time, and
-        another node started) stops, since two writers on one lake are not supported yet."""
-        while not self._closing.wait(lake.LEASE_S / 3):
-            try:
-                cur = lake.cursor(self._con)
-                try:
-                    holder = lake.take_lease(cur, self._holder)
-                finally:
-                    cur.close()
-            except duckdb.Error as exc:
-                log.warning("cannot renew the lake's writer lease (retrying): %s", exc)
-                continue
-            if holder != self._holder:
-                log.critical("another node (%s) took the lake's writer lease: this node stops", holder)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
     def close(self) -> None:
-        self._closing.set()
-        if self._lease is not None:
-            self._lease.join()
+        if self.cluster is not None:
+            self.cluster.close()  # first: a paused writer resumes, and the others stop waiting for this node
         self.writer.close()
         if self._lake is None:  # on a lake, CHECKPOINT is the lake's whole maintenance (merge, expire, clean)
             with contextlib.suppress(duckdb.Error):
                 self._con.execute("CHECKPOINT")
-        else:
-            with contextlib.suppress(duckdb.Error):
-                lake.release_lease(self._con, self._holder)
         self._con.close()

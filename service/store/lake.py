@@ -26,10 +26,7 @@ import duckdb
 from service.config import StorageSettings
 from service.errors import StoreError
 
-__all__ = [
-    "EXTENSIONS", "LakeInUse", "attach", "claim", "config", "connect", "cursor", "extension_file",
-    "holder_name", "load_extensions", "release_lease", "take_lease",
-]  # fmt: skip
+__all__ = ["EXTENSIONS", "attach", "config", "connect", "cursor", "extension_file", "load_extensions", "node_name"]
 
 EXTENSIONS = ("ducklake", "postgres", "httpfs")
 ALIAS = "lake"
@@ -130,72 +127,7 @@ def _safe(catalog: str | None) -> str:
     return " ".join(p for p in (catalog or "").split() if not p.lower().startswith("password="))
 
 
-# One node writes to a lake until several are supported (issue 19): the writer's per-batch update of
-# ``series`` conflicts between writers, and retention and compaction must run on one node. The
-# lease is a row in the catalog's own PostgreSQL database, taken by one atomic upsert (an advisory
-# lock would belong to whichever pooled connection the postgres extension used).
-LEASE_S = 30.0
-_LEASE_DDL = (
-    "CREATE TABLE IF NOT EXISTS profstore_writer_lease "
-    "(lake TEXT PRIMARY KEY, holder TEXT NOT NULL, expires TIMESTAMPTZ NOT NULL)"
-)
-
-
-class LakeInUse(StoreError):
-    """Another node holds this lake's writer lease."""
-
-
-def holder_name(data_dir: Path) -> str:
-    """A node's name in the lease: the same node restarting (same host and data directory, so the
-    same journal) takes its own lease back at once, before it expires."""
+def node_name(data_dir: Path) -> str:
+    """A node's name among the lake's nodes: the same node restarting (same host and data directory,
+    so the same journal) is the same member, and takes its own leases back before they lapse."""
     return f"{socket.gethostname()}:{data_dir.resolve()}"
-
-
-def claim(con: duckdb.DuckDBPyConnection, holder: str) -> None:
-    """Take the writer lease or stop with who holds it."""
-    try:
-        got = take_lease(con, holder)
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot take the lake's writer lease: {exc}") from exc
-    if got != holder:
-        raise LakeInUse(
-            f"another node writes to this lake ({got}; its lease is renewed every {LEASE_S / 3:g} s and lapses "
-            f"{LEASE_S:g} s after it stops): one node per lake until several are supported"
-        )
-
-
-def take_lease(con: duckdb.DuckDBPyConnection, holder: str, seconds: float = LEASE_S) -> str:
-    """Take or renew the lake's writer lease for ``holder``; the holder afterwards (``holder`` when
-    taken; another node's name when it holds an unexpired lease)."""
-    _catalog_db(con)
-    upsert = (
-        f"INSERT INTO profstore_writer_lease VALUES ('lake', {_literal(holder)}, now() + interval '{float(seconds)} s') "
-        "ON CONFLICT (lake) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires "
-        "WHERE profstore_writer_lease.holder = EXCLUDED.holder OR profstore_writer_lease.expires < now()"
-    )
-    con.execute(f"CALL postgres_execute('{_PG}', {_literal(upsert)})")
-    query = "SELECT holder FROM profstore_writer_lease"
-    row = con.execute(f"SELECT holder FROM postgres_query('{_PG}', {_literal(query)})").fetchone()
-    return str(row[0]) if row else ""
-
-
-def release_lease(con: duckdb.DuckDBPyConnection, holder: str) -> None:
-    _catalog_db(con)
-    delete = f"DELETE FROM profstore_writer_lease WHERE holder = {_literal(holder)}"
-    con.execute(f"CALL postgres_execute('{_PG}', {_literal(delete)})")
-
-
-_PG = "profstore_catalog"
-
-
-def _catalog_db(con: duckdb.DuckDBPyConnection) -> None:
-    """The catalog's PostgreSQL database, attached beside the lake (once per instance)."""
-    attached = con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = $n", {"n": _PG}).fetchone()
-    if not attached or not attached[0]:
-        catalog = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = $n", {"n": ALIAS}).fetchone()
-        con.execute(f"ATTACH {_literal(_pg_dsn(catalog[0] if catalog else ''))} AS {_PG} (TYPE postgres)")
-        con.execute(f"CALL postgres_execute('{_PG}', {_literal(_LEASE_DDL)})")
-
-
-def _pg_dsn(path: str) -> str:
-    return path.removeprefix("ducklake:").removeprefix("postgres:")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+import duckdb
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
@@ -12,9 +14,9 @@ from sqlalchemy.exc import DBAPIError
 
 from service.config import StorageSettings
 from service.errors import StoreError
-from service.store import lake
+from service.store import cluster, lake
 
-__all__ = ["MIGRATIONS", "DataDirInUse", "in_use", "prepare", "upgrade", "upgrade_lake"]
+__all__ = ["MIGRATIONS", "DataDirInUse", "in_use", "prepare", "upgrade", "upgrade_lake", "upgrade_shared"]
 
 # DuckDB's IOException when another process holds the file: "... Conflicting lock is held in <exe> (PID 1234) ..."
 _LOCK = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
@@ -39,26 +41,36 @@ def in_use(path: Path, exc: BaseException) -> DataDirInUse | None:
 
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATE_WAIT_S = 300.0  # a migration of a large lake may rewrite tables; a lease lapses after this
 
 
 def prepare(db_file: Path, extension_dir: Path, storage: StorageSettings) -> None:
     """Bring the store of a node to this version's schema before it serves: the DuckDB file
-    ``db_file``, or the lake (under its writer lease, so a second node stops here with who holds
-    it, and one node migrates; released after, as ``profstore migrate`` holds nothing)."""
+    ``db_file``, or the lake (one node at a time, under the lake's ``migrate`` lease)."""
     db_file.parent.mkdir(parents=True, exist_ok=True)
     if storage.backend == "duckdb":
         upgrade(db_file)
         return
     con = lake.connect(storage, extension_dir)
-    holder = lake.holder_name(db_file.parent)
     try:
-        lake.claim(con, holder)
-        try:
-            upgrade_lake(storage, extension_dir)
-        finally:
-            lake.release_lease(con, holder)
+        upgrade_shared(con, storage, extension_dir, lake.node_name(db_file.parent))
     finally:
         con.close()
+
+
+def upgrade_shared(con: duckdb.DuckDBPyConnection, storage: StorageSettings, extension_dir: Path, node: str) -> None:
+    """Migrate the lake under its ``migrate`` lease: nodes starting together migrate one after the
+    other (the later ones find nothing to do), never two DDL transactions racing on one catalog."""
+    cluster.ensure_tables(con, storage.catalog or "")
+    deadline = time.monotonic() + MIGRATE_WAIT_S
+    while (holder := cluster.take_lease(con, "migrate", node, MIGRATE_WAIT_S)) != node:
+        if time.monotonic() > deadline:
+            raise StoreError(f"node {holder} has been migrating the lake for over {MIGRATE_WAIT_S:g} s; try again")
+        time.sleep(0.5)
+    try:
+        upgrade_lake(storage, extension_dir)
+    finally:
+        cluster.release_lease(con, "migrate", node)
 
 
 def upgrade_lake(storage: StorageSettings, extension_dir: Path, revision: str = "head") -> None:
