@@ -31,6 +31,7 @@ from service.query.source import Sources
 from service.query.stacks import StackNames
 from service.store.db import Database
 from service.store.ingest import Ingestor
+from service.store.maintenance import LakeMaintenance
 from service.store.retention import expire
 from service.store.source import DuckDBSources
 from service.store.stack_rollups import compact
@@ -124,17 +125,29 @@ def create_app(
         # a full collection never walks it again: one over the startup heap paused a request ~100 ms.
         gc.freeze()
         await collector.start(settings.scrape_configs, base_dir)
-        rollups = asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s))
-        retention = asyncio.get_running_loop().create_task(_expire_every(db, settings.retention))
+        if db.cluster is None:
+            maintenance = None
+            tasks = [
+                asyncio.get_running_loop().create_task(_compact_every(db, settings.compaction_interval_s)),
+                asyncio.get_running_loop().create_task(_expire_every(db, settings.retention)),
+            ]
+        else:  # on a lake, one node at a time maintains it, behind the write fence
+            maintenance = LakeMaintenance(
+                db.maintenance_cursor, db.node_name, db.known, settings.retention, settings.compaction_interval_s
+            )
+            tasks = [
+                asyncio.get_running_loop().create_task(_maintain_every(maintenance, settings.compaction_interval_s))
+            ]
+        app.state.maintenance = maintenance
         detection = AsyncIOScheduler()
         if settings.analysis.enabled:
             detection.add_job(
-                _analyze, "interval", args=[analyzer, KINDS], seconds=settings.analysis.interval_s,
+                _analyze, "interval", args=[analyzer, KINDS, maintenance], seconds=settings.analysis.interval_s,
                 id="analysis", max_instances=1, coalesce=True,
             )  # fmt: skip
             if settings.analysis.leak_interval_s < settings.analysis.interval_s:
                 detection.add_job(
-                    _analyze, "interval", args=[analyzer, frozenset({"leak"})],
+                    _analyze, "interval", args=[analyzer, frozenset({"leak"}), maintenance],
                     seconds=settings.analysis.leak_interval_s, id="leaks", max_instances=1, coalesce=True,
                 )  # fmt: skip
             detection.start()
@@ -158,7 +171,7 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
             if detection.running:
                 detection.shutdown(wait=False)
-            for task in (rollups, retention):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -235,8 +248,11 @@ async def _no_route(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _analyze(analyzer: Analyzer, kinds: frozenset[str]) -> None:
-    """A scheduled detection run, on a worker thread; a failure is logged and the next run comes anyway."""
+async def _analyze(analyzer: Analyzer, kinds: frozenset[str], maintenance: LakeMaintenance | None) -> None:
+    """A scheduled detection run, on a worker thread; a failure is logged and the next run comes anyway.
+    On a lake only the maintenance node runs it: findings are one table that one node keeps."""
+    if maintenance is not None and not maintenance.holding:
+        return
     try:
         report = await asyncio.get_running_loop().run_in_executor(None, lambda: analyzer.run(kinds=kinds))
     except Exception:
@@ -256,6 +272,25 @@ async def _compact_every(db: Database, interval_s: float) -> None:
             await asyncio.wrap_future(db.writer.call(lambda con: compact(con, now_ns())))
         except Exception:
             log.exception("compacting stack rollups failed; retrying in %g s", interval_s)
+
+
+async def _maintain_every(maintenance: LakeMaintenance, interval_s: float) -> None:
+    """The lake's maintenance, on the node that holds its lease (the others only try to take it)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            report = await asyncio.get_running_loop().run_in_executor(None, lambda: maintenance.run_once(now_ns()))
+        except Exception:
+            log.exception("maintaining the lake failed; retrying in %g s", interval_s)
+            continue
+        if report is not None and not report.missing:
+            log.info(
+                "lake maintenance (fence %d): writers stopped in %.2f s, fenced %.2f s, %s",
+                report.epoch, report.waited_s, report.fenced_s,
+                ", ".join(f"{k} {v:.2f} s" for k, v in report.steps.items()),
+            )  # fmt: skip
+            if report.expired is not None and any(report.expired.deleted.values()):
+                log.info("retention: deleted %s", report.expired.deleted)
 
 
 async def _expire_every(db: Database, settings: RetentionSettings) -> None:

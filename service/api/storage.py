@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from service.api.auth import visible_tenants
-from service.store import backup, usage
+from service.errors import StoreError
+from service.store import backup, cluster, usage
 from service.store.retention import Expired, expire
 from service.types import now_ns
 
@@ -71,9 +72,37 @@ async def expire_now(request: Request) -> ExpireOut:
     """Deletes what is past retention for every tenant (as the hourly job does) and returns the counts."""
     db = request.app.state.db
     settings = request.app.state.settings.retention
+    maintenance = request.app.state.maintenance
+    if maintenance is not None:  # a lake: its maintenance node runs it, behind the write fence
+        report = await run_in_threadpool(lambda: maintenance.run_once(now_ns(), force=True))
+        if report is None or report.expired is None:
+            why = "another node maintains this lake" if report is None else f"node(s) {report.missing} did not stop"
+            raise StoreError(f"retention did not run: {why}; it runs on the lake's maintenance node every interval")
+        return ExpireOut(deleted=report.expired.deleted, seconds=report.expired.seconds)
     fut = db.writer.call(lambda con: expire(con, settings, now_ns(), db.known))
     out: Expired = await run_in_threadpool(fut.result)
     return ExpireOut(deleted=out.deleted, seconds=out.seconds)
+
+
+class ClusterOut(BaseModel):
+    backend: str = Field(description="`duckdb` (one node, a file) or `ducklake` (nodes sharing a lake).")
+    node: str = Field(description="This node's name: host and data directory.")
+    nodes: list[str] = Field(description="The live nodes (heartbeat within 5 s), this one included.")
+    maintenance: str | None = Field(description="The node that maintains the lake (rollups, retention, files).")
+    fence_epoch: int = Field(description="How many maintenance runs stopped the writers so far.")
+
+
+@router.get("/cluster", response_model=ClusterOut, summary="The nodes sharing this store, and which maintains it")
+def cluster_status(request: Request) -> ClusterOut:
+    """On a lake, read from its catalog; on a DuckDB file, the one node."""
+    db = request.app.state.db
+    if db.cluster is None:
+        return ClusterOut(
+            backend="duckdb", node=db.node_name, nodes=[db.node_name], maintenance=db.node_name, fence_epoch=0
+        )
+    with db.read() as cur:
+        state = cluster.state(cur)
+    return ClusterOut(backend="ducklake", node=db.node_name, **state)
 
 
 class BackupOut(BaseModel):

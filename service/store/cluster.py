@@ -34,8 +34,22 @@ import duckdb
 from service.errors import StoreError
 
 __all__ = [
-    "FENCE_S", "HEARTBEAT_S", "NODE_TTL_S", "Fence", "Node", "ensure_tables", "fence_acknowledged",
-    "forget_dead", "live_nodes", "lower_fence", "raise_fence", "read_fence", "release_lease", "take_lease",
+    "FENCE_S",
+    "HEARTBEAT_S",
+    "NODE_TTL_S",
+    "Fence",
+    "Node",
+    "ensure_tables",
+    "fence_acknowledged",
+    "forget_dead",
+    "lease_holder",
+    "live_nodes",
+    "lower_fence",
+    "raise_fence",
+    "read_fence",
+    "release_lease",
+    "state",
+    "take_lease",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -91,6 +105,12 @@ def take_lease(con: duckdb.DuckDBPyConnection, name: str, holder: str, seconds: 
     )
     rows = _query(con, f"SELECT holder FROM profstore_leases WHERE name = {literal(name)}")
     return str(rows[0][0]) if rows else ""
+
+
+def lease_holder(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """Who holds lease ``name`` now (None when nobody does, or it lapsed)."""
+    rows = _query(con, f"SELECT holder FROM profstore_leases WHERE name = {literal(name)} AND expires > now()")
+    return str(rows[0][0]) if rows else None
 
 
 def release_lease(con: duckdb.DuckDBPyConnection, name: str, holder: str) -> None:
@@ -163,6 +183,15 @@ def fence_acknowledged(con: duckdb.DuckDBPyConnection, epoch: int, ttl_s: float 
         f"AND fence_ack < {int(epoch)} ORDER BY 1",
     )
     return [str(r[0]) for r in rows]
+
+
+def state(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """The live nodes, the maintenance node and the fence's epoch, for ``/api/v1/cluster``."""
+    return {
+        "nodes": live_nodes(con),
+        "maintenance": lease_holder(con, "maintenance"),
+        "fence_epoch": read_fence(con).epoch,
+    }
 
 
 class Node:

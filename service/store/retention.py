@@ -61,7 +61,11 @@ class Expired:
     seconds: float = 0.0
 
 
-def expire(con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int, known: KnownIds) -> Expired:
+def expire(
+    con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int, known: KnownIds, *, checkpoint: bool = True
+) -> Expired:
+    """Delete what is past retention; ``checkpoint`` False on a lake, where CHECKPOINT is the lake's
+    whole file maintenance (:mod:`service.store.maintenance` runs its parts by name)."""
     t0 = time.monotonic()
     out = Expired()
     rows = con.execute("SELECT series_id, tenant, profile_type FROM series").fetchall()
@@ -90,7 +94,8 @@ def expire(con: duckdb.DuckDBPyConnection, settings: RetentionSettings, now: int
                 out.deleted[table] = _count(con.execute(f"DELETE FROM {table} WHERE {predicate}"))
     if any(out.deleted.values()):
         known.clear()
-        con.execute("CHECKPOINT")
+        if checkpoint:
+            con.execute("CHECKPOINT")
     out.seconds = time.monotonic() - t0
     return out
 
