@@ -22,6 +22,7 @@ reached through DuckDB's postgres extension (no second driver). Three small tabl
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 NODE_TTL_S = 5.0  # a node silent this long is dead: its targets move at their next due run
 FENCE_S = 120.0  # a fence whose holder died lapses after this
+SERIALIZATION_RETRIES = 8
 PG = "profstore_catalog"  # the catalog's PostgreSQL database, attached beside the lake
 
 _DDL = (
@@ -75,7 +77,17 @@ def literal(text: str) -> str:
 
 
 def _execute(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    con.execute(f"CALL postgres_execute('{PG}', {literal(sql)})")
+    """Run ``sql`` in the catalog's database. The postgres extension wraps it in a REPEATABLE READ
+    transaction, so two nodes upserting one row at once make one of them fail with a serialization
+    error: that one tries again (the statement is written to be repeated)."""
+    for attempt in range(SERIALIZATION_RETRIES):
+        try:
+            con.execute(f"CALL postgres_execute('{PG}', {literal(sql)})")
+            return
+        except duckdb.Error as exc:
+            if "could not serialize access" not in str(exc) or attempt == SERIALIZATION_RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:

@@ -691,6 +691,12 @@ class Writer:
             # the statements from the commit: the WAL's write and fsync, and any checkpoint.
             con.execute("COMMIT")
             self._stage("commit", time.perf_counter() - t1)
+        except BaseException:
+            # Undo first: in an aborted transaction the views could not be dropped, and the retry
+            # would fail to register them again (found with the object store cut off mid-batch).
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
         finally:
             for n in names:
                 con.unregister(n)

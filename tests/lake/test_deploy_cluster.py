@@ -67,8 +67,8 @@ def test_three_nodes_start_from_the_shipped_command_and_config(postgres: Postgre
                 arg = f"0.0.0.0:{port}" if arg == "0.0.0.0:4040" else mounts.get(arg, arg)
                 args.append(str(Path(sys.executable).with_name("profstore")) if arg == "profstore" else arg)
             env = {k: str(v) for k, v in service["environment"].items()}
-            log = (tmp_path / f"{name}.log").open("wb")
-            procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}))
+            with (tmp_path / f"{name}.log").open("wb") as log:
+                procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}))
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 180
         states: list[dict[str, object]] = []
