@@ -18,7 +18,9 @@ from service.store.maintenance import LakeMaintenance
 from service.types import now_ns
 from tests.conftest import Server
 from tests.lake.conftest import Postgres
+from tests.pprof_tool import merge_proto, top, totals
 
+CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 FRESH_S = 5.0  # issue 19: an acknowledged profile is visible on every node within 5 s
 
 
@@ -145,6 +147,60 @@ def test_two_serve_processes_share_a_lake(postgres: Postgres, tmp_path: Path, co
         assert len({s["maintenance"] for s in states}) == 1 and states[0]["maintenance"] in set(states[0]["nodes"])
         assert set(states[0]["nodes"]) == {s["node"] for s in states}
         assert all(s["fence_epoch"] > 0 for s in states)
+    finally:
+        for srv in nodes:
+            srv.stop()
+
+
+def test_three_nodes_ingesting_one_series_at_once_export_what_pprof_merges(
+    postgres: Postgres, tmp_path: Path, corpus: Path
+) -> None:
+    """Six CPU profiles of ONE series pushed at the same moment, two to each of three nodes: the
+    same series, label set and symbols are new on every node at once. Each node's export then
+    equals ``go tool pprof -proto``'s merge of the six files: nothing lost, nothing counted twice."""
+    files = sorted((corpus / "series").glob("cpu_0*.pb.gz"))
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"storage:\n  backend: ducklake\n  catalog: '{postgres.database()}'\n  data_path: {tmp_path / 'files'}/\n"
+    )
+    names = ("one", "two", "three")
+    for name in names:
+        (tmp_path / name).mkdir()
+    nodes = [Server(tmp_path / name / "data", config).start() for name in names]
+    try:
+        start = threading.Barrier(len(files))
+        codes: list[int] = []
+
+        def push(i: int, f: Path) -> None:
+            start.wait()
+            r = httpx.post(
+                f"{nodes[i % 3].url}/api/v1/ingest",
+                params={"labels": '{service_name="merged"}'},
+                content=f.read_bytes(),
+                timeout=120,
+            )
+            codes.append(r.status_code)
+
+        pushers = [threading.Thread(target=push, args=(i, f)) for i, f in enumerate(files)]
+        for t in pushers:
+            t.start()
+        for t in pushers:
+            t.join()
+        assert codes == [200] * len(files)
+        ref = merge_proto(files, tmp_path / "ref.pb.gz")
+        params = {"query": CPU + '{service_name="merged"}', "from": "0"}
+        for srv in nodes:
+            out = tmp_path / f"{srv.port}.pb.gz"
+            deadline = time.monotonic() + FRESH_S
+            while True:
+                r = httpx.get(f"{srv.url}/api/v1/export", params=params, timeout=60)
+                assert r.status_code in (200, 404), r.text
+                out.write_bytes(r.content)
+                if r.status_code == 200 and totals(out) == totals(ref):
+                    break
+                assert time.monotonic() < deadline, (r.status_code, r.status_code == 200 and totals(out))
+                time.sleep(0.2)
+            assert top(out, nodecount=30) == top(ref, nodecount=30)
     finally:
         for srv in nodes:
             srv.stop()
