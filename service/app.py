@@ -43,6 +43,8 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
+LAKE_LINGER_S = 1.0
+
 
 def create_app(
     settings: Settings | None = None, *, config_path: Path | None = None, overrides: Mapping[str, Any] | None = None
@@ -64,7 +66,7 @@ def create_app(
             settings.data_dir,
             read_timeout_s=settings.query_timeout_s,
             max_batch=settings.write_batch_max,
-            linger_s=settings.write_batch_linger_s,
+            linger_s=_linger_s(settings),
             max_unapplied=settings.write_max_pending,
             observe_batch=observe_batch,
             checkpoint_idle_bytes=settings.checkpoint_idle_bytes,
@@ -272,6 +274,15 @@ async def _compact_every(db: Database, interval_s: float) -> None:
             await asyncio.wrap_future(db.writer.call(lambda con: compact(con, now_ns())))
         except Exception:
             log.exception("compacting stack rollups failed; retrying in %g s", interval_s)
+
+
+def _linger_s(settings: Settings) -> float:
+    """The writer's linger: as set, else 0.25 s on a file and 1 s on a lake, where every commit is a
+    Parquet file per table and a catalog transaction (a node then commits at most once a second,
+    and other nodes see a push within about that)."""
+    if "write_batch_linger_s" in settings.model_fields_set or settings.storage.backend == "duckdb":
+        return settings.write_batch_linger_s
+    return LAKE_LINGER_S
 
 
 async def _maintain_every(maintenance: LakeMaintenance, interval_s: float) -> None:
