@@ -61,6 +61,7 @@ FENCE_S = 120.0  # a fence whose holder died lapses after this
 SERIALIZATION_RETRIES = 8
 PG = "profstore_catalog"  # the catalog's PostgreSQL database, attached beside the lake
 
+_DDL_LOCK = 0x70726F66  # any constant of ours: "prof"
 _DDL = (
     "CREATE TABLE IF NOT EXISTS profstore_nodes (node TEXT PRIMARY KEY, address TEXT NOT NULL, "
     "started TIMESTAMPTZ NOT NULL DEFAULT now(), seen TIMESTAMPTZ NOT NULL, fence_ack BIGINT NOT NULL DEFAULT 0)",
@@ -100,8 +101,9 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> None:
     if attached and attached[0]:
         return
     con.execute(f"ATTACH IF NOT EXISTS {literal(catalog)} AS {PG} (TYPE postgres)")
-    for ddl in _DDL:
-        _execute(con, ddl)
+    # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (both see no table, one fails on
+    # the catalog's unique index): the first node to start creates them under a transaction lock.
+    _execute(con, f"SELECT pg_advisory_xact_lock({_DDL_LOCK}); " + "; ".join(_DDL))
 
 
 # Leases.

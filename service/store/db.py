@@ -78,7 +78,7 @@ class Database:
             migrate.upgrade(self.path)
             self._con = self._connect()
         else:
-            self._con = self._connect()
+            self._con = lake.connect(self._lake, self._extensions, attach_lake=False)
             try:
                 migrate.upgrade_shared(self._con, self._lake, self._extensions, self.node_name)
             except BaseException:

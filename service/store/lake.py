@@ -26,7 +26,7 @@ import duckdb
 from service.config import StorageSettings
 from service.errors import StoreError
 
-__all__ = ["EXTENSIONS", "attach", "config", "connect", "cursor", "extension_file", "load_extensions", "node_name"]
+__all__ = ["EXTENSIONS", "attach", "attach_only", "config", "connect", "cursor", "extension_file", "load_extensions", "node_name", "prepare"]
 
 EXTENSIONS = ("ducklake", "postgres", "httpfs")
 ALIAS = "lake"
@@ -52,11 +52,16 @@ def config(extension_dir: Path) -> dict[str, str | bool | int | float | list[str
     }
 
 
-def connect(storage: StorageSettings, extension_dir: Path) -> duckdb.DuckDBPyConnection:
-    """DuckDB with the lake of ``storage`` attached and in use."""
+def connect(storage: StorageSettings, extension_dir: Path, *, attach_lake: bool = True) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the lake of ``storage`` attached and in use; with ``attach_lake`` False, only ready
+    to attach it (extensions, S3 secret): a node's first start attaches under the ``migrate`` lease,
+    since the first ATTACH of a new lake creates DuckLake's catalog tables, and two nodes creating
+    them at once collide."""
     con = duckdb.connect(config=config(extension_dir))
     try:
-        attach(con, storage)
+        prepare(con, storage)
+        if attach_lake:
+            attach_only(con, storage)
     except StoreError:
         con.close()
         raise
@@ -77,10 +82,22 @@ def attach(con: Any, storage: StorageSettings) -> None:
     """Load the extensions into ``con`` (a DuckDB connection, or SQLAlchemy's wrapper of one for
     Alembic), attach the lake and use it; a :class:`StoreError` that names the catalog when it
     cannot be reached."""
+    prepare(con, storage)
+    attach_only(con, storage)
+
+
+def prepare(con: Any, storage: StorageSettings) -> None:
+    """The extensions and, for S3, the secret: what attaching the lake needs."""
     try:
         load_extensions(con)
         if (storage.data_path or "").startswith("s3://"):
             con.execute(_secret(storage))
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open the DuckLake (catalog {_safe(storage.catalog)}): {exc}") from exc
+
+
+def attach_only(con: Any, storage: StorageSettings) -> None:
+    try:
         con.execute(
             f"ATTACH IF NOT EXISTS {_literal('ducklake:postgres:' + (storage.catalog or ''))} AS {ALIAS} "
             f"(DATA_PATH {_literal(storage.data_path or '')})"

@@ -51,7 +51,7 @@ def prepare(db_file: Path, extension_dir: Path, storage: StorageSettings) -> Non
     if storage.backend == "duckdb":
         upgrade(db_file)
         return
-    con = lake.connect(storage, extension_dir)
+    con = lake.connect(storage, extension_dir, attach_lake=False)
     try:
         upgrade_shared(con, storage, extension_dir, lake.node_name(db_file.parent))
     finally:
@@ -59,8 +59,10 @@ def prepare(db_file: Path, extension_dir: Path, storage: StorageSettings) -> Non
 
 
 def upgrade_shared(con: duckdb.DuckDBPyConnection, storage: StorageSettings, extension_dir: Path, node: str) -> None:
-    """Migrate the lake under its ``migrate`` lease: nodes starting together migrate one after the
-    other (the later ones find nothing to do), never two DDL transactions racing on one catalog."""
+    """Attach and migrate the lake under its ``migrate`` lease: nodes starting together attach and
+    migrate one after the other (the later ones find nothing to do), never two DDL transactions
+    racing on one catalog. ``con`` is ready to attach (:func:`lake.connect` with ``attach_lake`` False)
+    and has the lake attached and in use afterwards."""
     cluster.ensure_tables(con, storage.catalog or "")
     deadline = time.monotonic() + MIGRATE_WAIT_S
     while (holder := cluster.take_lease(con, "migrate", node, MIGRATE_WAIT_S)) != node:
@@ -68,6 +70,7 @@ def upgrade_shared(con: duckdb.DuckDBPyConnection, storage: StorageSettings, ext
             raise StoreError(f"node {holder} has been migrating the lake for over {MIGRATE_WAIT_S:g} s; try again")
         time.sleep(0.5)
     try:
+        lake.attach_only(con, storage)
         upgrade_lake(storage, extension_dir)
     finally:
         cluster.release_lease(con, "migrate", node)

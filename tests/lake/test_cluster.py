@@ -204,3 +204,34 @@ def test_three_nodes_ingesting_one_series_at_once_export_what_pprof_merges(
     finally:
         for srv in nodes:
             srv.stop()
+
+
+def test_nodes_starting_together_on_a_new_lake_create_it_once(postgres: Postgres, tmp_path: Path) -> None:
+    """The first ATTACH of a new lake creates DuckLake's catalog tables; nodes starting at the same
+    moment take turns (the ``migrate`` lease), so none fails on the other's half-made catalog."""
+    storage = _storage(postgres, tmp_path)
+    start = threading.Barrier(3)
+    opened: list[Database] = []
+    failed: list[BaseException] = []
+
+    def open_node(name: str) -> None:
+        start.wait()
+        try:
+            opened.append(Database(tmp_path / name, storage=storage))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_node, args=(n,)) for n in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not failed, failed
+        deadline = time.monotonic() + 10
+        while any(len(db.cluster.live) < 3 for db in opened if db.cluster) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [len(db.cluster.live) for db in opened if db.cluster] == [3, 3, 3]
+    finally:
+        for db in opened:
+            db.close()
