@@ -105,6 +105,14 @@ class Deltas:
         with series.lock:
             return _apply(series, env, cols, scraped_at_ns)
 
+    def drop(self, key: str) -> None:
+        """Drop ``key``'s baseline: its next scrape sets a new one (another node scraped it meanwhile).
+
+        A scrape of ``key`` being computed now sets its baseline on the dropped series, which is gone.
+        """
+        with self._lock:
+            self._series.pop(key, None)
+
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the baselines of every key not in ``keep`` (targets no longer scraped after a reload).
 
