@@ -98,6 +98,7 @@ def create_app(
             max_stack_depth=settings.max_stack_depth,
             # On a lake the live nodes share the targets out (rendezvous hashing); alone, it scrapes them all.
             ownership=_ownership(db.cluster) if db.cluster is not None else None,
+            join_grace_s=2 * cluster.HEARTBEAT_S,
         )
         app.state.collector = collector
         base_dir = settings.config_dir

@@ -28,7 +28,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,9 +81,12 @@ class Collector:
         workers: int = 256,
         max_pending_stores: int = DEFAULT_MAX_PENDING_STORES,
         ownership: Ownership | None = None,
+        join_grace_s: float = 0.0,
     ) -> None:
         """``ownership`` (on a lake): returns this node's name and the live nodes' at each due run;
-        without it this node scrapes every target."""
+        without it this node scrapes every target. For ``join_grace_s`` after :meth:`start` a node
+        that has company takes no target: the others learn of it at their next heartbeat, and until
+        then they still scrape what it will own (taking it at once would scrape those twice)."""
         if max_pending_stores < 1:
             raise ValueError(f"max_pending_stores must be >= 1, got {max_pending_stores}")
         self._sink = sink
@@ -104,6 +107,8 @@ class Collector:
         self.health = HealthBook()
         self.deltas = Deltas()
         self._ownership = ownership
+        self._join_grace_s = join_grace_s
+        self._join_until = 0.0
         self._owners = Owners()
         # Per key, on the event loop: how many times a due run found it owned elsewhere (_lost), and
         # that count when the stored baseline was set (_based). A scrape fetched after ownership came
@@ -135,6 +140,7 @@ class Collector:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, configs: list[ScrapeConfig], base_dir: Path) -> None:
+        self._join_until = time.monotonic() + self._join_grace_s
         self._sem = asyncio.Semaphore(self._concurrency)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -262,7 +268,13 @@ class Collector:
         if self._ownership is None:
             return None
         me, live = self._ownership()
-        return self._owners(spec.owner_key, live or (me,))
+        return self._owners(spec.owner_key, self._candidates(me, live))
+
+    def _candidates(self, me: str, live: Sequence[str]) -> Sequence[str]:
+        """The nodes that may own a target now: the live ones, less this one while it is joining."""
+        if time.monotonic() < self._join_until and any(n != me for n in live):
+            return tuple(n for n in live if n != me)
+        return live or (me,)
 
     def _owned(self, spec: TargetSpec) -> bool:
         """Whether this node makes this due run; if not, the health says who does and the baseline goes.
@@ -273,7 +285,7 @@ class Collector:
         if self._ownership is None:
             return True
         me, live = self._ownership()
-        node = self._owners(spec.owner_key, live or (me,))
+        node = self._owners(spec.owner_key, self._candidates(me, live))
         if node == me:
             self._away.discard(spec.key)
             self.health.owned(spec.key, owner=me)

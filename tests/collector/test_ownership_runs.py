@@ -137,6 +137,39 @@ def test_a_target_owned_elsewhere_is_left_to_its_owner_and_starts_from_a_baselin
     assert skipped == 0
 
 
+def test_a_joining_node_takes_its_targets_only_after_the_others_have_heard_of_it(corpus: Path) -> None:
+    """For ``join_grace_s`` a node with company scrapes nothing: the others still scrape what it will
+    own until their next heartbeat shows it, and taking it at once would scrape those twice."""
+    faults = FaultServer(corpus, bomb_bytes=1024)
+    sink, live = Sink(), Live()
+    other = _other_node(faults.address)  # beside ME, ME owns "stays"
+    live.nodes = (ME, other)
+    config = ScrapeConfig.model_validate({
+        "job_name": "stays", "scrape_interval": "200ms", "scrape_timeout": "200ms",
+        "static_configs": [{"targets": [faults.address]}],
+        "profiling_config": {"path_prefix": "/ok", "pprof_config": ONLY_MEMORY},
+    })  # fmt: skip
+    collector = Collector(sink, limits=DecodeLimits(), metrics=Metrics(), ownership=live, join_grace_s=3.0)
+
+    async def scenario() -> None:
+        await collector.start([config], Path("."))
+        try:
+            await _until(lambda: collector.health.snapshot()[0].health == "elsewhere")
+            (h,) = collector.health.snapshot()
+            assert h.owner == other and collector.owner_of(h.spec) == other and sink.count("stays") == 0
+            # After the grace the target is this node's: scraped here, and every node names this one.
+            await _until(lambda: collector.health.snapshot()[0].scrapes >= 2)
+            (h,) = collector.health.snapshot()
+            assert h.owner == ME and collector.owner_of(h.spec) == ME and h.health == "up"
+        finally:
+            await collector.stop(drain_s=30)
+
+    with faults.running():
+        asyncio.run(scenario())
+    (h,) = collector.health.snapshot()
+    assert h.skipped == 0 and h.failures == 0
+
+
 def test_the_first_run_is_at_the_same_phase_of_the_clock_in_every_process() -> None:
     """Nodes started at different times run a target at the same instants (so a takeover keeps its phase)."""
     key, interval = "job/10.0.0.1:6060/memory", 15.0

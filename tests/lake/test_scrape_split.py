@@ -199,7 +199,7 @@ def test_each_target_is_scraped_by_one_node_and_a_dead_nodes_targets_move(
     seen: dict[str, tuple[int, int]] = {}
 
     def committed() -> bool:
-        seen.update({k: (len(goroutines(k)), sum(f[k] for f in final)) for k in stayed})
+        seen.update({k: (len(goroutines(k)), sum(f[k] for f in final) + last_before_kill[k]) for k in stayed})
         return all(lake == ok for lake, ok in seen.values())
 
     _until(committed, seconds=60)
