@@ -9,8 +9,8 @@ targets it owned move (each to the node that was second for it), and a node that
 
 The hash must be the same in every process and every Python version: :func:`hash` is salted per
 process (PYTHONHASHSEED), so two nodes would disagree. BLAKE2b is in the standard library and
-stable; ~1 µs a pair is nothing beside a scrape, and :class:`Owners` keeps the answers for one
-live set.
+stable; a few µs a target (3 nodes) is nothing beside a scrape, and :class:`Owners` keeps the
+answers for one live set.
 """
 
 from __future__ import annotations
