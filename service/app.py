@@ -22,6 +22,7 @@ from service.analysis.analyze import KINDS
 from service.analysis.runner import Analyzer
 from service.api import auth, errors, limits, ops, params, push, querier, query, regressions, rest, storage, targets
 from service.collector.jobs import Collector
+from service.collector.ownership import Ownership
 from service.collector.scrape import warm_up as warm_up_scrapes
 from service.config import RetentionSettings, Settings, load_settings
 from service.errors import InvalidRequest
@@ -29,6 +30,7 @@ from service.metrics import Metrics
 from service.pprof.decode import Envelope
 from service.query.source import Sources
 from service.query.stacks import StackNames
+from service.store import cluster
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.maintenance import LakeMaintenance
@@ -97,6 +99,9 @@ def create_app(
             max_pending_stores=settings.scrape_max_pending_stores,
             max_samples=settings.max_samples,
             max_stack_depth=settings.max_stack_depth,
+            # On a lake the live nodes share the targets out (rendezvous hashing); alone, it scrapes them all.
+            ownership=_ownership(db.cluster) if db.cluster is not None else None,
+            join_grace_s=2 * cluster.HEARTBEAT_S,
         )
         app.state.collector = collector
         base_dir = settings.config_dir
@@ -248,6 +253,11 @@ async def _no_route(request: Request, exc: Exception) -> JSONResponse:
         {"code": "unimplemented", "message": message} if path.startswith(_CONNECT_PREFIXES) else {"error": message}
     )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def _ownership(node: cluster.Node) -> Ownership:
+    """What the collector asks at each due run: this node's name and the live nodes' (read at that moment)."""
+    return lambda: (node.name, node.live)
 
 
 async def _analyze(analyzer: Analyzer, kinds: frozenset[str], maintenance: LakeMaintenance | None) -> None:

@@ -34,7 +34,7 @@ def healthz(request: Request) -> Health:
 )
 def metrics(request: Request) -> Response:
     m = request.app.state.metrics
-    counts = {"unknown": 0, "up": 0, "down": 0}
+    counts = {"unknown": 0, "up": 0, "down": 0, "elsewhere": 0}
     for h in request.app.state.collector.health.snapshot():
         counts[h.health] += 1
     for health, n in counts.items():

@@ -23,7 +23,16 @@ class Target(BaseModel):
     labels: dict[str, str] = Field(description="Labels of the series this target writes.")
     interval_s: float
     timeout_s: float
-    health: str = Field(description="unknown (not scraped yet), up (last scrape stored), down (last scrape failed).")
+    health: str = Field(
+        description="unknown (not scraped yet), up (last scrape stored), down (last scrape failed), "
+        "elsewhere (on a lake: another node scrapes it, see owner)."
+    )
+    owner: str | None = Field(
+        None,
+        description="On a lake: the node that scrapes this target now (host:data dir), as this node sees the live "
+        "nodes; every node answers the same once they agree. Absent on a single node.",
+        examples=["host-a:/var/lib/profstore"],
+    )
     last_scrape: datetime | None = None
     last_duration_s: float | None = None
     last_outcome: str | None = Field(
@@ -75,6 +84,7 @@ def targets(request: Request) -> Targets:
                 interval_s=s.interval_s,
                 timeout_s=s.timeout_s,
                 health=h.health,
+                owner=collector.owner_of(s),
                 last_scrape=datetime.fromtimestamp(h.last_scrape_ns / 1e9, UTC) if h.last_scrape_ns else None,
                 last_duration_s=h.last_duration_s,
                 last_outcome=h.last_outcome,

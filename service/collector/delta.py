@@ -15,6 +15,12 @@ first scrape of a series has nothing to subtract from, so it only sets the basel
 that goes down can only mean the process restarted (its counters began again at zero); storing
 the difference would store negative allocations, so that scrape re-baselines instead.
 
+On a lake, where the live nodes share the targets out, a target that moves to another node (its
+owner died, or a node joined) starts over there with a baseline, as after a restart: the previous
+baseline is in the old owner's process. What the target allocated between the old owner's last
+scrape and the new owner's first is in no stored profile (one or two intervals, once per move), and
+nothing is ever counted twice. A node that gets a target back drops the baseline it kept from before.
+
 A fleet of a thousand targets scraping memory every 15 s runs this ~70 times a second, so the
 work is column-wise on the decoded profile (one compiled hashing pass, then sorted-array joins),
 the delta is a selection of its columns (never a profile encoded to be parsed again), and a
@@ -104,6 +110,14 @@ class Deltas:
             series = self._series.setdefault(key, _Series())
         with series.lock:
             return _apply(series, env, cols, scraped_at_ns)
+
+    def drop(self, key: str) -> None:
+        """Drop ``key``'s baseline: its next scrape sets a new one (another node scraped it meanwhile).
+
+        A scrape of ``key`` being computed now sets its baseline on the dropped series, which is gone.
+        """
+        with self._lock:
+            self._series.pop(key, None)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the baselines of every key not in ``keep`` (targets no longer scraped after a reload).

@@ -5,6 +5,10 @@ profile (or set a delta baseline), ``down`` after one that failed, with the kind
 message of the failure and how many failed in a row. A run that did not happen is counted as
 skipped, with its reason: the previous run still going (``overlap``) or too many scrapes already
 waiting to be stored (``store_backlog``).
+
+On a lake, where the live nodes share the targets out, a target that another node scrapes is
+``elsewhere`` on this one, with the name of that node: a run left to its owner is not a skipped
+run (nothing was lost), so it is not counted as one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ SKIP_STORE_BACKLOG = "store_backlog"  # the collector's max_pending_stores scrap
 @dataclass(frozen=True, slots=True)
 class TargetHealth:
     spec: TargetSpec
-    health: str = "unknown"  # unknown | up | down
+    health: str = "unknown"  # unknown | up | down | elsewhere (another node of the lake scrapes it)
     last_scrape_ns: int | None = None
     last_duration_s: float | None = None
     last_outcome: str | None = None  # stored | baseline | rebaseline_restart | an error kind
@@ -40,6 +44,7 @@ class TargetHealth:
     last_bytes: int = 0
     last_samples: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    owner: str | None = None  # the node that scrapes it, as of its last due run here (None: not shared out)
 
 
 class HealthBook:
@@ -74,6 +79,18 @@ class HealthBook:
         backlog = int(reason == SKIP_STORE_BACKLOG)
         self._update(key, lambda h: replace(
             h, skipped=h.skipped + 1, skipped_store_backlog=h.skipped_store_backlog + backlog, last_skip_reason=reason,
+        ))  # fmt: skip
+
+    def elsewhere(self, key: str, *, owner: str) -> None:
+        """A due run left to ``owner``, another node; the history of this node's own scrapes stays."""
+        self._update(key, lambda h: h if (h.health, h.owner) == ("elsewhere", owner) else replace(
+            h, health="elsewhere", owner=owner,
+        ))  # fmt: skip
+
+    def owned(self, key: str, *, owner: str) -> None:
+        """A due run that this node (``owner``) makes: a target it takes over is ``unknown`` until the run ends."""
+        self._update(key, lambda h: h if h.owner == owner else replace(
+            h, health="unknown" if h.health == "elsewhere" else h.health, owner=owner,
         ))  # fmt: skip
 
     def _update(self, key: str, change: Callable[[TargetHealth], TargetHealth]) -> None:

@@ -9,6 +9,14 @@ instead of piling up bytes in memory. The HTTP side is bounded by a semaphore an
 kept-alive client per target (``collector/http.py``); decoding, deltas and the store run in a
 thread pool so the event loop only waits on sockets. Nothing a target does can stop the scheduler: every scrape ends in an outcome
 recorded in the health book.
+
+On a lake, every node runs every job, and each due run first asks whether this node owns the target
+now (``ownership``: rendezvous hashing over the live nodes, ``collector/ownership.py``); a run that
+another node owns returns at once. The offsets are phases of the wall clock (not of this process's
+start), so every node has a target's runs at the same instants: a node that takes a target over
+(its owner died: 5 s without heartbeat) scrapes it at its next due run, within an interval, and at
+the phase its series always had. The first scrape of a cumulative type (allocs, block, mutex) on its
+new owner only sets a baseline, as after a restart: the old owner's baseline is in another process.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +43,7 @@ from service import __version__
 from service.collector.delta import Deltas
 from service.collector.health import SKIP_OVERLAP, SKIP_STORE_BACKLOG, HealthBook
 from service.collector.http import HostClient
+from service.collector.ownership import Owners, Ownership
 from service.collector.scrape import ScrapeFailed, fetch, prepare, stored_name
 from service.collector.targets import TargetGroup, TargetSpec, expand, file_sd_paths, read_file_sd
 from service.errors import ProfileError, ProfstoreError
@@ -43,7 +52,7 @@ from service.pprof.decode import Envelope
 from service.scrape_config import ScrapeConfig
 from service.types import DecodeLimits
 
-__all__ = ["Collector", "Sink", "within_interval"]
+__all__ = ["Collector", "Sink", "first_run_in", "within_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +80,13 @@ class Collector:
         max_stack_depth: int = 1024,
         workers: int = 256,
         max_pending_stores: int = DEFAULT_MAX_PENDING_STORES,
+        ownership: Ownership | None = None,
+        join_grace_s: float = 0.0,
     ) -> None:
+        """``ownership`` (on a lake): returns this node's name and the live nodes' at each due run;
+        without it this node scrapes every target. For ``join_grace_s`` after :meth:`start` a node
+        that has company takes no target: the others learn of it at their next heartbeat, and until
+        then they still scrape what it will own (taking it at once would scrape those twice)."""
         if max_pending_stores < 1:
             raise ValueError(f"max_pending_stores must be >= 1, got {max_pending_stores}")
         self._sink = sink
@@ -91,6 +106,17 @@ class Collector:
         self._backlogged = False  # logged once per episode, not per skipped run
         self.health = HealthBook()
         self.deltas = Deltas()
+        self._ownership = ownership
+        self._join_grace_s = join_grace_s
+        self._join_until = 0.0
+        self._owners = Owners()
+        # Per key, on the event loop: how many times a due run found it owned elsewhere (_lost), and
+        # that count when the stored baseline was set (_based). A scrape fetched after ownership came
+        # back carries a newer count than its baseline's: it drops the baseline (set by this node
+        # before another scraped it), so it stores nothing twice and sets a baseline instead.
+        self._lost: dict[str, int] = {}
+        self._based: dict[str, int] = {}
+        self._away: set[str] = set()  # keys whose last due run here was owned elsewhere
         self._specs: dict[str, TargetSpec] = {}
         self._starts: dict[str, float] = {}
         self._configs: list[ScrapeConfig] = []
@@ -114,6 +140,7 @@ class Collector:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, configs: list[ScrapeConfig], base_dir: Path) -> None:
+        self._join_until = time.monotonic() + self._join_grace_s
         self._sem = asyncio.Semaphore(self._concurrency)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -162,6 +189,9 @@ class Collector:
             self._starts.pop(key, None)
             self._store_locks.pop(key, None)
             self._fetch_locks.pop(key, None)
+            self._lost.pop(key, None)
+            self._based.pop(key, None)
+            self._away.discard(key)
         used = {(s.url.split("://", 1)[0], s.instance) for s in specs}
         for target in set(self._clients) - used:  # closed once its last scrape has let go of it
             self._spawn(self._clients.pop(target).aclose())
@@ -173,8 +203,7 @@ class Collector:
         for key, spec in new.items():
             if self._specs.get(key) == spec and self._scheduler.get_job(key):
                 continue
-            offset = (xxhash.xxh3_64_intdigest(key.encode()) % 1_000_000) / 1_000_000 * spec.interval_s
-            start = now + timedelta(seconds=offset)
+            start = now + timedelta(seconds=first_run_in(key, spec.interval_s, now.timestamp()))
             self._starts[key] = start.timestamp()
             self._scheduler.add_job(
                 self._run,
@@ -233,6 +262,44 @@ class Collector:
             log.exception("file_sd refresh failed; the previous targets stay")
 
     # -- scraping --------------------------------------------------------------------------
+
+    def owner_of(self, spec: TargetSpec) -> str | None:
+        """The node that scrapes ``spec`` now, as this node sees the live set; None when not shared out."""
+        if self._ownership is None:
+            return None
+        me, live = self._ownership()
+        return self._owners(spec.owner_key, self._candidates(me, live))
+
+    def _candidates(self, me: str, live: Sequence[str]) -> Sequence[str]:
+        """The nodes that may own a target now: the live ones, less this one while it is joining."""
+        if time.monotonic() < self._join_until and any(n != me for n in live):
+            return tuple(n for n in live if n != me)
+        return live or (me,)
+
+    def _owned(self, spec: TargetSpec) -> bool:
+        """Whether this node makes this due run; if not, the health says who does and the baseline goes.
+
+        The baseline is dropped after the stores already waiting for it (the target's store lock),
+        which free its memory; a later scrape here starts from a baseline anyway (``_lost``).
+        """
+        if self._ownership is None:
+            return True
+        me, live = self._ownership()
+        node = self._owners(spec.owner_key, self._candidates(me, live))
+        if node == me:
+            self._away.discard(spec.key)
+            self.health.owned(spec.key, owner=me)
+            return True
+        self.health.elsewhere(spec.key, owner=node)
+        if spec.key not in self._away:  # it just left: once per stay elsewhere
+            self._away.add(spec.key)
+            self._lost[spec.key] = self._lost.get(spec.key, 0) + 1
+            self._spawn(self._drop_baseline(spec.key))
+        return False
+
+    async def _drop_baseline(self, key: str) -> None:
+        async with self._store_locks.setdefault(key, asyncio.Lock()):
+            self.deltas.drop(key)
 
     def next_run(self, key: str) -> datetime | None:
         job = self._scheduler.get_job(key) if self._scheduler.running else None
@@ -309,8 +376,9 @@ class Collector:
         (``within_interval``). A fetch that holds on longer (a hanging target) makes it skip.
         """
         spec = self._specs.get(key)
-        if spec is None or self._sem is None or self._idle is None:
+        if spec is None or self._sem is None or self._idle is None or not self._owned(spec):
             return
+        generation = self._lost.get(key, 0)
         self._busy(+1)
         lock = self._fetch_locks.setdefault(key, asyncio.Lock())  # one fetch at a time per target x type
         try:
@@ -347,15 +415,18 @@ class Collector:
                 return
             self._busy(+1)
             self._pending += 1
-            self._spawn(self._store_later(spec, fetched.data, at_ns, t0))
+            self._spawn(self._store_later(spec, fetched.data, at_ns, t0, generation))
         finally:
             self._busy(-1)
 
-    async def _store_later(self, spec: TargetSpec, data: bytes, at_ns: int, t0: float) -> None:
+    async def _store_later(self, spec: TargetSpec, data: bytes, at_ns: int, t0: float, generation: int = 0) -> None:
         # Scrapes of one target x type are stored in order: each delta is taken against the last.
         lock = self._store_locks.setdefault(spec.key, asyncio.Lock())
         try:
             async with lock:
+                if self._based.get(spec.key, 0) != generation:  # fetched after the target came back here
+                    self.deltas.drop(spec.key)
+                    self._based[spec.key] = generation
                 loop = asyncio.get_running_loop()
                 outcome, samples, notes = await loop.run_in_executor(self._pool, self._store, spec, data, at_ns)
         except ScrapeFailed as exc:
@@ -394,6 +465,14 @@ class Collector:
         except ProfstoreError as exc:  # StoreError, or the sink's own: the scrape was fine, storing it was not
             raise ScrapeFailed("store", str(exc)) from None
         return prepared.outcome, samples, prepared.notes
+
+
+def first_run_in(key: str, interval_s: float, now_s: float) -> float:
+    """Seconds from ``now_s`` (Unix time) to ``key``'s first due run: its phase, a hash of the key
+    spread over the interval, counted from the Unix epoch. The same in every process: restarts,
+    reloads and the other nodes of a lake keep each target's runs at the same instants."""
+    phase = (xxhash.xxh3_64_intdigest(key.encode()) % 1_000_000) / 1_000_000 * interval_s
+    return (phase - now_s) % interval_s
 
 
 def within_interval(spec: TargetSpec, late_s: float) -> TargetSpec:

@@ -53,6 +53,12 @@ class TargetSpec:
         """Stable identity across reloads, for health and delta baselines (no part contains '/' but the job)."""
         return f"{self.job}/{self.instance}/{self.profile}"
 
+    @property
+    def owner_key(self) -> str:
+        """What a lake's nodes share out (``collector/ownership.py``): the target, all its profile types
+        together, so that one node holds its kept-alive connection and scrapes every type of it."""
+        return f"{self.job}/{self.instance}"
+
 
 def file_sd_paths(cfg: FileSDConfig, base_dir: Path) -> list[str]:
     """The files ``cfg`` names now, sorted: its globs matched against the file system from ``base_dir``."""

@@ -60,6 +60,9 @@ class Deltas:
     def forget(self, keep: list[str]) -> None:
         self.inner.forget(keep)
 
+    def drop(self, key: str) -> None:
+        self.inner.drop(key)
+
 
 def load(corpus: Path, name: str) -> Profile:
     return decode((corpus / name).read_bytes())
@@ -375,6 +378,19 @@ def test_forget_drops_baselines_of_keys_not_kept(corpus: Path) -> None:
     assert deltas.apply("a", block, T1).outcome == "delta"
     deltas.forget([])
     assert len(deltas) == 0
+
+
+def test_drop_makes_the_next_scrape_of_that_key_a_baseline(corpus: Path) -> None:
+    """A target that moved to another node and came back: no delta over the time the other scraped it."""
+    block = load(corpus, "go119__block.pb.gz")
+    deltas = Deltas()
+    for key in ("moved", "stayed"):
+        deltas.apply(key, block, T0)
+    deltas.drop("moved")
+    deltas.drop("never-seen")
+    assert ("moved" in deltas, "stayed" in deltas) == (False, True)
+    assert deltas.apply("moved", block, T1).outcome == "baseline"
+    assert deltas.apply("stayed", block, T1).outcome == "delta"
 
 
 def test_large_profile_matches_by_content_after_renumbering(corpus: Path) -> None:
