@@ -132,7 +132,7 @@ def _file_answers(tmp_path: Path, pushes: list[tuple[bytes, dict[str, str], int]
         ing = Ingestor(db)
         for data, labels, ts in pushes:
             ing.ingest(data, labels=labels, ts=ts)
-        with db.read() as cur:
+        with db.read(timeout_s=300) as cur:
             return _answers(cur)
     finally:
         db.close()
@@ -164,17 +164,17 @@ def test_nodes_pushing_at_once_store_every_push_once_and_read_as_one_file(
     _push_concurrently(nodes, pushes)
     truth = _file_answers(tmp_path, pushes)
     for db in nodes:  # every node reads the whole lake, and answers as the file does
-        with db.read() as cur:
+        with db.read(timeout_s=300) as cur:
             assert _answers(cur) == truth
             assert cur.execute("SELECT count(*) FROM profiles").fetchone() == (
                 cur.execute("SELECT count(DISTINCT (group_id, type_index)) FROM profiles").fetchone()
             )
-    with nodes[0].read() as cur:
+    with nodes[0].read(timeout_s=300) as cur:
         # Without a fold, ``series`` lags (no per-batch update on a lake); series_seen does not.
         assert _series_rows(cur, "series_seen") == _series_truth(cur)
     folded = nodes[0].writer.call(fold).result(60)
     assert folded.snapshot is not None and folded.snapshot > 0
-    with nodes[1].read() as cur:
+    with nodes[1].read(timeout_s=300) as cur:
         assert _series_rows(cur, "series") == _series_truth(cur)  # exact, one row per series
         assert _answers(cur) == truth
 
@@ -216,7 +216,7 @@ def test_a_commit_that_loses_to_another_nodes_is_run_again(
     assert nodes[0].writer.conflicts >= 1 and nodes[1].writer.conflicts == 0
     truth = _file_answers(tmp_path, [first, second])
     for db in nodes:
-        with db.read() as cur:
+        with db.read(timeout_s=300) as cur:
             assert _answers(cur) == truth
             assert _copies(cur) == {}
 
@@ -227,7 +227,7 @@ def test_a_push_repeated_on_another_node_is_stored_once(nodes: list[Database], c
     nodes[0].writer.settle(60)
     assert Ingestor(nodes[1]).ingest(data, labels=labels, ts=ts).duplicate
     for db in nodes:
-        with db.read() as cur:
+        with db.read(timeout_s=300) as cur:
             assert cur.execute("SELECT count(*), count(DISTINCT group_id) FROM profiles").fetchone() == (2, 1)
 
 
@@ -243,7 +243,7 @@ def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_serie
     data, labels, _ = pushes[0]
     Ingestor(nodes[1]).ingest(data, labels=labels, ts=T0 - 3600 * SEC)  # late, and by the other node
     nodes[1].writer.settle(60)
-    with db.read() as cur:
+    with db.read(timeout_s=300) as cur:
         truth = _series_truth(cur)
         assert _series_rows(cur, "series_seen") == truth
         assert _series_rows(cur, "series") != truth  # not folded yet
@@ -254,7 +254,7 @@ def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_serie
         assert len(list_series(cur, "anonymous")) == len(truth)
     folded = db.writer.call(fold).result(60)
     assert folded.copies == len(truth)
-    with db.read() as cur:
+    with db.read(timeout_s=300) as cur:
         assert _series_rows(cur, "series") == truth
         assert _series_rows(cur, "series_seen") == truth
         assert _copies(cur) == {}
@@ -264,7 +264,7 @@ def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_serie
 def test_rows_stored_twice_change_no_answer_and_dedupe_removes_them(nodes: list[Database], corpus: Path) -> None:
     _push_concurrently(nodes, _pushes(corpus, 6))
     db = nodes[0]
-    with db.read() as cur:
+    with db.read(timeout_s=300) as cur:
         before = _answers(cur)
         for table in DEDUPED:  # what two nodes committing the same new rows at once leave
             cur.execute(f"INSERT INTO {table} SELECT * FROM {table}")
@@ -274,7 +274,7 @@ def test_rows_stored_twice_change_no_answer_and_dedupe_removes_them(nodes: list[
         assert _answers(cur) == before
     removed = db.writer.call(dedupe).result(120)
     assert removed.removed == copies
-    with nodes[1].read() as cur:
+    with nodes[1].read(timeout_s=300) as cur:
         assert _copies(cur) == {}
         assert _answers(cur) == before
     assert db.writer.call(dedupe).result(120).removed == {}  # nothing twice: nothing rewritten
