@@ -13,16 +13,22 @@ write fence replace it).
 
 from __future__ import annotations
 
+import gzip
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pyarrow.compute as pc
 import pytest
 
 from service.config import StorageSettings
+from service.pprof.decode import decode
 from service.store import lake
 from service.store.db import Database
 from service.store.export_rows import export_rows
@@ -33,6 +39,7 @@ from service.store.series_fold import DEDUPED, dedupe, fold
 from service.store.stack_reads import merged_stacks, stack_rows
 from service.store.writer import Writer
 from service.types import TimeRange
+from tests.conftest import Server
 from tests.lake.conftest import Postgres
 
 T0 = 1_700_000_000_000_000_000
@@ -278,3 +285,99 @@ def test_rows_stored_twice_change_no_answer_and_dedupe_removes_them(nodes: list[
         assert _copies(cur) == {}
         assert _answers(cur) == before
     assert db.writer.call(dedupe).result(120).removed == {}  # nothing twice: nothing rewritten
+
+
+class _Node(Server):
+    """``profstore serve`` with main's one-node writer lease bypassed (the cluster change removes it)."""
+
+    def command(self, host: str = "127.0.0.1") -> list[str]:
+        patch = (
+            "import sys; from service.store import lake; lake.claim = lambda con, holder: None; "
+            "lake.take_lease = lambda con, holder, seconds=30.0: holder; lake.release_lease = lambda con, holder: None; "
+            "from service.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
+        return [sys.executable, "-c", patch, *super().command(host)[3:]]
+
+
+def _http_answers(url: str, t0: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for query in ('process_cpu{service_name="w"}', 'heap{service_name="w"}'):
+        params = {"query": query, "from": str(t0 - 60), "until": str(t0 + 60)}
+        top = httpx.get(f"{url}/api/v1/top", params=params, timeout=120)
+        assert top.status_code == 200, top.text
+        export = httpx.get(f"{url}/api/v1/export", params=params, timeout=120)
+        assert export.status_code == 200, export.text
+        series = httpx.get(f"{url}/api/v1/series", params=params, timeout=120)
+        assert series.status_code == 200, series.text
+        out[query] = (top.json(), _export_facts(export.content), series.json())
+    return out
+
+
+def test_two_serve_processes_on_one_lake_answer_as_one_file_node(
+    postgres: Postgres, tmp_path: Path, corpus: Path
+) -> None:
+    t0 = int(time.time()) - 600  # recent: retention would delete older profiles
+    pushes = [(FILES[i % 2], {"service_name": "w", "instance": f"i{i % 3}"}, t0 + i) for i in range(12)]
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"storage:\n  backend: ducklake\n  catalog: '{postgres.database()}'\n  data_path: {tmp_path / 'files'}/\n"
+    )
+    (tmp_path / "file").mkdir()
+    file = Server(tmp_path / "file" / "data").start()
+    try:
+        for name, labels, ts in pushes:
+            r = httpx.post(f"{file.url}/api/v1/ingest", params={"labels": _selector(labels), "ts": str(ts)},
+                           content=(corpus / name).read_bytes(), timeout=60)  # fmt: skip
+            assert r.status_code == 200, r.text
+        truth = _http_answers(file.url, t0)
+    finally:
+        file.stop()
+    nodes = []
+    for k in range(2):
+        (tmp_path / f"n{k}").mkdir()
+        nodes.append(_Node(tmp_path / f"n{k}" / "data", config).start())
+    try:
+
+        def push(k: int) -> list[bool]:
+            out = []
+            for name, labels, ts in pushes[k::2]:
+                r = httpx.post(f"{nodes[k].url}/api/v1/ingest", params={"labels": _selector(labels), "ts": str(ts)},
+                               content=(corpus / name).read_bytes(), timeout=60)  # fmt: skip
+                assert r.status_code == 200, r.text
+                out.append(r.json()["duplicate"])
+            return out
+
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(push, range(2))) == [[False] * 6, [False] * 6]
+        for node in nodes:
+            got = _http_answers(node.url, t0)
+            for q in truth:
+                for i, what in enumerate(("top", "export", "series")):
+                    assert got[q][i] == truth[q][i], (q, what)
+        name, labels, ts = pushes[0]  # pushed to node 0 before: a copy on node 1
+        again = httpx.post(f"{nodes[1].url}/api/v1/ingest", params={"labels": _selector(labels), "ts": str(ts)},
+                           content=(corpus / name).read_bytes(), timeout=60)  # fmt: skip
+        assert again.status_code == 200 and again.json()["duplicate"] is True
+        assert _http_answers(nodes[1].url, t0) == truth
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _export_facts(body: bytes) -> tuple[object, ...]:
+    """What a merged export says, independent of the order DuckDB happened to emit rows in: sample
+    types, their totals, and how many samples, locations, functions and mappings it holds."""
+    p = decode(body)
+    return (
+        [(t.type, t.unit) for t in p.sample_types],
+        p.totals().tolist(),
+        len(p.samples.offsets) - 1,
+        len(p.locations),
+        len(p.functions),
+        len(p.mappings),
+        len(gzip.decompress(body)),
+    )
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
