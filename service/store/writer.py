@@ -22,6 +22,13 @@ concatenation. Rows are built again here only when they went stale (retention cl
 ids after they were staged) or came from the journal after a restart. A push that fails in
 DuckDB after its acknowledgement (never bad input: that is refused before) is retried alone;
 if it fails alone it is written out as a pprof file (:func:`service.store.records.reject`).
+
+On a DuckLake shared by several nodes (``shared``), each node's writer is one of several: a
+batch only appends (``series`` first/last seen are folded by maintenance,
+:mod:`service.store.series_fold`), a commit that lost to another node's is run again at once
+(:func:`is_commit_conflict`; counted in ``conflicts``) instead of refusing pushes as a full disk
+does, and what only the lake knows is asked of it: whether a push was stored (another node may
+have stored it), and whether a rolled-up bucket went stale (the maintenance node rolls up).
 """
 
 from __future__ import annotations
