@@ -592,16 +592,11 @@ class Writer:
         committed still committed, but a deletion (retention, a dedupe or fold rewriting a table,
         normally behind the write fence) may have removed one: then ``KnownIds`` is cleared, and the
         batch is built again with every symbol it needs. Asked of the lake's snapshot list, once
-        per conflict; when that fails, or on the first conflict, cleared anyway.
+        per conflict, from the snapshot of the last look (or of the writer's last refresh); when
+        that is unknown or the list cannot be read, cleared anyway.
         """
         try:
-            catalog = self._con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-            seen = -1 if self._snapshot_seen is None else self._snapshot_seen
-            newest, deleted = self._con.execute(  # type: ignore[misc]
-                f"SELECT max(snapshot_id), bool_or(len(list_filter(map_keys(changes), k -> k LIKE '%delete%' "
-                f"OR k LIKE '%drop%')) > 0) FILTER (WHERE snapshot_id > $seen) FROM ducklake_snapshots('{catalog}')",
-                {"seen": seen},
-            ).fetchone()
+            newest, deleted = self._lake_snapshots(-1 if self._snapshot_seen is None else self._snapshot_seen)
         except (duckdb.Error, TypeError) as exc:
             log.warning("cannot read the lake's snapshots after a commit conflict (%s); forgetting known ids", exc)
             self._known.clear()
@@ -611,17 +606,28 @@ class Writer:
             self._known.clear()
         self._snapshot_seen = newest
 
+    def _lake_snapshots(self, after: int) -> tuple[int | None, bool]:
+        """The lake's newest snapshot, and whether any snapshot after ``after`` deleted rows."""
+        catalog = self._con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        newest, deleted = self._con.execute(  # type: ignore[misc]
+            f"SELECT max(snapshot_id), bool_or(len(list_filter(map_keys(changes), k -> k LIKE '%delete%' "
+            f"OR k LIKE '%drop%')) > 0) FILTER (WHERE snapshot_id > $after) FROM ducklake_snapshots('{catalog}')",
+            {"after": after},
+        ).fetchone()
+        return newest, bool(deleted)
+
     def _write_once(self, pushes: list[Accepted]) -> None:
         """One transaction for the profiles of ``pushes`` not stored yet.
 
         The journal thread accepted only profiles that were not; a replayed record (rows not
-        staged) may have been committed before the crash, so only those are looked up again. On
-        a shared lake every profile is: another node may have committed a copy since it was
-        accepted here (a client that retried elsewhere).
+        staged) may have been committed before the crash, so only those are looked up again.
+        (On a shared lake, a copy pushed to another node in the instant between this node's
+        acceptance and its commit is stored twice: looking every profile up again here would
+        narrow that window, not close it, for a lake query in every batch.)
         """
         profiles = [p for a in pushes for p in a.profiles]
         self._refresh()
-        stored = self._stored_groups([p.meta for p in profiles if p.staged is None or self._shared])
+        stored = self._stored_groups([p.meta for p in profiles if p.staged is None])
         todo = [p for p in profiles if p.meta.group_id not in stored]
         if not todo:
             return
@@ -756,6 +762,11 @@ class Writer:
             self._groups.reset(-(2**63) if newest is None else int(newest))
             self._stale = False
         self._done_until = None if done is None else int(done)
+        if self._shared:  # KnownIds hold as of now (a task that deleted rows cleared them): look from here
+            try:
+                self._snapshot_seen = self._lake_snapshots(2**62)[0]
+            except (duckdb.Error, TypeError):
+                self._snapshot_seen = None
 
     def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
         """A batch's statements as one SQL script, then its COMMIT: two calls into DuckDB, so the GIL is taken back twice.
