@@ -28,14 +28,32 @@ import duckdb
 from service.store.transaction import transaction
 from service.store.writer import CONFLICT_ATTEMPTS, CONFLICT_JITTER_S, is_commit_conflict
 
-__all__ = ["DEDUPED", "NOTHING_TO_FOLD", "Deduped", "Folded", "dedupe", "fold"]
+__all__ = ["DEDUPED", "NOTHING_TO_FOLD", "Deduped", "Folded", "dedupe", "fold", "lake_view"]
 
 log = logging.getLogger(__name__)
 
 # The watermark of a DuckDB file (migration 0005): its writer updates series in every batch.
 NOTHING_TO_FOLD = 2**63 - 1
 
-_SERIES_KEYS = "series_id, tenant, profile_type, name, sample_type, sample_unit, period_type, period_unit"
+
+def lake_view(snapshot: int) -> str:
+    """``series_seen`` on a lake folded up to ``snapshot``: one row per series, first/last seen widened
+    by the profiles committed after it (their files only: DuckLake prunes on ``snapshot_id``).
+
+    The watermark is a literal, written again by every fold in its transaction, rather than a
+    subquery on ``series_fold``: on a lake each table a query touches costs a catalog lookup.
+    """
+    return (
+        "CREATE OR REPLACE VIEW series_seen AS "
+        "SELECT s.series_id, s.tenant, s.profile_type, s.name, s.sample_type, s.sample_unit, s.period_type, "
+        "s.period_unit, any_value(s.labels) AS labels, least(min(s.first_seen), any_value(t.f)) AS first_seen, "
+        "greatest(max(s.last_seen), any_value(t.l)) AS last_seen "
+        "FROM series s LEFT JOIN (SELECT series_id, min(ts) AS f, max(ts) AS l FROM profiles "
+        f"WHERE snapshot_id > {int(snapshot)} GROUP BY series_id) t ON t.series_id = s.series_id "
+        "GROUP BY s.series_id, s.tenant, s.profile_type, s.name, s.sample_type, s.sample_unit, s.period_type, "
+        "s.period_unit"
+    )
+
 
 # Tables whose rows may be stored twice by nodes that commit at once, and what makes a row the
 # same: the content-hash id, or for the label index the whole row (a value's id is a hash DuckDB
@@ -110,6 +128,7 @@ def _fold_once(con: duckdb.DuckDBPyConnection) -> Folded:
                 con.execute("DROP TABLE _folded")
             if newest is not None:
                 con.execute("UPDATE series_fold SET snapshot = $s", {"s": int(newest)})
+                con.execute(lake_view(int(newest)))
         finally:
             con.execute("DROP TABLE IF EXISTS _tail")
     return Folded(
