@@ -101,6 +101,7 @@ class Database:
             wal=self.path.with_name(self.path.name + ".wal") if self._lake is None else None,
             checkpoint_idle_bytes=checkpoint_idle_bytes,
             checkpoint_busy_bytes=checkpoint_busy_bytes,
+            shared=self._lake is not None,
         )
         if left:
             try:

@@ -41,8 +41,13 @@ def heavy_functions(
 ) -> list[str]:
     """Names of the functions whose cum in ``[tr.start, tr.end)`` holds at least ``min_share`` of the total, sorted."""
     ids = id_list(series_ids)
+    # Summed per function id first, then named through one row per id: a function stored twice (two
+    # nodes that committed it at once, on a lake) must not count twice.
     rows = cur.execute(
-        f"SELECT f.name FROM ({rollups_between('$start', '$end', ids)}) r JOIN functions f USING (function_id) "
+        f"WITH r AS (SELECT function_id, sum(cum) AS cum FROM ({rollups_between('$start', '$end', ids)}) "
+        "  GROUP BY function_id) "
+        "SELECT f.name FROM r JOIN (SELECT DISTINCT function_id, name FROM functions "
+        "  WHERE function_id IN (SELECT function_id FROM r)) f USING (function_id) "
         "GROUP BY f.name HAVING sum(r.cum) >= $share * (SELECT sum(total) FROM profiles "
         f"  WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end) ORDER BY f.name",
         {"start": tr.start, "end": tr.end, "share": min_share},
@@ -59,7 +64,7 @@ def function_values(
     return cur.execute(
         "WITH p AS (SELECT series_id, ts, row_number() OVER (ORDER BY ts, series_id) - 1 AS row "
         f"  FROM profiles WHERE series_id IN ({ids}) AND ts >= $start AND ts < $end GROUP BY series_id, ts), "
-        "fn AS (SELECT function_id, name FROM functions WHERE name IN (SELECT unnest($names))) "
+        "fn AS (SELECT DISTINCT function_id, name FROM functions WHERE name IN (SELECT unnest($names))) "
         "SELECT p.row, fn.name, sum(r.flat)::DOUBLE AS flat, sum(r.cum)::DOUBLE AS cum "
         f"FROM ({rollups_between('$start', '$end', ids)}) r JOIN fn USING (function_id) JOIN p USING (series_id, ts) "
         "GROUP BY p.row, fn.name",

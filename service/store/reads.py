@@ -113,7 +113,8 @@ class SeriesRow:
 def list_series(
     cur: duckdb.DuckDBPyConnection, tenant: str, profile_type: ProfileType | None = None
 ) -> list[SeriesRow]:
-    sql = "SELECT series_id, profile_type, labels, first_seen, last_seen FROM series WHERE tenant = $tenant"
+    # series_seen: one row per series, first/last seen exact on a shared lake too (migration 0005).
+    sql = "SELECT series_id, profile_type, labels, first_seen, last_seen FROM series_seen WHERE tenant = $tenant"
     params: dict[str, object] = {"tenant": tenant}
     if profile_type is not None:
         sql += " AND profile_type = $pt"
@@ -146,7 +147,7 @@ def stored_types(cur: duckdb.DuckDBPyConnection, tenant: str, tr: TimeRange | No
     reader of the REST and Connect profile-type lists and of the query parser's stored types."""
     params: dict[str, object] = {}
     where = series_where(cur, tenant, None, (), tr, params)
-    rows = cur.execute(f"SELECT DISTINCT profile_type FROM series WHERE {where}", params)
+    rows = cur.execute(f"SELECT DISTINCT profile_type FROM series_seen WHERE {where}", params)
     return {ProfileType.parse(r[0]) for r in rows.fetchall()}
 
 
@@ -164,17 +165,18 @@ def profile_spans(
 def data_span(cur: duckdb.DuckDBPyConnection, tenant: str) -> tuple[int | None, int | None]:
     """The first and last time ``tenant`` has data of (None, None without series)."""
     row = cur.execute(
-        "SELECT min(first_seen), max(last_seen) FROM series WHERE tenant = $tenant", {"tenant": tenant}
+        "SELECT min(first_seen), max(last_seen) FROM series_seen WHERE tenant = $tenant", {"tenant": tenant}
     ).fetchone()
     return (row[0], row[1]) if row else (None, None)
 
 
 # Samples whose ``span_id`` label is one of ``$spans``, merged per stack (sum: a span's samples
-# are its own, whatever the profile type).
+# are its own, whatever the profile type). A semi-join on the label sets: a set stored twice (two
+# nodes that committed it at once, on a lake) must not count its samples twice.
 _SPAN_STACKS = (
-    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM ({values}) v JOIN labelsets l USING (labelset_id) "
-    "WHERE list_position(l.keys, 'span_id') > 0 "
-    "AND l.strs[list_position(l.keys, 'span_id')] IN (SELECT unnest($spans)) GROUP BY v.stack_id"
+    "SELECT v.stack_id, sum(v.value)::DOUBLE AS value FROM ({values}) v WHERE v.labelset_id IN ("
+    "SELECT labelset_id FROM labelsets WHERE list_position(keys, 'span_id') > 0 "
+    "AND strs[list_position(keys, 'span_id')] IN (SELECT unnest($spans))) GROUP BY v.stack_id"
 )
 
 

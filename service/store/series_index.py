@@ -183,8 +183,13 @@ def series_where(
     tr: TimeRange | None,
     params: dict[str, object],
 ) -> str:
-    """The ``WHERE`` condition over ``series`` of "of ``tenant``, of the type (any when None), matching
-    any of ``selectors`` and seen in ``tr`` (any time when None)"; fills ``params``."""
+    """The ``WHERE`` condition over ``series_seen`` of "of ``tenant``, of the type (any when None), matching
+    any of ``selectors`` and seen in ``tr`` (any time when None)"; fills ``params``.
+
+    Over ``series_seen``, not ``series``: on a lake shared by several nodes, ``series`` lags behind
+    the profiles committed since the last fold and may hold a series twice (migration 0005); on a
+    DuckDB file the view is the table.
+    """
     params["tenant"] = tenant
     where = ["tenant = $tenant"]
     if not _any(selectors):
@@ -218,7 +223,7 @@ def _series_of(
         and not any(name in PSEUDO_LABELS for sel in selectors for name, _, _ in sel)
     ):
         return _selector_sql(cur, selectors, params)
-    return f"series_id IN (SELECT series_id FROM series WHERE {series_where(cur, tenant, profile_type, selectors, tr, params)})"
+    return f"series_id IN (SELECT series_id FROM series_seen WHERE {series_where(cur, tenant, profile_type, selectors, tr, params)})"
 
 
 def label_names(
@@ -345,7 +350,7 @@ def find_series(
     params: dict[str, object] = {}
     where = series_where(cur, tenant, profile_type, selectors, tr, params)
     rows = cur.execute(
-        f"SELECT series_id, profile_type, first_seen, last_seen, {DB_PATH} FROM series WHERE {where} "
+        f"SELECT series_id, profile_type, first_seen, last_seen, {DB_PATH} FROM series_seen WHERE {where} "
         "ORDER BY profile_type, series_id",
         params,
     ).fetchall()

@@ -22,6 +22,13 @@ concatenation. Rows are built again here only when they went stale (retention cl
 ids after they were staged) or came from the journal after a restart. A push that fails in
 DuckDB after its acknowledgement (never bad input: that is refused before) is retried alone;
 if it fails alone it is written out as a pprof file (:func:`service.store.records.reject`).
+
+On a DuckLake shared by several nodes (``shared``), each node's writer is one of several: a
+batch only appends (``series`` first/last seen are folded by maintenance,
+:mod:`service.store.series_fold`), a commit that lost to another node's is run again at once
+(:func:`is_commit_conflict`; counted in ``conflicts``) instead of refusing pushes as a full disk
+does, and what only the lake knows is asked of it: whether a push was stored (another node may
+have stored it), and whether a rolled-up bucket went stale (the maintenance node rolls up).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +60,7 @@ from service.store.normalize import Meta, Normalized, Rows, normalize_batch
 from service.store.series_index import insert_series
 from service.store.staging import Staged, assemble
 
-__all__ = ["Pending", "Task", "WriteResult", "Writer"]
+__all__ = ["Pending", "Task", "WriteResult", "Writer", "is_commit_conflict"]
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +126,34 @@ RETRY_S = 0.5
 RETRY_WAIT_S = 2.0
 
 # Errors of a write that say nothing about its profiles: the write is retried until it succeeds.
-# (A full disk fails a COMMIT with a TransactionException "Failed to commit: Could not write file".)
+# (A full disk fails a COMMIT with a TransactionException "Failed to commit: Could not write file";
+# an unreachable lake catalog or S3 raises an IOException.)
 _WANT_OF_SPACE = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.TransactionException, OSError)
+
+# A batch that lost a commit race on a shared DuckLake is run again at once, up to this many
+# attempts in all, after a random pause of up to CONFLICT_JITTER_S times the attempt (so that two
+# nodes that met do not meet again); past that it is handled like any failed write.
+CONFLICT_ATTEMPTS = 8
+CONFLICT_JITTER_S = 0.02
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a DuckLake commit that lost to another node's commit.
+
+    With DuckLake's own retry off (``ducklake_max_retry_count = 0``, see service/store/lake.py),
+    a commit fails whenever another one landed since its transaction began: "Failed to commit
+    DuckLake transaction", with "Transaction conflict" (an insert met a delete) or a duplicate
+    snapshot id. Nothing is wrong with the rows or the lake: running the statements again, on
+    the newer snapshot, succeeds (and re-evaluates the anti-joins that keep symbols unique).
+    """
+    return isinstance(exc, duckdb.TransactionException) and "Failed to commit DuckLake transaction" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, for the 503 and the log: the error's lines on one line (a lake's error
+    names the catalog or S3 failure on a later line), without a password, at most 400 characters."""
+    text = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return re.sub(r"(?i)password=\S+", "password=…", text)[:400]
 
 
 class _Flush:
@@ -159,8 +194,16 @@ class Writer:
         rejected: Path | None = None,
         checkpoint_idle_bytes: int = 16 << 20,
         checkpoint_busy_bytes: int = 64 << 20,
+        shared: bool = False,
     ) -> None:
         self._con = con
+        # Other nodes write to the same store (a DuckLake): commits may conflict and are run again;
+        # series first/last seen are folded by maintenance, not updated in every batch; "stored
+        # before?" and stale rollup buckets are asked of the store, which only this node's memory
+        # would miss (see the methods that test it).
+        self._shared = shared
+        self.conflicts = 0  # commits that lost to another node's and were run again (for /metrics)
+        self._snapshot_seen: int | None = None  # the lake snapshot up to which deletions were looked for
         # The journal thread's lookups run on cursors of their own, opened as the Database opens its
         # readers' (on a DuckLake, with the lake in use).
         self._lookup_cursor = lookup_cursor or (lambda: self._con.cursor())
@@ -383,7 +426,7 @@ class Writer:
         with self._cond:
             out = {m.group_id for m in metas if m.group_id in self._pending}
             g = self._groups
-            if self._stale:
+            if self._stale or self._shared:  # another node may have stored any of them: ask the store
                 older = [m for m in metas if m.group_id not in out]
             else:
                 out |= {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
@@ -490,7 +533,7 @@ class Writer:
         fatal = self._note_fatal(exc)
         if not (fatal or isinstance(exc, _WANT_OF_SPACE) or "Could not write file" in str(exc)):
             return False
-        why = self._fatal or str(exc).splitlines()[0][:300]
+        why = self._fatal or _reason(exc)
         if self._failing is None:
             log.error("cannot write to the database (%s); acknowledged profiles wait in the journal", why)
         with self._cond:
@@ -523,10 +566,64 @@ class Writer:
         self._journal.applied_all(a.segment for a in pushes if a.segment != UNLOGGED)
 
     def _write(self, pushes: list[Accepted]) -> None:
+        """One transaction for the profiles of ``pushes`` not stored yet; on a shared lake, run again
+        at once when its commit lost to another node's (:func:`is_commit_conflict`)."""
+        attempt = 1
+        while True:
+            t = time.perf_counter()
+            try:
+                self._write_once(pushes)
+                return
+            except Exception as exc:
+                if not (self._shared and is_commit_conflict(exc)) or attempt >= CONFLICT_ATTEMPTS:
+                    raise
+                with contextlib.suppress(duckdb.Error):  # DuckDB may have ended the failed transaction itself
+                    self._con.execute("ROLLBACK")
+                self.conflicts += 1
+                self._after_conflict()
+                self._stage("conflict", time.perf_counter() - t)
+            time.sleep(random.uniform(0, CONFLICT_JITTER_S * attempt))
+            attempt += 1
+
+    def _after_conflict(self) -> None:
+        """Forget the ids known committed if another node deleted rows since this writer last looked.
+
+        A conflict says other nodes committed meanwhile. Inserts leave every id this node knows
+        committed still committed, but a deletion (retention, a dedupe or fold rewriting a table,
+        normally behind the write fence) may have removed one: then ``KnownIds`` is cleared, and the
+        batch is built again with every symbol it needs. Asked of the lake's snapshot list, once
+        per conflict, from the snapshot of the last look (or of the writer's last refresh); when
+        that is unknown or the list cannot be read, cleared anyway.
+        """
+        try:
+            newest, deleted = self._lake_snapshots(-1 if self._snapshot_seen is None else self._snapshot_seen)
+        except (duckdb.Error, TypeError) as exc:
+            log.warning("cannot read the lake's snapshots after a commit conflict (%s); forgetting known ids", exc)
+            self._known.clear()
+            self._snapshot_seen = None
+            return
+        if self._snapshot_seen is None or deleted:
+            self._known.clear()
+        self._snapshot_seen = newest
+
+    def _lake_snapshots(self, after: int) -> tuple[int | None, bool]:
+        """The lake's newest snapshot, and whether any snapshot after ``after`` deleted rows."""
+        catalog = self._con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        newest, deleted = self._con.execute(  # type: ignore[misc]
+            f"SELECT max(snapshot_id), bool_or(len(list_filter(map_keys(changes), k -> k LIKE '%delete%' "
+            f"OR k LIKE '%drop%')) > 0) FILTER (WHERE snapshot_id > $after) FROM ducklake_snapshots('{catalog}')",
+            {"after": after},
+        ).fetchone()
+        return newest, bool(deleted)
+
+    def _write_once(self, pushes: list[Accepted]) -> None:
         """One transaction for the profiles of ``pushes`` not stored yet.
 
         The journal thread accepted only profiles that were not; a replayed record (rows not
         staged) may have been committed before the crash, so only those are looked up again.
+        (On a shared lake, a copy pushed to another node in the instant between this node's
+        acceptance and its commit is stored twice: looking every profile up again here would
+        narrow that window, not close it, for a lake query in every batch.)
         """
         profiles = [p for a in pushes for p in a.profiles]
         self._refresh()
@@ -645,6 +742,8 @@ class Writer:
             return set()
         t = time.perf_counter()
         try:
+            if self._shared:  # RecentGroups knows this node's commits only
+                return _select_stored(self._con, metas)
             g = self._groups
             out = {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
             older = [m for m in metas if not g.covers(m.ts)]
@@ -663,6 +762,11 @@ class Writer:
             self._groups.reset(-(2**63) if newest is None else int(newest))
             self._stale = False
         self._done_until = None if done is None else int(done)
+        if self._shared:  # KnownIds hold as of now (a task that deleted rows cleared them): look from here
+            try:
+                self._snapshot_seen = self._lake_snapshots(2**62)[0]
+            except (duckdb.Error, TypeError):
+                self._snapshot_seen = None
 
     def _append(self, con: duckdb.DuckDBPyConnection, rows: Rows) -> None:
         """A batch's statements as one SQL script, then its COMMIT: two calls into DuckDB, so the GIL is taken back twice.
@@ -675,16 +779,17 @@ class Writer:
         t = rows.tables
         present = [name for name, _ in _INTERNED if name in t and t[name].num_rows]
         new_series = "new_series" in t and t["new_series"].num_rows > 0
-        # Only a profile older than the newest rolled-up bucket can make a bucket stale.
+        # Only a profile older than the newest rolled-up bucket can make a bucket stale. On a shared
+        # lake the maintenance node moves ``done_until``, unseen here: the statement's join decides.
         oldest = pc.min(t["profiles"]["ts"]).as_py()
-        dirty = self._done_until is not None and (oldest is None or oldest < self._done_until)
+        dirty = self._shared or (self._done_until is not None and (oldest is None or oldest < self._done_until))
         names = []
         for name in ("series", *(["new_series"] if new_series else []), *present, *_FACTS):
             con.register(f"_b_{name}", t[name])
             names.append(f"_b_{name}")
         try:
             t0 = time.perf_counter()
-            con.execute(_script(present, new_series=new_series, dirty=dirty))
+            con.execute(_script(present, new_series=new_series, dirty=dirty, fold=not self._shared))
             t1 = time.perf_counter()
             self._stage("append", t1 - t0)
             # COMMIT on its own call (one more return through the GIL) so that /metrics can tell
@@ -706,20 +811,26 @@ def _series_ids(series: pa.Table) -> npt.NDArray[np.uint64]:
     return series.column("series_id").to_numpy().astype(np.uint64, copy=False)
 
 
-def _script(interned: list[str], *, new_series: bool, dirty: bool = True) -> str:
+def _script(interned: list[str], *, new_series: bool, dirty: bool = True, fold: bool = True) -> str:
     """The batch's statements. Series rows come with every profile (their last_seen moves on), but
     a new series is rare in a steady fleet, and finding which are new reads every stored
     ``series_id`` (milliseconds at 100,000 series): only the rows of ``_b_new_series``, those
     not known committed (``KnownIds``, which retention clears), are looked for, and with none
     (``new_series`` False) only the update runs.
+
+    ``fold`` False (a shared lake): no update of ``series``. Two nodes updating it conflict at
+    table level, and each update rewrote the table's file; readers widen first/last seen with
+    the profiles committed since the last fold instead (``series_seen``, migration 0005), and
+    maintenance folds them in (:func:`service.store.series_fold.fold`).
     """
     keys = dict(_INTERNED)
     parts = insert_series("_b_new_series") if new_series else []
-    parts.append(
-        "UPDATE series SET first_seen = least(series.first_seen, u.f), last_seen = greatest(series.last_seen, u.l) "
-        "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b_series GROUP BY series_id) u "
-        "WHERE series.series_id = u.series_id AND (u.f < series.first_seen OR u.l > series.last_seen)"
-    )
+    if fold:
+        parts.append(
+            "UPDATE series SET first_seen = least(series.first_seen, u.f), last_seen = greatest(series.last_seen, u.l) "
+            "FROM (SELECT series_id, min(first_seen) f, max(last_seen) l FROM _b_series GROUP BY series_id) u "
+            "WHERE series.series_id = u.series_id AND (u.f < series.first_seen OR u.l > series.last_seen)"
+        )
     for name in interned:
         key = keys[name]
         # Rows whose id is stored already are skipped (KnownIds forgets past its bound). The

@@ -29,7 +29,7 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     db = Database(tmp_path)  # a second start applies nothing and keeps the schema
     try:
         with db.read() as cur:
-            assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004_series_label_index",)]
+            assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005_series_fold",)]
     finally:
         db.close()
 

@@ -30,7 +30,7 @@ def test_a_database_at_0003_is_indexed_by_the_migration(tmp_path: Path) -> None:
         con.execute("INSERT INTO series SELECT * FROM old_other")
     upgrade(path)
     with duckdb.connect(str(path)) as cur:
-        assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004_series_label_index",)]
+        assert cur.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005_series_fold",)]
         every = list_series(cur, "t")
         assert len(every) == 16
         for selector in SELECTORS:

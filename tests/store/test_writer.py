@@ -196,3 +196,30 @@ def test_the_writer_checkpoints_between_batches_past_its_threshold(tmp_path: Pat
             assert _counts(db)[0] == len(data)
         finally:
             db.close()
+
+
+# DuckLake's words, verbatim (a commit that lost to another node's with ducklake_max_retry_count = 0,
+# and PostgreSQL stopped under a live lake connection), as measured in the issue 19 spike.
+_LOST = (
+    "TransactionContext Error: Failed to commit: Failed to commit DuckLake transaction.\n"
+    "Exceeded the maximum retry count of 0 set by the ducklake_max_retry_count setting.\n"
+    'Failed to flush changes into DuckLake: ERROR:  duplicate key value violates unique constraint "ducklake_snapshot_pkey"'
+)
+_PG_DOWN = (
+    "IO Error: Failed to query most recent snapshot for DuckLake: Unable to connect to Postgres at "
+    '"dbname=lake host=/tmp/pg port=5432 user=lake password=hunter2":\nconnection to server on socket '
+    '"/tmp/pg/.s.PGSQL.5432" failed: No such file or directory'
+)
+
+
+def test_a_lost_lake_commit_is_a_conflict_and_an_unreachable_catalog_says_why() -> None:
+    import duckdb
+
+    from service.store.writer import _reason, is_commit_conflict
+
+    assert is_commit_conflict(duckdb.TransactionException(_LOST))
+    assert not is_commit_conflict(duckdb.TransactionException("Failed to commit: Could not write file"))  # disk full
+    assert not is_commit_conflict(duckdb.IOException(_PG_DOWN))
+    why = _reason(duckdb.IOException(_PG_DOWN))  # what a refused push is told: the catalog, not a bare first line
+    assert "Unable to connect to Postgres" in why and "No such file or directory" in why
+    assert "hunter2" not in why
