@@ -30,7 +30,7 @@ from service.metrics import Metrics
 from service.pprof.decode import Envelope
 from service.query.source import Sources
 from service.query.stacks import StackNames
-from service.store import cluster
+from service.store import cluster, series_fold
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.maintenance import LakeMaintenance
@@ -76,7 +76,10 @@ def create_app(
             memory_limit=settings.duckdb_memory_limit,
             storage=settings.storage,
         )
-        metrics.watch(db.writer.depth, db.size_bytes)
+        metrics.watch(
+            db.writer.depth, db.size_bytes, lambda: db.writer.conflicts,
+            lambda: len(db.cluster.live) if db.cluster is not None else 1,
+        )  # fmt: skip
         workers = Workers(settings.ingest_workers) if settings.ingest_workers else None
         if workers is not None:
             workers.start()
@@ -140,8 +143,10 @@ def create_app(
             ]
         else:  # on a lake, one node at a time maintains it, behind the write fence
             maintenance = LakeMaintenance(
-                db.maintenance_cursor, db.node_name, db.known, settings.retention, settings.compaction_interval_s
-            )
+                db.maintenance_cursor, db.node_name, db.known, settings.retention, settings.compaction_interval_s,
+                # First: retention reads series' last_seen, which on a lake is exact only once folded.
+                before=[("fold", series_fold.fold), ("dedupe", series_fold.dedupe)],
+            )  # fmt: skip
             tasks = [
                 asyncio.get_running_loop().create_task(_maintain_every(maintenance, settings.compaction_interval_s))
             ]

@@ -107,11 +107,27 @@ class Metrics:
         self.queue_depth = Gauge("profstore_writer_queue_depth", "Profiles waiting for the writer.", registry=r)
         self.database_bytes = Gauge("profstore_database_bytes", "Size of the DuckDB file and its WAL.", registry=r)
         self.targets = Gauge("profstore_targets", "Scrape targets by health.", ["health"], registry=r)
+        self.lake_conflicts = Gauge(
+            "profstore_lake_commit_conflicts",
+            "Writer commits a DuckLake conflict with another node's commit made run again, since start (0 on a file).",
+            registry=r,
+        )
+        self.cluster_nodes = Gauge(
+            "profstore_cluster_nodes", "Live nodes sharing this store, this one included (1 on a file).", registry=r
+        )
 
-    def watch(self, queue_depth: Callable[[], float], database_bytes: Callable[[], float]) -> None:
+    def watch(
+        self,
+        queue_depth: Callable[[], float],
+        database_bytes: Callable[[], float],
+        conflicts: Callable[[], float] = lambda: 0.0,
+        nodes: Callable[[], float] = lambda: 1.0,
+    ) -> None:
         """Gauges read on every ``/metrics`` request."""
         self.queue_depth.set_function(queue_depth)
         self.database_bytes.set_function(database_bytes)
+        self.lake_conflicts.set_function(conflicts)
+        self.cluster_nodes.set_function(nodes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,7 +26,18 @@ import duckdb
 from service.config import StorageSettings
 from service.errors import StoreError
 
-__all__ = ["EXTENSIONS", "attach", "attach_only", "config", "connect", "cursor", "extension_file", "load_extensions", "node_name", "prepare"]
+__all__ = [
+    "EXTENSIONS",
+    "attach",
+    "attach_only",
+    "config",
+    "connect",
+    "cursor",
+    "extension_file",
+    "load_extensions",
+    "node_name",
+    "prepare",
+]
 
 EXTENSIONS = ("ducklake", "postgres", "httpfs")
 ALIAS = "lake"

@@ -71,7 +71,7 @@ def tenants(cur: duckdb.DuckDBPyConnection) -> list[TenantUsage]:
         """
         SELECT s.tenant, count(DISTINCT s.series_id), count(p.ts), min(p.ts), max(p.ts),
                (SELECT min(x.ts) FROM samples x JOIN series y USING (series_id) WHERE y.tenant = s.tenant)
-        FROM series s LEFT JOIN profiles p USING (series_id)
+        FROM (SELECT DISTINCT series_id, tenant FROM series) s LEFT JOIN profiles p USING (series_id)  -- a lake may hold a series row twice until maintenance
         GROUP BY s.tenant ORDER BY s.tenant
         """
     ).fetchall()
