@@ -14,7 +14,6 @@ write fence replace it).
 from __future__ import annotations
 
 import gzip
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ import pytest
 
 from service.config import StorageSettings
 from service.pprof.decode import decode
-from service.store import lake
 from service.store.db import Database
 from service.store.export_rows import export_rows
 from service.store.function_reads import function_values, heavy_functions
@@ -57,11 +55,7 @@ def _pushes(corpus: Path, n: int) -> list[tuple[bytes, dict[str, str], int]]:
 
 
 @pytest.fixture
-def storage(postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StorageSettings:
-    # main's writer lease admits one node per lake: bypassed, as the lead's cluster change removes it.
-    monkeypatch.setattr(lake, "claim", lambda con, holder: None)
-    monkeypatch.setattr(lake, "take_lease", lambda con, holder, seconds=lake.LEASE_S: holder)
-    monkeypatch.setattr(lake, "release_lease", lambda con, holder: None)
+def storage(postgres: Postgres, tmp_path: Path) -> StorageSettings:
     return StorageSettings(backend="ducklake", catalog=postgres.database(), data_path=f"{tmp_path}/files/")
 
 
@@ -287,18 +281,6 @@ def test_rows_stored_twice_change_no_answer_and_dedupe_removes_them(nodes: list[
     assert db.writer.call(dedupe).result(120).removed == {}  # nothing twice: nothing rewritten
 
 
-class _Node(Server):
-    """``profstore serve`` with main's one-node writer lease bypassed (the cluster change removes it)."""
-
-    def command(self, host: str = "127.0.0.1") -> list[str]:
-        patch = (
-            "import sys; from service.store import lake; lake.claim = lambda con, holder: None; "
-            "lake.take_lease = lambda con, holder, seconds=30.0: holder; lake.release_lease = lambda con, holder: None; "
-            "from service.cli import main; sys.exit(main(sys.argv[1:]))"
-        )
-        return [sys.executable, "-c", patch, *super().command(host)[3:]]
-
-
 def _http_answers(url: str, t0: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for query in ('process_cpu{service_name="w"}', 'heap{service_name="w"}'):
@@ -335,7 +317,7 @@ def test_two_serve_processes_on_one_lake_answer_as_one_file_node(
     nodes = []
     for k in range(2):
         (tmp_path / f"n{k}").mkdir()
-        nodes.append(_Node(tmp_path / f"n{k}" / "data", config).start())
+        nodes.append(Server(tmp_path / f"n{k}" / "data", config).start())
     try:
 
         def push(k: int) -> list[bool]:
