@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 0.5  # also how soon a node sees the fence: maintenance waits for the slowest
 NODE_TTL_S = 5.0  # a node silent this long is dead: its targets move at their next due run
 FENCE_S = 120.0  # a fence whose holder died lapses after this
 SERIALIZATION_RETRIES = 8
@@ -266,6 +267,8 @@ class Node:
         if self._lowered is None:
             self._lowered = threading.Event()
             self._stopped = self._pause(self._lowered)
+            # A writer between batches stops at once: acknowledge in this heartbeat, not the next.
+            futures.wait([self._stopped], timeout=HEARTBEAT_S)
         if self._stopped is not None and self._stopped.done():
             if self._stopped.exception() is not None:  # closing, or a fatal error: it never stopped
                 log.warning("the writer did not stop for the maintenance fence: %s", self._stopped.exception())

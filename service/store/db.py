@@ -193,7 +193,14 @@ class Database:
         timer.daemon = True
         timer.start()
         try:
+            if self._lake is not None:
+                # One lake transaction per request: each statement outside one looks up the newest
+                # snapshot and the tables' files in the catalog again (6.0 -> 3.7 ms a statement
+                # measured), and every statement of the request then reads the same snapshot.
+                cur.execute("BEGIN TRANSACTION")
             yield cur
+            if self._lake is not None:
+                cur.execute("COMMIT")
         except duckdb.Error as exc:
             if fired.is_set():
                 raise QueryTimeout(

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 ACK_WAIT_S = 15.0  # a writer stops between batches; a batch that takes longer than this is a stuck node
 FILES_EVERY_S = 600.0  # file merging and cleanup: often enough to keep a few files per table
-KEEP_SNAPSHOTS_S = 900.0  # a query that started earlier than this may still read an old snapshot's files
+KEEP_SNAPSHOTS_S = 900.0
+REWRITE_ALWAYS = ("series", "rollup_dirty")  # a query that started earlier than this may still read an old snapshot's files
 
 
 @dataclass(slots=True)
@@ -130,6 +131,10 @@ def _files(cur: duckdb.DuckDBPyConnection) -> None:
     then what no recent snapshot reads is deleted. Each is a CALL: a SELECT over these functions,
     read with ``fetchone()``, never commits."""
     cur.execute("CALL ducklake_flush_inlined_data('lake')")
+    # ``series`` and ``rollup_dirty`` are rewritten or emptied by maintenance itself, so their files
+    # carry deletes of any share; DuckLake's default (95 % deleted) left their delete files to grow.
+    for table in REWRITE_ALWAYS:
+        cur.execute(f"CALL ducklake_rewrite_data_files('lake', '{table}', delete_threshold => 0)")
     cur.execute("CALL ducklake_rewrite_data_files('lake')")
     cur.execute("CALL ducklake_merge_adjacent_files('lake')")
     keep = f"now() - INTERVAL '{KEEP_SNAPSHOTS_S:g} seconds'"
