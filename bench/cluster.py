@@ -25,9 +25,12 @@ For each configuration:
    over the batches: a mean; the exposition has no per-commit histogram) and the whole batch's p50/p99
    (``profstore_writer_batch_seconds``, interpolated in its buckets as Prometheus'
    ``histogram_quantile`` does: coarse, 10 ms up to 50 ms), non-200 answers by status.
-3. **Freshness**, during the ingest: one probe at a time pushes a profile with a unique ``probe``
-   label to node ``i`` and polls ``/api/v1/profiles`` on node ``i+1`` (the same node when there is one)
-   until it is listed: acknowledgement → visible, p50/p99 and the worst.
+3. **Freshness**: one probe at a time pushes a profile with a unique ``probe`` label to node ``i``
+   and polls ``/api/v1/profiles`` on node ``i+1`` (the same node when there is one) until it is
+   listed: acknowledgement → visible, p50/p99 and the worst. Twice: during the ingest phase
+   ("saturated": the clients push as fast as they are acknowledged, so the journal's backlog, up to
+   ``write_max_pending``, is what a probe waits behind), then for ``--fresh-seconds`` under a steady
+   open-loop ``--fresh-rate`` profiles/s (a fleet's load, well under saturation: the lake's own lag).
 4. **Files per table** before and after maintenance: the lake's live data and delete files per table as
    its catalog counts them (``ducklake_table_info``, from this process), and the Parquet files on disk
    or in the bucket (old files stay until cleanup, 15 min after they were replaced). Maintenance is
@@ -203,9 +206,14 @@ def started(name: str, work: Path, pg: Postgres | None, s3: S3 | None, maintain_
     config = here / "node.yaml"
     write_config(config, storage, maintain_s)
     count = 3 if name == "lake-3" else 1
-    nodes = [Node(here, f"node{i}", config) for i in range(count)]
+    # The first node alone first: on a new catalog, nodes that attach at the same moment race to create
+    # DuckLake's own tables in PostgreSQL and the losers exit ("duplicate key value violates unique
+    # constraint pg_type_typname_nsp_index"); the others then start together.
+    nodes = [Node(here, "node0", config)]
     try:
-        for n in nodes:
+        nodes[0].wait()
+        nodes += [Node(here, f"node{i}", config) for i in range(1, count)]
+        for n in nodes[1:]:
             n.wait()
         yield Setup(name, nodes, storage, **setup_kw)
     finally:
@@ -288,6 +296,36 @@ async def push_all(urls: list[str], jobs: Iterator[Push], clients: int, seconds:
                 out.statuses[str(status)] += 1
         if conn is not None:
             conn.writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    out.wall_s = time.perf_counter() - t0
+    return out
+
+
+async def push_paced(urls: list[str], jobs: Iterator[Push], rate: float, stop: asyncio.Event) -> Pushed:
+    """Open-loop pushes at ``rate`` per second in all (4 clients, each on its own schedule, none
+    catching up in a burst when it falls behind), until ``stop``: a fleet's steady load, well below
+    what the nodes can take, so that freshness measures the lake rather than a backlog."""
+    out = Pushed()
+    clients = 4
+    gap = clients / rate
+    ports = [int(u.rsplit(":", 1)[1]) for u in urls]
+
+    async def client(c: int) -> None:
+        conn = await Conn.open(ports[c % len(ports)])
+        due = time.monotonic() + c * gap / clients
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due = max(due + gap, time.monotonic())
+            job = next(jobs)
+            t = time.perf_counter()
+            status = await conn.post(f"/api/v1/ingest?labels={job.labels}&ts={job.ts}", job.body)
+            if status == 200:
+                out.acks.append(time.perf_counter() - t)
+            else:
+                out.statuses[str(status)] += 1
+        conn.writer.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
@@ -442,8 +480,11 @@ class Result:
     commit_s: float = 0.0
     batch_p50: float = math.nan
     batch_p99: float = math.nan
-    fresh: list[float] = field(default_factory=list)
+    fresh: list[float] = field(default_factory=list)  # at --fresh-rate
     fresh_missed: int = 0
+    fresh_pushed: Pushed = field(default_factory=Pushed)
+    saturated: list[float] = field(default_factory=list)  # during the ingest phase: the backlog's wait
+    saturated_missed: int = 0
     before: Files = field(default_factory=lambda: Files({}, {}))
     after: Files = field(default_factory=lambda: Files({}, {}))
     maintain_s: float = math.nan
@@ -493,7 +534,7 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
         stop.set()
         return pushed, await probe
 
-    res.pushed, (res.fresh, res.fresh_missed) = asyncio.run(phase())
+    res.pushed, (res.saturated, res.saturated_missed) = asyncio.run(phase())
     c1 = sum(n.cpu_s() for n in setup.nodes)
     p1 = cpu_of(pg_pid) if pg_pid else math.nan
     m1 = sum_metrics(setup.nodes)
@@ -506,7 +547,19 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     res.batch_p50 = histogram_quantile(0.5, delta)[0]
     res.batch_p99 = histogram_quantile(0.99, delta)[0]
 
-    step(setup, f"ingest: {len(res.pushed.acks)} profiles acknowledged, {len(res.fresh)} freshness probes", t0)
+    step(setup, f"ingest: {len(res.pushed.acks)} profiles acknowledged, {len(res.saturated)} freshness probes", t0)
+
+    async def steady() -> tuple[Pushed, tuple[list[float], int]]:
+        stop = asyncio.Event()
+        load = asyncio.create_task(push_paced(setup.urls, live_pushes(args.targets, blobs), args.fresh_rate, stop))
+        await asyncio.sleep(2)  # the backlog of the ingest phase drained
+        probe = asyncio.create_task(probe_freshness(setup.urls, blobs[1], stop, setup.name + "-steady"))
+        await asyncio.sleep(args.fresh_seconds)
+        stop.set()
+        return await load, await probe
+
+    res.fresh_pushed, (res.fresh, res.fresh_missed) = asyncio.run(steady())
+    step(setup, f"freshness at {args.fresh_rate:g} profiles/s: {len(res.fresh)} probes", t0)
     counter = FileCounter(setup, ext_dir)
     try:
         time.sleep(2 * args.linger_s + 1)  # the last pushes committed
@@ -571,21 +624,26 @@ def ms(x: float) -> str:
     return "-" if math.isnan(x) else f"{x * 1e3:,.0f}" if x >= 0.1 else f"{x * 1e3:.1f}"
 
 
+def freshness(delays: list[float], missed: int) -> str:
+    out = f"{quantile(delays, 0.5):.2f} / {quantile(delays, 0.99):.2f} / {max(delays, default=math.nan):.2f}"
+    return out + f" (n={len(delays)}{f', {missed} never' if missed else ''})"
+
+
 def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, float, float]) -> None:
     load = os.getloadavg()
     print(
         f"\nprofstore cluster bench: {args.targets} targets ({2 * args.targets} series) x 12 profiles over 24 h, then "
-        f"{args.clients} clients for {args.seconds:g} s per configuration; {os.cpu_count()} cores, load "
-        f"{load0[0]:.1f} at the start and {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end\n"
+        f"{args.clients} clients for {args.seconds:g} s per configuration (freshness probed then too: saturated), "
+        f"then {args.fresh_rate:g} profiles/s for {args.fresh_seconds:g} s (freshness); {os.cpu_count()} cores, "
+        f"load {load0[0]:.1f} at the start and {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end\n"
     )
     head = ["", "nodes", "backfill/s", "profiles/s", "CPU ms/profile", "PG CPU ms/profile", "profiles/batch"]
-    head += ["commit ms (mean)", "batch p50/p99 ms", "fresh p50/p99/max s", "non-200", "files before → after"]
+    head += ["commit ms (mean)", "batch p50/p99 ms", "fresh p50/p99/max s (saturated)", "fresh p50/p99/max s"]
+    head += ["non-200", "files before → after"]
     rows = [head]
     for r in results:
         n = max(len(r.pushed.acks), 1)
-        fresh = f"{quantile(r.fresh, 0.5):.2f} / {quantile(r.fresh, 0.99):.2f} / {max(r.fresh, default=math.nan):.2f}"
-        if r.fresh_missed:
-            fresh += f" ({r.fresh_missed} never)"
+        statuses = r.pushed.statuses + r.fresh_pushed.statuses
         rows.append(
             [
                 r.name, str(r.nodes), f"{r.backfill_per_s:,.0f}", f"{r.per_s:,.0f}", f"{r.cpu_ms:.2f}",
@@ -593,8 +651,9 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
                 f"{n / r.batches:.1f}" if r.batches else "-",
                 ms(r.commit_s / r.batches) if r.batches else "-",
                 f"{ms(r.batch_p50)} / {ms(r.batch_p99)}",
-                f"{fresh} (n={len(r.fresh)})",
-                ", ".join(f"{k}: {v}" for k, v in r.pushed.statuses.items()) or "0",
+                freshness(r.saturated, r.saturated_missed),
+                freshness(r.fresh, r.fresh_missed),
+                ", ".join(f"{k}: {v}" for k, v in statuses.items()) or "0",
                 f"{r.before.top()} → {r.after.top()}",
             ]
         )  # fmt: skip
@@ -652,6 +711,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=100, help="services in the fleet, 2 series each (default 100)")
     ap.add_argument("--clients", type=int, default=16, help="concurrent pushing clients (default 16)")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the ingest phase (default 30)")
+    ap.add_argument("--fresh-rate", type=float, default=40.0, help="steady load of the freshness phase (default 40/s)")
+    ap.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
     ap.add_argument("--repeat", type=int, default=5, help="timed requests per query and range (default 5)")
     ap.add_argument("--maintain-s", type=float, default=10.0, help="the nodes' compaction_interval_s (default 10)")
     ap.add_argument("--linger-s", type=float, default=0.25, help=argparse.SUPPRESS)
@@ -678,18 +739,21 @@ def main() -> None:
             s3 = stack.enter_context(s3_server(work / "moto.log")) if "lake-s3" in names else None
             for name in names:
                 t0 = time.monotonic()
-                with started(name, work, pg, s3, args.maintain_s) as setup:
-                    step(setup, f"{len(setup.nodes)} node(s) healthy", t0)
-                    if args.minutes:
-                        soak(setup, args, blobs, ext_dir)
-                        continue
-                    r = measure(setup, args, blobs, pg, ext_dir)
-                    results.append(r)
-                    print(
-                        f"{name}: {r.per_s:,.0f} profiles/s, {r.cpu_ms:.2f} ms CPU/profile, "
-                        f"fresh p99 {quantile(r.fresh, 0.99):.2f} s",
-                        flush=True,
-                    )
+                try:
+                    with started(name, work, pg, s3, args.maintain_s) as setup:
+                        step(setup, f"{len(setup.nodes)} node(s) healthy", t0)
+                        if args.minutes:
+                            soak(setup, args, blobs, ext_dir)
+                            continue
+                        r = measure(setup, args, blobs, pg, ext_dir)
+                        results.append(r)
+                        print(
+                            f"{name}: {r.per_s:,.0f} profiles/s, {r.cpu_ms:.2f} ms CPU/profile, "
+                            f"fresh p99 {quantile(r.fresh, 0.99):.2f} s",
+                            flush=True,
+                        )
+                except (RuntimeError, httpx.HTTPError, OSError) as exc:  # the other configurations still run
+                    print(f"{name}: FAILED: {exc}", flush=True)
         if results:
             report(results, args, load0)
     finally:
