@@ -571,7 +571,7 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     step(setup, f"maintenance forced: {res.maintain_s:.1f} s on {res.maintained_by}", t0)
     res.queries = run_queries(setup, end_ns, args.repeat)
     step(setup, "queries", t0)
-    res.conflicts = sum(n.log_count("conflict") for n in setup.nodes)
+    res.conflicts = sum(n.log_count("failed to commit ducklake transaction", "conflict") for n in setup.nodes)
     res.errors_logged = sum(n.log_count(" error ", "traceback") for n in setup.nodes)
     return res
 
@@ -680,7 +680,10 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
         print(f"- {r.name} (maintenance {r.maintain_s:.1f} s on {r.maintained_by}): " + ", ".join(cells))
     for r in results:
         if r.conflicts or r.errors_logged:
-            print(f"- {r.name}: node logs mention 'conflict' {r.conflicts}x, errors/tracebacks {r.errors_logged}x")
+            print(
+                f"- {r.name}: node logs: {r.conflicts} failed DuckLake commits (conflicts), "
+                f"{r.errors_logged} errors/tracebacks"
+            )
 
     base = next((r for r in results if r.name == "duckdb"), None)
     if base is None:
