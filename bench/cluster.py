@@ -266,9 +266,12 @@ class Pushed:
     wall_s: float = 0.0
 
 
-async def push_all(urls: list[str], jobs: Iterator[Push], clients: int, seconds: float | None) -> Pushed:
+async def push_all(
+    urls: list[str], jobs: Iterator[Push], clients: int, seconds: float | None, retry: bool = False
+) -> Pushed:
     """``clients`` closed-loop clients, client ``c`` to ``urls[c % len(urls)]``, until ``jobs`` runs out
-    or ``seconds`` pass."""
+    or ``seconds`` pass; ``retry``: a refused push (503, no answer) is sent again after a pause, as a
+    client that must deliver does (the backfill: every configuration then holds the same fleet)."""
     out = Pushed()
     stop = time.monotonic() + seconds if seconds is not None else math.inf
     ports = [int(u.rsplit(":", 1)[1]) for u in urls]
@@ -276,8 +279,9 @@ async def push_all(urls: list[str], jobs: Iterator[Push], clients: int, seconds:
     async def client(c: int) -> None:
         port = ports[c % len(ports)]
         conn: Conn | None = None
+        job: Push | None = None
         while time.monotonic() < stop:
-            job = next(jobs, None)
+            job = job or next(jobs, None)
             if job is None:
                 break
             try:
@@ -289,11 +293,17 @@ async def push_all(urls: list[str], jobs: Iterator[Push], clients: int, seconds:
                 out.statuses["no answer"] += 1
                 conn = None
                 await asyncio.sleep(0.1)
+                job = job if retry else None
                 continue
             if status == 200:
                 out.acks.append(time.perf_counter() - t)
+                job = None
             else:
                 out.statuses[str(status)] += 1
+                if retry and status in (429, 503):
+                    await asyncio.sleep(0.5)
+                else:
+                    job = None
         if conn is not None:
             conn.writer.close()
 
@@ -370,6 +380,7 @@ async def probe_freshness(urls: list[str], blob: bytes, stop: asyncio.Event, tag
 @dataclass
 class Files:
     live: dict[str, int]  # table -> data + delete files in the current snapshot (the catalog's count)
+    deletes: dict[str, int]  # table -> of which delete files
     stored: dict[str, int]  # table -> Parquet files in the data path (current and not yet cleaned up)
 
     def top(self) -> str:
@@ -388,14 +399,15 @@ class FileCounter:
 
     def count(self) -> Files:
         if self.con is None:
-            return Files({}, {})
+            return Files({}, {}, {})
         cur = self.con.cursor()
         try:
             rows = cur.execute("SELECT table_name, file_count, delete_file_count FROM ducklake_table_info('lake')")
-            live = {str(t): int(f or 0) + int(d or 0) for t, f, d in rows.fetchall()}
+            got = rows.fetchall()
         finally:
             cur.close()
-        return Files(live, self._stored())
+        live = {str(t): int(f or 0) + int(d or 0) for t, f, d in got}
+        return Files(live, {str(t): int(d or 0) for t, _, d in got}, self._stored())
 
     def _stored(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -473,6 +485,7 @@ class Result:
     name: str
     nodes: int
     backfill_per_s: float = math.nan
+    backfill_refused: Counter[str] = field(default_factory=Counter)  # then sent again
     pushed: Pushed = field(default_factory=Pushed)
     cpu_s: float = 0.0
     pg_cpu_s: float = math.nan
@@ -485,8 +498,8 @@ class Result:
     fresh_pushed: Pushed = field(default_factory=Pushed)
     saturated: list[float] = field(default_factory=list)  # during the ingest phase: the backlog's wait
     saturated_missed: int = 0
-    before: Files = field(default_factory=lambda: Files({}, {}))
-    after: Files = field(default_factory=lambda: Files({}, {}))
+    before: Files = field(default_factory=lambda: Files({}, {}, {}))
+    after: Files = field(default_factory=lambda: Files({}, {}, {}))
     maintain_s: float = math.nan
     maintained_by: str = ""
     queries: dict[str, list[float]] = field(default_factory=dict)
@@ -516,11 +529,12 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     t0 = time.monotonic()
     end_ns = time.time_ns() - 60 * S
     jobs = backfill(args.targets, blobs, end_ns)
-    done = asyncio.run(push_all(setup.urls, iter(jobs), args.clients, None))
-    if done.statuses:
+    done = asyncio.run(push_all(setup.urls, iter(jobs), args.clients, None, retry=True))
+    if len(done.acks) != len(jobs):
         raise RuntimeError(f"{setup.name}: backfill refused: {dict(done.statuses)}")
+    res.backfill_refused = done.statuses
     res.backfill_per_s = len(done.acks) / done.wall_s
-    step(setup, f"backfilled {len(done.acks)} profiles", t0)
+    step(setup, f"backfilled {len(done.acks)} profiles (refused, then sent again: {dict(done.statuses)})", t0)
 
     pg_pid = postgres_pid(pg) if pg is not None and setup.storage is not None else None
     m0 = sum_metrics(setup.nodes)
@@ -646,7 +660,7 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
         statuses = r.pushed.statuses + r.fresh_pushed.statuses
         rows.append(
             [
-                r.name, str(r.nodes), f"{r.backfill_per_s:,.0f}", f"{r.per_s:,.0f}", f"{r.cpu_ms:.2f}",
+                r.name, str(r.nodes), f"{r.backfill_per_s:,.0f}" + "".join(f" ({v} {k} resent)" for k, v in r.backfill_refused.items()), f"{r.per_s:,.0f}", f"{r.cpu_ms:.2f}",
                 "-" if math.isnan(r.pg_cpu_s) else f"{r.pg_cpu_s / n * 1e3:.2f}",
                 f"{n / r.batches:.1f}" if r.batches else "-",
                 ms(r.commit_s / r.batches) if r.batches else "-",
@@ -668,12 +682,17 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
         )
     table(rows)
 
-    print("\nfiles per table, live in the catalog before → after maintenance (files stored in the data path after)")
+    print(
+        "\nfiles per table, data and delete files live in the catalog before → after maintenance "
+        "(Parquet files stored in the data path after)"
+    )
     for r in results:
         if not r.after.live:
             continue
         cells = [
-            f"{t} {r.before.live.get(t, 0)}→{r.after.live[t]} ({r.after.stored.get(t, 0)})"
+            f"{t} {r.before.live.get(t, 0)}→{r.after.live[t]}"
+            + (f" of which {r.after.deletes[t]} delete" if r.after.deletes.get(t) else "")
+            + f" ({r.after.stored.get(t, 0)})"
             for t in sorted(r.after.live)
             if r.before.live.get(t, 0) or r.after.live[t]
         ]
