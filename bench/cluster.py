@@ -29,7 +29,8 @@ For each configuration:
    and polls ``/api/v1/profiles`` on node ``i+1`` (the same node when there is one) until it is
    listed: acknowledgement → visible, p50/p99 and the worst. Twice: during the ingest phase
    ("saturated": the clients push as fast as they are acknowledged, so the journal's backlog, up to
-   ``write_max_pending``, is what a probe waits behind), then for ``--fresh-seconds`` under a steady
+   ``write_max_pending``, is what a probe waits behind; the time that backlog takes to drain, from
+   ``profstore_writer_queue_depth``, is printed), then for ``--fresh-seconds`` under a steady
    open-loop ``--fresh-rate`` profiles/s (a fleet's load, well under saturation: the lake's own lag).
 4. **Files per table** before and after maintenance: the lake's live data and delete files per table as
    its catalog counts them (``ducklake_table_info``, from this process), and the Parquet files on disk
@@ -486,6 +487,7 @@ class Result:
     nodes: int
     backfill_per_s: float = math.nan
     backfill_refused: Counter[str] = field(default_factory=Counter)  # then sent again
+    drain_s: float = math.nan  # after the saturated phase, until every writer's queue was empty
     pushed: Pushed = field(default_factory=Pushed)
     cpu_s: float = 0.0
     pg_cpu_s: float = math.nan
@@ -517,6 +519,17 @@ class Result:
 
 def sum_metrics(nodes: list[Node]) -> Samples:
     return [s for n in nodes for s in n.metrics()]
+
+
+def drain(setup: Setup, limit_s: float = 120.0) -> float:
+    """Seconds until no node's writer has acknowledged profiles waiting (``profstore_writer_queue_depth``):
+    the backlog the saturated phase left, which would otherwise be what the steady probes measure."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if total(sum_metrics(setup.nodes), "profstore_writer_queue_depth") == 0:
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    return math.inf
 
 
 def step(setup: Setup, what: str, t0: float) -> None:
@@ -563,10 +576,13 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
 
     step(setup, f"ingest: {len(res.pushed.acks)} profiles acknowledged, {len(res.saturated)} freshness probes", t0)
 
+    res.drain_s = drain(setup)
+    step(setup, f"backlog drained in {res.drain_s:.1f} s", t0)
+
     async def steady() -> tuple[Pushed, tuple[list[float], int]]:
         stop = asyncio.Event()
         load = asyncio.create_task(push_paced(setup.urls, live_pushes(args.targets, blobs), args.fresh_rate, stop))
-        await asyncio.sleep(2)  # the backlog of the ingest phase drained
+        await asyncio.sleep(2)
         probe = asyncio.create_task(probe_freshness(setup.urls, blobs[1], stop, setup.name + "-steady"))
         await asyncio.sleep(args.fresh_seconds)
         stop.set()
@@ -652,7 +668,8 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
         f"load {load0[0]:.1f} at the start and {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end\n"
     )
     head = ["", "nodes", "backfill/s", "profiles/s", "CPU ms/profile", "PG CPU ms/profile", "profiles/batch"]
-    head += ["commit ms (mean)", "batch p50/p99 ms", "fresh p50/p99/max s (saturated)", "fresh p50/p99/max s"]
+    head += ["commit ms (mean)", "batch p50/p99 ms", "fresh p50/p99/max s (saturated)", "backlog drained s"]
+    head += ["fresh p50/p99/max s"]
     head += ["non-200", "files before → after"]
     rows = [head]
     for r in results:
@@ -666,6 +683,7 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
                 ms(r.commit_s / r.batches) if r.batches else "-",
                 f"{ms(r.batch_p50)} / {ms(r.batch_p99)}",
                 freshness(r.saturated, r.saturated_missed),
+                f"{r.drain_s:.1f}",
                 freshness(r.fresh, r.fresh_missed),
                 ", ".join(f"{k}: {v}" for k, v in statuses.items()) or "0",
                 f"{r.before.top()} → {r.after.top()}",
