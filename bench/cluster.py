@@ -613,8 +613,11 @@ def soak(setup: Setup, args: argparse.Namespace, blobs: list[bytes], ext_dir: Pa
     counter = FileCounter(setup, ext_dir)
     end = time.monotonic() + args.minutes * 60
     print(f"\n{setup.name}: pushing for {args.minutes:g} min, files counted every {args.sample_s:g} s", flush=True)
-    print("| minute | profiles acked | live files (worst table) | files stored | maintenance |", flush=True)
-    print("|---|---|---|---|---|", flush=True)
+    print(
+        "| minute | profiles acked | live files (worst table) | series: files (delete files) | files stored | maintenance |",
+        flush=True,
+    )
+    print("|---|---|---|---|---|---|", flush=True)
     acked = 0
     next_force = time.monotonic() + args.force_every if args.force_every else math.inf
     t0 = time.monotonic()
@@ -631,7 +634,8 @@ def soak(setup: Setup, args: argparse.Namespace, blobs: list[bytes], ext_dir: Pa
                 next_force = time.monotonic() + args.force_every
             files = counter.count()
             print(
-                f"| {(time.monotonic() - t0) / 60:.1f} | {acked:,} | {files.top()} | {sum(files.stored.values())} "
+                f"| {(time.monotonic() - t0) / 60:.1f} | {acked:,} | {files.top()} | {files.live.get('series', 0)} "
+                f"({files.deletes.get('series', 0)}) | {sum(files.stored.values())} "
                 f"| {note} |",
                 flush=True,
             )
