@@ -27,11 +27,12 @@ For each configuration:
    ``histogram_quantile`` does: coarse, 10 ms up to 50 ms), non-200 answers by status.
 3. **Freshness**: one probe at a time pushes a profile with a unique ``probe`` label to node ``i``
    and polls ``/api/v1/profiles`` on node ``i+1`` (the same node when there is one) until it is
-   listed: acknowledgement → visible, p50/p99 and the worst. Twice: during the ingest phase
-   ("saturated": the clients push as fast as they are acknowledged, so the journal's backlog, up to
-   ``write_max_pending``, is what a probe waits behind; the time that backlog takes to drain, from
-   ``profstore_writer_queue_depth``, is printed), then for ``--fresh-seconds`` under a steady
-   open-loop ``--fresh-rate`` profiles/s (a fleet's load, well under saturation: the lake's own lag).
+   listed: acknowledgement → visible, p50/p99 and the worst; for ``--fresh-seconds`` under a steady
+   open-loop ``--fresh-rate`` profiles/s (a fleet's load, well under saturation: the lake's own lag),
+   once the ingest phase's backlog drained (``profstore_writer_queue_depth`` at 0 on every node; how
+   long that took is printed: under saturation, a push waits behind that backlog, up to
+   ``write_max_pending``). Not during the ingest phase: the probe's polling queries (one at a
+   time, each ~10x dearer on a lake) would be in the CPU per profile.
 4. **Files per table** before and after maintenance: the lake's live data and delete files per table as
    its catalog counts them (``ducklake_table_info``, from this process), and the Parquet files on disk
    or in the bucket (old files stay until cleanup, 15 min after they were replaced). Maintenance is
@@ -487,7 +488,7 @@ class Result:
     nodes: int
     backfill_per_s: float = math.nan
     backfill_refused: Counter[str] = field(default_factory=Counter)  # then sent again
-    drain_s: float = math.nan  # after the saturated phase, until every writer's queue was empty
+    drain_s: float = math.nan  # after the ingest phase, until every writer's queue was empty
     pushed: Pushed = field(default_factory=Pushed)
     cpu_s: float = 0.0
     pg_cpu_s: float = math.nan
@@ -498,8 +499,6 @@ class Result:
     fresh: list[float] = field(default_factory=list)  # at --fresh-rate
     fresh_missed: int = 0
     fresh_pushed: Pushed = field(default_factory=Pushed)
-    saturated: list[float] = field(default_factory=list)  # during the ingest phase: the backlog's wait
-    saturated_missed: int = 0
     before: Files = field(default_factory=lambda: Files({}, {}, {}))
     after: Files = field(default_factory=lambda: Files({}, {}, {}))
     maintain_s: float = math.nan
@@ -523,7 +522,7 @@ def sum_metrics(nodes: list[Node]) -> Samples:
 
 def drain(setup: Setup, limit_s: float = 120.0) -> float:
     """Seconds until no node's writer has acknowledged profiles waiting (``profstore_writer_queue_depth``):
-    the backlog the saturated phase left, which would otherwise be what the steady probes measure."""
+    the backlog the ingest phase left, which would otherwise be what the steady probes measure."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:
         if total(sum_metrics(setup.nodes), "profstore_writer_queue_depth") == 0:
@@ -554,14 +553,7 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     c0 = sum(n.cpu_s() for n in setup.nodes)
     p0 = cpu_of(pg_pid) if pg_pid else math.nan
 
-    async def phase() -> tuple[Pushed, tuple[list[float], int]]:
-        stop = asyncio.Event()
-        probe = asyncio.create_task(probe_freshness(setup.urls, blobs[0], stop, setup.name))
-        pushed = await push_all(setup.urls, live_pushes(args.targets, blobs), args.clients, args.seconds)
-        stop.set()
-        return pushed, await probe
-
-    res.pushed, (res.saturated, res.saturated_missed) = asyncio.run(phase())
+    res.pushed = asyncio.run(push_all(setup.urls, live_pushes(args.targets, blobs), args.clients, args.seconds))
     c1 = sum(n.cpu_s() for n in setup.nodes)
     p1 = cpu_of(pg_pid) if pg_pid else math.nan
     m1 = sum_metrics(setup.nodes)
@@ -574,7 +566,7 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     res.batch_p50 = histogram_quantile(0.5, delta)[0]
     res.batch_p99 = histogram_quantile(0.99, delta)[0]
 
-    step(setup, f"ingest: {len(res.pushed.acks)} profiles acknowledged, {len(res.saturated)} freshness probes", t0)
+    step(setup, f"ingest: {len(res.pushed.acks)} profiles acknowledged", t0)
 
     res.drain_s = drain(setup)
     step(setup, f"backlog drained in {res.drain_s:.1f} s", t0)
@@ -667,12 +659,12 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
     load = os.getloadavg()
     print(
         f"\nprofstore cluster bench: {args.targets} targets ({2 * args.targets} series) x 12 profiles over 24 h, then "
-        f"{args.clients} clients for {args.seconds:g} s per configuration (freshness probed then too: saturated), "
+        f"{args.clients} clients for {args.seconds:g} s per configuration "
         f"then {args.fresh_rate:g} profiles/s for {args.fresh_seconds:g} s (freshness); {os.cpu_count()} cores, "
         f"load {load0[0]:.1f} at the start and {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end\n"
     )
     head = ["", "nodes", "backfill/s", "profiles/s", "CPU ms/profile", "PG CPU ms/profile", "profiles/batch"]
-    head += ["commit ms (mean)", "batch p50/p99 ms", "fresh p50/p99/max s (saturated)", "backlog drained s"]
+    head += ["commit ms (mean)", "batch p50/p99 ms", "backlog drained s"]
     head += ["fresh p50/p99/max s"]
     head += ["non-200", "files before → after"]
     rows = [head]
@@ -686,7 +678,6 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
                 f"{n / r.batches:.1f}" if r.batches else "-",
                 ms(r.commit_s / r.batches) if r.batches else "-",
                 f"{ms(r.batch_p50)} / {ms(r.batch_p99)}",
-                freshness(r.saturated, r.saturated_missed),
                 f"{r.drain_s:.1f}",
                 freshness(r.fresh, r.fresh_missed),
                 ", ".join(f"{k}: {v}" for k, v in statuses.items()) or "0",
