@@ -47,6 +47,11 @@ bench-collector: $(VENV)/.test
 bench-push: $(VENV)/.test
 	$(BIN)/python -m bench.push
 
+# One node on a DuckDB file vs one node on a DuckLake (local directory, moto S3) vs three nodes on one lake, same fleet: ingest rate and CPU, commits, freshness, files per table, queries after maintenance (bench/cluster.py; --minutes 30 for the file-count soak).
+.PHONY: bench-cluster
+bench-cluster: $(VENV)/.test
+	$(BIN)/python -m bench.cluster
+
 # Detection quality on streams drawn from real profiles: detection rate, delay, false positives, leaks.
 .PHONY: bench-regressions
 bench-regressions: $(VENV)/.test
