@@ -8,7 +8,7 @@ Four configurations, one after the other in one run, each with fresh storage (``
 - ``lake-3``: three nodes on one lake (local directory), pushes spread round-robin over them.
 
 PostgreSQL and moto are the real servers the lake tests start (:mod:`bench.lakeparts`); every node is a
-real ``profstore serve --config`` process with ``compaction_interval_s`` set to ``--maintain-s`` (10 s),
+real ``profstore serve --config`` process with ``compaction_interval_s`` set to ``--maintain-s`` (60 s, the shipped default),
 so a lake's maintenance node runs rollups (and retention when due) behind the write fence that often.
 For each configuration:
 
@@ -749,8 +749,8 @@ def main() -> None:
     ap.add_argument("--fresh-rate", type=float, default=40.0, help="steady load of the freshness phase (default 40/s)")
     ap.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
     ap.add_argument("--repeat", type=int, default=5, help="timed requests per query and range (default 5)")
-    ap.add_argument("--maintain-s", type=float, default=10.0, help="the nodes' compaction_interval_s (default 10)")
-    ap.add_argument("--linger-s", type=float, default=0.25, help=argparse.SUPPRESS)
+    ap.add_argument("--maintain-s", type=float, default=60.0, help="the nodes' compaction_interval_s (default 60, as shipped)")
+    ap.add_argument("--linger-s", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--minutes", type=float, default=0.0, help="the file-count soak for this many minutes instead")
     ap.add_argument("--sample-s", type=float, default=30.0, help="soak: count files this often (default 30)")
     ap.add_argument("--force-every", type=float, default=0.0, help="soak: force maintenance this often (0: never)")
