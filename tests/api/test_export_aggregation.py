@@ -38,6 +38,8 @@ KINDS = {
 }
 T0 = 1_800_000_000 * 10**9  # a fixed time: ranges below are absolute
 UNIT_FLAG = {"nanoseconds": ["-unit=ns"], "bytes": ["-unit=B"]}
+# Every profile kind and aggregation against pprof: on the lake with its data files on S3 too.
+pytestmark = pytest.mark.backends("duckdb", "lake", "lake-s3")
 
 
 @pytest.fixture(scope="module")
