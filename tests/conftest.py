@@ -16,13 +16,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.config import Settings
+
+if TYPE_CHECKING:
+    from tests.backends import Backend
+
+# The backends the API, query and analysis tests run on, and the PostgreSQL and moto fixtures of
+# tests/lake made visible to them: a plugin, loaded once this module is imported (it imports ``Server``).
+pytest_plugins = ["tests.backends"]
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"
@@ -58,12 +65,10 @@ def corpus() -> Path:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    """The real app on a fresh DuckDB file, driven in-process."""
-    app = create_app(
-        Settings(data_dir=tmp_path / "data", max_compressed_bytes=8 << 20, max_uncompressed_bytes=64 << 20)
-    )
-    with TestClient(app) as c:
+def client(tmp_path: Path, backend: Backend) -> Iterator[TestClient]:
+    """The real app on a fresh store of ``backend`` (a DuckDB file unless parametrized), driven in-process."""
+    limits = {"max_compressed_bytes": 8 << 20, "max_uncompressed_bytes": 64 << 20}
+    with backend.settings(tmp_path / "data", **limits) as settings, TestClient(create_app(settings)) as c:
         yield c
 
 
@@ -133,7 +138,7 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("serve") / "data").start()
-    yield srv
-    srv.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    """``profstore serve`` on a fresh store of ``backend`` (a DuckDB file unless parametrized)."""
+    with backend.serve(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv

@@ -21,6 +21,7 @@ from service.api.auth import hash_token
 from service.protocols.push.v1 import push_pb2
 from service.protocols.querier.v1 import querier_pb2 as q
 from tests.api.test_connect import CPU, _cpu_profile
+from tests.backends import Backend, storage_yaml
 from tests.conftest import REPO, Server
 
 T0 = 1_700_000_000_000
@@ -35,7 +36,7 @@ SECRET = {name: f"secret-of-{name}-0123456789" for name in TOKENS}
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("auth")
     lines = ["auth:", "  tokens:"]
     for name, (_, scopes, tenants) in TOKENS.items():
@@ -44,20 +45,17 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             f"tenants: [{', '.join(repr(t) for t in tenants)}]}}"
         )
     lines.append("analysis: {enabled: false}")
-    config = root / "profstore.yaml"
-    config.write_text("\n".join(lines) + "\n")
-    s = Server(root / "data", config).start()
-    # One profile per tenant, different values, same labels and time: a mix would show in any total.
-    for tenant, value in (("team-a", 7), ("team-b", 1000)):
-        r = httpx.post(
-            f"{s.url}/api/v1/ingest",
-            params={"labels": '{service_name="shop"}'},
-            content=_cpu_profile([(["main", "work"], value)], T0),
-            headers={**_bearer("admin"), "X-Scope-OrgID": tenant},
-        )
-        assert r.status_code == 200, r.text
-    yield s
-    s.stop()
+    with backend.serve(root, "\n".join(lines) + "\n") as s:
+        # One profile per tenant, different values, same labels and time: a mix would show in any total.
+        for tenant, value in (("team-a", 7), ("team-b", 1000)):
+            r = httpx.post(
+                f"{s.url}/api/v1/ingest",
+                params={"labels": '{service_name="shop"}'},
+                content=_cpu_profile([(["main", "work"], value)], T0),
+                headers={**_bearer("admin"), "X-Scope-OrgID": tenant},
+            )
+            assert r.status_code == 200, r.text
+        yield s
 
 
 def _bearer(name: str) -> dict[str, str]:
@@ -216,21 +214,29 @@ def test_health_and_metrics_are_public_by_default(srv: Server) -> None:
     assert httpx.get(f"{srv.url}/metrics").status_code == 200
 
 
-def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
+def _serve(tmp_path: Path, config: Path | None, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
     """``profstore serve`` on every address (not loopback), without tokens."""
-    srv = Server(tmp_path / "data")
+    srv = Server(tmp_path / "data", config)
     proc = subprocess.Popen(
         [*srv.command("0.0.0.0"), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
     )
     return proc, srv.port
 
 
-def test_serving_off_loopback_without_tokens_needs_insecure_no_auth(tmp_path: Path) -> None:
-    proc, _ = _serve(tmp_path)
+def test_serving_off_loopback_without_tokens_needs_insecure_no_auth(tmp_path: Path, backend: Backend) -> None:
+    with backend.store(tmp_path / "data") as storage:
+        config = tmp_path / "profstore.yaml" if storage.backend == "ducklake" else None
+        if config is not None:
+            config.write_text(storage_yaml(storage))
+        _refused_then_served(tmp_path, config)
+
+
+def _refused_then_served(tmp_path: Path, config: Path | None) -> None:
+    proc, _ = _serve(tmp_path, config)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert b"refusing to serve 0.0.0.0" in out and b"--insecure-no-auth" in out
-    proc, port = _serve(tmp_path, "--insecure-no-auth")
+    proc, port = _serve(tmp_path, config, "--insecure-no-auth")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -27,6 +27,7 @@ from service.pprof import profile_pb2 as pb
 from service.protocols.querier.v1 import querier_connect as qc
 from service.protocols.querier.v1 import querier_pb2 as q
 from service.protocols.types.v1 import types_pb2 as t
+from tests.backends import Backend
 from tests.conftest import Server
 from tests.pprof_tool import totals
 
@@ -118,9 +119,8 @@ def _children_add_up(nodes: list[tuple[int, int, int, int, str]]) -> None:
             assert self_ + sum(k[2] for k in kids) == total
 
 
-def test_save_and_test_works_on_an_empty_database(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data").start()
-    try:
+def test_save_and_test_works_on_an_empty_database(tmp_path: Path, backend: Backend) -> None:
+    with backend.serve(tmp_path) as srv:
         for codec in (None, google_protobuf_json_codec()):
             with (
                 qc.QuerierServiceClientSync(srv.url, codec=codec) if codec else qc.QuerierServiceClientSync(srv.url)
@@ -131,8 +131,6 @@ def test_save_and_test_works_on_an_empty_database(tmp_path: Path) -> None:
                 assert list(empty.flamegraph.names) == ["total"]
                 assert [list(lv.values) for lv in empty.flamegraph.levels] == [[0, 0, 0, 0]]
                 assert c.get_profile_stats(t.GetProfileStatsRequest()).data_ingested is False
-    finally:
-        srv.stop()
 
 
 def test_profile_types_and_labels(querier: qc.QuerierServiceClientSync) -> None:

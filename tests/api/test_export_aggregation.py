@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 
 from bench.gotarget import build, running
 from service.app import create_app
-from service.config import Settings
 from service.pprof import profile_pb2 as pb
 from service.protocols.querier.v1 import querier_pb2 as q
+from tests.backends import Backend
 from tests.pprof_tool import go_bin, top_values
 
 # kind -> (endpoint, ingest name, scrapes)
@@ -38,10 +38,12 @@ KINDS = {
 }
 T0 = 1_800_000_000 * 10**9  # a fixed time: ranges below are absolute
 UNIT_FLAG = {"nanoseconds": ["-unit=ns"], "bytes": ["-unit=B"]}
+# Every profile kind and aggregation against pprof: on the lake with its data files on S3 too.
+pytestmark = pytest.mark.backends("duckdb", "lake", "lake-s3")
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def stored(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[TestClient]:
     """Scrapes of each kind: series "a" holds every scrape, series "b" all but the first."""
     work = tmp_path_factory.mktemp("gotarget")
     scrapes: dict[str, list[bytes]] = {}
@@ -52,8 +54,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
                 assert r.status_code == 200, r.text
                 scrapes.setdefault(kind, []).append(r.content)
                 time.sleep(0.2)  # the heap and the counters move between scrapes
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("export-agg") / "data"))
-    with TestClient(app) as client:
+    with (
+        backend.settings(tmp_path_factory.mktemp("export-agg") / "data") as settings,
+        TestClient(create_app(settings)) as client,
+    ):
         for kind, bodies in scrapes.items():
             name = KINDS[kind][1]
             for i, body in enumerate(bodies):

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from service.protocols.push.v1 import push_pb2
 from service.protocols.querier.v1 import querier_pb2 as q
 from tests.api.test_connect import CPU, _cpu_profile
+from tests.backends import Backend
 from tests.conftest import Server
 
 T0 = 1_700_000_000_000
@@ -84,13 +85,11 @@ def test_thousand_deep_stacks_answer_everywhere(client: TestClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def slow_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("hostile")
-    config = root / "profstore.yaml"
-    config.write_text("request_body_timeout_s: 2\nanalysis: {enabled: false}\n")
-    s = Server(root / "data", config).start()
-    yield s
-    s.stop()
+def slow_srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Server]:
+    with backend.serve(
+        tmp_path_factory.mktemp("hostile"), "request_body_timeout_s: 2\nanalysis: {enabled: false}\n"
+    ) as s:
+        yield s
 
 
 def _raw_request(srv: Server, head: str) -> socket.socket:

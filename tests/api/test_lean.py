@@ -7,6 +7,7 @@ must get the same status, headers and bytes from both.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -17,8 +18,8 @@ from pydantic import BaseModel
 from service.api import errors, params
 from service.api.lean import LeanRoute, json_response, lean_post
 from service.app import create_app
-from service.config import Settings
 from service.errors import InvalidRequest
+from tests.backends import Backend
 
 
 class Echo(BaseModel):
@@ -92,8 +93,12 @@ def test_lean_route_has_fastapis_schema() -> None:
     assert lean == plain
 
 
-def test_the_push_endpoints_are_lean() -> None:
-    app = create_app(Settings())
+def test_the_push_endpoints_are_lean(tmp_path: Path, backend: Backend) -> None:
+    with backend.settings(tmp_path / "data") as settings:  # not ./data: a store of the test's own
+        _push_endpoints_are_lean(create_app(settings))
+
+
+def _push_endpoints_are_lean(app: FastAPI) -> None:
     openapi = app.openapi()["paths"]
     with TestClient(app, raise_server_exceptions=False) as client:
         for path in ("/api/v1/ingest", "/ingest"):

@@ -16,6 +16,7 @@ from service.errors import ParseError, UnknownProfileType
 from service.pprof import profile_pb2 as pb
 from service.pprof.decode import decode
 from service.types import TimeRange, parse_duration, parse_time, resolve_profile_type
+from tests.backends import Backend
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 HEAP = "memory:inuse_space:bytes:space:bytes"
@@ -417,11 +418,10 @@ def test_a_text_body_is_refused_with_its_first_line(client: TestClient) -> None:
     )
 
 
-def test_a_range_over_the_limit_names_the_parameters(tmp_path: Path) -> None:
+def test_a_range_over_the_limit_names_the_parameters(tmp_path: Path, backend: Backend) -> None:
     from service.app import create_app
-    from service.config import Settings
 
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", max_range_days=1))) as c:
+    with backend.settings(tmp_path / "data", max_range_days=1) as settings, TestClient(create_app(settings)) as c:
         r = c.get(
             "/api/v1/diff",
             params={"query": "cpu", "base_from": "2027-01-01T00:00:00Z", "base_until": "2027-01-03T00:00:00Z"},

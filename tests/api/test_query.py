@@ -17,6 +17,8 @@ from tests.pprof_tool import top_values, totals
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 INUSE = "memory:inuse_space:bytes:space:bytes"
+# Queries against pprof's own reading of the export: on the lake with its data files on S3 too.
+pytestmark = pytest.mark.backends("duckdb", "lake", "lake-s3")
 
 
 def _ingest(client: TestClient, path: Path, labels: str, **params: str) -> None:

@@ -18,15 +18,15 @@ from fastapi.testclient import TestClient
 
 from bench.synthetic import cpu_model, gauge_model, to_pprof
 from service.types import now_ns
+from tests.backends import Backend
 
 S = 15 * 10**9
 MIN = 60 * 10**9
 
 
 @pytest.fixture(scope="module")
-def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory, backend: Backend):  # type: ignore[no-untyped-def]
     from service.app import create_app
-    from service.config import Settings
 
     model = cpu_model(corpus)
     slowed = model.names.index("sort.insertionSort")
@@ -59,8 +59,10 @@ def stored(corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
         )
         for i in range(160)
     ]
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("regressions")))
-    with TestClient(app) as client:
+    with (
+        backend.settings(tmp_path_factory.mktemp("regressions")) as settings,
+        TestClient(create_app(settings)) as client,
+    ):
         ing = client.app.state.ingestor  # type: ignore[attr-defined]
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda it: ing.ingest(it[0], labels=it[1], name=it[2]), items + fixed))
@@ -156,14 +158,13 @@ def test_bad_requests_are_4xx(stored) -> None:  # type: ignore[no-untyped-def]
     ids=["full-runs", "leak-only-runs"],
 )
 def test_the_schedule_runs_detection(
-    tmp_path: Path, interval_s: float, leak_interval_s: float, kinds: list[str]
+    tmp_path: Path, backend: Backend, interval_s: float, leak_interval_s: float, kinds: list[str]
 ) -> None:
     from service.app import create_app
-    from service.config import AnalysisSettings, Settings
+    from service.config import AnalysisSettings
 
     analysis = AnalysisSettings(interval_s=interval_s, leak_interval_s=leak_interval_s)
-    app = create_app(Settings(data_dir=tmp_path, analysis=analysis))
-    with TestClient(app) as client:
+    with backend.settings(tmp_path, analysis=analysis) as settings, TestClient(create_app(settings)) as client:
         analyzer = client.app.state.analyzer  # type: ignore[attr-defined]
         deadline = time.monotonic() + 20
         while analyzer.last is None and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ import pytest
 from service.query.source import FindingWriter, ProfileSource, Sources
 from service.store.findings import FindingRows
 from service.store.source import DuckDBSource, DuckDBSources
+from tests.backends import Backend
 
 PAIRS = [(ProfileSource, DuckDBSource), (FindingWriter, FindingRows), (Sources, DuckDBSources)]
 
@@ -66,20 +67,22 @@ def test_the_check_sees_a_missing_and_a_different_method() -> None:
     assert _shape(DuckDBSource.tenants, True) == _shape(ProfileSource.tenants, True)
 
 
-def test_a_duckdb_source_reads_an_empty_store(tmp_path: Path) -> None:
-    """Through the opener, as the handlers read: an empty store answers empty, not an error."""
+def test_a_duckdb_source_reads_an_empty_store(tmp_path: Path, backend: Backend) -> None:
+    """Through the opener, as the handlers read: an empty store answers empty, not an error (a lake
+    too: it is DuckDB with the lake attached, read by the same source)."""
     from service.store.db import Database
     from service.types import TimeRange
 
-    db = Database(tmp_path)
-    try:
-        sources = DuckDBSources(db)
-        with sources.read() as src:
-            src.ping()
-            assert src.tenants() == [] and src.list_series("t") == [] and src.stored_types("t") == set()
-            assert src.data_span("t") == (None, None) and src.rollup_done() == {60: 0, 3600: 0}
-            assert src.merged_stacks([], TimeRange(0, 10), "sum", [(0, 0, 11)]).num_rows == 0
-            assert src.list_findings("t") == [] and src.unresolved_findings("t") == []
-        assert sources.write_findings(lambda rows: rows.resolve([], 0)) == 0
-    finally:
-        db.close()
+    with backend.store(tmp_path / "data") as storage:
+        db = Database(tmp_path / "data", storage=storage)
+        try:
+            sources = DuckDBSources(db)
+            with sources.read() as src:
+                src.ping()
+                assert src.tenants() == [] and src.list_series("t") == [] and src.stored_types("t") == set()
+                assert src.data_span("t") == (None, None) and src.rollup_done() == {60: 0, 3600: 0}
+                assert src.merged_stacks([], TimeRange(0, 10), "sum", [(0, 0, 11)]).num_rows == 0
+                assert src.list_findings("t") == [] and src.unresolved_findings("t") == []
+            assert sources.write_findings(lambda rows: rows.resolve([], 0)) == 0
+        finally:
+            db.close()
