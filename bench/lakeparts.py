@@ -24,7 +24,7 @@ from pathlib import Path
 
 import boto3
 
-__all__ = ["S3", "Postgres", "free_port", "postgres_server", "s3_server"]
+__all__ = ["S3", "Postgres", "as_owner", "free_port", "pg_bin", "postgres_server", "s3_server"]
 
 
 def free_port() -> int:
@@ -33,14 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pg_bin() -> Path:
+def pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does)")
     return found[-1].parent
 
 
-def _as_owner(args: list[str]) -> list[str]:
+def as_owner(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
@@ -57,8 +57,8 @@ class Postgres:
 
     def _ctl(self, *args: str) -> None:
         log = str(self.root / "server.log")
-        cmd = [str(_pg_bin() / "pg_ctl"), "-D", str(self.root / "data"), "-l", log, *args]
-        subprocess.run(_as_owner(cmd), check=True, capture_output=True, timeout=60)
+        cmd = [str(pg_bin() / "pg_ctl"), "-D", str(self.root / "data"), "-l", log, *args]
+        subprocess.run(as_owner(cmd), check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
         self._ctl("-w", "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=''", "start")
@@ -69,8 +69,8 @@ class Postgres:
     def database(self) -> str:
         """A new, empty database; its libpq connection string (what ``storage.catalog`` takes)."""
         name = f"lake_{uuid.uuid4().hex[:12]}"
-        cmd = [str(_pg_bin() / "createdb"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", "lake", name]
-        subprocess.run(_as_owner(cmd), check=True, capture_output=True, timeout=60)
+        cmd = [str(pg_bin() / "createdb"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", "lake", name]
+        subprocess.run(as_owner(cmd), check=True, capture_output=True, timeout=60)
         return f"dbname={name} host={self.socket_dir} port={self.port} user=lake"
 
 
@@ -84,8 +84,8 @@ def postgres_server() -> Iterator[Postgres]:
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")
             shutil.chown(root / "sock", "postgres")
-        initdb = [str(_pg_bin() / "initdb"), "-D", str(root / "data"), "-U", "lake", "--auth=trust", "-E", "UTF8"]
-        subprocess.run(_as_owner(initdb), check=True, capture_output=True, timeout=120)
+        initdb = [str(pg_bin() / "initdb"), "-D", str(root / "data"), "-U", "lake", "--auth=trust", "-E", "UTF8"]
+        subprocess.run(as_owner(initdb), check=True, capture_output=True, timeout=120)
         pg = Postgres(root, free_port())
         pg.start()
         try:

@@ -1,8 +1,7 @@
 """The stores the API, query and analysis tests run on: the DuckDB file and a DuckLake.
 
-A pytest plugin (``tests/conftest.py`` names it in ``pytest_plugins``), so that its fixtures, and the
-PostgreSQL and moto fixtures of ``tests/lake/conftest.py`` that it re-exports, are visible in every
-test directory. Every test under :data:`EVERY_BACKEND_DIRS` that opens a store (it asks, directly
+A pytest plugin (``tests/conftest.py`` names it in ``pytest_plugins``), so that its fixtures, the
+session's one PostgreSQL server and one moto server among them, are visible in every test directory. Every test under :data:`EVERY_BACKEND_DIRS` that opens a store (it asks, directly
 or through ``client`` or ``server``, for the ``backend`` fixture) runs once per backend:
 
 - ``duckdb``: the embedded DuckDB file in the test's data directory (the default everywhere else);
@@ -36,11 +35,11 @@ from typing import Any
 import duckdb
 import pytest
 
+from bench.lakeparts import S3, Postgres, as_owner, pg_bin, postgres_server, s3_server
 from service.config import S3Settings, Settings, StorageSettings
 from service.store import lake
 from service.store.db import EXTENSION_DIR
 from tests.conftest import Server
-from tests.lake.conftest import S3, Postgres, _as_owner, _pg_bin, postgres, s3
 
 __all__ = ["BACKENDS", "EVERY_BACKEND_DIRS", "Backend", "backend", "lake_extensions", "postgres", "s3", "storage_yaml"]
 
@@ -48,6 +47,20 @@ BACKENDS = ("duckdb", "lake", "lake-s3")
 DEFAULT_BACKENDS = ("duckdb", "lake")
 # The test directories whose store-opening tests run on every backend (their paths under tests/).
 EVERY_BACKEND_DIRS = ("api", "query", "analysis")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for the session (:mod:`bench.lakeparts`); each lake asks it for a new database."""
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    """One moto S3 server for the session, with the bucket ``profstore-lake``."""
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
 
 
 @dataclass(frozen=True)
@@ -117,8 +130,8 @@ class Backend:
 
 def _drop(pg: Postgres, catalog: str) -> None:
     name = dict(p.split("=", 1) for p in catalog.split())["dbname"]
-    cmd = [str(_pg_bin() / "dropdb"), "--force", "-h", str(pg.socket_dir), "-p", str(pg.port), "-U", "lake", name]
-    subprocess.run(_as_owner(cmd), check=True, capture_output=True, timeout=60)
+    cmd = [str(pg_bin() / "dropdb"), "--force", "-h", str(pg.socket_dir), "-p", str(pg.port), "-U", "lake", name]
+    subprocess.run(as_owner(cmd), check=True, capture_output=True, timeout=60)
 
 
 def storage_yaml(storage: StorageSettings) -> str:

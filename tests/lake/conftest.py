@@ -1,31 +1,17 @@
-"""Fixtures for the lake tests: the real parts of :mod:`bench.lakeparts` (PostgreSQL, moto S3),
-one of each per session, and DuckDB with the DuckLake, postgres and httpfs extensions loaded from
-their PyPI wheels."""
+"""For the lake tests: DuckDB with the DuckLake, postgres and httpfs extensions loaded from their
+PyPI wheels. The ``postgres`` and ``s3`` fixtures (one real server of each per session) come from
+the plugin :mod:`tests.backends`, which every test directory shares."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import pytest
 
-from bench.lakeparts import S3, Postgres, postgres_server, s3_server
+from bench.lakeparts import S3, Postgres
 from service.store import lake
 
-__all__ = ["S3", "Postgres", "lake_duckdb", "postgres", "s3"]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        yield server
+__all__ = ["S3", "Postgres", "lake_duckdb"]
 
 
 def lake_duckdb(extension_dir: Path) -> duckdb.DuckDBPyConnection:
