@@ -147,6 +147,7 @@ def create_app(
                 # First: retention reads series' last_seen, which on a lake is exact only once folded.
                 before=[("fold", series_fold.fold), ("dedupe", series_fold.dedupe)],
             )  # fmt: skip
+            await asyncio.get_running_loop().run_in_executor(None, maintenance.claim)
             tasks = [
                 asyncio.get_running_loop().create_task(_maintain_every(maintenance, settings.compaction_interval_s))
             ]

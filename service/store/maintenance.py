@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 ACK_WAIT_S = 15.0  # a writer stops between batches; a batch that takes longer than this is a stuck node
 FILES_EVERY_S = 600.0  # file merging and cleanup: often enough to keep a few files per table
 KEEP_SNAPSHOTS_S = 900.0
-REWRITE_ALWAYS = ("series", "rollup_dirty")  # a query that started earlier than this may still read an old snapshot's files
+REWRITE_ALWAYS = (
+    "series",
+    "rollup_dirty",
+)  # a query that started earlier than this may still read an old snapshot's files
 
 
 @dataclass(slots=True)
@@ -75,6 +78,16 @@ class LakeMaintenance:
 
     def lease_s(self) -> float:
         return max(3 * self._interval_s, 30.0)
+
+    def claim(self) -> bool:
+        """Take the lease now if nobody holds it (at start: a node alone on its lake detects
+        regressions from its first scheduled run, not after its first maintenance run)."""
+        cur = self._cursor()
+        try:
+            self.holding = cluster.take_lease(cur, "maintenance", self.node, self.lease_s()) == self.node
+        finally:
+            cur.close()
+        return self.holding
 
     def run_once(self, now_ns: int, *, force: bool = False) -> Report | None:
         """A maintenance run if this node holds (or takes) the lease; ``force`` runs retention and the
