@@ -78,7 +78,7 @@ import httpx
 
 from bench.collector import Samples, buckets, histogram_quantile, parse_metrics, quantile, total
 from bench.gotarget import stop_process, wait_healthy
-from bench.lakeparts import S3, Postgres, free_port, postgres_server, s3_server
+from bench.lakeparts import S3, Postgres, free_port, postgres_server, s3_server, storage_yaml
 from bench.push import TICKS, Conn, _tree, bodies
 from service.config import S3Settings, StorageSettings
 from service.store import lake
@@ -161,26 +161,8 @@ class Setup:
 
 
 def write_config(path: Path, storage: StorageSettings | None, maintain_s: float) -> None:
-    lines = [f"compaction_interval_s: {maintain_s:g}"]
-    if storage is not None:
-        lines += [
-            "storage:",
-            "  backend: ducklake",
-            f"  catalog: '{storage.catalog}'",
-            f"  data_path: '{storage.data_path}'",
-        ]
-        if storage.data_path and storage.data_path.startswith("s3://"):
-            s3 = storage.s3
-            lines += [
-                "  s3:",
-                f"    endpoint: '{s3.endpoint}'",
-                f"    region: {s3.region}",
-                f"    key_id: {s3.key_id}",
-                f"    secret: {s3.secret}",
-                f"    url_style: {s3.url_style}",
-                f"    use_ssl: {str(s3.use_ssl).lower()}",
-            ]
-    path.write_text("\n".join(lines) + "\n")
+    block = storage_yaml(storage) if storage is not None else ""
+    path.write_text(f"compaction_interval_s: {maintain_s:g}\n{block}")
 
 
 @contextlib.contextmanager
@@ -749,7 +731,9 @@ def main() -> None:
     ap.add_argument("--fresh-rate", type=float, default=40.0, help="steady load of the freshness phase (default 40/s)")
     ap.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
     ap.add_argument("--repeat", type=int, default=5, help="timed requests per query and range (default 5)")
-    ap.add_argument("--maintain-s", type=float, default=60.0, help="the nodes' compaction_interval_s (default 60, as shipped)")
+    ap.add_argument(
+        "--maintain-s", type=float, default=60.0, help="the nodes' compaction_interval_s (default 60, as shipped)"
+    )
     ap.add_argument("--linger-s", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--minutes", type=float, default=0.0, help="the file-count soak for this many minutes instead")
     ap.add_argument("--sample-s", type=float, default=30.0, help="soak: count files this often (default 30)")

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import yaml
 
-__all__ = ["S3", "Postgres", "as_owner", "free_port", "pg_bin", "postgres_server", "s3_server"]
+from service.config import StorageSettings
+
+__all__ = ["S3", "Postgres", "as_owner", "free_port", "pg_bin", "postgres_server", "s3_server", "storage_yaml"]
 
 
 def free_port() -> int:
@@ -143,3 +146,10 @@ def s3_server(log: Path) -> Iterator[S3]:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def storage_yaml(storage: StorageSettings) -> str:
+    """The ``storage:`` block of a node's config file for ``storage`` (empty for the DuckDB file)."""
+    if storage.backend == "duckdb":
+        return ""
+    return yaml.safe_dump({"storage": storage.model_dump(exclude_none=True)}, sort_keys=False)

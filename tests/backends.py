@@ -35,7 +35,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from bench.lakeparts import S3, Postgres, as_owner, pg_bin, postgres_server, s3_server
+from bench.lakeparts import S3, Postgres, as_owner, pg_bin, postgres_server, s3_server, storage_yaml
 from service.config import S3Settings, Settings, StorageSettings
 from service.store import lake
 from service.store.db import EXTENSION_DIR
@@ -132,25 +132,6 @@ def _drop(pg: Postgres, catalog: str) -> None:
     name = dict(p.split("=", 1) for p in catalog.split())["dbname"]
     cmd = [str(pg_bin() / "dropdb"), "--force", "-h", str(pg.socket_dir), "-p", str(pg.port), "-U", "lake", name]
     subprocess.run(as_owner(cmd), check=True, capture_output=True, timeout=60)
-
-
-def storage_yaml(storage: StorageSettings) -> str:
-    """The ``storage:`` block of a config file for ``storage`` (empty for the DuckDB file)."""
-    if storage.backend == "duckdb":
-        return ""
-    lines = [
-        "storage:",
-        "  backend: ducklake",
-        f"  catalog: '{storage.catalog}'",
-        f"  data_path: '{storage.data_path}'",
-    ]
-    if storage.data_path and storage.data_path.startswith("s3://"):
-        s = storage.s3
-        lines.append(
-            f"  s3: {{endpoint: '{s.endpoint}', url_style: {s.url_style}, use_ssl: {str(s.use_ssl).lower()}, "
-            f"key_id: {s.key_id}, secret: {s.secret}}}"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _install_extensions(root: Path) -> Path:
