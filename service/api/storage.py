@@ -51,7 +51,7 @@ class ExpireOut(BaseModel):
 def storage(request: Request) -> StorageOut:
     db = request.app.state.db
     allowed = visible_tenants(request)
-    with db.read() as cur:
+    with db.read(direct=True) as cur:  # on a lake, the lake's own files rather than this node's copy
         tables = usage.tables(cur)
         tenants = [t for t in usage.tenants(cur) if allowed is None or t.tenant in allowed]
     return StorageOut(
@@ -100,7 +100,7 @@ def cluster_status(request: Request) -> ClusterOut:
         return ClusterOut(
             backend="duckdb", node=db.node_name, nodes=[db.node_name], maintenance=db.node_name, fence_epoch=0
         )
-    with db.read() as cur:
+    with db.read(direct=True) as cur:
         state = cluster.state(cur)
     return ClusterOut(backend="ducklake", node=db.node_name, **state)
 
@@ -119,6 +119,6 @@ def backup_now(
     """One read transaction exports every table as Parquet (EXPORT DATABASE); writes go on meanwhile.
     `profstore restore DIR` rebuilds a data directory from it."""
     t0 = time.monotonic()
-    with request.app.state.db.read(timeout_s=3600) as cur:
+    with request.app.state.db.read(timeout_s=3600, direct=True) as cur:
         tables = backup.export(cur, Path(dir))
     return BackupOut(dir=dir, tables=tables, seconds=time.monotonic() - t0)

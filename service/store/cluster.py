@@ -47,6 +47,7 @@ __all__ = [
     "lease_holder",
     "live_nodes",
     "lower_fence",
+    "newest_snapshot",
     "raise_fence",
     "read_fence",
     "release_lease",
@@ -105,6 +106,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> None:
     # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (both see no table, one fails on
     # the catalog's unique index): the first node to start creates them under a transaction lock.
     _execute(con, f"SELECT pg_advisory_xact_lock({_DDL_LOCK}); " + "; ".join(_DDL))
+
+
+def newest_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    """The lake's newest snapshot, from its catalog table: one round trip, where DuckLake's own
+    functions read the snapshot list or open a lake transaction first."""
+    rows = _query(con, "SELECT max(snapshot_id) FROM ducklake_snapshot")
+    return int(rows[0][0]) if rows and rows[0][0] is not None else -1
 
 
 # Leases.

@@ -28,7 +28,7 @@ import duckdb
 from service.store.transaction import transaction
 from service.store.writer import CONFLICT_ATTEMPTS, CONFLICT_JITTER_S, is_commit_conflict
 
-__all__ = ["DEDUPED", "NOTHING_TO_FOLD", "Deduped", "Folded", "dedupe", "fold", "lake_view"]
+__all__ = ["DEDUPED", "NOTHING_TO_FOLD", "Deduped", "Folded", "dedupe", "fold", "lake_view", "seen_view"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,20 @@ def lake_view(snapshot: int) -> str:
     The watermark is a literal, written again by every fold in its transaction, rather than a
     subquery on ``series_fold``: on a lake each table a query touches costs a catalog lookup.
     """
+    return seen_view("profiles", "snapshot_id", str(int(snapshot)))
+
+
+def seen_view(profiles: str, snapshot_column: str, watermark: str) -> str:
+    """``series_seen`` over the ``profiles`` rows whose ``snapshot_column`` is past ``watermark`` (an
+    SQL expression): the lake's own, or a node's copy of it (:mod:`service.store.replica`), which
+    keeps each row's snapshot in a column of its own and reads the watermark from ``series_fold``."""
     return (
         "CREATE OR REPLACE VIEW series_seen AS "
         "SELECT s.series_id, s.tenant, s.profile_type, s.name, s.sample_type, s.sample_unit, s.period_type, "
         "s.period_unit, any_value(s.labels) AS labels, least(min(s.first_seen), any_value(t.f)) AS first_seen, "
         "greatest(max(s.last_seen), any_value(t.l)) AS last_seen "
-        "FROM series s LEFT JOIN (SELECT series_id, min(ts) AS f, max(ts) AS l FROM profiles "
-        f"WHERE snapshot_id > {int(snapshot)} GROUP BY series_id) t ON t.series_id = s.series_id "
+        f"FROM series s LEFT JOIN (SELECT series_id, min(ts) AS f, max(ts) AS l FROM {profiles} "
+        f"WHERE {snapshot_column} > {watermark} GROUP BY series_id) t ON t.series_id = s.series_id "
         "GROUP BY s.series_id, s.tenant, s.profile_type, s.name, s.sample_type, s.sample_unit, s.period_type, "
         "s.period_unit"
     )

@@ -244,7 +244,7 @@ def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_serie
     data, labels, _ = pushes[0]
     Ingestor(nodes[1]).ingest(data, labels=labels, ts=T0 - 3600 * SEC)  # late, and by the other node
     nodes[1].writer.settle(60)
-    with db.read(timeout_s=300) as cur:
+    with db.read(timeout_s=300, direct=True) as cur:
         truth = _series_truth(cur)
         assert _series_rows(cur, "series_seen") == truth
         assert _series_rows(cur, "series") != truth  # not folded yet
@@ -265,7 +265,7 @@ def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_serie
 def test_rows_stored_twice_change_no_answer_and_dedupe_removes_them(nodes: list[Database], corpus: Path) -> None:
     _push_concurrently(nodes, _pushes(corpus, 6))
     db = nodes[0]
-    with db.read(timeout_s=300) as cur:
+    with db.read(timeout_s=300, direct=True) as cur:
         before = _answers(cur)
         for table in DEDUPED:  # what two nodes committing the same new rows at once leave
             cur.execute(f"INSERT INTO {table} SELECT * FROM {table}")
