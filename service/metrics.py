@@ -115,6 +115,14 @@ class Metrics:
         self.cluster_nodes = Gauge(
             "profstore_cluster_nodes", "Live nodes sharing this store, this one included (1 on a file).", registry=r
         )
+        self.replica_copies = Gauge(
+            "profstore_lake_replica_copies",
+            "Copies this node's replica of the lake took since start: of the whole lake (at start, after a gap "
+            "of expired snapshots or a schema change) and of single tables its change feed counted wrong "
+            "(0 on a file).",
+            ["of"],
+            registry=r,
+        )
 
     def watch(
         self,
@@ -122,12 +130,15 @@ class Metrics:
         database_bytes: Callable[[], float],
         conflicts: Callable[[], float] = lambda: 0.0,
         nodes: Callable[[], float] = lambda: 1.0,
+        replica_copies: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
     ) -> None:
         """Gauges read on every ``/metrics`` request."""
         self.queue_depth.set_function(queue_depth)
         self.database_bytes.set_function(database_bytes)
         self.lake_conflicts.set_function(conflicts)
         self.cluster_nodes.set_function(nodes)
+        self.replica_copies.labels(of="lake").set_function(lambda: replica_copies()[0])
+        self.replica_copies.labels(of="table").set_function(lambda: replica_copies()[1])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

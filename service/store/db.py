@@ -99,7 +99,7 @@ class Database:
             max_unapplied=max_unapplied,
             observe=observe_batch,
             reopen=self._reopen,
-            lookup_cursor=self._cursor,
+            lookup_cursor=self._lookup_cursor,
             wal=self.path.with_name(self.path.name + ".wal") if self._lake is None else None,
             checkpoint_idle_bytes=checkpoint_idle_bytes,
             checkpoint_busy_bytes=checkpoint_busy_bytes,
@@ -177,6 +177,15 @@ class Database:
             self._con.close()
         self._con = self._connect()
         return self._cursor()
+
+    def _lookup_cursor(self) -> duckdb.DuckDBPyConnection:
+        """Where the writer asks whether pushes are stored already: on a lake this node's copy,
+        caught up (every table a statement touches on the lake itself costs catalog lookups);
+        the lake itself until the copy exists (the journal's replay at start)."""
+        if self.replica is None:
+            return self._cursor()
+        self.replica.catch_up()
+        return self.replica.cursor()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor() if self._lake is None else lake.cursor(self._con)
