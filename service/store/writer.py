@@ -134,6 +134,9 @@ _WANT_OF_SPACE = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.Transa
 # attempts in all, after a random pause of up to CONFLICT_JITTER_S times the attempt (so that two
 # nodes that met do not meet again); past that it is handled like any failed write.
 CONFLICT_ATTEMPTS = 8
+# How long a shared writer remembers its own commits for "stored before?": far longer than the
+# node's copy of the lake takes to catch up with them (service.store.replica.CATCH_UP_S).
+OWN_KEEP_S = 60.0
 CONFLICT_JITTER_S = 0.02
 
 
@@ -238,6 +241,10 @@ class Writer:
         self._max_unapplied = max_unapplied
         # Accepted and not yet committed: group_id -> 1. With the counts below and _groups, under _cond.
         self._pending: dict[int, int] = {}
+        # Shared: this node's commits of the last OWN_KEEP_S, group_id -> monotonic commit time, in
+        # commit order. The store a lookup asks (the node's copy of the lake) catches up with a
+        # delay; this holds what this node committed meanwhile.
+        self._own: dict[int, float] = {}
         self._accepted = 0  # profiles acknowledged (or replayed) so far
         self._applied = 0  # of those, committed (or found stored, or rejected); FIFO, so a count suffices
         self._cond = threading.Condition()
@@ -426,7 +433,10 @@ class Writer:
         with self._cond:
             out = {m.group_id for m in metas if m.group_id in self._pending}
             g = self._groups
-            if self._stale or self._shared:  # another node may have stored any of them: ask the store
+            if self._shared:  # another node may have stored any of them: ask the store after this node's memory
+                out |= {m.group_id for m in metas if m.group_id in self._own}
+                older = [m for m in metas if m.group_id not in out]
+            elif self._stale:
                 older = [m for m in metas if m.group_id not in out]
             else:
                 out |= {m.group_id for m in metas if g.covers(m.ts) and g.stored(m.group_id)}
@@ -731,6 +741,13 @@ class Writer:
         with self._cond:
             for p in todo:
                 self._groups.add(p.meta.group_id, p.meta.ts)
+            if self._shared:
+                now = time.monotonic()
+                self._own.update((p.meta.group_id, now) for p in todo)
+                for group, t in list(self._own.items()):  # oldest first: stop at the first one to keep
+                    if t > now - OWN_KEEP_S:
+                        break
+                    del self._own[group]
         for kind, new in rows.new_ids.items():
             self._known.add(kind, new)
         self._known.add("series", _series_ids(series))

@@ -223,9 +223,14 @@ def test_a_commit_that_loses_to_another_nodes_is_run_again(
 
 
 def test_a_push_repeated_on_another_node_is_stored_once(nodes: list[Database], corpus: Path) -> None:
+    """Once the other node's copy of the lake caught up with the commit (its thread does every
+    CATCH_UP_S, every read does), and on the same node at once (its writer remembers)."""
     data, labels, ts = _pushes(corpus, 1)[0]
     assert not Ingestor(nodes[0]).ingest(data, labels=labels, ts=ts).duplicate
     nodes[0].writer.settle(60)
+    assert Ingestor(nodes[0]).ingest(data, labels=labels, ts=ts).duplicate
+    assert nodes[1].replica is not None
+    nodes[1].replica.catch_up()
     assert Ingestor(nodes[1]).ingest(data, labels=labels, ts=ts).duplicate
     for db in nodes:
         with db.read(timeout_s=300) as cur:
