@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 FILE = "lake-replica.duckdb"
 SCHEMA = "rows"  # the copied rows with their rowid; main holds a view per table with its own columns
 # Each catch-up costs ~15 ms of CPU per table it reads changes of (DuckLake's catalog lookups,
-# measured): every 2 s, ~10 tables under ingest, a twentieth of a core.
-CATCH_UP_S = 2.0
+# measured), whatever the number of snapshots: under ingest ~10 tables, 8 % of a lake node's CPU
+# at 2 s (py-spy, cluster bench). Reads catch up themselves; this bounds how long another node's
+# push takes to be found by this node's "stored before?" (and what a read has to apply).
+CATCH_UP_S = 5.0
 
 # Keys of a snapshot's changes (``ducklake_snapshots().changes``) by what the copy does with them.
 _DATA = frozenset({"tables_inserted_into", "tables_deleted_from", "inlined_insert", "inlined_delete"})
