@@ -772,7 +772,7 @@ def main() -> None:
                             flush=True,
                         )
                 except (RuntimeError, httpx.HTTPError, OSError) as exc:  # the other configurations still run
-                    print(f"{name}: FAILED: {exc}", flush=True)
+                    print(f"{name}: FAILED: {exc!r}", flush=True)
         if results:
             report(results, args, load0)
     finally:

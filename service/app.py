@@ -79,7 +79,7 @@ def create_app(
         metrics.watch(
             db.writer.depth, db.size_bytes, lambda: db.writer.conflicts,
             lambda: len(db.cluster.live) if db.cluster is not None else 1,
-            lambda: (db.replica.rebuilds, db.replica.recopies) if db.replica is not None else (0, 0),
+            lambda: db.replica.rebuilds if db.replica is not None else 0,
         )  # fmt: skip
         workers = Workers(settings.ingest_workers) if settings.ingest_workers else None
         if workers is not None:

@@ -117,10 +117,8 @@ class Metrics:
         )
         self.replica_copies = Gauge(
             "profstore_lake_replica_copies",
-            "Copies this node's replica of the lake took since start: of the whole lake (at start, after a gap "
-            "of expired snapshots or a schema change) and of single tables its change feed counted wrong "
-            "(0 on a file).",
-            ["of"],
+            "Whole copies of the lake this node's replica took since start: at start, after a gap of expired "
+            "snapshots or a schema change (0 on a file).",
             registry=r,
         )
 
@@ -130,15 +128,14 @@ class Metrics:
         database_bytes: Callable[[], float],
         conflicts: Callable[[], float] = lambda: 0.0,
         nodes: Callable[[], float] = lambda: 1.0,
-        replica_copies: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0),
+        replica_copies: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """Gauges read on every ``/metrics`` request."""
         self.queue_depth.set_function(queue_depth)
         self.database_bytes.set_function(database_bytes)
         self.lake_conflicts.set_function(conflicts)
         self.cluster_nodes.set_function(nodes)
-        self.replica_copies.labels(of="lake").set_function(lambda: replica_copies()[0])
-        self.replica_copies.labels(of="table").set_function(lambda: replica_copies()[1])
+        self.replica_copies.set_function(replica_copies)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

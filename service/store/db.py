@@ -26,7 +26,7 @@ from service.errors import QueryTimeout, StoreError
 from service.store import cluster, lake, migrate
 from service.store.ids import KnownIds
 from service.store.journal import Journal
-from service.store.replica import Replica
+from service.store.replica import Behind, Replica
 from service.store.writer import Writer
 
 if importlib.util.find_spec("pandas") is None:
@@ -199,10 +199,14 @@ class Database:
         first (:mod:`service.store.replica`); ``direct`` reads the lake itself (its files' sizes)."""
         self.writer.settle(SETTLE_S)
         try:
+            cur = None
             if self.replica is not None and not direct:
-                self.replica.catch_up()
-                cur = self.replica.cursor()
-            else:
+                try:
+                    self.replica.catch_up()
+                    cur = self.replica.cursor()
+                except Behind as exc:  # correct, only slower: the lake itself
+                    log.warning("%s: this read runs on the lake", exc)
+            if cur is None:
                 cur = self._cursor()
         except duckdb.Error as exc:  # closed a moment ago by a reopen, or the lake is out of reach
             raise StoreError(f"read failed: {exc}; retry") from exc
