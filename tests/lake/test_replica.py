@@ -2,7 +2,7 @@
 lake's rows: after pushes, after maintenance deleted and rewrote rows (fold, dedupe, rollups,
 retention) and moved them between files (flush, rewrite, merge), after a gap of expired snapshots,
 and after another process changed the schema. Each check compares every table, row for row, read
-from the lake itself and from the copy."""
+from the lake itself and from the copy. A catch-up that does not end sends reads to the lake."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from service.config import RetentionSettings, StorageSettings
 from service.store import lake, series_fold
+from service.store import replica as replica_module
 from service.store.db import Database
 from service.store.ingest import Ingestor
 from service.store.maintenance import LakeMaintenance
@@ -155,3 +156,22 @@ def test_another_nodes_commits_are_read_through_the_copy(
     finally:
         b.close()
         a.close()
+
+
+def test_a_read_waits_for_a_catch_up_in_progress_only_so_long_then_reads_the_lake(
+    node: Database, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _push(node, corpus, 2, T0)
+    replica = node.replica
+    assert replica is not None
+    with node.read(timeout_s=60, direct=True) as cur:
+        stored = cur.execute("SELECT count(*) FROM profiles").fetchone()
+    assert stored is not None and stored[0] > 0
+    monkeypatch.setattr(replica_module, "WAIT_S", 0.2)
+    # Held: a catch-up that does not end (DuckLake calls have hung).
+    with replica._lock, node.read(timeout_s=60) as cur:
+        assert cur.execute("SELECT current_database()").fetchone() == ("lake",)
+        assert cur.execute("SELECT count(*) FROM profiles").fetchone() == stored
+    with node.read(timeout_s=60) as cur:  # and the copy once the catch-up ended
+        assert cur.execute("SELECT current_database()").fetchone() == ("replica",)
+        assert cur.execute("SELECT count(*) FROM profiles").fetchone() == stored
