@@ -134,10 +134,10 @@ _WANT_OF_SPACE = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.Transa
 # attempts in all, after a random pause of up to CONFLICT_JITTER_S times the attempt (so that two
 # nodes that met do not meet again); past that it is handled like any failed write.
 CONFLICT_ATTEMPTS = 8
+CONFLICT_JITTER_S = 0.02
 # How long a shared writer remembers its own commits for "stored before?": far longer than the
 # node's copy of the lake takes to catch up with them (service.store.replica.CATCH_UP_S).
 OWN_KEEP_S = 60.0
-CONFLICT_JITTER_S = 0.02
 
 
 def is_commit_conflict(exc: BaseException) -> bool:
