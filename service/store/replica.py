@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 FILE = "lake-replica.duckdb"
 SCHEMA = "rows"  # the copied rows with their rowid; main holds a view per table with its own columns
-# Each catch-up costs ~15 ms of CPU per table it reads changes of (DuckLake's catalog lookups,
+# Each catch-up costs ~15 ms of CPU per table it reads (DuckLake's catalog lookups,
 # measured), whatever the number of snapshots: under ingest ~10 tables, 8 % of a lake node's CPU
 # at 2 s (py-spy, cluster bench). Reads catch up themselves; this bounds how long another node's
 # push takes to be found by this node's "stored before?" (and what a read has to apply).
@@ -90,7 +90,7 @@ class Replica:
         self._tables: dict[int, _Table] = {}
         self.snapshot = -1  # the last lake snapshot applied
         self.rebuilds = 0
-        self.applied = 0  # snapshots applied one by one
+        self.applied = 0  # snapshots applied by catching up (not by copying the lake whole)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.catch_up()
@@ -123,9 +123,9 @@ class Replica:
             finally:
                 probe.close()
             with self._lake_cursor() as cur:
-                # DuckLake 1.5.5 at times never returns from ducklake_table_changes (seen with three
-                # nodes under ingest: PostgreSQL idle in the scan's transaction, DuckDB waiting
-                # for a task): interrupted, the catch-up fails and the next one starts again.
+                # A DuckLake call that runs this long is interrupted, and the next catch-up starts
+                # again. (That did not end the hung ducklake_table_changes calls, see _apply, which
+                # this no longer makes; reads then went to the lake after WAIT_S.)
                 watchdog = threading.Timer(STATEMENT_S, cur.interrupt)
                 watchdog.daemon = True
                 watchdog.start()
