@@ -439,9 +439,24 @@ QUERIES: list[tuple[str, str, dict[str, Any]]] = [
 RANGES = {"1h": H, "24h": 24 * H}
 
 
-def run_queries(setup: Setup, end_ns: int, repeat: int) -> dict[str, list[float]]:
-    """Seconds per request of each query and range (``"top 1h"``), spread over the nodes; a non-200 fails."""
+def wait_rollups(setup: Setup, since_s: float, limit_s: float) -> None:
+    """Until a node's minute rollups are complete to the minute before ``since_s`` (what the lake's forced
+    maintenance does at once, and a DuckDB file's compaction on its interval): both then answer a
+    range from the same plan (``X-Profstore-Resolution``), and the comparison is of storage alone."""
+    want = (since_s - 60) // 60 * 60
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if all(total(n.metrics(), "profstore_rollups_complete_seconds", resolution="60") >= want for n in setup.nodes):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{setup.name}: minute rollups not complete within {limit_s:g} s")
+
+
+def run_queries(setup: Setup, end_ns: int, repeat: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per request of each query and range (``"top 1h"``), spread over the nodes, and the plan
+    each answered from (``X-Profstore-Resolution``); a non-200 fails."""
     out: dict[str, list[float]] = {}
+    plans: dict[str, str] = {}
     rr = itertools.cycle(setup.urls)
     with httpx.Client(timeout=300) as client:
         for rname, span in RANGES.items():
@@ -458,7 +473,8 @@ def run_queries(setup: Setup, end_ns: int, repeat: int) -> dict[str, list[float]
                     if k:  # the first one warms caches and compiled kernels up
                         took.append(time.perf_counter() - t)
                 out[f"{qname} {rname}"] = took
-    return out
+                plans[f"{qname} {rname}"] = r.headers.get("X-Profstore-Resolution", "?")
+    return out, plans
 
 
 # -- one configuration ------------------------------------------------------------------------
@@ -486,6 +502,7 @@ class Result:
     maintain_s: float = math.nan
     maintained_by: str = ""
     queries: dict[str, list[float]] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=dict)
     conflicts: int = 0
     errors_logged: int = 0
 
@@ -573,7 +590,10 @@ def measure(setup: Setup, args: argparse.Namespace, blobs: list[bytes], pg: Post
     finally:
         counter.close()
     step(setup, f"maintenance forced: {res.maintain_s:.1f} s on {res.maintained_by}", t0)
-    res.queries = run_queries(setup, end_ns, args.repeat)
+    if setup.storage is None:  # a file's compaction runs on its interval: wait for it
+        wait_rollups(setup, time.time(), 2 * args.maintain_s + 60)
+        step(setup, "rollups complete", t0)
+    res.queries, res.plans = run_queries(setup, end_ns, args.repeat)
     step(setup, "queries", t0)
     res.conflicts = sum(n.log_count("failed to commit ducklake transaction", "conflict") for n in setup.nodes)
     res.errors_logged = sum(n.log_count(" error ", "traceback") for n in setup.nodes)
@@ -676,6 +696,11 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
             [r.name, *(f"{ms(quantile(r.queries[q], 0.5))} / {ms(quantile(r.queries[q], 0.95))}" for q in names)]
         )
     table(rows)
+    plans = {q: {r.plans[q] for r in results if r.plans.get(q, "?") != "?"} for q in names}
+    print(
+        "plans (X-Profstore-Resolution): "
+        + "; ".join(f"{q} {'/'.join(sorted(v))}" + (" (differ)" if len(v) > 1 else "") for q, v in plans.items() if v)
+    )
 
     print(
         "\nfiles per table, data and delete files live in the catalog before → after maintenance "

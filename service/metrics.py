@@ -121,6 +121,14 @@ class Metrics:
             "snapshots or a schema change (0 on a file).",
             registry=r,
         )
+        self.rollups_complete = Gauge(
+            "profstore_rollups_complete_seconds",
+            "Stack rollups of each resolution (seconds) are complete up to this time (unix seconds): queries read "
+            "raw samples after it. On a lake, as this node's reads see it. Falling behind the clock by more than "
+            "the compaction interval and a minute means compaction is not keeping up.",
+            ["resolution"],
+            registry=r,
+        )
 
     def watch(
         self,

@@ -7,6 +7,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from service.errors import QueryTimeout, StoreError
+
 __all__ = ["router"]
 
 router = APIRouter()
@@ -39,4 +41,11 @@ def metrics(request: Request) -> Response:
         counts[h.health] += 1
     for health, n in counts.items():
         m.targets.labels(health).set(n)
+    try:
+        with request.app.state.sources.read(timeout_s=5) as src:
+            done = src.rollup_done()
+    except (StoreError, QueryTimeout):  # out of reach or slow: the rest still says what this process did
+        done = {}
+    for resolution, until_ns in done.items():
+        m.rollups_complete.labels(str(resolution)).set(until_ns / 1e9)
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -61,6 +61,12 @@ _DATA = frozenset({"tables_inserted_into", "tables_deleted_from", "inlined_inser
 _MOVES = frozenset({"merge_adjacent", "rewrite_delete", "flushed_inlined"})  # same rows, other files
 _VIEWS = frozenset({"views_created", "views_dropped"})  # the copy defines its views itself
 _DELETES = frozenset({"tables_deleted_from", "inlined_delete"})
+# series_seen, which every query's series lookup reads, is kept as a table, refreshed when a
+# catch-up touched what it is made of: as a view over the copy it cost 2.8 ms per lookup against
+# 0.9 ms on a DuckDB file (two lookups a request), and refreshing it ~4 ms (the bench's fleet).
+_SEEN = f"{SCHEMA}.series_seen"
+_SEEN_LIVE = f"{SCHEMA}.series_seen_live"
+_SEEN_FROM = frozenset({"series", "profiles", "series_fold"})
 WAIT_S = 5.0  # a read waits this long for a catch-up in progress, then reads the lake itself
 STATEMENT_S = 30.0  # a catch-up taking longer is interrupted
 
@@ -231,6 +237,9 @@ class Replica:
             out.unregister("_new")
             if table_id in deleted:
                 out.execute(f"DELETE FROM {mine} WHERE _rid NOT IN (SELECT rowid FROM {at})")
+        if {self._tables[i].name for i in touched} & _SEEN_FROM:
+            out.execute(f"DELETE FROM {_SEEN}")
+            out.execute(f"INSERT INTO {_SEEN} FROM {_SEEN_LIVE}")
 
     def _rebuild(self) -> None:
         """Copy every lake table at one snapshot, in one transaction that reads the lake and writes
@@ -265,8 +274,12 @@ class Replica:
             for name, sql in views:
                 if name == "series_seen":  # the lake's names its watermark, and reads DuckLake's snapshot_id
                     out.execute(
-                        series_fold.seen_view(f"{SCHEMA}.profiles", "_snap", "(SELECT max(snapshot) FROM series_fold)")
+                        series_fold.seen_view(
+                            f"{SCHEMA}.profiles", "_snap", "(SELECT max(snapshot) FROM series_fold)", _SEEN_LIVE
+                        )
                     )
+                    out.execute(f"CREATE TABLE {_SEEN} AS FROM {_SEEN_LIVE}")
+                    out.execute(f"CREATE VIEW main.series_seen AS FROM {_SEEN}")
                 else:
                     out.execute(sql)
         self._tables = tables

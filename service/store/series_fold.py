@@ -46,12 +46,13 @@ def lake_view(snapshot: int) -> str:
     return seen_view("profiles", "snapshot_id", str(int(snapshot)))
 
 
-def seen_view(profiles: str, snapshot_column: str, watermark: str) -> str:
-    """``series_seen`` over the ``profiles`` rows whose ``snapshot_column`` is past ``watermark`` (an
-    SQL expression): the lake's own, or a node's copy of it (:mod:`service.store.replica`), which
-    keeps each row's snapshot in a column of its own and reads the watermark from ``series_fold``."""
+def seen_view(profiles: str, snapshot_column: str, watermark: str, name: str = "series_seen") -> str:
+    """``series_seen`` (as view ``name``) over the ``profiles`` rows whose ``snapshot_column`` is past
+    ``watermark`` (an SQL expression): the lake's own, or a node's copy of it
+    (:mod:`service.store.replica`), which keeps each row's snapshot in a column of its own and reads
+    the watermark from ``series_fold``."""
     return (
-        "CREATE OR REPLACE VIEW series_seen AS "
+        f"CREATE OR REPLACE VIEW {name} AS "
         "SELECT s.series_id, s.tenant, s.profile_type, s.name, s.sample_type, s.sample_unit, s.period_type, "
         "s.period_unit, any_value(s.labels) AS labels, least(min(s.first_seen), any_value(t.f)) AS first_seen, "
         "greatest(max(s.last_seen), any_value(t.l)) AS last_seen "

@@ -94,3 +94,20 @@ def test_flamegraph_and_diff_say_what_they_read(fleet: TestClient) -> None:
     assert r.status_code == 200 and r.headers["X-Profstore-Resolution"] == "1h"
     r = fleet.get("/api/v1/diff", params={**params, "base_from": str(T0 + 61 * S), "base_until": str(T0 + 3600 * S)})
     assert r.status_code == 200 and r.headers["X-Profstore-Resolution"] == "1h, 1m+raw"
+
+
+def test_metrics_say_how_far_rollups_are_complete(fleet: TestClient) -> None:
+    """``profstore_rollups_complete_seconds`` follows compaction: what a stale-rollups alert and the
+    cluster bench (which waits for it before timing queries) read."""
+
+    def complete() -> dict[str, float]:
+        return {
+            line.split('resolution="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in fleet.get("/metrics").text.splitlines()
+            if line.startswith("profstore_rollups_complete_seconds{")
+        }
+
+    assert complete() == {"60": 0.0, "3600": 0.0}
+    now = T0 + (HOURS + 1) * 3600 * S
+    _compact(fleet, now)
+    assert complete() == {"60": (now - 60 * S) / S, "3600": (T0 + HOURS * 3600 * S) / S}
