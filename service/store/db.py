@@ -120,7 +120,7 @@ class Database:
                 self.close()
                 raise StoreError(f"cannot join the lake's nodes: {exc}") from exc
             try:
-                self.replica = Replica(self._con, data_dir)
+                self.replica = Replica(self._con, data_dir, self.writer)
             except duckdb.Error as exc:
                 self.close()
                 raise StoreError(f"cannot copy the lake for reading: {exc}") from exc

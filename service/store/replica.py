@@ -39,12 +39,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
+import pyarrow as pa
 
 from service.store import cluster, lake, series_fold
 
-__all__ = ["CATCH_UP_S", "FILE", "Behind", "Replica"]
+__all__ = ["CATCH_UP_S", "FILE", "Behind", "Replica", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,14 @@ class Behind(Exception):
     """The copy could not be caught up in time: read the lake itself."""
 
 
+class Watcher(Protocol):
+    """Told which profiles the copy read (the writer's memory of what is stored: :class:`~service.store.writer.Writer`)."""
+
+    def lake_profiles(self, groups: pa.Table) -> None: ...
+
+    def lake_reset(self, newest: int | None) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Table:
     name: str
@@ -86,8 +96,9 @@ class Replica:
 
     ALIAS = "replica"
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, data_dir: Path, watcher: Watcher | None = None) -> None:
         self._con = con
+        self._watcher = watcher
         path = data_dir / FILE
         for stale in (path, path.with_name(path.name + ".wal")):
             stale.unlink(missing_ok=True)  # what it held may be long expired from the lake
@@ -237,6 +248,11 @@ class Replica:
             out.unregister("_new")
             if table_id in deleted:
                 out.execute(f"DELETE FROM {mine} WHERE _rid NOT IN (SELECT rowid FROM {at})")
+            if self._watcher is not None and t.name == "profiles":
+                if table_id in deleted:
+                    self._watcher.lake_reset(self._newest(out))
+                else:
+                    self._watcher.lake_profiles(new.select(["group_id", "ts"]))
         if {self._tables[i].name for i in touched} & _SEEN_FROM:
             out.execute(f"DELETE FROM {_SEEN}")
             out.execute(f"INSERT INTO {_SEEN} FROM {_SEEN_LIVE}")
@@ -282,12 +298,19 @@ class Replica:
                     out.execute(f"CREATE VIEW main.series_seen AS FROM {_SEEN}")
                 else:
                     out.execute(sql)
+            newest = self._newest(out) if "profiles" in {t.name for t in tables.values()} else None
+        if self._watcher is not None:
+            self._watcher.lake_reset(newest)
         self._tables = tables
         self.snapshot = int(snapshot)
         self.rebuilds += 1
         log.info(
             "lake replica: %d tables copied at snapshot %d in %.2f s", len(tables), snapshot, time.monotonic() - started
         )
+
+    @staticmethod
+    def _newest(cur: duckdb.DuckDBPyConnection) -> int | None:
+        return cur.execute(f"SELECT max(ts) FROM {SCHEMA}.profiles").fetchone()[0]  # type: ignore[index,no-any-return]
 
     @staticmethod
     def _columns(cur: duckdb.DuckDBPyConnection, table: str) -> str:

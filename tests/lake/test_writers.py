@@ -3,7 +3,8 @@
 What they push, split between them and sharing series labels and symbols, reads back as one DuckDB
 file that got every push once: same series with the same first and last seen, same totals, same
 merged stacks and functions, no row twice. A commit that loses to another node's is run again
-(counted); a push repeated on the other node is a duplicate; ``fold`` makes ``series`` exact and
+(counted); a push repeated on the other node is a duplicate (from the writer's memory of what
+the node's copy of the lake read, forgotten when the lake deletes profiles); ``fold`` makes ``series`` exact and
 keeps one row per series; rows stored twice (two nodes committing the same new symbol at once)
 change no answer, and ``dedupe`` removes them.
 
@@ -235,6 +236,36 @@ def test_a_push_repeated_on_another_node_is_stored_once(nodes: list[Database], c
     for db in nodes:
         with db.read(timeout_s=300) as cur:
             assert cur.execute("SELECT count(*), count(DISTINCT group_id) FROM profiles").fetchone() == (2, 1)
+
+
+def test_what_the_copy_read_is_a_duplicate_from_memory_until_the_lake_deletes_it(
+    nodes: list[Database], corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy of the lake tells the writer which profiles it read (any node's): a repeat of
+    another node's push is then a duplicate without asking the copy; a deletion from ``profiles``
+    makes the writer forget, and the push is stored again."""
+    mine, theirs = _pushes(corpus, 2)
+    assert not Ingestor(nodes[1]).ingest(mine[0], labels=mine[1], ts=mine[2]).duplicate  # its writer's first batch
+    nodes[1].writer.settle(60)
+    assert not Ingestor(nodes[0]).ingest(theirs[0], labels=theirs[1], ts=theirs[2]).duplicate
+    nodes[0].writer.settle(60)
+    assert nodes[1].replica is not None
+    nodes[1].replica.catch_up()
+
+    def asked(*_: object) -> set[int]:
+        raise AssertionError("the writer asked the copy")
+
+    with monkeypatch.context() as m:
+        m.setattr("service.store.writer._select_stored", asked)
+        assert Ingestor(nodes[1]).ingest(theirs[0], labels=theirs[1], ts=theirs[2]).duplicate
+    with nodes[0].read(timeout_s=300, direct=True) as cur:
+        cur.execute("DELETE FROM samples WHERE ts = $t", {"t": theirs[2]})
+        cur.execute("DELETE FROM profiles WHERE ts = $t", {"t": theirs[2]})
+    nodes[1].replica.catch_up()
+    assert not Ingestor(nodes[1]).ingest(theirs[0], labels=theirs[1], ts=theirs[2]).duplicate
+    nodes[1].writer.settle(60)
+    with nodes[1].read(timeout_s=300) as cur:
+        assert cur.execute("SELECT count(*) FROM profiles WHERE ts = $t", {"t": theirs[2]}).fetchone()[0] > 0
 
 
 def test_fold_makes_series_exact_after_late_profiles_and_keeps_one_row_per_series(
