@@ -120,7 +120,7 @@ class Database:
                 self.close()
                 raise StoreError(f"cannot join the lake's nodes: {exc}") from exc
             try:
-                self.replica = Replica(self._con, data_dir, self.writer)
+                self.replica = Replica(self._con, self.path.parent, self.writer)
             except duckdb.Error as exc:
                 self.close()
                 raise StoreError(f"cannot copy the lake for reading: {exc}") from exc
@@ -155,8 +155,14 @@ class Database:
         return self._cursor()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        if self._lake is not None:
-            return lake.connect(self._lake, self._extensions)
+        if self._lake is not None:  # opened again: the lake, and the catalog's database for leases and heartbeats
+            con = lake.connect(self._lake, self._extensions)
+            try:
+                cluster.ensure_tables(con, self._lake.catalog or "")
+            except BaseException:
+                con.close()
+                raise
+            return con
         try:
             return duckdb.connect(
                 str(self.path),
@@ -176,6 +182,10 @@ class Database:
         with contextlib.suppress(duckdb.Error):
             self._con.close()
         self._con = self._connect()
+        if self.replica is not None:  # attached to the closed instance: a new copy on the new one
+            self.replica.close()
+            self.replica = Replica(self._con, self.path.parent, self.writer)
+            self.replica.start()
         return self._cursor()
 
     def _lookup_cursor(self) -> duckdb.DuckDBPyConnection:

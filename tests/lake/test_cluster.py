@@ -102,6 +102,37 @@ def test_nodes_see_each_other_and_a_fence_stops_every_writer_until_it_falls(post
     assert cluster.live_nodes(con) == []
 
 
+def test_a_forced_maintenance_run_waits_for_the_scheduled_one_on_its_node(postgres: Postgres, tmp_path: Path) -> None:
+    """``POST /storage/expire`` meeting the scheduled run: one after the other, each behind a fence
+    of its own (overlapping, the first run's end lowered the second's fence, which then waited for
+    acknowledgements that never came)."""
+    a = Database(tmp_path / "a", storage=_storage(postgres, tmp_path))
+    try:
+        maint = LakeMaintenance(a.maintenance_cursor, a.node_name, a.known, RetentionSettings(), 60.0)
+        original = maint._steps
+        spans: list[tuple[float, float]] = []
+
+        def steps(cur, now, report, *, force):  # type: ignore[no-untyped-def]
+            t = time.monotonic()
+            time.sleep(1.0)
+            original(cur, now, report, force=force)
+            spans.append((t, time.monotonic()))
+
+        maint._steps = steps  # type: ignore[method-assign]
+        reports: list[object] = []
+        runs = [threading.Thread(target=lambda: reports.append(maint.run_once(now_ns(), force=True))) for _ in range(2)]
+        for t in runs:
+            t.start()
+        for t in runs:
+            t.join(120)
+        assert len(reports) == 2 and all(r is not None and not r.missing for r in reports)  # type: ignore[attr-defined]
+        assert len({r.epoch for r in reports}) == 2  # type: ignore[attr-defined]
+        (_, e1), (s2, _) = sorted(spans)
+        assert e1 <= s2
+    finally:
+        a.close()
+
+
 def test_two_serve_processes_share_a_lake(postgres: Postgres, tmp_path: Path, corpus: Path) -> None:
     config = tmp_path / "node.yaml"
     config.write_text(

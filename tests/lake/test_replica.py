@@ -175,3 +175,21 @@ def test_a_read_waits_for_a_catch_up_in_progress_only_so_long_then_reads_the_lak
     with node.read(timeout_s=60) as cur:  # and the copy once the catch-up ended
         assert cur.execute("SELECT current_database()").fetchone() == ("replica",)
         assert cur.execute("SELECT count(*) FROM profiles").fetchone() == stored
+
+
+def test_after_the_instance_is_opened_again_reads_run_on_a_new_copy(node: Database, corpus: Path) -> None:
+    """A fatal error (a disk full under the copy's file) invalidates the whole DuckDB instance, the
+    copy's attachment with it: the writer opens the lake again, and the node takes a new copy
+    there rather than reading a closed one."""
+    _push(node, corpus, 2, T0)
+    old = node.replica
+    assert old is not None
+    node.writer.mark_invalid(duckdb.FatalException("database has been invalidated (a test)"))
+    deadline = time.monotonic() + 60
+    while node.replica is old and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.replica is not old and node.replica is not None
+    _push(node, corpus, 2, T0 + 10 * SEC)  # through the new instance, read through the new copy
+    _assert_copy_is_lake(node)
+    with node.read(timeout_s=60) as cur:
+        assert cur.execute("SELECT count(DISTINCT ts) FROM profiles").fetchone() == (4,)
