@@ -43,6 +43,7 @@ from typing import Protocol
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from service.store import cluster, lake, series_fold
 
@@ -105,6 +106,10 @@ class Replica:
         con.execute(f"ATTACH '{path}' AS {self.ALIAS}")
         self._lock = threading.Lock()
         self._tables: dict[int, _Table] = {}
+        # Per table, no rowid in the copy is above this. DuckLake numbers a table's new rows above
+        # every rowid it gave before, so rows read by a catch-up replace rows of the copy only when
+        # a rowid comes again (an UPDATE): otherwise the copy is not searched for them.
+        self._top_rid: dict[int, int] = {}
         self.snapshot = -1  # the last lake snapshot applied
         self.rebuilds = 0
         self.applied = 0  # snapshots applied by catching up (not by copying the lake whole)
@@ -230,11 +235,16 @@ class Replica:
             watchdog.daemon = True
             watchdog.start()
             try:
-                self._apply_tables(out, touched, deleted, upto)
+                top = self._apply_tables(out, touched, deleted, upto)
             finally:
                 watchdog.cancel()
+        self._top_rid.update(top)
 
-    def _apply_tables(self, out: duckdb.DuckDBPyConnection, touched: set[int], deleted: set[int], upto: int) -> None:
+    def _apply_tables(
+        self, out: duckdb.DuckDBPyConnection, touched: set[int], deleted: set[int], upto: int
+    ) -> dict[int, int]:
+        """The rows; returns the tables' new :attr:`_top_rid`, set once the transaction committed."""
+        top: dict[int, int] = {}
         for table_id in touched:
             t = self._tables[table_id]
             at = f'{lake.ALIAS}.main."{t.name}" AT (VERSION => {upto})'
@@ -242,10 +252,15 @@ class Replica:
             new = out.execute(
                 f"SELECT {t.columns}, rowid AS _rid, snapshot_id AS _snap FROM {at} WHERE snapshot_id > {self.snapshot}"
             ).to_arrow_table()
-            out.register("_new", new)
-            out.execute(f"DELETE FROM {mine} WHERE _rid IN (SELECT _rid FROM _new)")
-            out.execute(f"INSERT INTO {mine} SELECT * FROM _new")
-            out.unregister("_new")
+            if new.num_rows:
+                rids = pc.min_max(new.column("_rid"))
+                low, high = rids["min"].as_py(), rids["max"].as_py()
+                out.register("_new", new)
+                if low <= self._top_rid.get(table_id, -1):
+                    out.execute(f"DELETE FROM {mine} WHERE _rid IN (SELECT _rid FROM _new)")
+                out.execute(f"INSERT INTO {mine} SELECT * FROM _new")
+                out.unregister("_new")
+                top[table_id] = max(high, self._top_rid.get(table_id, -1))
             if table_id in deleted:
                 out.execute(f"DELETE FROM {mine} WHERE _rid NOT IN (SELECT rowid FROM {at})")
             if self._watcher is not None and t.name == "profiles":
@@ -256,6 +271,7 @@ class Replica:
         if {self._tables[i].name for i in touched} & _SEEN_FROM:
             out.execute(f"DELETE FROM {_SEEN}")
             out.execute(f"INSERT INTO {_SEEN} FROM {_SEEN_LIVE}")
+        return top
 
     def _rebuild(self) -> None:
         """Copy every lake table at one snapshot, in one transaction that reads the lake and writes
@@ -299,9 +315,14 @@ class Replica:
                 else:
                     out.execute(sql)
             newest = self._newest(out) if "profiles" in {t.name for t in tables.values()} else None
+            top = {
+                i: out.execute(f'SELECT coalesce(max(_rid), -1) FROM {SCHEMA}."{t.name}"').fetchone()[0]  # type: ignore[index]
+                for i, t in tables.items()
+            }
         if self._watcher is not None:
             self._watcher.lake_reset(newest)
         self._tables = tables
+        self._top_rid = top
         self.snapshot = int(snapshot)
         self.rebuilds += 1
         log.info(
