@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__
 from service.analysis.analyze import KINDS
 from service.analysis.runner import Analyzer
-from service.api import auth, errors, limits, ops, params, push, querier, query, regressions, rest, storage, targets
+from service.api import auth, errors, limits, ops, params, push, querier, query, regressions, rest, storage, targets, ui
 from service.collector.jobs import Collector
 from service.collector.ownership import Ownership
 from service.collector.scrape import warm_up as warm_up_scrapes
@@ -217,29 +217,14 @@ def create_app(
     app.include_router(querier.router)
     app.include_router(push.connect_router)
     app.include_router(push.router)
-    app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
+    app.include_router(ui.router)
+    app.mount("/ui", ui.files(), name="ui")
     app.add_exception_handler(StarletteHTTPException, _no_route)
     return app
 
 
 # Connect clients read {"code", "message"}; everything else, the REST API's {"error"}.
 _CONNECT_PREFIXES = ("/querier.v1.", "/push.v1.")
-
-
-async def _index(request: Request) -> JSONResponse:
-    """Where to go from ``/``: until a UI serves it, a browser pointed at the server (the first thing a
-    new user tries) gets the way to the docs and the API rather than an error."""
-    return JSONResponse(
-        {
-            "name": "profstore",
-            "version": __version__,
-            "docs": "/docs",
-            "openapi": "/openapi.json",
-            "api": "/api/v1",
-            "metrics": "/metrics",
-            "health": "/healthz",
-        }
-    )
 
 
 async def _no_route(request: Request, exc: Exception) -> JSONResponse:

@@ -76,7 +76,7 @@ def required_scope(method: str, path: str, settings: AuthSettings) -> str | None
         return None if settings.public_healthz else "read"
     if path == "/metrics":
         return None if settings.public_metrics else "read"
-    if path in _DOCS:
+    if path in _DOCS or path == "/" or path.startswith("/ui/"):  # the UI's page and files hold no data
         return None
     if path in ("/api/v1/ingest", "/ingest") or path.startswith("/push.v1."):
         return "write"

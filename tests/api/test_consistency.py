@@ -387,14 +387,13 @@ def test_unknown_routes_answer_in_the_api_error_shape(client: TestClient) -> Non
     assert r.status_code == 405 and r.json()["code"] == "unimplemented" and "allowed: POST" in r.json()["message"]
 
 
-def test_root_points_to_the_docs_and_the_docs_still_work(client: TestClient) -> None:
+def test_root_serves_the_ui_which_points_to_the_docs_and_the_docs_still_work(client: TestClient) -> None:
     r = client.get("/")
-    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
-    body = r.json()
-    assert {k: body[k] for k in ("docs", "api", "metrics", "openapi")} == {
-        "docs": "/docs", "api": "/api/v1", "metrics": "/metrics", "openapi": "/openapi.json",
-    }  # fmt: skip
-    for path in (body["docs"], body["metrics"], body["openapi"]):
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'href="/docs"' in r.text and 'src="/ui/app.js"' in r.text
+    for path in ("/ui/app.js", "/ui/flame.js", "/ui/style.css", "/docs", "/metrics", "/openapi.json"):
         assert client.get(path).status_code == 200, path
     assert "text/html" in client.get("/docs").headers["content-type"]
     assert "/api/v1/top" in client.get("/openapi.json").json()["paths"]
+    missing = client.get("/ui/nothing.js")
+    assert missing.status_code == 404 and "error" in missing.json()

@@ -1,0 +1,208 @@
+// The Explore view: a profile type, a label selector and a range in, a flame graph and a top
+// table out. Everything a view shows is in the URL, so a link can be shared and Back works.
+import { FlameGraph, fmt } from "/ui/flame.js";
+
+const $ = (id) => document.getElementById(id);
+const DEFAULTS = { type: "", selector: "{}", range: "1h", layout: "both", search: "", zoom: "" };
+
+function readState() {
+  const q = new URLSearchParams(location.search);
+  const s = {};
+  for (const [k, v] of Object.entries(DEFAULTS)) s[k] = q.get(k) ?? v;
+  return s;
+}
+
+function writeState(s, replace = false) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(s)) if (v !== DEFAULTS[k]) q.set(k, v);
+  const url = `${location.pathname}${q.toString() ? "?" + q : ""}`;
+  if (url !== location.pathname + location.search) history[replace ? "replaceState" : "pushState"](null, "", url);
+}
+
+// -- the API, with the token the server asks for --------------------------------------------------
+
+function headers() {
+  const h = {};
+  const token = localStorage.getItem("profstore.token");
+  const tenant = localStorage.getItem("profstore.tenant");
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (tenant) h["X-Scope-OrgID"] = tenant;
+  return h;
+}
+
+async function api(path, params = {}) {
+  const url = `${path}?${new URLSearchParams(params)}`;
+  for (;;) {
+    const r = await fetch(url, { headers: headers() });
+    if (r.status === 401 || r.status === 403) {
+      await askToken();
+      continue;
+    }
+    const body = await r.json().catch(() => ({ error: r.statusText }));
+    if (!r.ok) throw new Error(body.error || body.message || `${r.status}`);
+    return body;
+  }
+}
+
+function askToken() {
+  const dialog = $("login");
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        localStorage.setItem("profstore.token", $("token").value);
+        localStorage.setItem("profstore.tenant", $("tenant").value);
+        resolve();
+      },
+      { once: true },
+    );
+    dialog.showModal();
+  });
+}
+
+function status(text, error = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", error);
+}
+
+// -- the view ------------------------------------------------------------------------------------
+
+let state = readState();
+let rows = [];
+const flame = new FlameGraph($("flame"), $("tooltip"), {
+  onZoom: (path) => {
+    state.zoom = path.join("\u001f");
+    $("zoomed").textContent = path.length ? `zoomed: ${path[path.length - 1]}` : "";
+    writeState(state);
+  },
+});
+
+function query() {
+  const sel = state.selector.trim() || "{}";
+  return `${state.type}${sel.startsWith("{") ? sel : `{${sel}}`}`;
+}
+
+function fill() {
+  for (const k of ["type", "selector", "range", "layout", "search"]) $(k).value = state[k];
+  $("panes").className = state.layout;
+}
+
+async function load() {
+  fill();
+  if (!state.type) return;
+  status("loading…");
+  const params = { query: query(), from: `now-${state.range}`, until: "now" };
+  try {
+    const [tree, top] = await Promise.all([
+      api("/api/v1/flamegraph", { ...params, max_nodes: 8192 }),
+      api("/api/v1/top", { ...params, limit: 500 }),
+    ]);
+    rows = top.rows;
+    flame.setData(tree.tree || { name: "total", self: 0, total: 0, children: [] }, state.zoom ? state.zoom.split("\u001f") : []);
+    flame.setSearch(state.search);
+    $("zoomed").textContent = state.zoom ? `zoomed: ${state.zoom.split("\u001f").pop()}` : "";
+    table();
+    status(tree.total ? `${fmt(tree.total)} in total` : "no profiles in this range");
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+function table() {
+  const body = $("top").tBodies[0];
+  const search = state.search.trim().toLowerCase();
+  body.replaceChildren(
+    ...rows
+      .filter((r) => !search || r.name.toLowerCase().includes(search))
+      .map((r) => {
+        const tr = document.createElement("tr");
+        if (search) tr.className = "match";
+        for (const v of [r.name, fmt(r.flat), r.flat_percent.toFixed(2), fmt(r.cum), r.cum_percent.toFixed(2)]) {
+          const td = document.createElement("td");
+          td.textContent = v;
+          tr.append(td);
+        }
+        return tr;
+      }),
+  );
+}
+
+async function types() {
+  const list = await api("/api/v1/profile-types");
+  $("type").replaceChildren(
+    ...list.map((t) => {
+      const o = document.createElement("option");
+      o.value = t.id;
+      o.textContent = `${t.name} ${t.sample_type} (${t.sample_unit})`;
+      return o;
+    }),
+  );
+  if (!state.type && list.length) {
+    state.type = (list.find((t) => t.name === "process_cpu") || list[0]).id;
+    writeState(state, true);
+  }
+}
+
+// Suggestions for the selector: label names, then the values of the name being typed.
+async function suggest() {
+  const text = $("selector").value;
+  const m = text.match(/([A-Za-z_][A-Za-z0-9_]*)\s*=~?\s*"?([^"]*)$/);
+  let options = [];
+  try {
+    if (m) {
+      const values = await api(`/api/v1/labels/${encodeURIComponent(m[1])}/values`, { query: state.type ? `${state.type}{}` : "" });
+      const head = text.slice(0, text.length - m[0].length);
+      options = values.map((v) => `${head}${m[1]}="${v}"}`.replace(/^(?!\{)/, "{"));
+    } else {
+      const names = await api("/api/v1/labels");
+      const head = text.replace(/}\s*$/, "").replace(/^\{?/, "{");
+      const sep = head.length > 1 && !head.endsWith(",") ? "," : "";
+      options = names.filter((n) => !n.startsWith("__")).map((n) => `${head}${sep}${n}="`);
+    }
+  } catch {
+    return; // suggestions are a help, not an answer
+  }
+  $("suggestions").replaceChildren(
+    ...options.slice(0, 200).map((v) => {
+      const o = document.createElement("option");
+      o.value = v;
+      return o;
+    }),
+  );
+}
+
+$("controls").addEventListener("submit", (e) => {
+  e.preventDefault();
+  state = { ...state, type: $("type").value, selector: $("selector").value, range: $("range").value, layout: $("layout").value, zoom: "" };
+  writeState(state);
+  load();
+});
+$("layout").addEventListener("change", () => {
+  state.layout = $("layout").value;
+  $("panes").className = state.layout;
+  writeState(state);
+  flame.draw();
+});
+$("search").addEventListener("input", () => {
+  state.search = $("search").value;
+  writeState(state, true);
+  flame.setSearch(state.search);
+  table();
+});
+$("reset").addEventListener("click", () => flame.zoom(null));
+$("selector").addEventListener("focus", suggest);
+$("selector").addEventListener("input", suggest);
+window.addEventListener("popstate", () => {
+  state = readState();
+  load();
+});
+
+(async () => {
+  try {
+    await types();
+  } catch (e) {
+    status(e.message, true);
+    return;
+  }
+  await load();
+})();

@@ -1,0 +1,215 @@
+"""The web UI in a real browser (Debian's Chromium, headless, driven by Playwright) against a real
+``profstore serve`` holding real profiles of the Go target: the Explore view renders a flame
+graph and a top table of them, a click zooms, search highlights and filters, the selector
+suggests the stored labels, the view's state is in the URL (Back restores it), the keyboard
+reaches every control, and the page logs no error."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from bench.gotarget import build, running
+from service.api.auth import hash_token
+from tests.conftest import Server
+from tests.pprof_tool import go_bin
+
+CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+SERVICE = "ui-demo"
+TOKEN = "s3cret-token-for-the-ui"
+
+
+def chromium() -> str:
+    """Debian's Chromium: Playwright's own browser download cannot work here (no internet)."""
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise AssertionError("no chromium on PATH: apt-get install chromium (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with three CPU profiles of the Go target (two instances) and a heap profile."""
+    work = tmp_path_factory.mktemp("ui")
+    srv = Server(work / "data").start()
+    try:
+        with running(build(work, go_bin()), work) as target, httpx.Client(timeout=30) as c:
+            for i in range(3):
+                cpu = c.get(f"{target}/debug/pprof/profile", params={"seconds": "1"})
+                assert cpu.status_code == 200, cpu.text[:300]
+                r = c.post(
+                    f"{srv.url}/api/v1/ingest",
+                    params={"labels": f'{{service_name="{SERVICE}",instance="i{i % 2}"}}'},
+                    content=cpu.content,
+                )
+                assert r.status_code == 200, r.text
+            heap = c.get(f"{target}/debug/pprof/heap")
+            r = c.post(
+                f"{srv.url}/api/v1/ingest", params={"labels": f'{{service_name="{SERVICE}"}}'}, content=heap.content
+            )
+            assert r.status_code == 200, r.text
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, served: Server) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+
+    def console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(msg.text)
+
+    pg.on("console", console)
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert errors == [], errors  # no console errors in any test
+
+
+def _open(page: Page, served: Server, query: str = "") -> None:
+    page.goto(f"{served.url}/{query}")
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')", timeout=30_000)
+
+
+def _state(page: Page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def _painted(page: Page) -> int:
+    """Pixels of the flame graph's canvas that are not blank."""
+    return int(
+        page.evaluate(
+            """() => { const c = document.getElementById('flame');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+        )
+    )
+
+
+def test_explore_shows_the_flame_graph_and_top_table_of_the_stored_profiles(page: Page, served: Server) -> None:
+    _open(page, served)
+    assert _state(page)["type"] == CPU  # CPU is chosen when nothing is asked for
+    assert _painted(page) > 10_000
+    names = page.locator("#top tbody td:first-child").all_inner_texts()
+    assert any(n.startswith("main.") for n in names), names[:10]
+    assert "crypto/sha256.block" in names  # the target's hashing workload
+    # the same numbers as the API's top for the same query
+    top = httpx.get(f"{served.url}/api/v1/top", params={"query": f"{CPU}{{}}", "from": "now-1h", "limit": 500}).json()
+    assert names == [r["name"] for r in top["rows"]]
+
+
+def test_a_click_zooms_into_a_frame_and_back_restores_the_view(page: Page, served: Server) -> None:
+    _open(page, served)
+    before = _painted(page)
+    box = page.locator("#flame").bounding_box()
+    assert box is not None
+    tree = httpx.get(
+        f"{served.url}/api/v1/flamegraph", params={"query": f"{CPU}{{}}", "from": "now-1h", "max_nodes": 8192}
+    ).json()["tree"]
+    x, widest = 0, (0, 0)  # the widest frame under the root: [start, width) in value
+    for child in tree["children"]:
+        widest = max(widest, (child["total"], x), key=lambda w: w[0])
+        x += child["total"]
+    middle = (widest[1] + widest[0] / 2) / tree["total"]
+    page.mouse.click(box["x"] + middle * box["width"], box["y"] + 18 + 9)
+    page.wait_for_function("location.search.includes('zoom=')")
+    assert page.locator("#zoomed").inner_text().startswith("zoomed: ")
+    assert _painted(page) != before
+    page.go_back()
+    page.wait_for_function("!location.search.includes('zoom=')")
+    page.wait_for_function("document.getElementById('zoomed').textContent === ''")
+
+
+def test_search_highlights_frames_and_filters_the_table(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.fill("#search", "sha256")
+    page.wait_for_function("location.search.includes('search=sha256')")
+    names = page.locator("#top tbody td:first-child").all_inner_texts()
+    assert names and all("sha256" in n for n in names)
+    grey = page.evaluate(
+        """() => { const c = document.getElementById('flame');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] === 208 && d[i+1] === 212 && d[i+2] === 217) n++;
+            return n; }"""
+    )
+    assert grey > 0  # frames that do not match are drawn grey
+    page.reload()  # the search is part of the URL
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    assert page.input_value("#search") == "sha256"
+
+
+def test_the_selector_suggests_stored_labels_and_their_values(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.click("#selector")
+    page.wait_for_function("document.querySelectorAll('#suggestions option').length > 0")
+    options = page.eval_on_selector_all("#suggestions option", "os => os.map(o => o.value)")
+    assert '{service_name="' in options and '{instance="' in options
+    page.fill("#selector", '{service_name="')
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#suggestions option')].some(o => o.value.includes('{SERVICE}'))"
+    )
+    page.fill("#selector", '{instance="i1"}')
+    page.press("#selector", "Enter")
+    page.wait_for_function("location.search.includes('selector=')")
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    assert _state(page)["selector"] == '{instance="i1"}'
+
+
+def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:
+    _open(page, served)
+    want = {"type", "selector", "range", "layout", "search", "reset", "flame"}
+    seen: set[str] = set()
+    page.locator("body").focus()
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        seen.add(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    assert want <= seen, want - seen
+    assert "BUTTON" in seen  # the form's submit button (no id)
+
+
+def test_the_page_and_its_files_are_public_and_the_api_is_not(tmp_path: Path, browser: Browser) -> None:
+    """With tokens configured the page loads, asks for a token, and sends it as a bearer token."""
+    config = tmp_path / "auth.yaml"
+    config.write_text(f"auth:\n  tokens:\n    - {{name: ui, sha256: {hash_token(TOKEN)}, scopes: [read]}}\n")
+    srv = Server(tmp_path / "data", config).start()
+    try:
+        assert httpx.get(f"{srv.url}/").status_code == 200
+        assert httpx.get(f"{srv.url}/ui/app.js").status_code == 200
+        assert httpx.get(f"{srv.url}/api/v1/profile-types").status_code == 401
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.goto(srv.url)
+        pg.wait_for_selector("#login[open]")
+        pg.fill("#token", TOKEN)
+        pg.click("#login button")
+        pg.wait_for_selector("#login:not([open])", state="attached")
+        assert pg.evaluate("localStorage.getItem('profstore.token')") == TOKEN
+        # the API answered the UI with the token: an empty store, and no error
+        pg.wait_for_function("document.getElementById('type').options.length === 0")
+        assert "error" not in (pg.get_attribute("#status", "class") or "")
+        context.close()
+    finally:
+        srv.stop()
