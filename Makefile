@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench proto lint openapi clean
+.PHONY: run test bench proto lint openapi clean ui
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,3 +77,9 @@ proto: | $(BIN)/python
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# The web UI's vendored libraries (ui/package.json, pinned in ui/package-lock.json), copied with their
+# licences into service/ui/static/vendor, which is committed: only rebuilding them needs npm.
+ui:
+	cd ui && npm ci --no-audit --no-fund
+	sh ui/vendor.sh

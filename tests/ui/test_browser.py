@@ -23,6 +23,7 @@ from tests.pprof_tool import go_bin
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 SERVICE = "ui-demo"
 TOKEN = "s3cret-token-for-the-ui"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def chromium() -> str:
@@ -116,6 +117,8 @@ def test_explore_shows_the_flame_graph_and_top_table_of_the_stored_profiles(page
     names = page.locator("#top tbody td:first-child").all_inner_texts()
     assert any(n.startswith("main.") for n in names), names[:10]
     assert "crypto/sha256.block" in names  # the target's hashing workload
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "explore.png")  # shown in the README
     # the same numbers as the API's top for the same query
     top = httpx.get(f"{served.url}/api/v1/top", params={"query": f"{CPU}{{}}", "from": "now-1h", "limit": 500}).json()
     assert names == [r["name"] for r in top["rows"]]
@@ -141,6 +144,27 @@ def test_a_click_zooms_into_a_frame_and_back_restores_the_view(page: Page, serve
     page.go_back()
     page.wait_for_function("!location.search.includes('zoom=')")
     page.wait_for_function("document.getElementById('zoomed').textContent === ''")
+
+
+def test_a_drag_on_the_time_series_selects_the_range_in_the_url(page: Page, served: Server) -> None:
+    _open(page, served, "?range=15m")
+    page.wait_for_selector("#ts .u-over")
+    over = page.locator("#ts .u-over").bounding_box()
+    assert over is not None
+    assert page.evaluate("document.querySelectorAll('#ts canvas').length") >= 1
+    y = over["y"] + over["height"] / 2
+    page.mouse.move(over["x"] + 5, y)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] - 5, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function("location.search.includes('from=') && location.search.includes('until=')")
+    state = _state(page)
+    assert 0 < int(state["until"]) - int(state["from"]) <= 15 * 60 * 1000
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    assert page.input_value("#range") == "custom"
+    page.go_back()
+    page.wait_for_function("!location.search.includes('from=')")
+    page.wait_for_function("document.getElementById('range').value === '15m'")
 
 
 def test_search_highlights_frames_and_filters_the_table(page: Page, served: Server) -> None:
@@ -180,7 +204,7 @@ def test_the_selector_suggests_stored_labels_and_their_values(page: Page, served
 
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:
     _open(page, served)
-    want = {"type", "selector", "range", "layout", "search", "reset", "flame"}
+    want = {"type", "selector", "range", "layout", "search", "reset", "flame"}  # and the submit button
     seen: set[str] = set()
     page.locator("body").focus()
     for _ in range(30):

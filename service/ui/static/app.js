@@ -1,9 +1,11 @@
 // The Explore view: a profile type, a label selector and a range in, a flame graph and a top
 // table out. Everything a view shows is in the URL, so a link can be shared and Back works.
 import { FlameGraph, fmt } from "/ui/flame.js";
+import { TimeSeries } from "/ui/timeseries.js";
 
 const $ = (id) => document.getElementById(id);
-const DEFAULTS = { type: "", selector: "{}", range: "1h", layout: "both", search: "", zoom: "" };
+// ``from``/``until``: a range selected on the time series (unix ms); empty: the ``range`` preset.
+const DEFAULTS = { type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "" };
 
 function readState() {
   const q = new URLSearchParams(location.search);
@@ -77,6 +79,27 @@ const flame = new FlameGraph($("flame"), $("tooltip"), {
   },
 });
 
+const series = new TimeSeries($("ts"), {
+  onSelect: (from, until) => {
+    state = { ...state, from: String(from), until: String(until), zoom: "" };
+    writeState(state);
+    load();
+  },
+});
+
+const UNIT_S = { m: 60, h: 3600, d: 86400 };
+
+/** The range asked for: the API's ``from``/``until``, and the same in unix seconds for the axis. */
+function window_() {
+  const now = Date.now() / 1000;
+  if (state.from) {
+    const until = state.until ? Number(state.until) / 1000 : now;
+    return { params: { from: state.from, until: state.until || "now" }, seconds: [Number(state.from) / 1000, until] };
+  }
+  const span = Number(state.range.slice(0, -1)) * UNIT_S[state.range.slice(-1)];
+  return { params: { from: `now-${state.range}`, until: "now" }, seconds: [now - span, now] };
+}
+
 function query() {
   const sel = state.selector.trim() || "{}";
   return `${state.type}${sel.startsWith("{") ? sel : `{${sel}}`}`;
@@ -84,6 +107,7 @@ function query() {
 
 function fill() {
   for (const k of ["type", "selector", "range", "layout", "search"]) $(k).value = state[k];
+  $("range").value = state.from ? "custom" : state.range;
   $("panes").className = state.layout;
 }
 
@@ -91,18 +115,23 @@ async function load() {
   fill();
   if (!state.type) return;
   status("loading…");
-  const params = { query: query(), from: `now-${state.range}`, until: "now" };
+  const win = window_();
+  const params = { query: query(), ...win.params };
   try {
-    const [tree, top] = await Promise.all([
+    const [tree, top, ts] = await Promise.all([
       api("/api/v1/flamegraph", { ...params, max_nodes: 8192 }),
       api("/api/v1/top", { ...params, limit: 500 }),
+      api("/api/v1/timeseries", params),
     ]);
+    const unit = state.type.split(":")[2] || "";
+    flame.unit = unit;
+    series.setData(ts.series, ...win.seconds, unit);
     rows = top.rows;
     flame.setData(tree.tree || { name: "total", self: 0, total: 0, children: [] }, state.zoom ? state.zoom.split("\u001f") : []);
     flame.setSearch(state.search);
     $("zoomed").textContent = state.zoom ? `zoomed: ${state.zoom.split("\u001f").pop()}` : "";
     table();
-    status(tree.total ? `${fmt(tree.total)} in total` : "no profiles in this range");
+    status(tree.total ? `${fmt(tree.total, unit)} in total` : "no profiles in this range");
   } catch (e) {
     status(e.message, true);
   }
@@ -117,7 +146,7 @@ function table() {
       .map((r) => {
         const tr = document.createElement("tr");
         if (search) tr.className = "match";
-        for (const v of [r.name, fmt(r.flat), r.flat_percent.toFixed(2), fmt(r.cum), r.cum_percent.toFixed(2)]) {
+        for (const v of [r.name, fmt(r.flat, flame.unit), r.flat_percent.toFixed(2), fmt(r.cum, flame.unit), r.cum_percent.toFixed(2)]) {
           const td = document.createElement("td");
           td.textContent = v;
           tr.append(td);
@@ -173,7 +202,12 @@ async function suggest() {
 
 $("controls").addEventListener("submit", (e) => {
   e.preventDefault();
-  state = { ...state, type: $("type").value, selector: $("selector").value, range: $("range").value, layout: $("layout").value, zoom: "" };
+  const range = $("range").value;
+  const custom = range === "custom";
+  state = {
+    ...state, type: $("type").value, selector: $("selector").value, layout: $("layout").value, zoom: "",
+    range: custom ? state.range : range, from: custom ? state.from : "", until: custom ? state.until : "",
+  };
   writeState(state);
   load();
 });

@@ -160,8 +160,8 @@ export class FlameGraph {
     const n = hit.node;
     const pct = (v) => ((100 * v) / total).toFixed(2);
     this.tooltip.textContent =
-      `${n.name}\nself ${fmt(n.self)}${this.unit} (${pct(n.self)} %)\n` +
-      `total ${fmt(n.total)}${this.unit} (${pct(n.total)} %)`;
+      `${n.name}\nself ${fmt(n.self, this.unit)} (${pct(n.self)} %)\n` +
+      `total ${fmt(n.total, this.unit)} (${pct(n.total)} %)`;
     this.tooltip.hidden = false;
     this.tooltip.style.left = `${Math.min(hit.x + 12, this.canvas.clientWidth - 260)}px`;
     this.tooltip.style.top = `${hit.y + ROW + 4}px`;
@@ -191,6 +191,16 @@ function fit(ctx, text, px) {
   return lo > 1 ? text.slice(0, lo) + "…" : "";
 }
 
-export function fmt(v) {
-  return Math.abs(v) >= 1e4 ? v.toExponential(2) : String(v);
+/** ``v`` in ``unit`` (the profile type's sample unit) as people read it: 1.2 s, 3.4 MiB, 5.6k. */
+export function fmt(v, unit = "") {
+  const a = Math.abs(v);
+  const pick = (steps) => {
+    let [div, name] = steps[0];
+    for (const [d, n] of steps) if (a >= d) [div, name] = [d, n];
+    const x = v / div;
+    return `${Math.abs(x) >= 100 || Number.isInteger(x) ? Math.round(x) : x.toPrecision(3)}${name}`;
+  };
+  if (unit === "nanoseconds") return pick([[1, " ns"], [1e3, " µs"], [1e6, " ms"], [1e9, " s"], [6e10, " min"], [3.6e12, " h"]]);
+  if (unit === "bytes") return pick([[1, " B"], [1024, " KiB"], [1024 ** 2, " MiB"], [1024 ** 3, " GiB"], [1024 ** 4, " TiB"]]);
+  return pick([[1, ""], [1e3, "k"], [1e6, "M"], [1e9, "G"], [1e12, "T"]]);
 }
