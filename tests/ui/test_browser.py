@@ -202,12 +202,55 @@ def test_the_selector_suggests_stored_labels_and_their_values(page: Page, served
     assert _state(page)["selector"] == '{instance="i1"}'
 
 
+def test_a_function_opens_as_a_sandwich_of_its_callers_and_callees(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.locator("#top tbody tr", has_text="crypto/sha256.block").first.click()
+    page.wait_for_selector("#sandwich-pane:not([hidden])")
+    assert _state(page)["sandwich"] == "crypto/sha256.block"
+    assert page.inner_text("#sandwich-name") == "crypto/sha256.block"
+    painted = page.evaluate(
+        """() => ['callers', 'callees'].map(id => { const c = document.getElementById(id);
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; })"""
+    )
+    assert all(n > 1000 for n in painted), painted
+    # The callers' total is the function's cum, as top counts it (once per stack).
+    both = page.evaluate(
+        """async () => { const { sandwich } = await import('/ui/sandwich.js');
+            const r = await fetch('/api/v1/flamegraph?' + new URLSearchParams({
+                query: 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{}', from: 'now-1h', max_nodes: 8192 }));
+            const s = sandwich((await r.json()).tree, 'crypto/sha256.block');
+            return { total: s.callers.total, caller: s.callers.children[0].name, callees: s.callees.total }; }"""
+    )
+    top = httpx.get(f"{served.url}/api/v1/top", params={"query": f"{CPU}{{}}", "from": "now-1h", "limit": 500}).json()
+    row = next(r for r in top["rows"] if r["name"] == "crypto/sha256.block")
+    assert both["total"] == both["callees"] == row["cum"]
+    assert both["caller"] == "crypto/sha256.(*digest).Write"
+    page.click("#sandwich-close")
+    page.wait_for_selector("#sandwich-pane[hidden]", state="attached")
+    assert "sandwich" not in _state(page)
+
+
+def test_focus_narrows_the_view_as_pprof_does(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.fill("#focus", "sha256")
+    page.press("#focus", "Enter")
+    page.locator("#hide").focus()  # the change is committed when the field is left
+    page.wait_for_function("location.search.includes('focus=sha256')")
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    focused = httpx.get(
+        f"{served.url}/api/v1/top", params={"query": f"{CPU}{{}}", "from": "now-1h", "limit": 500, "focus": "sha256"}
+    ).json()
+    page.wait_for_function(f"document.querySelectorAll('#top tbody tr').length === {len(focused['rows'])}")
+    assert page.locator("#top tbody td:first-child").all_inner_texts() == [r["name"] for r in focused["rows"]]
+
+
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:
     _open(page, served)
-    want = {"type", "selector", "range", "layout", "search", "reset", "flame"}  # and the submit button
+    want = {"type", "selector", "range", "layout", "search", "focus", "ignore", "hide", "max_nodes", "reset", "flame"}
     seen: set[str] = set()
     page.locator("body").focus()
-    for _ in range(30):
+    for _ in range(40):
         page.keyboard.press("Tab")
         seen.add(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     assert want <= seen, want - seen

@@ -1,11 +1,17 @@
 // The Explore view: a profile type, a label selector and a range in, a flame graph and a top
 // table out. Everything a view shows is in the URL, so a link can be shared and Back works.
 import { FlameGraph, fmt } from "/ui/flame.js";
+import { sandwich } from "/ui/sandwich.js";
 import { TimeSeries } from "/ui/timeseries.js";
 
 const $ = (id) => document.getElementById(id);
 // ``from``/``until``: a range selected on the time series (unix ms); empty: the ``range`` preset.
-const DEFAULTS = { type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "" };
+// ``focus``/``ignore``/``hide``: pprof's filters (regexes); ``sandwich``: the function shown as one.
+const DEFAULTS = {
+  type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
+  focus: "", ignore: "", hide: "", max_nodes: "8192", sandwich: "",
+};
+const FILTERS = ["focus", "ignore", "hide"];
 
 function readState() {
   const q = new URLSearchParams(location.search);
@@ -71,6 +77,9 @@ function status(text, error = false) {
 
 let state = readState();
 let rows = [];
+let tree = null;
+const callers = new FlameGraph($("callers"), $("sandwich-tip"));
+const callees = new FlameGraph($("callees"), $("sandwich-tip"));
 const flame = new FlameGraph($("flame"), $("tooltip"), {
   onZoom: (path) => {
     state.zoom = path.join("\u001f");
@@ -106,7 +115,7 @@ function query() {
 }
 
 function fill() {
-  for (const k of ["type", "selector", "range", "layout", "search"]) $(k).value = state[k];
+  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS]) $(k).value = state[k];
   $("range").value = state.from ? "custom" : state.range;
   $("panes").className = state.layout;
 }
@@ -117,21 +126,24 @@ async function load() {
   status("loading…");
   const win = window_();
   const params = { query: query(), ...win.params };
+  const filters = Object.fromEntries(FILTERS.filter((k) => state[k]).map((k) => [k, state[k]]));
   try {
-    const [tree, top, ts] = await Promise.all([
-      api("/api/v1/flamegraph", { ...params, max_nodes: 8192 }),
-      api("/api/v1/top", { ...params, limit: 500 }),
+    const [answer, top, ts] = await Promise.all([
+      api("/api/v1/flamegraph", { ...params, ...filters, max_nodes: state.max_nodes }),
+      api("/api/v1/top", { ...params, ...filters, limit: 500 }),
       api("/api/v1/timeseries", params),
     ]);
     const unit = state.type.split(":")[2] || "";
     flame.unit = unit;
     series.setData(ts.series, ...win.seconds, unit);
     rows = top.rows;
-    flame.setData(tree.tree || { name: "total", self: 0, total: 0, children: [] }, state.zoom ? state.zoom.split("\u001f") : []);
+    tree = answer.tree || { name: "total", self: 0, total: 0, children: [] };
+    flame.setData(tree, state.zoom ? state.zoom.split("\u001f") : []);
     flame.setSearch(state.search);
     $("zoomed").textContent = state.zoom ? `zoomed: ${state.zoom.split("\u001f").pop()}` : "";
     table();
-    status(tree.total ? `${fmt(tree.total, unit)} in total` : "no profiles in this range");
+    showSandwich();
+    status(answer.total ? `${fmt(answer.total, unit)} in total` : "no profiles in this range");
   } catch (e) {
     status(e.message, true);
   }
@@ -146,6 +158,15 @@ function table() {
       .map((r) => {
         const tr = document.createElement("tr");
         if (search) tr.className = "match";
+        tr.tabIndex = 0;
+        tr.title = `sandwich of ${r.name}`;
+        const open = () => {
+          state.sandwich = r.name;
+          writeState(state);
+          showSandwich();
+        };
+        tr.addEventListener("click", open);
+        tr.addEventListener("keydown", (e) => e.key === "Enter" && open());
         for (const v of [r.name, fmt(r.flat, flame.unit), r.flat_percent.toFixed(2), fmt(r.cum, flame.unit), r.cum_percent.toFixed(2)]) {
           const td = document.createElement("td");
           td.textContent = v;
@@ -154,6 +175,17 @@ function table() {
         return tr;
       }),
   );
+}
+
+function showSandwich() {
+  const pane = $("sandwich-pane");
+  const both = state.sandwich && tree ? sandwich(tree, state.sandwich) : null;
+  pane.hidden = !both;
+  if (!both) return;
+  $("sandwich-name").textContent = state.sandwich;
+  for (const g of [callers, callees]) g.unit = flame.unit;
+  callers.setData(both.callers);
+  callees.setData(both.callees);
 }
 
 async function types() {
@@ -224,6 +256,23 @@ $("search").addEventListener("input", () => {
   table();
 });
 $("reset").addEventListener("click", () => flame.zoom(null));
+for (const k of FILTERS) {
+  $(k).addEventListener("change", () => {
+    state[k] = $(k).value.trim();
+    writeState(state);
+    load();
+  });
+}
+$("max_nodes").addEventListener("change", () => {
+  state.max_nodes = $("max_nodes").value;
+  writeState(state);
+  load();
+});
+$("sandwich-close").addEventListener("click", () => {
+  state.sandwich = "";
+  writeState(state);
+  showSandwich();
+});
 $("selector").addEventListener("focus", suggest);
 $("selector").addEventListener("input", suggest);
 window.addEventListener("popstate", () => {
