@@ -52,6 +52,11 @@ bench-push: $(VENV)/.test
 bench-cluster: $(VENV)/.test
 	$(BIN)/python -m bench.cluster
 
+# The web UI in headless Chromium: an 8,192-node flame graph's draw and zoom, the first page, asset sizes (bench/ui.py).
+.PHONY: bench-ui
+bench-ui: $(VENV)/.test
+	$(BIN)/python -m bench.ui
+
 # Detection quality on streams drawn from real profiles: detection rate, delay, false positives, leaks.
 .PHONY: bench-regressions
 bench-regressions: $(VENV)/.test

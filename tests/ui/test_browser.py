@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from bench.gotarget import build, running
+from bench.ui import SIZE_TARGET_KB, asset_sizes
 from service.api.auth import hash_token
 from tests.conftest import Server
 from tests.pprof_tool import go_bin
@@ -280,3 +281,18 @@ def test_the_page_and_its_files_are_public_and_the_api_is_not(tmp_path: Path, br
         context.close()
     finally:
         srv.stop()
+
+
+def test_the_ui_ships_small_and_with_its_libraries_licences() -> None:
+    """Issue 20: all UI assets together at most 600 KB gzipped; every vendored file is listed with
+    its library, version and licence, and each library's licence file ships beside it."""
+    assert sum(asset_sizes().values()) / 1024 <= SIZE_TARGET_KB
+    vendor = Path(__file__).resolve().parents[2] / "service" / "ui" / "static" / "vendor"
+    lines = (vendor / "MANIFEST.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["file", "library", "version", "licence", "source"]
+    listed = {line.split("\t")[0] for line in lines[1:]}
+    assert listed == {p.name for p in vendor.iterdir()} - {"MANIFEST.tsv"}
+    rows = [line.split("\t") for line in lines[1:]]
+    for _file, library, version, licence, _source in rows:
+        assert version and licence in {"MIT", "Apache-2.0", "BSD-3-Clause", "ISC"}, library  # nothing GPL here
+        assert any(f.endswith(".LICENSE") and lib == library for f, lib, *_ in rows), library
