@@ -6,6 +6,7 @@ reaches every control, and the page logs no error."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from bench.gotarget import build, running
 from bench.ui import SIZE_TARGET_KB, asset_sizes
 from service.api.auth import hash_token
-from tests.conftest import Server
+from service.pprof import profile_pb2 as pb
+from tests.conftest import Server, free_port
 from tests.pprof_tool import go_bin
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
@@ -47,12 +49,20 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def gotarget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("gotarget")
+    with running(build(work, go_bin()), work) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, gotarget: str) -> Iterator[Server]:
     """A server with three CPU profiles of the Go target (two instances) and a heap profile."""
     work = tmp_path_factory.mktemp("ui")
     srv = Server(work / "data").start()
+    target = gotarget
     try:
-        with running(build(work, go_bin()), work) as target, httpx.Client(timeout=30) as c:
+        with httpx.Client(timeout=30) as c:
             for i in range(3):
                 cpu = c.get(f"{target}/debug/pprof/profile", params={"seconds": "1"})
                 assert cpu.status_code == 200, cpu.text[:300]
@@ -244,6 +254,75 @@ def test_focus_narrows_the_view_as_pprof_does(page: Page, served: Server) -> Non
     ).json()
     page.wait_for_function(f"document.querySelectorAll('#top tbody tr').length === {len(focused['rows'])}")
     assert page.locator("#top tbody td:first-child").all_inner_texts() == [r["name"] for r in focused["rows"]]
+
+
+def test_profiles_lists_the_stored_profiles_and_opens_one(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.click("nav a[data-view=profiles]")
+    page.wait_for_function("location.search.includes('view=profiles')")
+    page.wait_for_function("document.querySelectorAll('#profiles tbody tr').length === 3")
+    assert page.get_attribute("nav a[data-view=profiles]", "aria-current") == "page"
+    listed = httpx.get(f"{served.url}/api/v1/profiles", params={"query": f"{CPU}{{}}", "from": "now-1h"}).json()
+    newest = listed["profiles"][0]
+    page.locator("#profiles tbody tr").first.get_by_role("button", name="Open").click()
+    page.wait_for_function("location.search.includes('from=') && !location.search.includes('view=')")
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    state = _state(page)
+    assert int(state["from"]) <= newest["ts"] // 10**6 <= int(state["until"])
+    assert f'instance="{newest["labels"]["instance"]}"' in state["selector"]
+    one = httpx.get(
+        f"{served.url}/api/v1/top",
+        params={"query": f"{CPU}{state['selector']}", "from": state["from"], "until": state["until"], "limit": 500},
+    ).json()
+    assert one["total"] == newest["total"]  # that profile alone
+    assert page.locator("#top tbody td:first-child").all_inner_texts() == [r["name"] for r in one["rows"]]
+
+
+def test_the_export_and_the_pprof_command_line_are_what_explore_shows(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.click("#pprof summary")
+    url = page.get_attribute("#export-link", "href")
+    assert url is not None and url.startswith(f"{served.url}/api/v1/export?")
+    assert page.inner_text("#pprof-command") == f"go tool pprof -http=: '{url}'"
+    with page.expect_download() as dl:
+        page.click("#download")
+    body = Path(dl.value.path()).read_bytes()
+
+    def samples(data: bytes) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:  # what pprof reads of it
+        p = pb.Profile()
+        p.ParseFromString(gzip.decompress(data))
+        return sorted((tuple(s.location_id), tuple(s.value)) for s in p.sample)
+
+    assert body[:2] == b"\x1f\x8b" and samples(body) == samples(httpx.get(url).content) != []
+
+
+def test_targets_show_health_and_the_last_error(tmp_path: Path, browser: Browser, gotarget: str) -> None:
+    refused = f"127.0.0.1:{free_port()}"
+    up = gotarget.removeprefix("http://")
+    config = tmp_path / "scrape.yaml"
+    config.write_text(
+        "scrape_configs:\n  - job_name: ui\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
+        f"    static_configs:\n      - targets: ['{up}', '{refused}']\n"
+        "    profiling_config:\n      pprof_config:\n"
+        + "".join(f"        {k}: {{enabled: false}}\n" for k in ("process_cpu", "memory", "block", "mutex"))
+    )
+    srv = Server(tmp_path / "data", config).start()
+    try:
+        pg = browser.new_page()
+        pg.goto(f"{srv.url}/?view=targets")
+        pg.wait_for_function(
+            "[...document.querySelectorAll('#targets td')].some(td => td.textContent === 'down')"
+            " && [...document.querySelectorAll('#targets td')].some(td => td.textContent === 'up')",
+            timeout=60_000,
+        )
+        rows = [r.split("\t") for r in pg.locator("#targets tbody tr").all_inner_texts()]
+        down = [r for r in rows if r[1] == refused and r[3] == "down"]
+        assert down and all("connection_refused" in r[6] for r in down), rows
+        assert any(r[1] == up and r[3] == "up" and r[2] == "goroutine" for r in rows), rows
+        assert pg.is_hidden("#controls")
+        pg.close()
+    finally:
+        srv.stop()
 
 
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:

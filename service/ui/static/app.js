@@ -3,12 +3,13 @@
 import { FlameGraph, fmt } from "/ui/flame.js";
 import { sandwich } from "/ui/sandwich.js";
 import { TimeSeries } from "/ui/timeseries.js";
+import { showProfiles, showTargets } from "/ui/views.js";
 
 const $ = (id) => document.getElementById(id);
 // ``from``/``until``: a range selected on the time series (unix ms); empty: the ``range`` preset.
 // ``focus``/``ignore``/``hide``: pprof's filters (regexes); ``sandwich``: the function shown as one.
 const DEFAULTS = {
-  type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
+  view: "explore", type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
   focus: "", ignore: "", hide: "", max_nodes: "8192", sandwich: "",
 };
 const FILTERS = ["focus", "ignore", "hide"];
@@ -120,9 +121,37 @@ function fill() {
   $("panes").className = state.layout;
 }
 
+const VIEWS = ["explore", "profiles", "targets"];
+
 async function load() {
   fill();
+  for (const v of VIEWS) $(`${v}-view`).hidden = v !== state.view;
+  $("controls").hidden = state.view === "targets";
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.view === state.view) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (state.view === "targets") {
+    try {
+      const targets = await showTargets(api);
+      status(`${targets.length} targets, ${targets.filter((t) => t.health === "down").length} down`);
+    } catch (e) {
+      status(e.message, true);
+    }
+    return;
+  }
   if (!state.type) return;
+  if (state.view === "profiles") {
+    status("loading…");
+    try {
+      const n = await showProfiles(api, { query: query(), ...window_().params }, state.type.split(":")[2] || "", openProfile);
+      status(`${n} profiles`);
+    } catch (e) {
+      status(e.message, true);
+    }
+    return;
+  }
+  exportLinks();
   status("loading…");
   const win = window_();
   const params = { query: query(), ...win.params };
@@ -175,6 +204,41 @@ function table() {
         return tr;
       }),
   );
+}
+
+/** One stored profile in Explore: its series' labels, its own instant (ms around its ns time). */
+function openProfile(p) {
+  const labels = Object.entries(p.labels).map(([k, v]) => `${k}="${v.replace(/["\\]/g, "\\$&")}"`);
+  state = {
+    ...state, view: "explore", selector: `{${labels.join(",")}}`, zoom: "", sandwich: "",
+    from: String(Math.floor(p.ts / 1e6)), until: String(Math.ceil(p.ts / 1e6)),
+  };
+  writeState(state);
+  load();
+}
+
+/** The export of what Explore shows, and the command lines that open it in ``go tool pprof``. */
+function exportLinks() {
+  const q = new URLSearchParams({ query: query(), ...window_().params });
+  const url = `${location.origin}/api/v1/export?${q}`;
+  $("export-link").href = url;
+  const token = localStorage.getItem("profstore.token");
+  $("pprof-command").textContent = token
+    ? `curl -sf -H "Authorization: Bearer $PROFSTORE_TOKEN" -o profile.pb.gz '${url}'\ngo tool pprof -http=: profile.pb.gz`
+    : `go tool pprof -http=: '${url}'`;
+}
+
+async function download() {
+  const r = await fetch($("export-link").href, { headers: headers() });
+  if (!r.ok) {
+    status(`export: ${(await r.json().catch(() => ({}))).error || r.status}`, true);
+    return;
+  }
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = "profile.pb.gz";
+  a.click();
+  URL.revokeObjectURL(a.href);
 }
 
 function showSandwich() {
@@ -268,6 +332,15 @@ $("max_nodes").addEventListener("change", () => {
   writeState(state);
   load();
 });
+$("download").addEventListener("click", download);
+for (const a of document.querySelectorAll("nav a")) {
+  a.addEventListener("click", (e) => {
+    e.preventDefault(); // the view changes, the query stays
+    state = { ...state, view: a.dataset.view };
+    writeState(state);
+    load();
+  });
+}
 $("sandwich-close").addEventListener("click", () => {
   state.sandwich = "";
   writeState(state);
