@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import httpx
 import pytest
@@ -323,6 +324,48 @@ def test_targets_show_health_and_the_last_error(tmp_path: Path, browser: Browser
         pg.close()
     finally:
         srv.stop()
+
+
+def test_compare_colours_the_slowed_function_of_a_go_target_as_worse(
+    tmp_path: Path, browser: Browser, served: Server
+) -> None:
+    """The Go target's main.checksumBlock does 4x the work per call from 4 s after its start: its
+    CPU before (base, an hour ago) and after (now) in Compare. The diff table and the diff flame
+    graph both say it grew."""
+    start = time.monotonic()
+    labels = '{service_name="slowed"}'
+    with (
+        running(
+            build(tmp_path, go_bin()), tmp_path, "-checksum", "-checksum-slow-after", "4s", "-checksum-slow-factor", "4"
+        ) as target,
+        httpx.Client(timeout=30) as c,
+    ):
+        before = c.get(f"{target}/debug/pprof/profile", params={"seconds": "2"}).content
+        time.sleep(max(0.0, 5 - (time.monotonic() - start)))
+        after = c.get(f"{target}/debug/pprof/profile", params={"seconds": "2"}).content
+    now = time.time_ns()
+    for body, ts in ((before, now - 3600 * 10**9), (after, now - 60 * 10**9)):
+        r = httpx.post(f"{served.url}/api/v1/ingest", params={"labels": labels, "ts": str(ts)}, content=body)
+        assert r.status_code == 200, r.text
+    pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    query = "?view=compare&range=15m&selector=" + quote(labels) + "&base_from=now-2h&base_until=now-30m"
+    pg.goto(f"{served.url}/{query}")
+    pg.wait_for_function("document.getElementById('status').textContent.startsWith('base ')", timeout=30_000)
+    row = pg.locator("#diff tbody tr", has_text="main.checksumBlock").first
+    assert "worse" in (row.locator("td").nth(3).get_attribute("class") or "")
+    colour = pg.evaluate(
+        """() => { const c = document.getElementById('diff-flame'); const g = c.flameGraph;
+            const r = g.rects.find(([x, y, w, n]) => n.name === 'main.checksumBlock' && w > 2);
+            const k = window.devicePixelRatio || 1;
+            const d = c.getContext('2d').getImageData(Math.floor((r[0] + r[2] / 2) * k), Math.floor((r[1] + 2) * k), 1, 1).data;
+            return [d[0], d[1], d[2]]; }"""
+    )
+    assert colour[0] > colour[1] + 40 and colour[0] > colour[2] + 40, colour  # red: a larger share than before
+    pg.screenshot(path=SCREENSHOTS / "compare.png")
+    assert errors == []
+    pg.close()
 
 
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:

@@ -1,5 +1,6 @@
 // The Explore view: a profile type, a label selector and a range in, a flame graph and a top
 // table out. Everything a view shows is in the URL, so a link can be shared and Back works.
+import { Compare } from "/ui/compare.js";
 import { FlameGraph, fmt } from "/ui/flame.js";
 import { sandwich } from "/ui/sandwich.js";
 import { TimeSeries } from "/ui/timeseries.js";
@@ -11,7 +12,9 @@ const $ = (id) => document.getElementById(id);
 const DEFAULTS = {
   view: "explore", type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
   focus: "", ignore: "", hide: "", max_nodes: "8192", sandwich: "",
+  base_from: "", base_until: "", base_selector: "",
 };
+const BASE = ["base_from", "base_until", "base_selector"];
 const FILTERS = ["focus", "ignore", "hide"];
 
 function readState() {
@@ -116,12 +119,13 @@ function query() {
 }
 
 function fill() {
-  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS]) $(k).value = state[k];
+  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS, ...BASE]) $(k).value = state[k];
   $("range").value = state.from ? "custom" : state.range;
   $("panes").className = state.layout;
 }
 
-const VIEWS = ["explore", "profiles", "targets"];
+const VIEWS = ["explore", "compare", "profiles", "targets"];
+let compare = null; // made when first shown: its canvases measure their pane
 
 async function load() {
   fill();
@@ -141,6 +145,10 @@ async function load() {
     return;
   }
   if (!state.type) return;
+  if (state.view === "compare") {
+    await showCompare();
+    return;
+  }
   if (state.view === "profiles") {
     status("loading…");
     try {
@@ -206,6 +214,47 @@ function table() {
   );
 }
 
+/** The base window: as asked, else the window of the same length just before the current one. */
+function baseWindow() {
+  if (state.base_from) return { from: state.base_from, until: state.base_until || "now" };
+  const [from, until] = window_().seconds;
+  return { from: String(Math.floor((2 * from - until) * 1000)), until: String(Math.floor(from * 1000)) };
+}
+
+function baseQuery() {
+  const sel = state.base_selector.trim();
+  return sel ? `${state.type}${sel.startsWith("{") ? sel : `{${sel}}`}` : query();
+}
+
+function filterParams() {
+  return Object.fromEntries(FILTERS.filter((k) => state[k]).map((k) => [k, state[k]]));
+}
+
+async function showCompare() {
+  compare ??= new Compare();
+  status("loading…");
+  const unit = state.type.split(":")[2] || "";
+  const base = baseWindow();
+  try {
+    const d = await compare.show(
+      api, { query: query(), ...window_().params }, { query: baseQuery(), ...base }, filterParams(), unit,
+    );
+    status(`base ${fmt(d.base_total, unit)}, current ${fmt(d.current_total, unit)}`);
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+async function downloadSide(side) {
+  const base = baseWindow();
+  const current = { query: query(), ...window_().params };
+  const params =
+    side === "base" ? { query: baseQuery(), ...base }
+    : side === "current" ? current
+    : { ...current, base_from: base.from, base_until: base.until, ...(baseQuery() !== query() ? { base_query: baseQuery() } : {}) };
+  await download(`${location.origin}/api/v1/export?${new URLSearchParams(params)}`, `${side}.pb.gz`);
+}
+
 /** One stored profile in Explore: its series' labels, its own instant (ms around its ns time). */
 function openProfile(p) {
   const labels = Object.entries(p.labels).map(([k, v]) => `${k}="${v.replace(/["\\]/g, "\\$&")}"`);
@@ -228,15 +277,15 @@ function exportLinks() {
     : `go tool pprof -http=: '${url}'`;
 }
 
-async function download() {
-  const r = await fetch($("export-link").href, { headers: headers() });
+async function download(url = $("export-link").href, name = "profile.pb.gz") {
+  const r = await fetch(url, { headers: headers() });
   if (!r.ok) {
     status(`export: ${(await r.json().catch(() => ({}))).error || r.status}`, true);
     return;
   }
   const a = document.createElement("a");
   a.href = URL.createObjectURL(await r.blob());
-  a.download = "profile.pb.gz";
+  a.download = name;
   a.click();
   URL.revokeObjectURL(a.href);
 }
@@ -332,7 +381,14 @@ $("max_nodes").addEventListener("change", () => {
   writeState(state);
   load();
 });
-$("download").addEventListener("click", download);
+$("download").addEventListener("click", () => download());
+for (const b of document.querySelectorAll("[data-export]")) b.addEventListener("click", () => downloadSide(b.dataset.export));
+$("base-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  for (const k of BASE) state[k] = $(k).value.trim();
+  writeState(state);
+  load();
+});
 for (const a of document.querySelectorAll("nav a")) {
   a.addEventListener("click", (e) => {
     e.preventDefault(); // the view changes, the query stays

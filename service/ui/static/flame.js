@@ -19,8 +19,14 @@ function hue(text) {
 }
 
 export class FlameGraph {
-  constructor(canvas, tooltip, { onZoom = () => {}, unit = "" } = {}) {
+  /** ``colour(node)``: a fill instead of the package's colour (a diff); ``describe(node)``: the
+   * tooltip's text instead of self and total. The canvas keeps a handle (``canvas.flameGraph``)
+   * for what inspects it, such as the browser tests. */
+  constructor(canvas, tooltip, { onZoom = () => {}, unit = "", colour = null, describe = null } = {}) {
     this.canvas = canvas;
+    canvas.flameGraph = this;
+    this.colour = colour;
+    this.describe = describe;
     this.tooltip = tooltip;
     this.onZoom = onZoom;
     this.unit = unit;
@@ -125,7 +131,11 @@ export class FlameGraph {
     const searching = this.search !== "";
     const hit = this.matches(node.name);
     const h = hue(packageOf(node.name));
-    ctx.fillStyle = searching && !hit ? "#d0d4d9" : ancestor ? `hsl(${h} 25% 80%)` : `hsl(${h} 60% ${hit ? 55 : 72}%)`;
+    ctx.fillStyle =
+      searching && !hit ? "#d0d4d9"
+      : this.colour ? this.colour(node)
+      : ancestor ? `hsl(${h} 25% 80%)`
+      : `hsl(${h} 60% ${hit ? 55 : 72}%)`;
     ctx.fillRect(x, y, Math.max(w - 0.5, 0.5), ROW - 1);
     if (w > 30) {
       ctx.fillStyle = "#1d2329";
@@ -159,12 +169,13 @@ export class FlameGraph {
     const total = this.root.total || 1;
     const n = hit.node;
     const pct = (v) => ((100 * v) / total).toFixed(2);
-    this.tooltip.textContent =
-      `${n.name}\nself ${fmt(n.self, this.unit)} (${pct(n.self)} %)\n` +
-      `total ${fmt(n.total, this.unit)} (${pct(n.total)} %)`;
+    this.tooltip.textContent = this.describe
+      ? this.describe(n)
+      : `${n.name}\nself ${fmt(n.self, this.unit)} (${pct(n.self)} %)\n` +
+        `total ${fmt(n.total, this.unit)} (${pct(n.total)} %)`;
     this.tooltip.hidden = false;
-    this.tooltip.style.left = `${Math.min(hit.x + 12, this.canvas.clientWidth - 260)}px`;
-    this.tooltip.style.top = `${hit.y + ROW + 4}px`;
+    this.tooltip.style.left = `${this.canvas.offsetLeft + Math.min(hit.x + 12, this.canvas.clientWidth - 260)}px`;
+    this.tooltip.style.top = `${this.canvas.offsetTop + hit.y + ROW + 4}px`;
   }
 }
 
