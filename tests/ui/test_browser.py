@@ -10,14 +10,17 @@ import gzip
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from bench.gotarget import build, running
+from bench.synthetic import cpu_model, to_pprof
 from bench.ui import SIZE_TARGET_KB, asset_sizes
 from service.api.auth import hash_token
 from service.pprof import profile_pb2 as pb
@@ -366,6 +369,74 @@ def test_compare_colours_the_slowed_function_of_a_go_target_as_worse(
     pg.screenshot(path=SCREENSHOTS / "compare.png")
     assert errors == []
     pg.close()
+
+
+def test_a_finding_opens_as_its_diff_and_is_acknowledged(tmp_path: Path, browser: Browser, corpus: Path) -> None:
+    """Two hours of a service's CPU profiles (drawn from real ones) whose sort.insertionSort gets
+    50 % slower 20 minutes before the end; detection run through the API finds it, and Findings
+    lists it, opens its diff (the function's row marked) and acknowledges it."""
+    model = cpu_model(corpus)
+    slowed = model.names.index("sort.insertionSort")
+    step = 15 * 10**9
+    end = (time.time_ns() // step) * step
+    steps, change = 600, 520
+    start = end - steps * step
+    srv = Server(tmp_path / "data").start()
+    try:
+
+        def push(i: int) -> None:  # a generator of its own per profile: the same draws whatever the threads do
+            rng = np.random.default_rng([5, i])
+            data = to_pprof(model, model.draw(rng, 6000, {slowed: 0.5} if i >= change else None), start + i * step)
+            r = httpx.post(
+                f"{srv.url}/api/v1/ingest",
+                params={"labels": '{service_name="checkout",instance="h1:6060"}', "name": "process_cpu"},
+                content=data, timeout=60,
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(push, range(steps)))
+        ms = 10**6
+        r = httpx.post(
+            f"{srv.url}/api/v1/analyze",
+            params={
+                "from": (end - 30 * 60 * 10**9) // ms, "until": end // ms,
+                "baseline_from": start // ms, "baseline_until": (end - 30 * 60 * 10**9) // ms,
+            },
+            timeout=120,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        found = [f for f in r.json()["findings"] if f["function"] == "sort.insertionSort"]
+        assert found, r.json()["findings"]
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(f"{srv.url}/?view=findings")
+        row = pg.locator("#findings tbody tr", has_text="sort.insertionSort").first
+        row.wait_for()
+        assert "checkout" in row.inner_text() and "open" in row.inner_text()
+        pg.screenshot(path=SCREENSHOTS / "findings.png")
+        row.get_by_role("button", name="Open diff").click()
+        pg.wait_for_function("location.search.includes('view=compare')")
+        pg.wait_for_function("document.getElementById('status').textContent.startsWith('base ')", timeout=30_000)
+        marked = pg.locator("#diff tbody tr.match").all_inner_texts()
+        assert marked and all("sort.insertionSort" in m for m in marked)
+        assert "worse" in (pg.locator("#diff tbody tr.match td").nth(3).get_attribute("class") or "")
+        assert _state(pg)["base_until"] and _state(pg)["search"] == "sort.insertionSort"
+        pg.go_back()
+        pg.wait_for_function("location.search.includes('view=findings')")
+        pg.locator("#findings tbody tr", has_text="sort.insertionSort").first.get_by_role(
+            "button", name="Acknowledge"
+        ).click()
+        pg.wait_for_function(
+            "![...document.querySelectorAll('#findings tbody tr')].some(r => r.textContent.includes('sort.insertionSort'))"
+        )  # the list shows open findings: it left
+        listed = httpx.get(f"{srv.url}/api/v1/regressions", params={"state": "acknowledged"}).json()
+        assert any(f["function"] == "sort.insertionSort" for f in listed)
+        assert errors == []
+        pg.close()
+    finally:
+        srv.stop()
 
 
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:

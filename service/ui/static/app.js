@@ -4,7 +4,7 @@ import { Compare } from "/ui/compare.js";
 import { FlameGraph, fmt } from "/ui/flame.js";
 import { sandwich } from "/ui/sandwich.js";
 import { TimeSeries } from "/ui/timeseries.js";
-import { showProfiles, showTargets } from "/ui/views.js";
+import { showFindings, showProfiles, showTargets } from "/ui/views.js";
 
 const $ = (id) => document.getElementById(id);
 // ``from``/``until``: a range selected on the time series (unix ms); empty: the ``range`` preset.
@@ -13,7 +13,9 @@ const DEFAULTS = {
   view: "explore", type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
   focus: "", ignore: "", hide: "", max_nodes: "8192", sandwich: "",
   base_from: "", base_until: "", base_selector: "",
+  f_service: "", f_kind: "", f_state: "open",
 };
+const FINDINGS = ["f_service", "f_kind", "f_state"];
 const BASE = ["base_from", "base_until", "base_selector"];
 const FILTERS = ["focus", "ignore", "hide"];
 
@@ -42,10 +44,10 @@ function headers() {
   return h;
 }
 
-async function api(path, params = {}) {
+async function api(path, params = {}, method = "GET") {
   const url = `${path}?${new URLSearchParams(params)}`;
   for (;;) {
-    const r = await fetch(url, { headers: headers() });
+    const r = await fetch(url, { method, headers: headers() });
     if (r.status === 401 || r.status === 403) {
       await askToken();
       continue;
@@ -119,22 +121,27 @@ function query() {
 }
 
 function fill() {
-  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS, ...BASE]) $(k).value = state[k];
+  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS, ...BASE, ...FINDINGS]) {
+    $(k).value = state[k];
+  }
   $("range").value = state.from ? "custom" : state.range;
   $("panes").className = state.layout;
 }
 
-const VIEWS = ["explore", "compare", "profiles", "targets"];
+const VIEWS = ["explore", "compare", "profiles", "findings", "targets"];
+const TARGETS_REFRESH_MS = 5000;
+let refresh = 0;
 let compare = null; // made when first shown: its canvases measure their pane
 
 async function load() {
   fill();
   for (const v of VIEWS) $(`${v}-view`).hidden = v !== state.view;
-  $("controls").hidden = state.view === "targets";
+  $("controls").hidden = state.view === "targets" || state.view === "findings";
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.view === state.view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
+  clearTimeout(refresh);
   if (state.view === "targets") {
     try {
       const targets = await showTargets(api);
@@ -142,6 +149,11 @@ async function load() {
     } catch (e) {
       status(e.message, true);
     }
+    refresh = setTimeout(() => state.view === "targets" && load(), TARGETS_REFRESH_MS); // health moves on its own
+    return;
+  }
+  if (state.view === "findings") {
+    await findings();
     return;
   }
   if (!state.type) return;
@@ -237,7 +249,7 @@ async function showCompare() {
   const base = baseWindow();
   try {
     const d = await compare.show(
-      api, { query: query(), ...window_().params }, { query: baseQuery(), ...base }, filterParams(), unit,
+      api, { query: query(), ...window_().params }, { query: baseQuery(), ...base }, filterParams(), unit, state.search,
     );
     status(`base ${fmt(d.base_total, unit)}, current ${fmt(d.current_total, unit)}`);
   } catch (e) {
@@ -253,6 +265,33 @@ async function downloadSide(side) {
     : side === "current" ? current
     : { ...current, base_from: base.from, base_until: base.until, ...(baseQuery() !== query() ? { base_query: baseQuery() } : {}) };
   await download(`${location.origin}/api/v1/export?${new URLSearchParams(params)}`, `${side}.pb.gz`);
+}
+
+async function findings() {
+  try {
+    const filters = { service: state.f_service, kind: state.f_kind, state: state.f_state };
+    const list = await showFindings(api, filters, openFinding, async (f) => {
+      await api(`/api/v1/regressions/${f.id}/ack`, {}, "POST");
+      await findings();
+    });
+    status(`${list.length} findings`);
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+/** A finding as a diff: its baseline against the time since the change, its function searched for. */
+function openFinding(f) {
+  const link = new URLSearchParams(f.links.diff.split("?")[1]);
+  const q = link.get("query");
+  const brace = q.indexOf("{");
+  state = {
+    ...state, view: "compare", type: q.slice(0, brace), selector: q.slice(brace), range: state.range,
+    from: link.get("from"), until: link.get("until"), base_from: link.get("base_from"),
+    base_until: link.get("base_until"), base_selector: "", search: f.function, zoom: "", sandwich: "",
+  };
+  writeState(state);
+  load();
 }
 
 /** One stored profile in Explore: its series' labels, its own instant (ms around its ns time). */
@@ -383,6 +422,12 @@ $("max_nodes").addEventListener("change", () => {
 });
 $("download").addEventListener("click", () => download());
 for (const b of document.querySelectorAll("[data-export]")) b.addEventListener("click", () => downloadSide(b.dataset.export));
+$("findings-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  for (const k of FINDINGS) state[k] = $(k).value.trim();
+  writeState(state);
+  load();
+});
 $("base-form").addEventListener("submit", (e) => {
   e.preventDefault();
   for (const k of BASE) state[k] = $(k).value.trim();

@@ -26,7 +26,7 @@ export class Compare {
 
   /** Fetch and draw: ``current`` and ``base`` are the API parameters of each window
    * ({query, from, until}); ``filters`` pprof's. Returns the diff answer. */
-  async show(api, current, base, filters, unit) {
+  async show(api, current, base, filters, unit, search = "") {
     this.unit = unit;
     for (const g of [this.base, this.current, this.diff]) g.unit = unit;
     const nodes = { max_nodes: 8192 };
@@ -43,10 +43,12 @@ export class Compare {
     this.base.setData(bt);
     this.current.setData(ct);
     this.diff.setData(mergeTrees(bt, ct));
+    for (const g of [this.base, this.current, this.diff]) g.setSearch(search);
     const body = document.querySelector("#diff tbody");
     body.replaceChildren(
       ...d.rows.map((r) => {
         const tr = document.createElement("tr");
+        if (search && r.name.toLowerCase().includes(search.toLowerCase())) tr.className = "match";
         const cls = r.change_points > 0 ? "worse" : r.change_points < 0 ? "better" : "";
         const rel = r.relative === null ? "new" : `${r.relative > 0 ? "+" : ""}${(100 * r.relative).toFixed(1)} %`;
         for (const [v, k] of [

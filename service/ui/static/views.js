@@ -1,5 +1,5 @@
-// The list views: a series' stored profiles (each opens in Explore on its own), and the scrape
-// targets with their health. They read the API as the rest of the page does (``api``).
+// The list views: a series' stored profiles (each opens in Explore on its own), the findings
+// (each opens as a diff), and the scrape targets with their health. They read the API as the rest of the page does (``api``).
 import { fmt } from "/ui/flame.js";
 
 function cell(tr, text, className = "") {
@@ -56,4 +56,40 @@ export async function showTargets(api) {
     }),
   );
   return answer.targets;
+}
+
+/** The findings (``filters``: service, kind, state), newest first; ``open(finding)`` shows its diff,
+ * ``ack(finding)`` acknowledges it. */
+export async function showFindings(api, filters, open, ack) {
+  const list = await api("/api/v1/regressions", Object.fromEntries(Object.entries(filters).filter(([, v]) => v)));
+  const body = document.querySelector("#findings tbody");
+  body.replaceChildren(
+    ...list.map((f) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = f.id;
+      cell(tr, f.kind);
+      cell(tr, f.state, `state-${f.state}`);
+      cell(tr, f.service);
+      cell(tr, f.title);
+      cell(tr, new Date(f.change_ts / 1e6).toLocaleString());
+      cell(tr, f.relative >= 1e9 ? "new" : `${f.relative > 0 ? "+" : ""}${(100 * f.relative).toFixed(1)} %`);
+      cell(tr, f.instances.join(", "));
+      cell(tr, Object.entries(f.attribution).map(([k, v]) => `${k}: ${v.from.join("/")} → ${v.to.join("/")}`).join("; "));
+      const actions = cell(tr, "");
+      const diff = document.createElement("button");
+      diff.type = "button";
+      diff.textContent = "Open diff";
+      diff.addEventListener("click", () => open(f));
+      actions.append(diff);
+      if (f.state === "open") {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "Acknowledge";
+        b.addEventListener("click", () => ack(f));
+        actions.append(" ", b);
+      }
+      return tr;
+    }),
+  );
+  return list;
 }
