@@ -182,6 +182,21 @@ def test_a_drag_on_the_time_series_selects_the_range_in_the_url(page: Page, serv
     page.wait_for_function("document.getElementById('range').value === '15m'")
 
 
+def test_a_typed_range_and_a_grouped_time_series(page: Page, served: Server) -> None:
+    _open(page, served)
+    page.fill("#from", "now-30m")
+    page.fill("#until", "now")
+    page.press("#until", "Enter")
+    page.wait_for_function("location.search.includes('from=now-30m')")
+    page.wait_for_function("document.getElementById('status').textContent.includes('in total')")
+    assert page.input_value("#range") == "custom"
+    page.select_option("#group_by", "instance")
+    page.wait_for_function("location.search.includes('group_by=instance')")
+    page.wait_for_function("document.querySelectorAll('#ts .u-legend .u-series').length === 3")  # x, i0, i1
+    legend = page.locator("#ts .u-legend .u-series").all_inner_texts()
+    assert any("i0" in x for x in legend) and any("i1" in x for x in legend), legend
+
+
 def test_search_highlights_frames_and_filters_the_table(page: Page, served: Server) -> None:
     _open(page, served)
     page.fill("#search", "sha256")
@@ -266,6 +281,7 @@ def test_profiles_lists_the_stored_profiles_and_opens_one(page: Page, served: Se
     page.wait_for_function("location.search.includes('view=profiles')")
     page.wait_for_function("document.querySelectorAll('#profiles tbody tr').length === 3")
     assert page.get_attribute("nav a[data-view=profiles]", "aria-current") == "page"
+    page.screenshot(path=SCREENSHOTS / "profiles.png")
     listed = httpx.get(f"{served.url}/api/v1/profiles", params={"query": f"{CPU}{{}}", "from": "now-1h"}).json()
     newest = listed["profiles"][0]
     page.locator("#profiles tbody tr").first.get_by_role("button", name="Open").click()
@@ -324,6 +340,7 @@ def test_targets_show_health_and_the_last_error(tmp_path: Path, browser: Browser
         assert down and all("connection_refused" in r[6] for r in down), rows
         assert any(r[1] == up and r[3] == "up" and r[2] == "goroutine" for r in rows), rows
         assert pg.is_hidden("#controls")
+        pg.screenshot(path=SCREENSHOTS / "targets.png")
         pg.close()
     finally:
         srv.stop()
@@ -441,7 +458,8 @@ def test_a_finding_opens_as_its_diff_and_is_acknowledged(tmp_path: Path, browser
 
 def test_the_keyboard_reaches_every_control(page: Page, served: Server) -> None:
     _open(page, served)
-    want = {"type", "selector", "range", "layout", "search", "focus", "ignore", "hide", "max_nodes", "reset", "flame"}
+    want = {"type", "selector", "range", "from", "until", "layout", "group_by", "search", "focus", "ignore", "hide"}
+    want |= {"max_nodes", "reset", "flame"}
     seen: set[str] = set()
     page.locator("body").focus()
     for _ in range(40):

@@ -7,13 +7,14 @@ import { TimeSeries } from "/ui/timeseries.js";
 import { showFindings, showProfiles, showTargets } from "/ui/views.js";
 
 const $ = (id) => document.getElementById(id);
-// ``from``/``until``: a range selected on the time series (unix ms); empty: the ``range`` preset.
+// ``from``/``until``: a range typed or selected on the time series (any time the API reads: unix
+// ms, RFC 3339, now-2h); empty: the ``range`` preset.
 // ``focus``/``ignore``/``hide``: pprof's filters (regexes); ``sandwich``: the function shown as one.
 const DEFAULTS = {
   view: "explore", type: "", selector: "{}", range: "1h", from: "", until: "", layout: "both", search: "", zoom: "",
   focus: "", ignore: "", hide: "", max_nodes: "8192", sandwich: "",
   base_from: "", base_until: "", base_selector: "",
-  f_service: "", f_kind: "", f_state: "open",
+  f_service: "", f_kind: "", f_state: "open", group_by: "",
 };
 const FINDINGS = ["f_service", "f_kind", "f_state"];
 const BASE = ["base_from", "base_until", "base_selector"];
@@ -104,12 +105,30 @@ const series = new TimeSeries($("ts"), {
 
 const UNIT_S = { m: 60, h: 3600, d: 86400 };
 
+/** A time as the API reads it (parse_time), in unix seconds, for the axis; NaN if unreadable. */
+function seconds(text, now) {
+  const t = text.trim();
+  const rel = t.match(/^now(?:([+-])((?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+))?$/);
+  if (rel) {
+    if (!rel[1]) return now;
+    const units = { ms: 1e-3, s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+    let span = 0;
+    for (const [, v, u] of rel[2].matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)) span += Number(v) * units[u];
+    return rel[1] === "-" ? now - span : now + span;
+  }
+  if (/^-?\d+(\.\d+)?$/.test(t)) {
+    const digits = t.split(".")[0].replace("-", "").length;
+    return Number(t) / (digits <= 11 ? 1 : digits <= 14 ? 1e3 : digits <= 17 ? 1e6 : 1e9);
+  }
+  return Date.parse(t) / 1000;
+}
+
 /** The range asked for: the API's ``from``/``until``, and the same in unix seconds for the axis. */
 function window_() {
   const now = Date.now() / 1000;
   if (state.from) {
-    const until = state.until ? Number(state.until) / 1000 : now;
-    return { params: { from: state.from, until: state.until || "now" }, seconds: [Number(state.from) / 1000, until] };
+    const until = state.until || "now";
+    return { params: { from: state.from, until }, seconds: [seconds(state.from, now), seconds(until, now)] };
   }
   const span = Number(state.range.slice(0, -1)) * UNIT_S[state.range.slice(-1)];
   return { params: { from: `now-${state.range}`, until: "now" }, seconds: [now - span, now] };
@@ -121,9 +140,13 @@ function query() {
 }
 
 function fill() {
-  for (const k of ["type", "selector", "range", "layout", "search", "max_nodes", ...FILTERS, ...BASE, ...FINDINGS]) {
+  for (const k of ["type", "selector", "range", "from", "until", "layout", "search", "max_nodes", ...FILTERS, ...BASE, ...FINDINGS]) {
     $(k).value = state[k];
   }
+  if (![...$("group_by").options].some((o) => o.value === state.group_by)) {
+    $("group_by").append(new Option(state.group_by, state.group_by));
+  }
+  $("group_by").value = state.group_by;
   $("range").value = state.from ? "custom" : state.range;
   $("panes").className = state.layout;
 }
@@ -180,7 +203,7 @@ async function load() {
     const [answer, top, ts] = await Promise.all([
       api("/api/v1/flamegraph", { ...params, ...filters, max_nodes: state.max_nodes }),
       api("/api/v1/top", { ...params, ...filters, limit: 500 }),
-      api("/api/v1/timeseries", params),
+      api("/api/v1/timeseries", state.group_by ? { ...params, group_by: state.group_by } : params),
     ]);
     const unit = state.type.split(":")[2] || "";
     flame.unit = unit;
@@ -350,6 +373,8 @@ async function types() {
       return o;
     }),
   );
+  const names = await api("/api/v1/labels").catch(() => []);
+  $("group_by").replaceChildren(new Option("nothing", ""), ...names.filter((n) => !n.startsWith("__")).map((n) => new Option(n, n)));
   if (!state.type && list.length) {
     state.type = (list.find((t) => t.name === "process_cpu") || list[0]).id;
     writeState(state, true);
@@ -387,10 +412,13 @@ async function suggest() {
 $("controls").addEventListener("submit", (e) => {
   e.preventDefault();
   const range = $("range").value;
-  const custom = range === "custom";
+  // Typed times win; a preset chosen instead of "from and until" clears them.
+  const typed = $("from").value.trim() !== "" && ($("from").value !== state.from || $("until").value !== state.until);
+  const custom = typed || range === "custom";
   state = {
     ...state, type: $("type").value, selector: $("selector").value, layout: $("layout").value, zoom: "",
-    range: custom ? state.range : range, from: custom ? state.from : "", until: custom ? state.until : "",
+    range: range === "custom" ? state.range : range,
+    from: custom ? $("from").value.trim() : "", until: custom ? $("until").value.trim() : "",
   };
   writeState(state);
   load();
@@ -421,6 +449,11 @@ $("max_nodes").addEventListener("change", () => {
   load();
 });
 $("download").addEventListener("click", () => download());
+$("group_by").addEventListener("change", () => {
+  state.group_by = $("group_by").value;
+  writeState(state);
+  load();
+});
 for (const b of document.querySelectorAll("[data-export]")) b.addEventListener("click", () => downloadSide(b.dataset.export));
 $("findings-form").addEventListener("submit", (e) => {
   e.preventDefault();

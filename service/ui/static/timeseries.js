@@ -18,19 +18,38 @@ export class TimeSeries {
    * window ``[from, until]`` (unix seconds): the axis is the range asked for, not the data's. */
   setData(series, from, until, unit = "") {
     this.unit = unit;
-    const points = series.length ? series[0].points : [];
-    const data = [points.map((p) => p.ts / 1e9), points.map((p) => p.value)];
+    // One line per series (a group_by answer has one per group), on the union of their steps.
+    const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.ts)))].sort((a, b) => a - b);
+    const at = new Map(xs.map((x, i) => [x, i]));
+    const ys = series.map((s) => {
+      const y = new Array(xs.length).fill(null);
+      for (const p of s.points) y[at.get(p.ts)] = p.value;
+      return y;
+    });
+    const data = [xs.map((x) => x / 1e9), ...(ys.length ? ys : [[]])];
+    const names = series.length ? series.map((s) => Object.values(s.labels).join(", ") || "total") : ["total"];
     this.window = [from, until];
-    if (this.plot) {
+    if (this.plot && this.names && this.names.join("\u001f") === names.join("\u001f")) {
       this.plot.setData(data);
       return;
     }
+    this.plot?.destroy();
+    this.names = names;
     const opts = {
       ...this.#size(),
       cursor: { drag: { x: true, y: false, setScale: false } },
-      legend: { show: false },
+      legend: { show: names.length > 1 },
       scales: { x: { time: true, range: () => this.window } },
-      series: [{}, { label: "total", stroke: "#e8743b", fill: "rgba(232,116,59,0.15)", points: { show: true, size: 4 } }],
+      series: [
+        {},
+        ...names.map((label, i) => ({
+          label,
+          stroke: names.length === 1 ? "#e8743b" : `hsl(${(i * 137) % 360} 65% 45%)`,
+          fill: names.length === 1 ? "rgba(232,116,59,0.15)" : undefined,
+          points: { show: true, size: 4 },
+          spanGaps: false,
+        })),
+      ],
       axes: [{}, { size: 80, values: (_u, ticks) => ticks.map((v) => fmt(v, this.unit)) }],
       hooks: {
         setSelect: [
