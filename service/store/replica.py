@@ -110,6 +110,7 @@ class Replica:
         # every rowid it gave before, so rows read by a catch-up replace rows of the copy only when
         # a rowid comes again (an UPDATE): otherwise the copy is not searched for them.
         self._top_rid: dict[int, int] = {}
+        self._seen = False  # whether the copy holds series_seen (as a table, refreshed by catch-ups)
         self.snapshot = -1  # the last lake snapshot applied
         self.rebuilds = 0
         self.applied = 0  # snapshots applied by catching up (not by copying the lake whole)
@@ -268,7 +269,7 @@ class Replica:
                     self._watcher.lake_reset(self._newest(out))
                 else:
                     self._watcher.lake_profiles(new.select(["group_id", "ts"]))
-        if {self._tables[i].name for i in touched} & _SEEN_FROM:
+        if self._seen and {self._tables[i].name for i in touched} & _SEEN_FROM:
             out.execute(f"DELETE FROM {_SEEN}")
             out.execute(f"INSERT INTO {_SEEN} FROM {_SEEN_LIVE}")
         return top
@@ -303,6 +304,7 @@ class Replica:
                     f'FROM {lake.ALIAS}.main."{t.name}"'
                 )
                 out.execute(f'CREATE VIEW main."{t.name}" AS SELECT {t.columns} FROM {SCHEMA}."{t.name}"')
+            seen = False  # a lake's schema always has it; a copy without it has nothing to refresh
             for name, sql in views:
                 if name == "series_seen":  # the lake's names its watermark, and reads DuckLake's snapshot_id
                     out.execute(
@@ -312,6 +314,7 @@ class Replica:
                     )
                     out.execute(f"CREATE TABLE {_SEEN} AS FROM {_SEEN_LIVE}")
                     out.execute(f"CREATE VIEW main.series_seen AS FROM {_SEEN}")
+                    seen = True
                 else:
                     out.execute(sql)
             newest = self._newest(out) if "profiles" in {t.name for t in tables.values()} else None
@@ -323,6 +326,7 @@ class Replica:
             self._watcher.lake_reset(newest)
         self._tables = tables
         self._top_rid = top
+        self._seen = seen
         self.snapshot = int(snapshot)
         self.rebuilds += 1
         log.info(
