@@ -1,5 +1,6 @@
-// The Explore view: a profile type, a label selector and a range in, a flame graph and a top
-// table out. Everything a view shows is in the URL, so a link can be shared and Back works.
+// The page: its views (Explore, Compare, Profiles, Findings, Targets) share one state, a profile
+// type, a label selector and a range among it, and everything a view shows is in the URL, so a
+// link can be shared and Back works. The API is called with the token the server asked for.
 import { Compare } from "/ui/compare.js";
 import { FlameGraph, fmt } from "/ui/flame.js";
 import { sandwich } from "/ui/sandwich.js";
