@@ -199,7 +199,7 @@ async function load() {
   status("loading…");
   const win = window_();
   const params = { query: query(), ...win.params };
-  const filters = Object.fromEntries(FILTERS.filter((k) => state[k]).map((k) => [k, state[k]]));
+  const filters = filterParams();
   try {
     const [answer, top, ts] = await Promise.all([
       api("/api/v1/flamegraph", { ...params, ...filters, max_nodes: state.max_nodes }),
