@@ -104,8 +104,6 @@ const series = new TimeSeries($("ts"), {
   },
 });
 
-const UNIT_S = { m: 60, h: 3600, d: 86400 };
-
 /** A time as the API reads it (parse_time), in unix seconds, for the axis; NaN if unreadable. */
 function seconds(text, now) {
   const t = text.trim();
@@ -131,8 +129,8 @@ function window_() {
     const until = state.until || "now";
     return { params: { from: state.from, until }, seconds: [seconds(state.from, now), seconds(until, now)] };
   }
-  const span = Number(state.range.slice(0, -1)) * UNIT_S[state.range.slice(-1)];
-  return { params: { from: `now-${state.range}`, until: "now" }, seconds: [now - span, now] };
+  const from = `now-${state.range}`;
+  return { params: { from, until: "now" }, seconds: [seconds(from, now), now] };
 }
 
 function query() {
