@@ -82,6 +82,7 @@ def window_panel(full: Panel, end: int) -> tuple[Panel, Windows]:
     p = Panel(
         full.profile_type, full.service, full.series, full.units, full.ts[r], full.series_index[r], full.unit[r],
         full.total[r], [full.functions[j] for j in cols], full.flat[r][:, cols], full.cum[r][:, cols],
+        full.duration[r],
     )  # fmt: skip
     p.callers = full.callers
     return p, w
@@ -191,6 +192,7 @@ def leak_delay(
                     full.functions,
                     full.flat[lo:hi],
                     full.cum[lo:hi],
+                    full.duration[lo:hi],
                 )
                 found = leak_findings(leak_tests(p, window, T), T, "bench")
                 if found and leaking:

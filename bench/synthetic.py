@@ -173,6 +173,7 @@ def panel_of(
     profile_type: ProfileType = CPU_TYPE,
     service: str = "svc",
     versions: list[str] | None = None,
+    duration_s: float = 15.0,
 ) -> Panel:
     """Detection's input straight from per-scrape stack counts (``counts``: scrapes x stacks).
 
@@ -197,8 +198,9 @@ def panel_of(
     flat = counts @ np.eye(len(model.names))[model.leaf]
     cum = counts @ model.contains
     p = Panel(
-        profile_type, service, series, units, ts, series_index, unit, counts.sum(axis=1), list(model.names), flat, cum
-    )
+        profile_type, service, series, units, ts, series_index, unit, counts.sum(axis=1), list(model.names), flat, cum,
+        np.full(ts.size, duration_s),
+    )  # fmt: skip
     p.callers = model.callers()
     return p
 

@@ -51,6 +51,9 @@ class Panel:
     functions: list[str]
     flat: F64  # (profiles, functions)
     cum: F64
+    # Per profile, seconds of profile duration (0 where the profile did not say): what turns a
+    # function's value into an absolute rate, the second test a rise of its share must pass.
+    duration: F64 = field(default_factory=lambda: np.zeros(0))
     callers: dict[str, list[str]] = field(default_factory=dict)  # immediate callers of candidate functions
 
     def __len__(self) -> int:
@@ -106,7 +109,8 @@ def load_panel(
         c = np.fromiter((col_of[n] for n in vals["name"].tolist()), np.int64, len(vals["name"]))
         flat[r, c] = np.asarray(vals["flat"], np.float64)
         cum[r, c] = np.asarray(vals["cum"], np.float64)
-    return Panel(profile_type, service, series, units, ts, series_index, unit, total, names, flat, cum)
+    duration = np.asarray(prof["duration"], np.float64)
+    return Panel(profile_type, service, series, units, ts, series_index, unit, total, names, flat, cum, duration)
 
 
 def callers_of(

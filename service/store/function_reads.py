@@ -27,10 +27,12 @@ def tenants(cur: duckdb.DuckDBPyConnection) -> list[str]:
 def profile_totals(
     cur: duckdb.DuckDBPyConnection, series_ids: list[int], span: TimeRange
 ) -> dict[str, npt.NDArray[Any]]:
-    """``series_id``, ``ts``, ``total`` per profile time of a series in ``[span.start, span.end)``, ordered by
-    ``(ts, series_id)``; two profiles of one series at one time are one row (their sum), as a merge sees them."""
+    """``series_id``, ``ts``, ``total``, ``duration`` (seconds) per profile time of a series in
+    ``[span.start, span.end)``, ordered by ``(ts, series_id)``; two profiles of one series at one time
+    are one row (their sums), as a merge sees them."""
     return cur.execute(
-        f"SELECT series_id, ts, sum(total)::DOUBLE AS total FROM profiles WHERE series_id IN ({id_list(series_ids)}) "
+        "SELECT series_id, ts, sum(total)::DOUBLE AS total, sum(duration_ns)::DOUBLE / 1e9 AS duration "
+        f"FROM profiles WHERE series_id IN ({id_list(series_ids)}) "
         "AND ts >= $start AND ts < $end GROUP BY series_id, ts ORDER BY ts, series_id",
         {"start": span.start, "end": span.end},
     ).fetchnumpy()
