@@ -36,6 +36,17 @@
 // a slower block costs more CPU, unlike the time-based duty cycles above).
 // With -checksum-slow-after D, every block does -checksum-slow-factor times
 // the work from D after start on: a real regression in one named function.
+//
+// Caller switch: -hashloop adds main.workloadHashLoop, which calls
+// sha256.Sum256 on a 16 KiB buffer -hashloop-calls times per 10 ms tick
+// (count-based too). With -hashloop-more-after D it makes -hashloop-factor
+// times as many calls from D after start on. main.hashWork hashes as well, so
+// crypto/sha256.block has two caller paths, one unchanged and one rising: the
+// standard-library leaf rises because one caller's behaviour changed.
+//
+// Leak switch: with -leak-after D, main.leakyCache allocates -leak-rate bytes
+// per second from D after start on and keeps every buffer reachable forever:
+// a real heap leak with one named allocation site.
 package main
 
 import (
@@ -97,6 +108,30 @@ const (
 	checksumTick       = 10 * time.Millisecond
 )
 
+// The caller switch (see the package comment).
+var (
+	hashLoopOn        bool
+	hashLoopCalls     int
+	hashLoopMoreAfter time.Duration
+	hashLoopFactor    int
+)
+
+const (
+	hashLoopBytes = 16 << 10
+	hashLoopTick  = 10 * time.Millisecond
+)
+
+// The leak switch (see the package comment).
+var (
+	leakAfter time.Duration
+	leakRate  int
+)
+
+const (
+	leakChunk = 64 << 10
+	leakTick  = 100 * time.Millisecond
+)
+
 var dumpProfiles = []string{"heap", "allocs", "goroutine", "block", "mutex", "threadcreate"}
 
 func main() {
@@ -108,6 +143,12 @@ func main() {
 	flag.DurationVar(&checksumSlowAfter, "checksum-slow-after", 0, "from this long after start on, main.checksumBlock does more work per call (0: never)")
 	flag.IntVar(&checksumSlowFactor, "checksum-slow-factor", 3, "how many times the work main.checksumBlock does once slowed")
 	flag.IntVar(&checksumBlocks, "checksum-blocks", 4, "main.checksumBlock calls per 10 ms tick (its share of the CPU)")
+	flag.BoolVar(&hashLoopOn, "hashloop", false, "also run main.workloadHashLoop (a second caller of crypto/sha256)")
+	flag.IntVar(&hashLoopCalls, "hashloop-calls", 8, "sha256.Sum256 calls of main.workloadHashLoop per 10 ms tick")
+	flag.DurationVar(&hashLoopMoreAfter, "hashloop-more-after", 0, "from this long after start on, main.workloadHashLoop makes more calls per tick (0: never)")
+	flag.IntVar(&hashLoopFactor, "hashloop-factor", 3, "how many times the calls main.workloadHashLoop makes once it makes more")
+	flag.DurationVar(&leakAfter, "leak-after", 0, "from this long after start on, main.leakyCache leaks -leak-rate bytes per second (0: never)")
+	flag.IntVar(&leakRate, "leak-rate", 1<<20, "bytes per second main.leakyCache allocates and keeps once leaking")
 	flag.Parse()
 	started = time.Now()
 
@@ -327,6 +368,12 @@ func startWorkload() (stop func()) {
 	}
 	if checksumOn {
 		start("checksum", func() { checksumWork(done) })
+	}
+	if hashLoopOn {
+		start("hashloop", func() { workloadHashLoop(done) })
+	}
+	if leakAfter > 0 {
+		start("leak", func() { leakWork(done) })
 	}
 
 	var once sync.Once
@@ -587,4 +634,73 @@ func checksumBlock(buf []byte, rounds int) uint64 {
 		}
 	}
 	return h
+}
+
+// workloadHashLoop hashes a fixed number of times per tick (count-based, like
+// checksumWork), through the same sha256 code as hashWork.
+//
+//go:noinline
+func workloadHashLoop(done <-chan struct{}) {
+	buf := make([]byte, hashLoopBytes)
+	fill(buf, 11)
+	var acc uint64
+	for {
+		calls := hashLoopCalls
+		if hashLoopMoreAfter > 0 && time.Since(started) >= hashLoopMoreAfter {
+			calls *= hashLoopFactor
+		}
+		for i := 0; i < calls; i++ {
+			sum := sha256.Sum256(buf)
+			buf[int(sum[0])] ^= sum[1] // chain the hashes
+			acc += uint64(sum[2])
+		}
+		atomic.AddUint64(&sink, acc)
+		if !idle(done, hashLoopTick) {
+			return
+		}
+	}
+}
+
+// leaked holds every buffer leakyCache ever made: reachable for the life of
+// the process, so the garbage collector can never free them.
+var (
+	leakedMu sync.Mutex
+	leaked   [][]byte
+)
+
+// leakWork waits for -leak-after, then calls leakyCache every tick with the
+// bytes due by then (so the rate holds however late the ticks run).
+//
+//go:noinline
+func leakWork(done <-chan struct{}) {
+	for time.Since(started) < leakAfter {
+		if !idle(done, leakTick) {
+			return
+		}
+	}
+	begin := time.Now()
+	var made int64
+	for {
+		due := int64(time.Since(begin).Seconds() * float64(leakRate))
+		for ; made+leakChunk <= due; made += leakChunk {
+			leakyCache(made)
+		}
+		if !idle(done, leakTick) {
+			return
+		}
+	}
+}
+
+// leakyCache is the leak's allocation site: one leakChunk buffer, written
+// through (so its pages are real, not untouched zero pages) and kept forever.
+//
+//go:noinline
+func leakyCache(seq int64) {
+	b := make([]byte, leakChunk)
+	for i := 0; i < len(b); i += 256 {
+		b[i] = byte(seq>>8) + byte(i)
+	}
+	leakedMu.Lock()
+	leaked = append(leaked, b)
+	leakedMu.Unlock()
 }
