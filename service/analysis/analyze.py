@@ -10,13 +10,17 @@ together, and testing both would double every finding.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from service.analysis.detect import Screen, Verdict, confirm, screen
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import LeakTest, is_leak_type, leak_findings, leak_tests
 from service.analysis.panel import Panel, callers_of, load_panel
+from service.analysis.paths import locate
 from service.analysis.records import Record
 from service.query.source import ProfileSource
 from service.store.reads import SeriesRow
@@ -25,6 +29,10 @@ from service.types import ProfileType, TimeRange
 __all__ = ["KINDS", "Result", "Windows", "analyze", "regression_screens", "returned"]
 
 KINDS = frozenset({"regression", "leak"})
+
+# How much of the baseline, right before its end, the caller paths of a finding are read from:
+# raw stacks are far more rows than the per-function rollups, and an hour tells the branches apart.
+PATHS_BASELINE_NS = 3600 * 10**9
 
 # Of the sample types one profile carries, the one tested for regressions.
 _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "block": "delay"}
@@ -152,10 +160,32 @@ def analyze(src: ProfileSource, tenant: str, w: Windows, t: Tuning, kinds: froze
             if names:
                 panel.callers = callers_of(src, panel.series, w.recent, sorted(names))
         first = confirm(screens, t, tenant)
-    result.verdicts = first
-    result.findings = [v.finding for v in first if v.finding is not None]
+    result.verdicts = [_located(src, v) for v in first]
+    result.findings = [v.finding for v in result.verdicts if v.finding is not None]
     result.findings += leak_findings(leaks, t, tenant)
     return result
+
+
+def _located(src: ProfileSource, v: Verdict) -> Verdict:
+    """A reported regression with where it enters (:mod:`service.analysis.paths`) in its details:
+    the caller paths read over the last hour of its baseline and the time since its change."""
+    f = v.finding
+    if f is None:
+        return v
+    panel = v.panel
+    b_start, b_end = f.details["baseline_window"]
+    r_end = f.details["recent_window"][1]
+    b_start = max(b_start, b_end - PATHS_BASELINE_NS)
+    keep = ((panel.ts >= b_start) & (panel.ts < b_end)) | ((panel.ts >= f.change_ts) & (panel.ts < r_end))
+    totals = {
+        (panel.series[int(panel.series_index[i])].series_id, int(panel.ts[i])): float(panel.total[i])
+        for i in np.flatnonzero(keep)
+    }
+    rows = src.caller_paths([s.series_id for s in panel.series], TimeRange(b_start, r_end), f.function)
+    found = locate(f.function, f.metric == "flat_share", rows, totals, f.change_ts)
+    if found is None:
+        return v
+    return dataclasses.replace(v, finding=dataclasses.replace(f, details={**f.details, **found.details()}))
 
 
 def returned(records: list[Record], result: Result, w: Windows, t: Tuning) -> list[int]:
