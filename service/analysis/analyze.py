@@ -40,17 +40,25 @@ _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "
 
 @dataclass(frozen=True, slots=True)
 class Windows:
-    """The windows of one run. ``longer`` holds more (recent, baseline) pairs ending at the same time:
-    a small rise that has lasted hours is invisible in 30 minutes of samples but clear in two."""
+    """The windows of one run. ``others`` holds more (recent, baseline) pairs ending at the same time:
+    a small rise that has lasted hours is invisible in 30 minutes of samples but clear in two, and a
+    large one that began minutes ago is diluted in 30 minutes but clear in ten."""
 
     recent: TimeRange
     baseline: TimeRange
     leak: TimeRange
-    longer: tuple[tuple[TimeRange, TimeRange], ...] = ()
+    others: tuple[tuple[TimeRange, TimeRange], ...] = ()
 
     @classmethod
     def ending(
-        cls, end: int, recent_ns: int, baseline_ns: int, offset_ns: int, leak_ns: int, long_ns: int = 0
+        cls,
+        end: int,
+        recent_ns: int,
+        baseline_ns: int,
+        offset_ns: int,
+        leak_ns: int,
+        long_ns: int = 0,
+        short_ns: int = 0,
     ) -> Windows:
         """``recent`` ends at ``end``; each baseline ends ``offset`` before its recent window starts."""
 
@@ -60,11 +68,11 @@ class Windows:
             return recent, TimeRange(base_end - baseline_ns, base_end)
 
         recent, baseline = pair(recent_ns)
-        longer = (pair(long_ns),) if long_ns > recent_ns else ()
-        return cls(recent, baseline, TimeRange(end - leak_ns, end), longer)
+        others = tuple(pair(n) for n in (short_ns, long_ns) if n > 0 and n != recent_ns)
+        return cls(recent, baseline, TimeRange(end - leak_ns, end), others)
 
     def pairs(self) -> list[tuple[TimeRange, TimeRange]]:
-        return [(self.recent, self.baseline), *self.longer]
+        return [(self.recent, self.baseline), *self.others]
 
     @property
     def span(self) -> TimeRange:

@@ -107,8 +107,8 @@ def test_a_rise_that_went_away_is_not_reported(model: StackModel) -> None:
 def test_a_young_rise_waits_for_persist(model: StackModel) -> None:
     f = top_functions(model)[3]
     steps = int(4.5 * HOUR / S)
-    p, base, recent = stream(model, {f: 2.0}, change=steps - 38)  # 9.5 min old, persist is 10 min
-    sc = screen(p, base, recent, T)
+    p, base, recent = stream(model, {f: 2.0}, change=steps - 18)  # 4.5 min old, persist is 5 min
+    sc = screen(p, base, TimeRange(recent.end - 5 * MIN, recent.end), T)  # a window it nearly fills
     assert sc is not None
     verdicts = confirm([sc], T, "default")
     assert [v.finding for v in verdicts if v.finding] == []
