@@ -61,6 +61,12 @@ class AnalysisSettings(BaseModel):
         description="A second, longer recent window tested in the same run (0: none); small rises that last "
         "are found in it.",
     )
+    recent_short_s: float = Field(
+        600.0,
+        ge=0,
+        description="A shorter recent window tested in the same run (0: none); a large rise is found at the "
+        "first run after it, before it fills the recent window.",
+    )
     baseline_s: float = Field(86400.0, gt=0, description="Length of the baseline window.")
     baseline_offset_s: float = Field(
         0.0, ge=0, description="Gap between baseline and recent window (e.g. 604800 - recent_s: same hours a week ago)."
@@ -83,7 +89,10 @@ class AnalysisSettings(BaseModel):
     )
     min_delta: float = Field(0.0001, ge=0, description="Smallest absolute rise of a share reported.")
     persist_s: float = Field(
-        600.0, gt=0, description="A rise must hold this long, up to the run's time, to be reported."
+        300.0,
+        gt=0,
+        description="A rise must hold this long, up to the run's time, to be reported (one run interval: a "
+        "change is reported by the second run that sees it at the latest).",
     )
     min_profiles: int = Field(8, ge=3, description="Fewest profiles per window for a test.")
     attribution_labels: list[str] = Field(

@@ -10,13 +10,17 @@ together, and testing both would double every finding.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from service.analysis.detect import Screen, Verdict, confirm, screen
 from service.analysis.findings import Finding, Tuning
 from service.analysis.leaks import LeakTest, is_leak_type, leak_findings, leak_tests
 from service.analysis.panel import Panel, callers_of, load_panel
+from service.analysis.paths import locate
 from service.analysis.records import Record
 from service.query.source import ProfileSource
 from service.store.reads import SeriesRow
@@ -26,23 +30,35 @@ __all__ = ["KINDS", "Result", "Windows", "analyze", "regression_screens", "retur
 
 KINDS = frozenset({"regression", "leak"})
 
+# How much of the baseline, right before its end, the caller paths of a finding are read from:
+# raw stacks are far more rows than the per-function rollups, and an hour tells the branches apart.
+PATHS_BASELINE_NS = 3600 * 10**9
+
 # Of the sample types one profile carries, the one tested for regressions.
 _PREFERRED = {"process_cpu": "cpu", "memory": "alloc_space", "mutex": "delay", "block": "delay"}
 
 
 @dataclass(frozen=True, slots=True)
 class Windows:
-    """The windows of one run. ``longer`` holds more (recent, baseline) pairs ending at the same time:
-    a small rise that has lasted hours is invisible in 30 minutes of samples but clear in two."""
+    """The windows of one run. ``others`` holds more (recent, baseline) pairs ending at the same time:
+    a small rise that has lasted hours is invisible in 30 minutes of samples but clear in two, and a
+    large one that began minutes ago is diluted in 30 minutes but clear in ten."""
 
     recent: TimeRange
     baseline: TimeRange
     leak: TimeRange
-    longer: tuple[tuple[TimeRange, TimeRange], ...] = ()
+    others: tuple[tuple[TimeRange, TimeRange], ...] = ()
 
     @classmethod
     def ending(
-        cls, end: int, recent_ns: int, baseline_ns: int, offset_ns: int, leak_ns: int, long_ns: int = 0
+        cls,
+        end: int,
+        recent_ns: int,
+        baseline_ns: int,
+        offset_ns: int,
+        leak_ns: int,
+        long_ns: int = 0,
+        short_ns: int = 0,
     ) -> Windows:
         """``recent`` ends at ``end``; each baseline ends ``offset`` before its recent window starts."""
 
@@ -52,11 +68,11 @@ class Windows:
             return recent, TimeRange(base_end - baseline_ns, base_end)
 
         recent, baseline = pair(recent_ns)
-        longer = (pair(long_ns),) if long_ns > recent_ns else ()
-        return cls(recent, baseline, TimeRange(end - leak_ns, end), longer)
+        others = tuple(pair(n) for n in (short_ns, long_ns) if n > 0 and n != recent_ns)
+        return cls(recent, baseline, TimeRange(end - leak_ns, end), others)
 
     def pairs(self) -> list[tuple[TimeRange, TimeRange]]:
-        return [(self.recent, self.baseline), *self.longer]
+        return [(self.recent, self.baseline), *self.others]
 
     @property
     def span(self) -> TimeRange:
@@ -152,10 +168,32 @@ def analyze(src: ProfileSource, tenant: str, w: Windows, t: Tuning, kinds: froze
             if names:
                 panel.callers = callers_of(src, panel.series, w.recent, sorted(names))
         first = confirm(screens, t, tenant)
-    result.verdicts = first
-    result.findings = [v.finding for v in first if v.finding is not None]
+    result.verdicts = [_located(src, v) for v in first]
+    result.findings = [v.finding for v in result.verdicts if v.finding is not None]
     result.findings += leak_findings(leaks, t, tenant)
     return result
+
+
+def _located(src: ProfileSource, v: Verdict) -> Verdict:
+    """A reported regression with where it enters (:mod:`service.analysis.paths`) in its details:
+    the caller paths read over the last hour of its baseline and the time since its change."""
+    f = v.finding
+    if f is None:
+        return v
+    panel = v.panel
+    b_start, b_end = f.details["baseline_window"]
+    r_end = f.details["recent_window"][1]
+    b_start = max(b_start, b_end - PATHS_BASELINE_NS)
+    keep = ((panel.ts >= b_start) & (panel.ts < b_end)) | ((panel.ts >= f.change_ts) & (panel.ts < r_end))
+    totals = {
+        (panel.series[int(panel.series_index[i])].series_id, int(panel.ts[i])): float(panel.total[i])
+        for i in np.flatnonzero(keep)
+    }
+    rows = src.caller_paths([s.series_id for s in panel.series], TimeRange(b_start, r_end), f.function)
+    found = locate(f.function, f.metric == "flat_share", rows, totals, f.change_ts)
+    if found is None:
+        return v
+    return dataclasses.replace(v, finding=dataclasses.replace(f, details={**f.details, **found.details()}))
 
 
 def returned(records: list[Record], result: Result, w: Windows, t: Tuning) -> list[int]:

@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from service.analysis.findings import Finding, Tuning
 from service.analysis.panel import Panel, unit_name
-from service.analysis.stats import benjamini_hochberg, change_point, mann_whitney_greater, mean_ci
+from service.analysis.stats import benjamini_hochberg, change_interval, change_point, mann_whitney_greater, mean_ci
 from service.types import TimeRange
 
 __all__ = ["Screen", "Verdict", "confirm", "screen"]
@@ -65,7 +65,13 @@ class Verdict:
 
 
 def screen(panel: Panel, baseline: TimeRange, recent: TimeRange, t: Tuning) -> Screen | None:
-    """The rank tests of one panel; ``None`` when either window has too few profiles."""
+    """The rank tests of one panel; ``None`` when either window has too few profiles.
+
+    A rise must hold twice (an intersection-union test: the larger p-value of the two is the
+    test's): as a share of the profile, which is load-normalized, and as an absolute rate, value
+    per second of profile (per profile where durations are missing). A function whose own cost
+    did not change gains share when the rest falls; its rate stays put, so it is not reported.
+    """
     ok = panel.total > 0
     base = ok & (panel.ts >= baseline.start) & (panel.ts < baseline.end)
     cur = ok & (panel.ts >= recent.start) & (panel.ts < recent.end)
@@ -73,25 +79,35 @@ def screen(panel: Panel, baseline: TimeRange, recent: TimeRange, t: Tuning) -> S
         return None
     safe = np.where(ok, panel.total, 1.0)[:, None]
     shares = {"flat_share": panel.flat / safe, "cum_share": panel.cum / safe}
+    seconds = panel.duration if panel.duration.size == panel.total.size else np.zeros(panel.total.size)
+    per = np.where(seconds > 0, seconds, 1.0)[:, None] if bool(np.all(seconds[ok] > 0)) else np.ones_like(safe)
+    rates = {"flat_share": panel.flat / per, "cum_share": panel.cum / per}
     centered: dict[str, F64] = {}
     level: dict[str, F64] = {}
     p: dict[str, F64] = {}
-    n_units = len(panel.units)
-    for m, s in shares.items():
-        # Each instance's baseline mean; an instance with no baseline profile takes the pooled one.
-        sums = np.zeros((n_units, s.shape[1]))
-        np.add.at(sums, panel.unit[base], s[base])
-        counts = np.bincount(panel.unit[base], minlength=n_units).astype(np.float64)[:, None]
-        pooled = s[base].mean(axis=0)
-        unit_mean = np.where(counts > 0, sums / np.maximum(counts, 1.0), pooled)
-        level[m] = unit_mean[panel.unit]
-        centered[m] = s - level[m]
-        x, y = centered[m][cur], centered[m][base]
-        flat_cols = np.all(x == x[:1], axis=0) & np.all(y == x[:1], axis=0)
-        with np.errstate(all="ignore"):
-            pv = sps.mannwhitneyu(x, y, alternative="greater", axis=0, method="asymptotic").pvalue
-        p[m] = np.where(flat_cols | ~np.isfinite(pv), 1.0, pv)
+    for m, sh in shares.items():
+        level[m], centered[m], p_share = _rank_test(panel, sh, base, cur)
+        _, _, p_rate = _rank_test(panel, rates[m], base, cur)
+        p[m] = np.maximum(p_share, p_rate)
     return Screen(panel, baseline, recent, base, cur, shares, centered, level, p)
+
+
+def _rank_test(panel: Panel, s: F64, base: B, cur: B) -> tuple[F64, F64, F64]:
+    """Each instance's baseline mean per profile, ``s`` centered on it, and the one-sided Mann-Whitney
+    p-value per function of the recent window's centered values against the baseline's."""
+    n_units = len(panel.units)
+    # An instance with no baseline profile takes the pooled baseline mean.
+    sums = np.zeros((n_units, s.shape[1]))
+    np.add.at(sums, panel.unit[base], s[base])
+    counts = np.bincount(panel.unit[base], minlength=n_units).astype(np.float64)[:, None]
+    pooled = s[base].mean(axis=0)
+    level = np.where(counts > 0, sums / np.maximum(counts, 1.0), pooled)[panel.unit]
+    centered = s - level
+    x, y = centered[cur], centered[base]
+    flat_cols = np.all(x == x[:1], axis=0) & np.all(y == x[:1], axis=0)
+    with np.errstate(all="ignore"):
+        pv = sps.mannwhitneyu(x, y, alternative="greater", axis=0, method="asymptotic").pvalue
+    return level, centered, np.where(flat_cols | ~np.isfinite(pv), 1.0, pv)
 
 
 def confirm(screens: Sequence[Screen], t: Tuning, tenant: str) -> list[Verdict]:
@@ -184,8 +200,14 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
     span = sc.recent.end - sc.recent.start
     near = (panel.ts >= sc.recent.end - 4 * span) & (panel.ts < sc.recent.end) & (panel.total > 0)
     order = np.flatnonzero(near)
-    k, _ = change_point(x[order], min_size=max(3, t.min_profiles // 2), ts=panel.ts[order])
+    size = max(3, t.min_profiles // 2)
+    k, _ = change_point(x[order], min_size=size, ts=panel.ts[order])
     change_ts = int(panel.ts[order[k]]) if k else int(sc.recent.start)
+    k_lo, k_hi = change_interval(x[order], min_size=size, ts=panel.ts[order])
+    # Without a step in the searched span, the change could lie anywhere in it.
+    interval = (
+        [int(panel.ts[order[k_lo]]), int(panel.ts[order[k_hi]])] if k else [int(panel.ts[order[0]]), sc.recent.end]
+    )
     after = sc.cur & (panel.ts >= change_ts)
     delta = float(x[after].mean()) if after.any() else 0.0
     level = float(sc.level[metric][after, j].mean()) if after.any() else 0.0
@@ -224,6 +246,7 @@ def _confirm_one(sc: Screen, metric: str, j: int, p: float, p_adj: float, t: Tun
         series_ids=sorted({panel.series[i].series_id for i in np.unique(panel.series_index[after])}),
         details={
             "delta_share": delta,
+            "change_interval": interval,
             "baseline_window": [sc.baseline.start, sc.baseline.end],
             "recent_window": [sc.recent.start, sc.recent.end],
             "profiles": {"baseline": int(sc.base.sum()), "current": int(after.sum())},

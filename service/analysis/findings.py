@@ -21,7 +21,7 @@ class Tuning:
     min_share: float = 0.005  # a function's cum share of the recent window to be tested at all
     min_relative: float = 0.005  # smallest relative rise reported; +1 % of cost is +(1 - share) % of share
     min_delta: float = 0.0001  # smallest rise of a share, absolute (0.01 percentage points)
-    persist_ns: int = 600 * 10**9  # the shift must hold this long (went-away filter)
+    persist_ns: int = 300 * 10**9  # the shift must hold this long (went-away filter)
     min_profiles: int = 8  # per window, else the window is too thin to test
     volatile: tuple[str, ...] = ("version", "commit", "revision", "image")  # attribution labels
     leak_min_bytes_per_min: float = 256 * 1024

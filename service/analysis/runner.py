@@ -86,6 +86,7 @@ class Analyzer:
             int(s.baseline_offset_s * 1e9),
             int(s.leak_window_s * 1e9),
             int(s.recent_long_s * 1e9),
+            int(s.recent_short_s * 1e9),
         )
 
     def run(self, w: Windows | None = None, kinds: frozenset[str] = KINDS, tenant: str | None = None) -> RunReport:

@@ -22,6 +22,7 @@ __all__ = [
     "Estimate",
     "Trend",
     "benjamini_hochberg",
+    "change_interval",
     "change_point",
     "hinge_point",
     "mann_kendall",
@@ -90,30 +91,64 @@ def change_point(x: F64, min_size: int = 3, ts: npt.NDArray[np.int64] | None = N
     one side. Every split with ``min_size`` points on each side is scored at once from
     cumulative sums; (0, 0.0) when the series is too short or never steps up.
     """
+    scored = _splits(x, min_size, ts)
+    if scored is None:
+        return 0, 0.0
+    k, between, m_diff, s2 = scored
+    i = int(np.argmax(between))
+    n = x.size
+    se = np.sqrt(s2 * (1 / k[i] + 1 / (n - k[i])))
+    return int(k[i]), float(m_diff[i] / se) if se > 0 else float("inf")
+
+
+def change_interval(
+    x: F64, min_size: int = 3, ts: npt.NDArray[np.int64] | None = None, level: float = 0.95
+) -> tuple[int, int]:
+    """The splits ``[k_lo, k_hi]`` a ``level`` confidence set of the change point holds; (0, 0)
+    where there is no step.
+
+    The set is every split whose fit is worse than the best by less than ``c * s2`` (profile
+    likelihood). A change point's likelihood ratio is not chi-square: around the true split it
+    behaves as the larger of two one-sided sups of ``2 W(t) - |t|``, each exceeding ``c`` with
+    probability ``exp(-c / 2)``, so ``c = -2 ln(1 - sqrt(level))`` (7.35 at 95 %, not 3.84).
+
+    The error of a change point grows as variance over step squared, so a small rise found late
+    has an interval of hours, a large one a few scrapes: the interval says which a finding is.
+    """
+    scored = _splits(x, min_size, ts)
+    if scored is None:
+        return 0, 0
+    k, between, _, s2 = scored
+    c = -2.0 * np.log(1.0 - np.sqrt(level))
+    inside = k[between >= between.max() - c * s2]
+    return int(inside.min()), int(inside.max())
+
+
+def _splits(
+    x: F64, min_size: int, ts: npt.NDArray[np.int64] | None
+) -> tuple[npt.NDArray[np.int64], F64, F64, float] | None:
+    """Upward splits with their between-segment sums of squares, mean differences and the residual
+    variance at the best one; ``None`` when there is no upward split."""
     n = x.size
     if n < 2 * min_size:
-        return 0, 0.0
+        return None
     c1 = np.cumsum(x)
     c2 = np.cumsum(x * x)
     k = np.arange(min_size, n - min_size + 1)
     if ts is not None:
         k = k[ts[k] != ts[k - 1]]
         if k.size == 0:
-            return 0, 0.0
+            return None
     n1 = k.astype(np.float64)
     n2 = n - n1
     s1 = c1[k - 1]
-    m1, m2 = s1 / n1, (c1[-1] - s1) / n2
-    between = n1 * n2 / n * (m2 - m1) ** 2
-    between = np.where(m2 > m1, between, -1.0)
-    i = int(np.argmax(between))
-    if between[i] <= 0:
-        return 0, 0.0
-    within = max(float(c2[-1] - c1[-1] ** 2 / n) - float(between[i]), 0.0)
-    s2 = within / max(n - 2, 1)
-    se = np.sqrt(s2 * (1 / n1[i] + 1 / n2[i]))
-    t = float((m2[i] - m1[i]) / se) if se > 0 else float("inf")
-    return int(k[i]), t
+    m_diff = (c1[-1] - s1) / n2 - s1 / n1
+    between = np.where(m_diff > 0, n1 * n2 / n * m_diff**2, -1.0)
+    up = between > 0
+    if not up.any():
+        return None
+    within = max(float(c2[-1] - c1[-1] ** 2 / n) - float(between.max()), 0.0)
+    return k[up], between[up], m_diff[up], within / max(n - 2, 1)
 
 
 def hinge_point(t: F64, y: F64, min_size: int = 3) -> int:

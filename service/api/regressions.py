@@ -39,6 +39,16 @@ class Links(BaseModel):
     export_baseline: str
 
 
+class Entry(BaseModel):
+    function: str = Field(description="Where the rise enters: the frame whose caller paths carry it")
+    how: Literal["caller", "proportional", "one-path"] = Field(
+        description="caller: those paths carry much more of the rise than they held, and their part of the "
+        "function grew; proportional: every caller path rose alike (the function itself got slower); one-path: "
+        "a single caller path, its frame of the service's own code nearest the function is named"
+    )
+    share_of_rise: float = Field(description="The part of the function's rise that the entry's paths carry")
+
+
 class RegressionOut(BaseModel):
     id: str = Field(description="Finding id (a decimal uint64, as a string so JavaScript keeps every digit)")
     kind: Literal["regression", "leak"]
@@ -51,6 +61,13 @@ class RegressionOut(BaseModel):
         description="flat_share / cum_share: the function's share of each profile's total; total: the profile's total"
     )
     change_ts: int = Field(description="Where the change starts, unix nanoseconds")
+    change_interval: list[int] | None = Field(
+        description="95 % confidence interval of the change point, [lo, hi] unix nanoseconds (regressions)"
+    )
+    entry: Entry | None = Field(
+        description="Where the rise enters, from the caller paths through the function (regressions); "
+        "`details.paths` has the paths carrying the most of the rise"
+    )
     baseline: Interval
     current: Interval
     relative: float = Field(description="current / baseline - 1 (1e9 for a rise from zero)")
@@ -66,7 +83,8 @@ class RegressionOut(BaseModel):
     acked_at: int | None
     resolved_at: int | None
     details: dict[str, Any] = Field(
-        description="Windows, profile counts, callers; for leaks slope per minute and sites"
+        description="Windows, profile counts, callers, the caller paths carrying the rise (`paths`: frames leaf "
+        "first, baseline and current share, share of the rise); for leaks slope per minute and sites"
     )
     links: Links
 
@@ -139,6 +157,8 @@ def _out(r: Record) -> dict[str, Any]:
         "function": r.function,
         "metric": r.metric,
         "change_ts": r.change_ts,
+        "change_interval": r.details.get("change_interval"),
+        "entry": r.details.get("entry"),
         "baseline": Interval(mean=r.baseline, lo=r.baseline_lo, hi=r.baseline_hi),
         "current": Interval(mean=r.current, lo=r.current_lo, hi=r.current_hi),
         "relative": r.relative,

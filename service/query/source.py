@@ -134,6 +134,10 @@ class ProfileSource(Protocol):
 
     def call_edges(self, series_ids: list[int], tr: TimeRange, names: Sequence[str]) -> list[tuple[str, str]]: ...
 
+    def caller_paths(
+        self, series_ids: list[int], tr: TimeRange, name: str
+    ) -> list[tuple[int, int, tuple[str, ...], float]]: ...
+
     # Findings.
     def unresolved_findings(self, tenant: str) -> list[Record]: ...
 

@@ -92,7 +92,11 @@ class Record:
             rate = float(self.details.get("per_minute", 0.0))
             return f"{self.service}: {what} keeps growing, {rate:+,.0f}/min (top site {self.function or '?'})"
         what = "flat" if self.metric == "flat_share" else "cum"
-        return f"{self.service}: {self.function} {what} {self.relative:+.1%}"
+        title = f"{self.service}: {self.function} {what} {self.relative:+.1%}"
+        entry = self.details.get("entry") or {}
+        if entry.get("function") and entry["function"] != self.function:
+            title += f", entering at {entry['function']}"
+        return title
 
 
 def _record(row: tuple[Any, ...]) -> Record:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from service.store.reads import id_list, rollups_between, values_between
 from service.types import TimeRange
 
-__all__ = ["call_edges", "function_values", "heavy_functions", "profile_totals", "tenants"]
+__all__ = ["call_edges", "caller_paths", "function_values", "heavy_functions", "profile_totals", "tenants"]
 
 
 def tenants(cur: duckdb.DuckDBPyConnection) -> list[str]:
@@ -93,3 +93,32 @@ def call_edges(
         "  (SELECT caller FROM edge WHERE callee IN (SELECT unnest($names)))"
     )
     return [(a, b) for a, b in cur.execute(pairs, {"start": tr.start, "end": tr.end, "names": list(names)}).fetchall()]
+
+
+def caller_paths(
+    cur: duckdb.DuckDBPyConnection, series_ids: list[int], tr: TimeRange, name: str
+) -> list[tuple[int, int, tuple[str, ...], float]]:
+    """``(series_id, ts, frames, value)``: every stack sampled in ``tr`` that holds ``name``, per profile
+    time, its frames named (leaf first) and its value summed over labels.
+
+    For the few functions a run reports: where on the call tree a rise sits is what says which
+    caller changed, and only the stacks through the function can say it.
+    """
+    rows = cur.execute(
+        f"WITH v AS (SELECT series_id, ts, stack_id, sum(value) AS value FROM "
+        f"  ({values_between('$start', '$end', id_list(series_ids))}) GROUP BY ALL), "
+        "st AS (SELECT stack_id, any_value(function_ids) AS fids FROM stacks "
+        "  WHERE stack_id IN (SELECT stack_id FROM v) GROUP BY stack_id), "
+        "fid AS (SELECT list(DISTINCT function_id) AS ids FROM functions WHERE name = $name) "
+        "SELECT v.series_id, v.ts, st.fids, sum(v.value)::DOUBLE FROM v JOIN st USING (stack_id), fid "
+        "WHERE list_has_any(st.fids, fid.ids) GROUP BY ALL",
+        {"start": tr.start, "end": tr.end, "name": name},
+    ).fetchall()
+    ids = sorted({f for r in rows for f in r[2]})
+    names = dict(
+        cur.execute(
+            "SELECT function_id, any_value(name) FROM functions WHERE function_id IN (SELECT unnest($ids)) GROUP BY 1",
+            {"ids": ids},
+        ).fetchall()
+    )
+    return [(int(sid), int(ts), tuple(names.get(f, "?") for f in fids), float(v)) for sid, ts, fids, v in rows]

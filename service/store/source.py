@@ -78,6 +78,7 @@ class DuckDBSource:
     heavy_functions = _on_cursor(function_reads.heavy_functions)
     function_values = _on_cursor(function_reads.function_values)
     call_edges = _on_cursor(function_reads.call_edges)
+    caller_paths = _on_cursor(function_reads.caller_paths)
     ping = _on_cursor(reads.ping)
     list_findings = _on_cursor(findings.list_findings)
 

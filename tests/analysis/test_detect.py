@@ -78,6 +78,9 @@ def test_a_slowed_function_is_found_with_its_change_point(model: StackModel) -> 
     assert [(x.function, x.metric) for x in out] == [(model.names[f], "flat_share")]
     x = out[0]
     assert abs(x.change_ts - change * S) <= 2 * S
+    lo, hi = x.details["change_interval"]
+    assert lo <= change * S <= hi and lo <= x.change_ts <= hi
+    assert hi - lo <= 8 * S  # a +50 % step: a few scrapes wide, not the window
     assert x.relative == pytest.approx(0.5, rel=0.25)
     assert x.baseline.hi < x.current.lo
     assert x.p_adjusted <= T.alpha
@@ -104,8 +107,8 @@ def test_a_rise_that_went_away_is_not_reported(model: StackModel) -> None:
 def test_a_young_rise_waits_for_persist(model: StackModel) -> None:
     f = top_functions(model)[3]
     steps = int(4.5 * HOUR / S)
-    p, base, recent = stream(model, {f: 2.0}, change=steps - 38)  # 9.5 min old, persist is 10 min
-    sc = screen(p, base, recent, T)
+    p, base, recent = stream(model, {f: 2.0}, change=steps - 18)  # 4.5 min old, persist is 5 min
+    sc = screen(p, base, TimeRange(recent.end - 5 * MIN, recent.end), T)  # a window it nearly fills
     assert sc is not None
     verdicts = confirm([sc], T, "default")
     assert [v.finding for v in verdicts if v.finding] == []
@@ -145,6 +148,20 @@ def test_pooling_instances_finds_what_one_alone_misses(model: StackModel) -> Non
     many, base, recent = stream(model, {f: 0.08}, change=steps - 110, n=1500, units=8, seed=7)
     pooled = [x for x in found(many, base, recent) if x.function == model.names[f]]
     assert pooled and pooled[0].metric == "flat_share"
+
+
+def test_a_function_that_fell_makes_no_other_function_a_finding(model: StackModel) -> None:
+    """The largest function's own cost halves: every other function's share rises by about its
+    own share over (1 - top / 2), many standard errors at 6,000 samples per scrape, but none of
+    them costs more per second. Tested as shares alone, this stream reports several of them."""
+    top = top_functions(model)[0]
+    steps = int(4.5 * HOUR / S)
+    p, base, recent = stream(model, {top: -0.5}, change=steps - 100)
+    assert found(p, base, recent) == []
+    shares_only = Panel(*(getattr(p, f) for f in Panel.__slots__ if f not in ("duration", "callers")))
+    shares_only.callers = p.callers
+    shares_only.duration = np.zeros(len(p))  # no durations: the rate is per profile, and still flat
+    assert found(shares_only, base, recent) == []
 
 
 def heap_stream(model: StackModel, leak_site: int | None, per_min: float, start: int, seed: int = 1) -> Panel:

@@ -108,6 +108,14 @@ def test_analyze_finds_the_slowed_function_and_only_it(stored) -> None:  # type:
     assert f["instances"] == ["host-1:6060"]
     assert f["baseline"]["hi"] < f["current"]["lo"]
     assert 0.3 < f["relative"] < 0.7
+    lo, hi = f["change_interval"]
+    assert lo <= change_ts <= hi and lo <= f["change_ts"] <= hi
+    # Its own cost rose, on every caller path alike (they differ in pdqsort's recursion depth only):
+    # the function itself is where the rise enters, and the paths say who calls it.
+    assert (f["entry"]["function"], f["entry"]["how"]) == ("sort.insertionSort", "proportional")
+    paths = f["details"]["paths"]
+    assert all(p["frames"][0] == "sort.insertionSort" and "main.workloadSortInts" in p["frames"] for p in paths)
+    assert sum(p["share_of_rise"] for p in paths) == pytest.approx(1.0, abs=0.2)
 
     # Seen again: the same finding, not a new one.
     again = analyze(client, (end - 30 * MIN, end), (start, end - 30 * MIN))

@@ -70,8 +70,11 @@ export async function showFindings(api, filters, open, ack) {
       cell(tr, f.kind);
       cell(tr, f.state, `state-${f.state}`);
       cell(tr, f.service);
-      cell(tr, f.title);
-      cell(tr, new Date(f.change_ts / 1e6).toLocaleString());
+      // The hover shows the caller path carrying most of the rise, and the change point's interval.
+      const top = f.details.paths?.[0];
+      cell(tr, f.title).title = top ? top.frames.join(" ← ") : "";
+      const interval = f.change_interval?.map((ns) => new Date(ns / 1e6).toLocaleString());
+      cell(tr, new Date(f.change_ts / 1e6).toLocaleString()).title = interval ? `95 %: ${interval.join(" – ")}` : "";
       cell(tr, f.relative >= 1e9 ? "new" : `${f.relative > 0 ? "+" : ""}${(100 * f.relative).toFixed(1)} %`);
       cell(tr, f.instances.join(", "));
       cell(tr, Object.entries(f.attribution).map(([k, v]) => `${k}: ${v.from.join("/")} → ${v.to.join("/")}`).join("; "));
