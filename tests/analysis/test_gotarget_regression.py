@@ -143,7 +143,9 @@ def observe(binary: Path, backend: Backend, tmp_path: Path) -> Iterator[Any]:
                 r = httpx.post(f"{server.url}/api/v1/analyze", params=params, timeout=120)
                 assert r.status_code == 200, r.text
                 counts = {pt: {k: _count(server, pt, *w) for k, w in ns.items()} for pt in (CPU, ALLOC, INUSE)}
-                return Observed(r.json(), counts)
+                seen = Observed(r.json(), counts)
+                print(seen)  # what was found, also when the test passes (pytest -s or -rP shows it)
+                return seen
 
     (tmp_path / "serve" / "targets").mkdir(parents=True)
     yield run

@@ -37,16 +37,16 @@
 // With -checksum-slow-after D, every block does -checksum-slow-factor times
 // the work from D after start on: a real regression in one named function.
 //
-// Caller switch: -hashloop adds main.workloadHashLoop, which calls
-// sha256.Sum256 on a 16 KiB buffer -hashloop-calls times per 10 ms tick
-// (count-based too). With -hashloop-more-after D it makes -hashloop-factor
-// times as many calls from D after start on. main.hashWork hashes as well, so
+// Caller switch: -hashloop adds main.workloadHashLoop (worker=hashloop),
+// which calls sha256.Sum256 on a 16 KiB buffer -hashloop-calls times per
+// 10 ms tick (count-based too). With -hashloop-more-after D it makes
+// -hashloop-factor times as many calls from D after start on. main.hashWork hashes as well, so
 // crypto/sha256.block has two caller paths, one unchanged and one rising: the
 // standard-library leaf rises because one caller's behaviour changed.
 //
-// Leak switch: with -leak-after D, main.leakyCache allocates -leak-rate bytes
-// per second from D after start on and keeps every buffer reachable forever:
-// a real heap leak with one named allocation site.
+// Leak switch: with -leak-after D, main.leakyCache (worker=leak) allocates
+// -leak-rate bytes per second from D after start on and keeps every buffer
+// reachable forever: a real heap leak with one named allocation site.
 package main
 
 import (
@@ -662,11 +662,9 @@ func workloadHashLoop(done <-chan struct{}) {
 }
 
 // leaked holds every buffer leakyCache ever made: reachable for the life of
-// the process, so the garbage collector can never free them.
-var (
-	leakedMu sync.Mutex
-	leaked   [][]byte
-)
+// the process, so the garbage collector can never free them. Only leakWork's
+// goroutine touches it.
+var leaked [][]byte
 
 // leakWork waits for -leak-after, then calls leakyCache every tick with the
 // bytes due by then (so the rate holds however late the ticks run).
@@ -700,7 +698,5 @@ func leakyCache(seq int64) {
 	for i := 0; i < len(b); i += 256 {
 		b[i] = byte(seq>>8) + byte(i)
 	}
-	leakedMu.Lock()
 	leaked = append(leaked, b)
-	leakedMu.Unlock()
 }
