@@ -90,7 +90,7 @@ SEPARATION_EDGES = (2.0, 4.0, 6.0, 8.0, 12.0)
 
 @functools.cache
 def cpu() -> StackModel:
-    """The CPU stream model, built once per process (workers build their own rather than unpickle it)."""
+    """The CPU stream model, built once per process: tasks carry only their coordinates, never the model."""
     return cpu_model(CORPUS)
 
 
@@ -168,9 +168,10 @@ def oracle_p(full: Panel, j: int, change: int, end: int) -> float:
     """One-sided Welch t p-value of "function ``j``'s flat share rose": the scrapes since ``change``
     against the 24 h before it, each instance centered on its own baseline mean as the detector does.
 
-    It knows what the detector must find out (which function, and when), so its delay is the
-    least any test of shares at the same false-alarm level could have on these samples. Scrapes are
-    independent draws in this model, so the t statistic's null distribution holds.
+    It is told what the detector must find out (which function, and when), so it has no search to
+    pay for: its delay is a reference for what a test of shares at the same false-alarm level can
+    see in these samples. Scrapes are independent draws in this model, so the t statistic's null
+    distribution holds (the control streams check it).
     """
     lo, mid, hi = (int(v) for v in np.searchsorted(full.ts, [change - BASELINE, change, end]))
     total = full.total[lo:hi]
@@ -731,7 +732,8 @@ class PairSchedule:
     """The service's schedule, shrunk only where a short run needs it: a run every 5 min testing the
     last 30 min (10 min persistence) when the run is long enough, else a sixth, a third and a third
     of it; the baseline is everything scraped before the recent window, the leak window 30 min or
-    everything scraped. The slowed copy switches halfway."""
+    everything scraped. The slowed copy switches a third of the way in, so that two runs or more
+    come after the change has held for the persistence."""
 
     minutes: float
 
@@ -749,7 +751,7 @@ class PairSchedule:
 
     @property
     def switch_ns(self) -> int:
-        return self.total_ns // 2
+        return self.total_ns // 3
 
     def tuning(self) -> Tuning:
         return Tuning(persist_ns=min(T.persist_ns, self.recent_ns))
@@ -803,7 +805,7 @@ class PairResult:
 
 def go_pair(go: str, minutes: float, factor: int = 2) -> PairResult:
     """Two copies of the real Go program side by side, ``main.checksumBlock`` ``factor`` times slower
-    in one from halfway; both scraped into one DuckDB store and analyzed on the service's schedule
+    in one from a third of the way in; both scraped into one DuckDB store and analyzed on the service's schedule
     (:class:`PairSchedule`)."""
     sched = PairSchedule(minutes)
     flags = ["-checksum", "-checksum-blocks", "16"]
