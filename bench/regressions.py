@@ -210,11 +210,12 @@ class Timer:
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """What a task spent: CPU seconds in all, and the detector's calls and CPU seconds."""
+    """What a task spent: CPU seconds in all, and the detector's calls and CPU seconds (on ``units`` instances)."""
 
     cpu_s: float
     detect_calls: int
     detect_s: float
+    units: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +254,7 @@ def regression_stream(seed: int, key: tuple[int, ...], f: int, x: float, units: 
                 found = (minutes, abs(mine[0].change_ts - change) / S)
         if found is not None and oracle is not None:
             break
-    return RowStream(f, x, units, n, found, oracle, Cost(time.process_time() - t0, timer.calls, timer.seconds))
+    return RowStream(f, x, units, n, found, oracle, Cost(time.process_time() - t0, timer.calls, timer.seconds, units))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +298,7 @@ def control_stream(seed: int, key: tuple[int, ...], f: int, x: float, units: int
     timer = Timer()
     full, change = cpu_stream(rng_for(seed, *key), units, n, int((BASELINE + LONG) / S), int(HORIZON / S), {f: x})
     found = episodes(timer.detect(full, end) for end in run_times(change))
-    return ControlStream(f, x, units, n, found, Cost(time.process_time() - t0, timer.calls, timer.seconds))
+    return ControlStream(f, x, units, n, found, Cost(time.process_time() - t0, timer.calls, timer.seconds, units))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +334,9 @@ def quiet_stream(seed: int, key: tuple[int, ...], units: int, n: int, days: floa
             for end in run_times(change):
                 runs += 1
                 alarms += oracle_p(full, j, change, end) <= ORACLE_ALPHA
-    return QuietStream(units, n, days, found, alarms, runs, Cost(time.process_time() - t0, timer.calls, timer.seconds))
+    return QuietStream(
+        units, n, days, found, alarms, runs, Cost(time.process_time() - t0, timer.calls, timer.seconds, units)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,18 +604,16 @@ def leak_table(streams: list[LeakStream]) -> None:
         )
 
 
-def cost_table(tasks: list[Task], results: list[Any], wall: float, jobs: int) -> None:
-    """Where the time went: CPU per section, and the detector's cost per call by instances."""
-    print(
-        f"| section | tasks | CPU s | longest task s | detector calls | detector s per call |  ({jobs} job(s), {wall:.0f} s wall)"
-    )
-    print("| --- | --- | --- | --- | --- | --- |")
-    for section in dict.fromkeys(t.section for t in tasks):
-        costs = [r.cost for t, r in zip(tasks, results, strict=True) if t.section == section]
+def cost_table(tasks: list[Task], results: list[Any]) -> None:
+    """Where the time went: CPU per section and number of instances, and the detector's cost per call."""
+    print("| section | instances | tasks | CPU s | longest task s | detector calls | detector s per call |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for section, units in dict.fromkeys((t.section, r.cost.units) for t, r in zip(tasks, results, strict=True)):
+        costs = [r.cost for t, r in zip(tasks, results, strict=True) if (t.section, r.cost.units) == (section, units)]
         calls = sum(c.detect_calls for c in costs)
         per = sum(c.detect_s for c in costs) / calls if calls else None
         print(
-            f"| {section} | {len(costs)} | {sum(c.cpu_s for c in costs):.0f} | {max(c.cpu_s for c in costs):.0f} | "
+            f"| {section} | {units} | {len(costs)} | {sum(c.cpu_s for c in costs):.0f} | {max(c.cpu_s for c in costs):.0f} | "
             f"{calls} | {fmt(per, '.3f')} |"
         )
 
@@ -632,7 +633,7 @@ def synthetic(args: argparse.Namespace) -> None:
     print()
     print("Where the time went (CPU seconds per section; the detector's own share of it):")
     print()
-    cost_table(tasks, results, wall, args.jobs)
+    cost_table(tasks, results)
     if rows:
         print()
         print(
