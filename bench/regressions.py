@@ -726,6 +726,7 @@ class PairRun:
     minute: float
     findings: dict[str, list[Finding]]
     seconds: float  # the run's own time (it shares the cores with the scrapers)
+    cpu: dict[str, Panel]  # the CPU panel each service was tested on
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,7 +864,18 @@ def pair_run(
     by: dict[str, list[Finding]] = {svc: [] for svc in scrapes}
     for f in result.findings:
         by.setdefault(f.service, []).append(f)
-    return PairRun((end - start) / MIN, by, time.perf_counter() - t0)
+    cpu = {svc: p for (svc, pt), p in result.panels.items() if pt.startswith("process_cpu:cpu:")}
+    return PairRun((end - start) / MIN, by, time.perf_counter() - t0, cpu)
+
+
+def share_around(panel: Panel | None, name: str, switch: int) -> str:
+    """``name``'s mean flat share of CPU before and after ``switch``: that the slowdown is in the data."""
+    if panel is None or name not in panel.functions:
+        return "-"
+    j = panel.functions.index(name)
+    share = panel.flat[:, j] / np.maximum(panel.total, 1.0)
+    before, after = share[panel.ts < switch], share[panel.ts >= switch]
+    return f"{fmt(float(before.mean()) if before.size else None, '.1%')} → {fmt(float(after.mean()) if after.size else None, '.1%')}"
 
 
 def gopair(args: argparse.Namespace) -> None:
@@ -884,10 +896,10 @@ def gopair(args: argparse.Namespace) -> None:
     )
     print()
     print(
-        "| copy | profiles stored | scrape interval median / max | runs (minute) | distinct findings | "
-        "main.checksumBlock | other findings |"
+        "| copy | profiles stored | scrape interval median / max | main.checksumBlock share before → after the switch | "
+        "runs (minute) | distinct findings | main.checksumBlock | other findings |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for svc in ("gopair-unchanged", "gopair-slowed"):
         seen = [r.findings.get(svc, []) for r in res.runs]
         hit = next(
@@ -911,7 +923,9 @@ def gopair(args: argparse.Namespace) -> None:
         gaps = np.diff(res.scraped[svc].starts) / 1e9
         print(
             f"| {svc} | {res.scraped[svc].stored} | {fmt(float(np.median(gaps)) if gaps.size else None, '.1f')} / "
-            f"{fmt(float(gaps.max()) if gaps.size else None, '.1f')} s | {len(res.runs)} ({minutes}) | "
+            f"{fmt(float(gaps.max()) if gaps.size else None, '.1f')} s | "
+            f"{share_around(res.runs[-1].cpu.get(svc) if res.runs else None, 'main.checksumBlock', res.switch)} | "
+            f"{len(res.runs)} ({minutes}) | "
             f"{episodes(seen).count} | {mine} | {', '.join(others) or 'none'} |"
         )
     print()
