@@ -57,7 +57,9 @@ bench-cluster: $(VENV)/.test
 bench-ui: $(VENV)/.test
 	$(BIN)/python -m bench.ui
 
-# Detection quality on streams drawn from real profiles: detection rate, delay, false positives, leaks.
+# Detection quality on streams drawn from real profiles: detection rate and delay beside an oracle, false
+# positives, share artifacts, leaks; streams on --jobs 2 processes (about 35-40 min on 2 idle cores).
+# The real Go program twice for 30 min (both cores, run alone): python -m bench.regressions --sections gopair
 .PHONY: bench-regressions
 bench-regressions: $(VENV)/.test
 	$(BIN)/python -m bench.regressions
