@@ -36,10 +36,11 @@ INTERVAL_S = 2  # the shortest a CPU profile allows: ?seconds=1 must end before 
 MIN_PROFILES = 8
 
 # Seconds from the Go program's start. The warm-up lets the heap and the scheduler settle and
-# covers serve's start and the first memory scrape (which only sets the collector's baseline).
+# covers the first scrapes (serve reads the file_sd file within 2 s, and its first memory scrape
+# only sets the collector's baseline).
 WARM_UP_S = 8.0
-BASELINE_S = 36.0  # 18 profiles of each type
-RECENT_S = 30.0  # 15: at complete separation Mann-Whitney's p is then ~3e-7, room under BH's bar
+BASELINE_S = 36.0  # 17 profiles of each type in the baseline window (it ends before the switch)
+RECENT_S = 30.0  # 15: at complete separation Mann-Whitney's p is then ~8e-7, room under BH's bar
 SWITCH_S = WARM_UP_S + BASELINE_S
 # A profile covers the time after its timestamp (a CPU profile 1 s, a memory delta the 2 s since the
 # previous scrape): the baseline ends a scrape interval before the switch, so no profile in it saw
