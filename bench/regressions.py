@@ -3,7 +3,7 @@
 Streams are drawn from real profiles (bench/synthetic.py): CPU scrapes every 15 s from the six
 back-to-back profiles of one Go program, heap and goroutine scrapes from real Go profiles. The
 detector is the service's own (``regression_screens`` / ``confirm`` / ``leak_tests`` with the
-default settings: 30 min and 2 h recent windows, 24 h baseline, 10 min persistence, FDR 0.01 %
+default settings: 10 min, 30 min and 2 h recent windows, 24 h baseline, 5 min persistence, FDR 0.01 %
 per run), run on the same schedule as the service (every 5 min; leaks every minute as well) over
 panels shaped as ``load_panel`` shapes them (only functions with 0.5 % of the recent window).
 
@@ -74,6 +74,7 @@ MIN = 60 * 10**9
 HOUR = 60 * MIN
 WEEK = 7 * 24 * HOUR
 RECENT = 30 * MIN
+SHORT = 10 * MIN
 LONG = 2 * HOUR
 BASELINE = 24 * HOUR
 EVERY = 5 * MIN
@@ -143,7 +144,7 @@ def run_times(change: int, horizon: int = HORIZON) -> range:
 
 def window_panel(full: Panel, end: int) -> tuple[Panel, Windows]:
     """The rows a run at ``end`` reads, and the columns ``load_panel`` would keep."""
-    w = Windows.ending(end, RECENT, BASELINE, 0, RECENT, LONG)
+    w = Windows.ending(end, RECENT, BASELINE, 0, RECENT, LONG, SHORT)
     lo, hi = np.searchsorted(full.ts, [w.span.start, end])
     r = slice(int(lo), int(hi))
     rec = full.ts[r] >= w.recent.start
@@ -732,7 +733,7 @@ class PairRun:
 @dataclass(frozen=True, slots=True)
 class PairSchedule:
     """The service's schedule, shrunk only where a short run needs it: a run every 5 min testing the
-    last 30 min (10 min persistence) when the run is long enough, else a sixth, a third and a third
+    last 30 min (5 min persistence) when the run is long enough, else a sixth, a third and a third
     of it; the baseline is everything scraped before the recent window, the leak window 30 min or
     everything scraped. The slowed copy switches a third of the way in, so that two runs or more
     come after the change has held for the persistence."""
