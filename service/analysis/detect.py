@@ -86,9 +86,14 @@ def screen(panel: Panel, baseline: TimeRange, recent: TimeRange, t: Tuning) -> S
     level: dict[str, F64] = {}
     p: dict[str, F64] = {}
     for m, sh in shares.items():
-        level[m], centered[m], p_share = _rank_test(panel, sh, base, cur)
-        _, _, p_rate = _rank_test(panel, rates[m], base, cur)
-        p[m] = np.maximum(p_share, p_rate)
+        level[m], centered[m], p[m] = _rank_test(panel, sh, base, cur)
+        # The rate is tested only where the share passed alpha: elsewhere the larger p-value is above
+        # alpha either way, and Benjamini-Hochberg rejects the same tests with the same adjusted
+        # p-values whatever stands above alpha. Halves a run's CPU, nearly all of it ranking.
+        cols = np.flatnonzero(p[m] <= t.alpha)
+        if cols.size:
+            _, _, p_rate = _rank_test(panel, rates[m][:, cols], base, cur)
+            p[m][cols] = np.maximum(p[m][cols], p_rate)
     return Screen(panel, baseline, recent, base, cur, shares, centered, level, p)
 
 
@@ -103,10 +108,12 @@ def _rank_test(panel: Panel, s: F64, base: B, cur: B) -> tuple[F64, F64, F64]:
     pooled = s[base].mean(axis=0)
     level = np.where(counts > 0, sums / np.maximum(counts, 1.0), pooled)[panel.unit]
     centered = s - level
-    x, y = centered[cur], centered[base]
-    flat_cols = np.all(x == x[:1], axis=0) & np.all(y == x[:1], axis=0)
+    # A row per function, contiguous: scipy ranks along the last axis, and sorting contiguous rows
+    # is faster than sorting down the columns of the (profiles, functions) layout.
+    x, y = np.ascontiguousarray(centered[cur].T), np.ascontiguousarray(centered[base].T)
+    flat_cols = np.all(x == x[:, :1], axis=1) & np.all(y == x[:, :1], axis=1)
     with np.errstate(all="ignore"):
-        pv = sps.mannwhitneyu(x, y, alternative="greater", axis=0, method="asymptotic").pvalue
+        pv = sps.mannwhitneyu(x, y, alternative="greater", axis=1, method="asymptotic").pvalue
     return level, centered, np.where(flat_cols | ~np.isfinite(pv), 1.0, pv)
 
 
