@@ -192,3 +192,13 @@ def test_a_memory_leak_is_found_with_its_site(corpus: Path) -> None:
     assert abs(x.change_ts - 60 * S) <= 4 * S
     control = heap_stream(model, None, 0, start=0)
     assert leak_findings(leak_tests(control, window, T), T, "default") == []
+
+
+def test_a_leak_ending_in_a_collectors_dip_still_reads_as_a_rise(corpus: Path) -> None:
+    # The last three scrapes fall to below the level before the leak (a collection's trough): the
+    # trend holds, and the level now is read over the window's last fifth, not those three.
+    model = gauge_model(corpus / "go119__heap.pb.gz", 3)
+    p = heap_stream(model, int(model.leaf[0]), 4 << 20, start=40)
+    p.total[-3:] = p.total[:40].mean() * 0.8
+    out = leak_findings(leak_tests(p, TimeRange(0, 120 * S), T), T, "default")
+    assert len(out) == 1 and out[0].relative > 0 and out[0].current.mean > out[0].baseline.mean
