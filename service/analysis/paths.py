@@ -57,7 +57,7 @@ class Located:
     entry: str
     how: str  # "caller": a branch's share of its fork rose; "proportional": every branch rose alike;
     # "one-path": a single caller path, nothing tells its frames apart
-    share_of_rise: float  # of the function's rise, the part the entry's branch carries
+    share_of_rise: float  # of the function's rise, the part the entry's paths carry (above 1 when others fell)
     paths: list[dict[str, object]]
 
     def details(self) -> dict[str, object]:

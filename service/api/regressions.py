@@ -46,7 +46,9 @@ class Entry(BaseModel):
         "function grew; proportional: every caller path rose alike (the function itself got slower); one-path: "
         "a single caller path, its frame of the service's own code nearest the function is named"
     )
-    share_of_rise: float = Field(description="The part of the function's rise that the entry's paths carry")
+    share_of_rise: float = Field(
+        description="The part of the function's rise that the entry's paths carry (above 1 when the other paths fell)"
+    )
 
 
 class RegressionOut(BaseModel):
