@@ -7,11 +7,13 @@ is centered on its own baseline, so instances that differ (hardware, traffic mix
 test and small effects become visible across a fleet.
 
 The run: (1) one-sided Mann-Whitney U of the recent window against the baseline, per function
-and metric, vectorized over all functions; (2) Benjamini-Hochberg over every test of the run
-(all services); (3) for those left: the change point, the went-away filter (the rise must hold
-for ``persist`` up to the window's end), the cost-shift filter (a caller's other cost fell by
-what this function gained: a refactor moved cost, nothing got slower), the instances showing it
-and the volatile labels (``version``) that changed at the change point.
+and metric, vectorized over all functions, on the share and (where the share passed) on the rate
+per second, the larger p-value counting; (2) Benjamini-Hochberg over every test of the run
+(all services); (3) for those left: the change point and its 95 % interval, the went-away
+filter (the rise must hold for ``persist`` up to the window's end), the cost-shift filter (a
+caller's other cost fell by what this function gained: a refactor moved cost, nothing got
+slower), the instances showing it and the volatile labels (``version``) that changed at the
+change point. Where the rise enters on the call tree is ``paths``' (read from stacks, after).
 """
 
 from __future__ import annotations
